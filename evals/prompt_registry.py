@@ -1,0 +1,232 @@
+"""Prompt registry: every prompt template the experiments send, defined once, here.
+
+Experiment scripts import a template from TEMPLATES and turn it into an `llm.Request` with
+`TEMPLATES[name].request(**fields)`; nobody keeps a hand-written copy of a prompt.
+
+A template's version is the short sha256 of everything that decides what the model sees and
+what counts as a valid answer (system prompt, template text, JSON schema). It is computed from
+the code, never stored by hand, so reverting a prompt gives back its old version. The file
+evals/prompt_versions.json keeps the history: name -> [{version, first_seen}], and a test
+checks that it lists every current version.
+
+    uv run python -m evals.prompt_registry            # show versions; exit 1 if the file is stale
+    uv run python -m evals.prompt_registry --update   # record new versions in the file
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import hashlib
+import json
+import string
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import llm
+
+VERSIONS_PATH = Path(__file__).resolve().parent / "prompt_versions.json"
+
+
+@dataclass(frozen=True)
+class Template:
+    """One prompt: `text` is a str.format template; `{schema}` is filled with the JSON schema."""
+
+    name: str
+    text: str
+    system: str = ""
+    schema: dict | None = field(default=None, hash=False)
+    max_tokens: int = 512
+
+    @property
+    def version(self) -> str:
+        """Short sha256 of system prompt + text + schema: the same text always gives the same id."""
+        blob = json.dumps([self.system, self.text, self.schema], sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+    @property
+    def fields(self) -> set[str]:
+        """Placeholders the caller must fill (`schema` is filled by the registry)."""
+        names = {f for _, f, _, _ in string.Formatter().parse(self.text) if f}
+        return names - {"schema"}
+
+    def render(self, **values) -> str:
+        """The exact user prompt text; a missing or unknown field is a one-line error."""
+        missing, extra = self.fields - values.keys(), values.keys() - self.fields
+        if missing or extra:
+            raise ValueError(f"prompt {self.name}: missing fields {sorted(missing)}, "
+                             f"unknown fields {sorted(extra)}")
+        schema = json.dumps(self.schema, separators=(",", ":")) if self.schema else ""
+        return self.text.format(schema=schema, **values)
+
+    def request(self, *, max_tokens: int | None = None, **values) -> llm.Request:
+        """The rendered prompt as an llm.Request that carries this template's name and version."""
+        return llm.Request(prompt=self.render(**values), system=self.system, template=self.name,
+                           version=self.version, schema=self.schema,
+                           max_tokens=max_tokens or self.max_tokens)
+
+
+def format_candidates(candidates) -> str:
+    """Numbered candidate list for the reranker prompts: one '[id] name (aisle)' line each."""
+    return "\n".join(f"[{pid}] {name} ({aisle})" for pid, name, aisle in candidates)
+
+
+# ---------------------------------------------------------------------------------------------
+# The templates. Structured prompts end with the schema so the model sees the exact contract
+# that llm.py validates against.
+
+_JSON_TAIL = "Reply with only a JSON object that matches this JSON Schema:\n{schema}"
+
+ITEM_DESCRIPTION = Template(
+    name="item_description",
+    system=("You are a grocery catalogue copywriter. You describe products factually and "
+            "concisely for a recommender system. You answer with JSON only."),
+    text=("Describe this grocery product for a recommendation system.\n\n"
+          "Product: {product_name}\nAisle: {aisle}\nDepartment: {department}\n\n"
+          "Write one or two plain sentences on what the product is and how it is typically "
+          "used. List 3-8 short attributes (flavour, diet, form, format, price tier) and 1-5 "
+          "occasions or uses (breakfast, baking, lunchbox, party). Do not invent brand facts "
+          "you are unsure of.\n\n" + _JSON_TAIL),
+    schema={"type": "object",
+            "properties": {"description": {"type": "string", "minLength": 1},
+                           "attributes": {"type": "array", "items": {"type": "string"},
+                                          "maxItems": 8},
+                           "occasions": {"type": "array", "items": {"type": "string"},
+                                         "maxItems": 5}},
+            "required": ["description", "attributes", "occasions"],
+            "additionalProperties": False},
+    max_tokens=300,
+)
+
+USER_NARRATION = Template(
+    name="user_narration",
+    system=("You are an analyst who summarises grocery shoppers' tastes for a recommender "
+            "system. You write short, neutral, third-person profiles."),
+    text=("Here is a summary of one Instacart shopper's purchase history.\n\n"
+          "{purchase_summary}\n\n"
+          "In 3-5 sentences, describe this shopper's tastes and habits: the kinds of food they "
+          "favour, dietary patterns, how they shop (staples or variety, hints of household "
+          "size) and what they may want next. Do not list products verbatim and do not guess "
+          "anything about the person's identity."),
+    max_tokens=250,
+)
+
+_RANKING_SCHEMA = {"type": "object",
+                   "properties": {"ranking": {"type": "array", "items": {"type": "integer"},
+                                              "minItems": 1}},
+                   "required": ["ranking"]}
+_RERANK_SYSTEM = ("You are a grocery recommendation engine. You rank candidate products by how "
+                  "likely this shopper is to buy them in their next order. You answer with "
+                  "JSON only.")
+
+RERANKER = Template(
+    name="reranker",
+    system=_RERANK_SYSTEM,
+    text=("Shopper profile:\n{user_profile}\n\n"
+          "Candidate products, as [id] name (aisle):\n{candidates}\n\n"
+          "Rank all {n_candidates} candidates from most to least likely to be in this "
+          "shopper's next order. Use every id exactly once.\n\n" + _JSON_TAIL),
+    schema=_RANKING_SCHEMA,
+    max_tokens=400,
+)
+
+RERANKER_CONTEXT = Template(
+    name="reranker_context",
+    system=_RERANK_SYSTEM,
+    text=("Shopper profile:\n{user_profile}\n\n"
+          "Next order context: {order_context}\n\n"
+          "Recent orders, most recent first:\n{recent_orders}\n\n"
+          "Candidate products, as [id] name (aisle):\n{candidates}\n\n"
+          "Rank all {n_candidates} candidates from most to least likely to be in this "
+          "shopper's next order, taking the order context and recent orders into account. "
+          "Use every id exactly once.\n\n" + _JSON_TAIL),
+    schema=_RANKING_SCHEMA,
+    max_tokens=400,
+)
+
+DESCRIPTION_JUDGE = Template(
+    name="description_judge",
+    system=("You are a strict evaluator of product descriptions in a grocery catalogue. "
+            "You answer with JSON only."),
+    text=("Product: {product_name}\nAisle: {aisle}\nDepartment: {department}\n\n"
+          "Candidate description:\n{description}\n\n"
+          "Score the description from 1 (poor) to 5 (excellent) for faithfulness (no invented "
+          "facts), specificity and usefulness for recommending the product. Say whether it is "
+          "faithful and give a one-sentence reason.\n\n" + _JSON_TAIL),
+    schema={"type": "object",
+            "properties": {"score": {"type": "integer", "minimum": 1, "maximum": 5},
+                           "faithful": {"type": "boolean"},
+                           "reason": {"type": "string"}},
+            "required": ["score", "faithful", "reason"]},
+    max_tokens=200,
+)
+
+TEMPLATES: dict[str, Template] = {t.name: t for t in (
+    ITEM_DESCRIPTION, USER_NARRATION, RERANKER, RERANKER_CONTEXT, DESCRIPTION_JUDGE)}
+
+
+# ---------------------------------------------------------------------------------------------
+# Version history
+
+
+def current_versions() -> dict[str, str]:
+    """name -> version of the templates as the code defines them now."""
+    return {name: t.version for name, t in TEMPLATES.items()}
+
+
+def versions_used(*names: str) -> dict[str, str]:
+    """name -> version for the templates an experiment uses, for its results JSON."""
+    return {n: TEMPLATES[n].version for n in names}
+
+
+def load_history(path: Path | None = None) -> dict[str, list[dict]]:
+    """The recorded history, name -> [{version, first_seen}]; empty if there is no file yet."""
+    path = path or VERSIONS_PATH
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def stale(path: Path | None = None) -> list[str]:
+    """Names whose current version is not yet in the history file."""
+    history = load_history(path)
+    return [n for n, v in current_versions().items()
+            if v not in {e["version"] for e in history.get(n, [])}]
+
+
+def record_versions(path: Path | None = None, today: str | None = None) -> list[str]:
+    """Append every unseen current version to the history file; returns the names that changed.
+
+    A reverted prompt hashes to a version already listed, so it adds nothing."""
+    path = path or VERSIONS_PATH
+    history = load_history(path)
+    today = today or dt.date.today().isoformat()
+    changed = stale(path)
+    for name in changed:
+        history.setdefault(name, []).append({"version": TEMPLATES[name].version,
+                                             "first_seen": today})
+    if changed or not path.exists():
+        path.write_text(json.dumps(history, indent=2, sort_keys=True) + "\n")
+    return changed
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--update", action="store_true", help="record new versions in the file")
+    args = p.parse_args(argv)
+    if args.update:
+        changed = record_versions()
+        print(f"recorded {len(changed)} new version(s): {', '.join(changed) or '-'}")
+    todo = stale()
+    history = load_history()
+    for name, version in current_versions().items():
+        seen = [e["version"] for e in history.get(name, [])]
+        state = "NOT RECORDED" if name in todo else f"{len(seen)} version(s) in history"
+        print(f"{name:20s} {version}  {state}")
+    if todo:
+        print(f"{VERSIONS_PATH} is stale; run: uv run python -m evals.prompt_registry "
+              "--update", file=sys.stderr)
+    return 1 if todo else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

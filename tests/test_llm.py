@@ -1,0 +1,424 @@
+"""Offline tests of llm.py: the real anthropic SDK against the loopback fake API."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import anthropic
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]  # llm, evals and the fake, however pytest runs
+
+from fake_anthropic import FakeAnthropic, answer_for
+
+import llm
+from evals.prompt_registry import TEMPLATES, format_candidates
+
+KEY = "sk-ant-test-CANARY-0123456789abcdef"
+ITEM = TEMPLATES["item_description"]
+
+
+def item(i: int, **kw) -> llm.Request:
+    return ITEM.request(product_name=f"Product {i}", aisle="snacks", department="pantry", **kw)
+
+
+@pytest.fixture
+def server():
+    with FakeAnthropic() as s:
+        yield s
+
+
+@pytest.fixture
+def make_client(server, tmp_path, monkeypatch):
+    """LLM clients on the fake server with a fresh cache; no real .env is read."""
+    monkeypatch.setattr(llm, "ENV_FILES", [])
+    monkeypatch.delenv("LLM_MODEL", raising=False)
+    clients = []
+
+    def make(**kw):
+        kw = {"api_key": KEY, "base_url": server.base_url, "cache_path": tmp_path / "c.sqlite",
+              "timeout": 5.0, **kw}
+        clients.append(llm.LLM(**kw))
+        return clients[-1]
+
+    yield make
+    for c in clients:
+        c.close()
+
+
+# --- basic calls ---------------------------------------------------------------------------
+
+
+def test_structured_call_defaults_and_schema(server, make_client):
+    res = make_client().complete(item(1))
+    assert res.ok and not res.cached and llm.validate(res.data, ITEM.schema) is None
+    body = server.bodies[0]
+    assert body["model"] == llm.DEFAULT_MODEL == "claude-haiku-4-5-20251001"
+    assert body["system"] == ITEM.system and body["max_tokens"] == ITEM.max_tokens
+    assert "temperature" not in body  # API 2026-10-21 rejects sampling parameters
+    assert server.versions == {"2026-10-21"}
+
+
+def test_model_from_env_and_option(server, make_client, monkeypatch):
+    monkeypatch.setenv("LLM_MODEL", "claude-haiku-4-5")
+    make_client().complete(item(1))
+    unpriced = make_client(model="test-model-x")
+    unpriced.complete(item(2))
+    assert [b["model"] for b in server.bodies] == ["claude-haiku-4-5", "test-model-x"]
+    assert unpriced.usage_report()["total_cost_usd"] is None
+
+
+def test_temperature_is_opt_in_under_the_sampling_api_version(server, make_client):
+    res = make_client().complete(llm.Request(prompt="Say hi.", temperature=0.0))
+    assert res.ok and server.bodies[-1]["temperature"] == 0.0
+    assert server.versions == {"2023-06-01"}
+    # The fake rejects it like the real API under the SDK's default version.
+    sdk = anthropic.Anthropic(api_key=KEY, base_url=server.base_url, max_retries=0)
+    with pytest.raises(anthropic.BadRequestError, match="temperature"):
+        sdk.messages.create(model=llm.DEFAULT_MODEL, max_tokens=10, extra_body={"temperature": 0},
+                            messages=[{"role": "user", "content": "hi"}])
+
+
+def test_fake_answers_every_registry_template_validly():
+    for t in TEMPLATES.values():
+        values = {f: "[3] Milk (dairy)\n[7] Bread (bakery)" if f == "candidates" else "x"
+                  for f in t.fields}
+        text = answer_for(t.render(**values))
+        if t.schema:
+            assert llm.validate(json.loads(text), t.schema) is None, t.name
+    ranking = json.loads(answer_for(TEMPLATES["reranker"].render(
+        user_profile="p", n_candidates=2, candidates=format_candidates(
+            [(3, "Milk", "dairy"), (7, "Bread", "bakery")]))))["ranking"]
+    assert sorted(ranking) == [3, 7]
+
+
+# --- faults and retries ----------------------------------------------------------------------
+
+
+def test_retries_on_429_529_500_are_counted(server, make_client):
+    server.add_fault("429", retry_after=0.01)
+    server.add_fault("529", retry_after=0.01)
+    server.add_fault("500", retry_after=0.01)
+    client = make_client()
+    res = client.complete(item(1))
+    rep = client.usage_report()
+    assert res.ok and rep["retries"] == 3 and rep["http_requests"] == 4 and rep["failed"] == 0
+    assert server.retry_headers == ["0", "1", "2", "3"]
+
+
+def test_retry_after_header_is_honoured(server, make_client):
+    # The SDK's own first backoff is at most 0.5 s; a longer wait can only come from the header.
+    server.add_fault("429", retry_after=0.8)
+    t0 = time.monotonic()
+    assert make_client().complete(item(1)).ok
+    assert time.monotonic() - t0 >= 0.8
+
+
+def test_timeout_is_retried(server, make_client):
+    server.add_fault("slow", delay=1.0)
+    client = make_client(timeout=0.3)
+    assert client.complete(item(1)).ok
+    assert client.usage_report()["retries"] == 1
+
+
+def test_exhausted_retries_fail_counted_and_uncached(server, make_client):
+    server.add_fault("529", times=3, retry_after=0.01)
+    client = make_client(max_retries=2)
+    res = client.complete(item(1))
+    assert not res.ok and "http_529" in res.error
+    assert client.usage_report()["failure_reasons"] == {"http_529": 1}
+    assert client.cache.count() == 0
+    assert client.complete(item(1)).ok and server.counts["POST /v1/messages"] == 4
+
+
+def test_connection_error_is_a_counted_failure(make_client):
+    client = make_client(base_url="http://127.0.0.1:9", max_retries=1)
+    res = client.complete(item(1))
+    assert not res.ok and client.usage_report()["failure_reasons"] == {"connection": 1}
+
+
+# --- repair and re-asks ------------------------------------------------------------------------
+
+
+def test_parse_json_repairs_only_what_is_safe():
+    schema = ITEM.schema
+    good = '{"description": "d", "attributes": ["a", "b"], "occasions": ["x", "y", "z"]}'
+    assert llm.parse_json(good, schema, False) == (json.loads(good), False, None)
+    fenced = f"Sure:\n```json\n{good}\n```"
+    assert llm.parse_json(fenced, schema, False)[:2] == (json.loads(good), True)
+    data, repaired, err = llm.parse_json(good[:-4], schema, truncated=True)  # cut in "z"
+    assert repaired and err is None and data["occasions"] == ["x", "y"]
+    cut_early = good[:good.index('"attributes"') + 20]  # occasions never written
+    assert llm.parse_json(cut_early, schema, True)[2].startswith("truncated; schema")
+    assert llm.parse_json("{'description': 'd'", schema, False)[2].startswith("invalid JSON")
+
+
+def test_validate_rejects_schema_violations():
+    s = TEMPLATES["description_judge"].schema
+    assert llm.validate({"score": 3, "faithful": True, "reason": "r"}, s) is None
+    assert "out of range" in llm.validate({"score": 9, "faithful": True, "reason": "r"}, s)
+    assert "expected integer" in llm.validate({"score": True, "faithful": 1, "reason": "r"}, s)
+    assert "missing" in llm.validate({"score": 3}, s)
+
+
+def test_prose_around_json_is_repaired(server, make_client):
+    server.add_fault("prose")
+    client = make_client()
+    res = client.complete(item(1))
+    assert res.ok and res.repaired and client.usage_report()["repaired"] == 1
+
+
+def test_malformed_json_is_reasked_once_then_a_counted_failure(server, make_client):
+    server.add_fault("malformed", match="Product 1\n")
+    server.add_fault("malformed", times=2, match="Product 2\n")
+    client = make_client()
+    assert client.complete(item(1)).ok
+    res = client.complete(item(2))
+    rep = client.usage_report()
+    assert not res.ok and res.data is None and "invalid JSON" in res.error
+    assert rep["reasks"] == 2 and rep["failed"] == 1 and rep["api_calls"] == 4
+    assert client.cache.count() == 1  # the failure was not cached
+
+
+def test_truncation_reasked_with_more_tokens(server, make_client):
+    client = make_client()
+    res = client.complete(item(1, max_tokens=10))  # truncated inside "description": unfixable
+    assert not res.ok and "truncated" in res.error
+    assert [b["max_tokens"] for b in server.bodies] == [10, 20]
+
+
+def test_truncated_text_is_cut_to_a_sentence(server, make_client):
+    server.add_fault("truncate")
+    t = TEMPLATES["user_narration"]
+    res = make_client().complete(t.request(purchase_summary="bananas x12, oat milk x5"))
+    assert res.ok and res.repaired and res.text.endswith(".")
+    assert res.text in answer_for(t.render(purchase_summary="bananas x12, oat milk x5"))
+
+
+# --- concurrency and cache -----------------------------------------------------------------------
+
+
+def test_bounded_concurrency(server, make_client):
+    server.latency = 0.1
+    client = make_client(workers=8)
+    t0 = time.monotonic()
+    results = client.complete_many([item(i) for i in range(40)])
+    assert all(r.ok for r in results) and client.cache.count() == 40
+    assert time.monotonic() - t0 < 40 * 0.1 / 3
+    assert 4 <= server.max_inflight <= 8
+    server.latency = 0
+    for n in range(3):  # later calls reuse the pool's threads and their SQLite connections
+        client.complete_many([item(100 * n + i) for i in range(20)])
+    assert len(client.cache._conns) <= 8 + 1
+
+
+def test_second_run_makes_zero_requests(server, make_client):
+    reqs = [item(i) for i in range(30)] + [item(0)]  # a duplicate is sent once
+    first = make_client().complete_many(reqs)
+    assert server.counts["POST /v1/messages"] == 30
+    server.counts.clear()
+    client = make_client()
+    second = client.complete_many(reqs)
+    assert server.total_requests == 0
+    assert [r.data for r in second] == [r.data for r in first]
+    rep = client.usage_report()
+    assert rep["cached"] == 31 and rep["api_calls"] == 0 and rep["total_cost_usd"] == 0
+
+
+def test_cache_key_covers_model_version_prompt_and_decoding():
+    r = item(1)
+    base = llm.cache_key("m", r)
+    variants = [llm.cache_key("m2", r), llm.cache_key("m", item(2)),
+                llm.cache_key("m", item(1, max_tokens=99)),
+                llm.cache_key("m", llm.Request(**{**r.__dict__, "version": "other"})),
+                llm.cache_key("m", llm.Request(**{**r.__dict__, "system": "s"})),
+                llm.cache_key("m", llm.Request(**{**r.__dict__, "temperature": 0.0}))]
+    assert base == llm.cache_key("m", item(1)) and base not in variants
+    assert len(set(variants)) == len(variants)
+
+
+def test_cache_rows_record_prompt_version(make_client):
+    client = make_client()
+    client.complete(item(1))
+    with sqlite3.connect(client.cache.path) as db:
+        assert db.execute("SELECT template, version FROM responses").fetchall() == [
+            ("item_description", ITEM.version)]
+    assert client.usage_report()["prompt_versions"] == {"item_description": ITEM.version}
+
+
+def test_resume_after_kill_pays_only_for_missing(tmp_path):
+    """SIGKILL a worker process mid-run; the rerun sends exactly the unanswered prompts."""
+    cache = tmp_path / "c.sqlite"
+    with FakeAnthropic(latency=0.05) as srv:
+        cmd = [sys.executable, str(ROOT / "tests" / "llm_demo.py"), "worker", "--base-url",
+               srv.base_url, "--cache", str(cache), "--report", str(tmp_path / "r.json"),
+               "--n", "60", "--workers", "4"]
+        proc = subprocess.Popen(cmd)
+        rows = 0
+        while proc.poll() is None and rows < 15:
+            time.sleep(0.01)
+            if cache.exists():
+                try:
+                    with sqlite3.connect(cache) as db:
+                        rows = db.execute("SELECT COUNT(*) FROM responses").fetchone()[0]
+                except sqlite3.OperationalError:
+                    pass
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        assert proc.returncode == -signal.SIGKILL, "the worker finished before it was killed"
+        kept = llm.Cache(cache).count()
+        assert 15 <= kept < 60
+        srv.counts.clear()
+        import llm_demo
+        client = llm.LLM(api_key=KEY, base_url=srv.base_url, cache_path=cache)
+        results = client.complete_many(llm_demo.demo_requests("sync", 60))
+        assert all(r.ok for r in results)
+        assert srv.counts["POST /v1/messages"] == 60 - kept
+        assert client.usage_report()["cached"] == kept
+        client.close()
+
+
+# --- batches ---------------------------------------------------------------------------------------
+
+
+def test_batch_submit_poll_collect_at_half_price(server, make_client):
+    server.batch_polls = 3
+    client = make_client()
+    results = client.run_batch([item(i) for i in range(25)], poll_interval=0.01)
+    assert all(r.ok for r in results)
+    assert server.counts["POST /v1/messages/batches"] == 1
+    assert server.counts["GET /v1/messages/batches/{id}"] >= 3
+    assert server.counts["GET /v1/messages/batches/{id}/results"] == 1
+    rep = client.usage_report()
+    assert rep["batch_requests"] == 25 and rep["input_tokens"] == 0 and rep["cost_usd"] == 0
+    full = llm.dollars(llm.DEFAULT_MODEL, rep["batch_input_tokens"], rep["batch_output_tokens"])
+    assert rep["batch_cost_usd"] == pytest.approx(full / 2, abs=1e-6) and full > 0
+    server.counts.clear()
+    assert all(r.cached for r in make_client().run_batch([item(i) for i in range(25)]))
+    assert server.total_requests == 0
+
+
+def test_batch_resumes_from_stored_id(server, make_client):
+    server.batch_polls = 4
+    first = make_client().run_batch([item(i) for i in range(10)], poll_interval=0.01,
+                                    max_wait=0)  # "interrupted" right after submitting
+    assert all(r.error == "batch_pending" for r in first)
+    client = make_client()
+    results = client.run_batch([item(i) for i in range(10)], poll_interval=0.01)
+    assert all(r.ok for r in results)
+    assert server.counts["POST /v1/messages/batches"] == 1  # not submitted again
+    assert server.counts["POST /v1/messages"] == 0
+
+
+def test_batch_failures_fall_back_to_single_calls(server, make_client):
+    server.add_fault("batch_error", endpoint="batch_item", match="Product 3\n")
+    server.add_fault("malformed", endpoint="batch_item", match="Product 4\n")
+    client = make_client()
+    results = client.run_batch([item(i) for i in range(6)], poll_interval=0.01)
+    assert all(r.ok for r in results) and server.counts["POST /v1/messages"] == 2
+    assert client.usage_report()["reasks"] == 2
+    no_fallback = make_client(cache_path=client.cache.path.with_name("other.sqlite"))
+    server.add_fault("batch_error", endpoint="batch_item", match="Product 3\n")
+    results = no_fallback.run_batch([item(i) for i in range(6)], poll_interval=0.01,
+                                    sync_fallback=False)
+    assert [r.ok for r in results] == [True, True, True, False, True, True]
+    assert no_fallback.usage_report()["failure_reasons"] == {"batch_item": 1}
+
+
+def test_batch_poll_survives_errors(server, make_client):
+    server.add_fault("529", endpoint="batch_get", times=3, retry_after=0.01)
+    client = make_client(max_retries=1)
+    results = client.run_batch([item(i) for i in range(3)], poll_interval=0.01)
+    assert all(r.ok for r in results)
+
+
+# --- accounting --------------------------------------------------------------------------------------
+
+
+def test_dollars_price_table():
+    assert llm.dollars("claude-haiku-4-5-20251001", 1_000_000, 1_000_000) == 6.0
+    assert llm.dollars("claude-haiku-4-5-20251001", 1_000_000, 1_000_000, batch=True) == 3.0
+    assert llm.dollars("unknown-model", 10, 10) is None
+
+
+def test_usage_report_matches_what_the_server_billed(server, make_client):
+    server.add_fault("429", retry_after=0.01)
+    server.add_fault("malformed", match="Product 5\n")
+    client = make_client()
+    client.complete_many([item(i) for i in range(12)])
+    rep = client.usage_report()
+    assert rep["input_tokens"] == server.tokens_billed["input_tokens"]  # re-asks are paid too
+    assert rep["output_tokens"] == server.tokens_billed["output_tokens"]
+    assert rep["cost_usd"] == pytest.approx(
+        (rep["input_tokens"] * 1 + rep["output_tokens"] * 5) / 1e6, abs=1e-6)
+    assert (rep["requests"], rep["api_calls"], rep["retries"], rep["reasks"]) == (12, 13, 1, 1)
+    json.dumps(rep)  # results-JSON friendly
+
+
+# --- keys ----------------------------------------------------------------------------------------------
+
+
+def test_no_key_path(monkeypatch, tmp_path):
+    monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
+    monkeypatch.setattr(llm, "ENV_FILES", [tmp_path / "none.env"])
+    assert llm.llm_available() is False
+    with pytest.raises(llm.NoAPIKey) as e:
+        llm.LLM(cache_path=tmp_path / "c.sqlite")
+    assert "\n" not in str(e.value) and "ANTHROPIC_API_KEY" in str(e.value)
+    offline = llm.LLM(cache_path=tmp_path / "c.sqlite", cache_only=True)
+    res = offline.complete(item(1))
+    assert not res.ok and offline.usage_report()["failure_reasons"] == {"not_cached": 1}
+
+
+def test_env_files_root_then_home_never_override(monkeypatch, tmp_path):
+    (tmp_path / "root.env").write_text("ANTHROPIC_API_KEY=sk-from-root\n")
+    (tmp_path / "home.env").write_text("ANTHROPIC_API_KEY=sk-from-home\nLLM_MODEL=from-home\n")
+    monkeypatch.setattr(llm, "ENV_FILES", [tmp_path / "root.env", tmp_path / "home.env"])
+    monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
+    monkeypatch.delenv("LLM_MODEL", raising=False)
+    assert llm.llm_available()
+    assert os.environ["ANTHROPIC_API_KEY"] == "sk-from-root"
+    assert os.environ["LLM_MODEL"] == "from-home"
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-from-env")
+    llm.load_env()
+    assert os.environ["ANTHROPIC_API_KEY"] == "sk-from-env"
+
+
+def test_key_is_never_written_anywhere(server, make_client, tmp_path, caplog, capsys,
+                                       monkeypatch):
+    caplog.set_level(logging.DEBUG)  # SDK and httpx debug logs included
+    monkeypatch.setenv("ANTHROPIC_API_KEY", KEY)
+    server.add_fault("429", retry_after=0.01)
+    server.add_fault("malformed", times=2, match="Product 2\n")
+    server.add_fault("500", times=2, match="Product 3\n")
+    client = make_client(api_key=None, max_retries=1)  # the key comes from the environment
+    results = client.complete_many([item(i) for i in range(5)])
+    results += client.run_batch([item(i) for i in range(5, 9)], poll_interval=0.01)
+    bad = make_client(api_key=None, base_url="http://127.0.0.1:9", max_retries=0)
+    results.append(bad.complete(item(99)))
+    server.add_fault("529", retry_after=0.01)
+    with pytest.raises(anthropic.APIStatusError) as e:  # an SDK error a script might print
+        client.client.with_options(max_retries=0).messages.create(
+            **llm.message_params(client.model, item(1)))
+    print(e.value, repr(e.value), e.value.body)
+    assert KEY in server.api_keys  # it was used...
+    report = tmp_path / "results.json"
+    report.write_text(json.dumps({"llm": client.usage_report(), "repr": repr(client),
+                                  "errors": [r.error for r in results]}))
+    client.close()
+    texts = {"log": caplog.text, "out": "".join(capsys.readouterr()),
+             "results": report.read_text()}
+    for f in tmp_path.iterdir():  # cache DB, its WAL, the results JSON
+        texts[f.name] = f.read_bytes().decode("latin-1")
+    assert sum(not r.ok for r in results) == 3 and "c.sqlite" in texts
+    for name, text in texts.items():  # ...and written nowhere
+        assert KEY not in text and KEY[-16:] not in text, name

@@ -1,0 +1,87 @@
+"""Tests of evals/prompt_registry.py: versions are content hashes and the history file is current."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT)]
+
+import llm
+from evals import prompt_registry as reg
+
+
+def test_versions_file_is_up_to_date_with_the_code():
+    assert reg.stale() == [], "run: uv run python -m evals.prompt_registry --update"
+    assert reg.main([]) == 0
+
+
+def test_registry_holds_the_experiment_templates():
+    assert set(reg.TEMPLATES) >= {"item_description", "user_narration", "reranker",
+                                  "reranker_context", "description_judge"}
+    structured = {n for n, t in reg.TEMPLATES.items() if t.schema}
+    assert structured == set(reg.TEMPLATES) - {"user_narration"}
+    assert len({t.version for t in reg.TEMPLATES.values()}) == len(reg.TEMPLATES)
+
+
+def test_version_is_a_hash_of_text_system_and_schema_and_reverts():
+    t = reg.TEMPLATES["item_description"]
+    edited = dataclasses.replace(t, text=t.text + " Be brief.")
+    assert edited.version != t.version
+    assert dataclasses.replace(edited, text=t.text).version == t.version  # reverted
+    assert dataclasses.replace(t, system=t.system + "!").version != t.version
+    assert dataclasses.replace(t, schema={"type": "object"}).version != t.version
+    assert len(t.version) == 12 and int(t.version, 16) >= 0
+
+
+def test_history_records_changes_and_a_revert_reports_the_old_version(tmp_path, monkeypatch):
+    path = tmp_path / "versions.json"
+    assert sorted(reg.record_versions(path, today="2025-01-01")) == sorted(reg.TEMPLATES)
+    original = reg.TEMPLATES["reranker"]
+    edited = dataclasses.replace(original, text=original.text + "\nThink about staples.")
+    monkeypatch.setitem(reg.TEMPLATES, "reranker", edited)
+    assert reg.stale(path) == ["reranker"]
+    assert reg.record_versions(path, today="2025-02-01") == ["reranker"]
+    monkeypatch.setitem(reg.TEMPLATES, "reranker", original)  # revert the prompt
+    assert reg.current_versions()["reranker"] == original.version
+    assert reg.record_versions(path, today="2025-03-01") == []  # nothing new to record
+    history = json.loads(path.read_text())["reranker"]
+    assert history == [{"version": original.version, "first_seen": "2025-01-01"},
+                       {"version": edited.version, "first_seen": "2025-02-01"}]
+
+
+def test_cli_fails_when_the_file_is_stale(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(reg, "VERSIONS_PATH", tmp_path / "v.json")
+    assert reg.main([]) == 1
+    assert reg.main(["--update"]) == 0 and (tmp_path / "v.json").exists()
+    assert "item_description" in capsys.readouterr().out
+
+
+def test_render_checks_fields_and_embeds_the_schema():
+    t = reg.TEMPLATES["item_description"]
+    assert t.fields == {"product_name", "aisle", "department"}
+    prompt = t.render(product_name="Oat Milk", aisle="milk", department="dairy eggs")
+    assert "Product: Oat Milk" in prompt
+    assert json.dumps(t.schema, separators=(",", ":")) in prompt
+    with pytest.raises(ValueError, match="missing fields"):
+        t.render(product_name="Oat Milk")
+    with pytest.raises(ValueError, match="unknown fields"):
+        t.render(product_name="x", aisle="y", department="z", price=1)
+
+
+def test_request_carries_name_version_schema_and_text():
+    t = reg.TEMPLATES["reranker"]
+    cands = reg.format_candidates([(12, "Bananas", "fresh fruits"), (5, "Milk", "milk")])
+    assert cands == "[12] Bananas (fresh fruits)\n[5] Milk (milk)"
+    req = t.request(user_profile="likes fruit", candidates=cands, n_candidates=2)
+    assert isinstance(req, llm.Request)
+    assert (req.template, req.version, req.schema, req.system) == (
+        "reranker", t.version, t.schema, t.system)
+    assert req.prompt == t.render(user_profile="likes fruit", candidates=cands, n_candidates=2)
+    assert t.request(max_tokens=50, user_profile="p", candidates=cands,
+                     n_candidates=2).max_tokens == 50
