@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pacsv
-import pyarrow.parquet as pq
+from pyarrow import feather
 
 # ----------------------------------------------------------------------------
 # 1. configuration
@@ -31,10 +31,10 @@ REPO = Path(__file__).resolve().parent
 DATA_ENV = "INSTACART_DATA_DIR"             # a directory of Kaggle CSVs, if set
 KAGGLE_DIR = REPO / "data" / "instacart"    # where a real Kaggle download may be unpacked
 SAMPLE_DIR = REPO / "data" / "sample"       # where the generated sample is written on first use
-CACHE_DIR = REPO / "data" / "cache"         # parquet cache of loaded + sampled data
+CACHE_DIR = REPO / "data" / "cache"         # cache of loaded + sampled data (Arrow IPC files)
 RESULTS_DIR = REPO / "results"
 DEFAULT_USERS, DEFAULT_ITEMS = 5000, 10000
-CACHE_VERSION = "1"            # bump when the cached tables' layout or meaning changes
+CACHE_VERSION = "2"            # bump when the cached tables' layout or meaning changes
 
 
 class DataError(Exception):
@@ -48,6 +48,67 @@ def main_guard(main):
     except DataError as e:
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(2) from None
+
+
+def provenance() -> dict:
+    """What produced a result: git commit (+ dirty flag), command line, library versions."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    def git(*a):
+        try:
+            return subprocess.run(["git", *a], cwd=REPO, capture_output=True, text=True,
+                                  timeout=10, check=False).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return ""
+    versions = {}
+    for pkg in ("numpy", "pandas", "pyarrow", "torch", "faiss-cpu", "lightgbm", "xgboost",
+                "sentence-transformers", "anthropic"):
+        try:
+            versions[pkg] = version(pkg)
+        except PackageNotFoundError:
+            versions[pkg] = None
+    return {"git_commit": git("rev-parse", "HEAD") or None,
+            "git_dirty": bool(git("status", "--porcelain", "--untracked-files=no")),
+            "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+            "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "python": sys.version.split()[0], "versions": versions}
+
+
+def write_results(path: str | Path, payload: dict) -> Path:
+    """Write a results JSON (with provenance) atomically; NaN becomes null."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+
+    def clean(x):
+        if isinstance(x, dict):
+            return {str(k): clean(v) for k, v in x.items()}
+        if isinstance(x, (list, tuple)):
+            return [clean(v) for v in x]
+        if isinstance(x, (np.floating, float)):
+            return None if not np.isfinite(x) else float(x)
+        if isinstance(x, np.integer):
+            return int(x)
+        return x
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(clean({**payload, "provenance": provenance()}), indent=1))
+    os.replace(tmp, path)
+    return path
+
+
+def format_table(rows: dict, columns: list, fmt=lambda v: f"{v:.3f}") -> str:
+    """A plain-text table: rows = {name: {column: value or (mean, std) or str}}."""
+    def cell(v):
+        if v is None or (isinstance(v, float) and not np.isfinite(v)):
+            return "-"
+        if isinstance(v, tuple):
+            return f"{fmt(v[0])}±{v[1]:.3f}" if v[1] is not None else fmt(v[0])
+        return v if isinstance(v, str) else fmt(v)
+    body = [[name, *[cell(r.get(c)) for c in columns]] for name, r in rows.items()]
+    widths = [max(len(str(x)) for x in col) for col in zip(["model", *columns], *body)]
+    line = lambda xs: "  ".join(str(x).ljust(w) if i == 0 else str(x).rjust(w)
+                                for i, (x, w) in enumerate(zip(xs, widths)))
+    return "\n".join([line(["model", *columns]), line(["-" * w for w in widths]),
+                      *[line(r) for r in body]])
 
 
 # ----------------------------------------------------------------------------
@@ -114,6 +175,8 @@ def read_kaggle_dir(data_dir: Path) -> dict[str, pd.DataFrame]:
     orders, prior, products = t["orders.csv"], t["order_products__prior.csv"], t["products.csv"]
     if orders["order_id"].duplicated().any():
         raise DataError("orders.csv: duplicated order_id values")
+    if products["product_id"].duplicated().any():
+        raise DataError("products.csv: duplicated product_id values")
     _check_refs("order_products__prior.csv", "order_id", prior["order_id"].to_numpy(),
                 orders["order_id"].to_numpy(), "orders.csv")
     _check_refs("order_products__prior.csv", "product_id", prior["product_id"].to_numpy(),
@@ -200,42 +263,114 @@ def _cache_key(data_dir: Path, params: dict) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+def _positions(keys: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Index of each of `values` in `keys` (distinct ints), -1 where absent: a lookup table
+    when the keys are smallish non-negative ints (Kaggle ids are), else a binary search."""
+    keys, values = np.asarray(keys, dtype=np.int64), np.asarray(values)
+    if len(keys) == 0:
+        return np.full(len(values), -1, dtype=np.int64)
+    hi = int(keys.max())
+    if keys.min() >= 0 and hi < 4 * len(keys) + (1 << 22):
+        table = np.full(hi + 2, -1, dtype=np.int64)        # table[hi + 1] = -1: out of range
+        table[keys] = np.arange(len(keys))
+        return table[np.where((values >= 0) & (values <= hi), values, hi + 1)]
+    sorter = np.argsort(keys, kind="stable")
+    at = sorter[np.minimum(np.searchsorted(keys, values, sorter=sorter), len(keys) - 1)]
+    return np.where(keys[at] == values, at, -1)
+
+
+def _run_starts(a: np.ndarray) -> np.ndarray:
+    """Where each run of equal values in `a` begins."""
+    return np.flatnonzero(np.r_[True, a[1:] != a[:-1]]) if len(a) else np.zeros(0, np.int64)
+
+
+def _top(counts: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """Indices of the non-zero counts, most first; ties broken by ascending id."""
+    order = np.lexsort((ids, -counts))
+    return order[counts[order] > 0]
+
+
+def _row_order(block: np.ndarray, user, order_number, cart, item) -> np.ndarray:
+    """The permutation that sorts rows by (user, order_number, add_to_cart_order, item),
+    stably: what DataFrame.sort_values(kind="stable") gives.
+
+    Sorting 38M rows is the slowest step of a full load, and Kaggle-layout files need
+    none of it: each order's rows sit together in cart order, so whole orders (`block`:
+    any id of the row's order) are put in order instead. Other layouts take a full sort.
+    """
+    n = len(block)
+    starts = _run_starts(block)
+    c0, c1 = cart[:-1], cart[1:]
+    in_cart_order = (block[1:] != block[:-1]) | (c1 > c0) | ((c1 == c0) & (item[1:] >= item[:-1]))
+    if n and np.bincount(block[starts]).max() == 1 and in_cart_order.all():
+        by = np.lexsort((order_number[starts], user[starts]))     # orders by (user, number)
+        s = starts[by]
+        u, num = user[s], order_number[s]
+        if not ((u[1:] == u[:-1]) & (num[1:] == num[:-1])).any():   # no two share a number
+            lens = np.diff(np.r_[starts, n])[by]
+            return np.repeat(s - np.r_[0, np.cumsum(lens)[:-1]], lens) + np.arange(n)
+    return np.lexsort((item, cart, order_number, user))
+
+
 def _sample(t: dict, n_users, n_items, user_sampling, full, seed) -> tuple:
-    orders, prior = t["orders.csv"], t["order_products__prior.csv"]
-    orders = orders[orders["eval_set"] == "prior"].drop(columns="eval_set")
-    rows = prior.merge(orders, on="order_id", how="inner", validate="many_to_one")
-    if rows.empty:
+    orders, prior, products = t["orders.csv"], t["order_products__prior.csv"], t["products.csv"]
+    # Join each prior row to its order by position (a table lookup, not a merge of 38M rows);
+    # rows of non-prior orders drop out. Order columns are gathered once, at the end.
+    opos = _positions(orders["order_id"].to_numpy(), prior["order_id"].to_numpy())
+    is_prior = (orders["eval_set"] == "prior").to_numpy()
+    kept = (opos >= 0) & is_prior[opos]
+    if not kept.all():                     # (in Kaggle's files every row is a prior order's)
+        prior, opos = prior[kept].reset_index(drop=True), opos[kept]
+    if len(prior) == 0:
         raise DataError("no prior-order rows after joining order_products__prior.csv to orders.csv")
+    # users and products as codes: positions in uids / in products.csv
+    order_uid = orders["user_id"].to_numpy()
+    uids = np.unique(order_uid[is_prior])
+    ucode = _positions(uids, order_uid)[opos]
+    pids = products["product_id"].to_numpy()
+    pcode = _positions(pids, prior["product_id"].to_numpy())
     if not full:
-        per_user = rows.groupby("user_id").size()
+        per_user = np.bincount(ucode, minlength=len(uids))
         if user_sampling == "heaviest":
             # most prior item rows first; user_id breaks ties so the choice is deterministic
-            order = per_user.reset_index(name="n").sort_values(["n", "user_id"], ascending=[False, True])
-            chosen = order["user_id"].to_numpy()[:n_users]
+            chosen = _top(per_user, uids)[:n_users]
         elif user_sampling == "random":
-            ids = np.sort(per_user.index.to_numpy())
+            ids = np.flatnonzero(per_user)          # users with rows, by ascending user_id
             rng = np.random.default_rng(seed)
-            chosen = rng.choice(ids, size=min(n_users, len(ids)), replace=False)
+            chosen = _positions(uids, rng.choice(uids[ids], size=min(n_users, len(ids)),
+                                                 replace=False))
         else:
             raise DataError(f"unknown user sampling '{user_sampling}' (random or heaviest)")
-        rows = rows[rows["user_id"].isin(chosen)]
-        counts = rows.groupby("product_id").size().reset_index(name="n")
-        counts = counts.sort_values(["n", "product_id"], ascending=[False, True])
-        rows = rows[rows["product_id"].isin(counts["product_id"].to_numpy()[:n_items])]
-    if rows.empty:
+        keep = np.zeros(len(uids), dtype=bool)
+        keep[chosen] = True
+        sel = np.flatnonzero(keep[ucode])
+        top = _top(np.bincount(pcode[sel], minlength=len(pids)), pids)[:n_items]
+        keep = np.zeros(len(pids), dtype=bool)
+        keep[top] = True
+        sel = sel[keep[pcode[sel]]]
+        prior = prior.iloc[sel].reset_index(drop=True)
+        opos, ucode, pcode = opos[sel], ucode[sel], pcode[sel]
+    if len(prior) == 0:
         raise DataError("the sample is empty: no interactions left after choosing users and items")
     # Items ordered by purchase count (ties by product_id): index 0 is the most popular.
-    counts = rows.groupby("product_id").size().reset_index(name="n")
-    item_pid = counts.sort_values(["n", "product_id"], ascending=[False, True])["product_id"].to_numpy()
-    user_ids = np.sort(rows["user_id"].unique())
-    rows = rows.assign(
-        user=np.searchsorted(user_ids, rows["user_id"].to_numpy()).astype(np.int32),
-        item=pd.Series(np.arange(len(item_pid), dtype=np.int32), index=item_pid)
-        .reindex(rows["product_id"].to_numpy()).to_numpy())
-    rows = rows.sort_values(["user", "order_number", "add_to_cart_order", "item"], kind="stable")
-    cols = ["user", "item", "order_id", "order_number", "add_to_cart_order", "reordered",
-            "order_dow", "order_hour_of_day", "days_since_prior_order"]
-    inter = rows[cols].reset_index(drop=True)
+    item_code = _top(np.bincount(pcode, minlength=len(pids)), pids)
+    item_of = np.full(len(pids), -1, dtype=np.int32)
+    item_of[item_code] = np.arange(len(item_code), dtype=np.int32)
+    has_rows = np.bincount(ucode, minlength=len(uids)) > 0
+    user_ids = uids[has_rows]
+    user = (np.cumsum(has_rows) - 1).astype(np.int32)[ucode]
+    item = item_of[pcode]
+    cart = prior["add_to_cart_order"].to_numpy()
+    order_number = orders["order_number"].to_numpy()[opos]
+    idx = _row_order(opos, user, order_number, cart, item)
+    opos = opos[idx]
+    inter = pd.DataFrame({
+        "user": user[idx], "item": item[idx], "order_id": prior["order_id"].to_numpy()[idx],
+        "order_number": order_number[idx], "add_to_cart_order": cart[idx],
+        "reordered": prior["reordered"].to_numpy()[idx],
+        **{c: orders[c].to_numpy()[opos]
+           for c in ("order_dow", "order_hour_of_day", "days_since_prior_order")}})
+    item_pid = pids[item_code]
     items = (pd.DataFrame({"product_id": item_pid})
              .merge(t["products.csv"], on="product_id", how="left")
              .merge(t["aisles.csv"], on="aisle_id", how="left")
@@ -243,6 +378,17 @@ def _sample(t: dict, n_users, n_items, user_sampling, full, seed) -> tuple:
     items["aisle"] = items["aisle"].fillna("unknown aisle")
     items["department"] = items["department"].fillna("unknown department")
     return inter, items, user_ids
+
+
+def _save_frame(df: pd.DataFrame, path: Path):
+    """Cache files are uncompressed Arrow IPC (Feather v2): read back memory-mapped, a full
+    load's 38M rows take well under a second (parquet: several seconds of decoding)."""
+    feather.write_feather(pa.Table.from_pandas(df, preserve_index=False), path,
+                          compression="uncompressed")
+
+
+def _load_frame(path: Path) -> pd.DataFrame:
+    return feather.read_table(path, memory_map=True).to_pandas()
 
 
 def load_dataset(data_dir: str | Path | None = None, n_users: int = DEFAULT_USERS,
@@ -254,7 +400,7 @@ def load_dataset(data_dir: str | Path | None = None, n_users: int = DEFAULT_USER
     Sampling: `n_users` users chosen at random (seeded) or heaviest-first (most prior
     item rows), then the `n_items` products most purchased by them; rows on other
     products are dropped. `full=True` keeps every user and product.
-    The result is cached as parquet under data/cache/, keyed by source files + options.
+    The result is cached under data/cache/ (Arrow IPC files), keyed by source files + options.
     """
     t0 = time.perf_counter()
     path, source = resolve_data_dir(data_dir)
@@ -266,11 +412,11 @@ def load_dataset(data_dir: str | Path | None = None, n_users: int = DEFAULT_USER
     cache = CACHE_DIR / _cache_key(path, params)
     if use_cache and (cache / "meta.json").is_file():
         meta = json.loads((cache / "meta.json").read_text())
-        inter = pq.read_table(cache / "interactions.parquet").to_pandas()
-        items = pq.read_table(cache / "items.parquet").to_pandas()
+        inter = _load_frame(cache / "interactions.arrow")
+        items = _load_frame(cache / "items.arrow")
         user_ids = np.load(cache / "user_ids.npy")
-        occ = (pq.read_table(cache / "occasions.parquet").to_pandas()
-               if (cache / "occasions.parquet").is_file() else None)
+        occ = (_load_frame(cache / "occasions.arrow")
+               if (cache / "occasions.arrow").is_file() else None)
     else:
         t = read_kaggle_dir(path)
         inter, items, user_ids = _sample(t, n_users, n_items, user_sampling, full, seed)
@@ -282,11 +428,11 @@ def load_dataset(data_dir: str | Path | None = None, n_users: int = DEFAULT_USER
         if use_cache:
             tmp = cache.with_name(cache.name + f".tmp{os.getpid()}")
             tmp.mkdir(parents=True, exist_ok=True)
-            pq.write_table(pa.Table.from_pandas(inter, preserve_index=False), tmp / "interactions.parquet")
-            pq.write_table(pa.Table.from_pandas(items, preserve_index=False), tmp / "items.parquet")
+            _save_frame(inter, tmp / "interactions.arrow")
+            _save_frame(items, tmp / "items.arrow")
             np.save(tmp / "user_ids.npy", user_ids)
             if occ is not None:
-                pq.write_table(pa.Table.from_pandas(occ, preserve_index=False), tmp / "occasions.parquet")
+                _save_frame(occ, tmp / "occasions.arrow")
             (tmp / "meta.json").write_text(json.dumps(meta))   # written last: marks completeness
             try:
                 tmp.rename(cache)
@@ -318,7 +464,7 @@ def add_data_args(parser):
     g.add_argument("--full", action="store_true", help="no sampling: every user and item")
     g.add_argument("--split", choices=["interaction", "temporal"], default="interaction",
                    help="interaction: random 80/20 of rows (SEED=42); temporal: each user's last order held out")
-    g.add_argument("--no-cache", action="store_true", help="ignore and do not write the parquet cache")
+    g.add_argument("--no-cache", action="store_true", help="ignore and do not write the data cache")
     return g
 
 
@@ -359,7 +505,7 @@ def split_interactions(inter: pd.DataFrame, mode: str = "interaction", seed: int
         raise DataError("cannot split an empty set of interactions")
     if mode == "interaction":
         test_mask = np.zeros(n, dtype=bool)
-        test_mask[np.random.default_rng(seed).permutation(n)[: int(round(test_frac * n))]] = True
+        test_mask[np.random.default_rng(seed).permutation(n)[: round(test_frac * n)]] = True
     elif mode == "temporal":
         last = inter.groupby("user")["order_number"].transform("max").to_numpy()
         first = inter.groupby("user")["order_number"].transform("min").to_numpy()
@@ -367,7 +513,14 @@ def split_interactions(inter: pd.DataFrame, mode: str = "interaction", seed: int
     else:
         raise DataError(f"unknown split '{mode}' (interaction or temporal)")
     train, test = inter[~test_mask], inter[test_mask]
-    truth = {int(u): np.unique(g) for u, g in test.groupby("user")["item"]}
+    # distinct (user, item) pairs of the test rows, as one sorted int64 key
+    item = test["item"].to_numpy()
+    width = int(item.max()) + 1 if len(item) else 1
+    key = np.sort(test["user"].to_numpy(np.int64) * width + item)
+    key = key[_run_starts(key)]
+    cuts = np.flatnonzero(np.diff(key // width)) + 1
+    truth = dict(zip((key[np.r_[0, cuts]] // width).tolist() if len(key) else [],
+                     np.split((key % width).astype(item.dtype), cuts)))
     return Split(train.reset_index(drop=True), test.reset_index(drop=True), mode, seed, truth)
 
 
@@ -407,8 +560,8 @@ PAIR_COLUMNS = ["ui_count", "ui_share", "ui_orders_since_last", "ui_streak",
 
 
 def _shares(codes: np.ndarray, users: np.ndarray, n_users: int, n_codes: int) -> np.ndarray:
-    m = np.zeros((n_users, n_codes), dtype=np.float32)
-    np.add.at(m, (users, codes), 1.0)
+    cell = np.asarray(users, dtype=np.int64) * n_codes + codes
+    m = np.bincount(cell, minlength=n_users * n_codes).reshape(n_users, n_codes).astype(np.float32)
     return m / np.maximum(m.sum(1, keepdims=True), 1.0)
 
 
@@ -423,9 +576,10 @@ def build_features(ds: Dataset, train: pd.DataFrame) -> Features:
     # held out does not exist for the features (its cadence stays unseen too).
     orders = train.drop_duplicates("order_id")[["user", "order_id", "order_number",
                                                 "days_since_prior_order"]]
+    pairs = _pair_features(train, orders)      # one row per distinct (user, item)
     n_orders = np.bincount(orders["user"], minlength=U).astype(np.float32)
     n_rows = np.bincount(u, minlength=U).astype(np.float32)
-    n_distinct = np.bincount(train.drop_duplicates(["user", "item"])["user"], minlength=U)
+    n_distinct = np.bincount(pairs["user"], minlength=U)
     reorder = np.bincount(u, weights=train["reordered"].to_numpy(), minlength=U) / np.maximum(n_rows, 1)
     gap = orders.groupby("user")["days_since_prior_order"].agg(["mean", "std"]).reindex(range(U))
     basket = n_rows / np.maximum(n_orders, 1)
@@ -442,7 +596,7 @@ def build_features(ds: Dataset, train: pd.DataFrame) -> Features:
                   + [f"aisle_share_{a}" for a in range(ds.n_aisles + 1)])
 
     pop = np.bincount(i, minlength=I).astype(np.float32)
-    n_buyers = np.bincount(train.drop_duplicates(["user", "item"])["item"], minlength=I)
+    n_buyers = np.bincount(pairs["item"], minlength=I)
     item_reorder = np.bincount(i, weights=train["reordered"].to_numpy(), minlength=I) / np.maximum(pop, 1)
     cart = np.bincount(i, weights=train["add_to_cart_order"].to_numpy(), minlength=I) / np.maximum(pop, 1)
     item_feat = np.column_stack([
@@ -450,7 +604,6 @@ def build_features(ds: Dataset, train: pd.DataFrame) -> Features:
         pop / np.maximum(n_buyers, 1)]).astype(np.float32)
     item_names = ["log_pop", "log_buyers", "item_reorder_rate", "log_mean_cart", "buys_per_buyer"]
 
-    pairs = _pair_features(train, orders)
     hist_indptr = np.zeros(U + 1, dtype=np.int64)
     np.cumsum(np.bincount(pairs["user"], minlength=U), out=hist_indptr[1:])
     text = [f"{n}, {a}, {d}" for n, a, d in zip(ds.items["product_name"].fillna("unknown product"),
@@ -475,20 +628,34 @@ def _pair_features(train: pd.DataFrame, orders: pd.DataFrame) -> pd.DataFrame:
     days = o["days_since_prior_order"].fillna(0.0).to_numpy()
     # days elapsed from each order to the user's latest training order
     o["days_to_last"] = o.assign(d=days)[::-1].groupby("user")["d"].cumsum()[::-1].to_numpy() - days
-    r = train[["user", "item", "order_id", "add_to_cart_order"]].merge(
-        o[["order_id", "rank", "days_to_last"]], on="order_id")
-    r = r.drop_duplicates(["user", "item", "order_id"]).sort_values(["user", "item", "rank"])
-    r["k"] = r.groupby(["user", "item"]).cumcount()
-    r["in_streak"] = (r["rank"] == r["k"]).astype(np.int32)  # ranks ascend, so a prefix
-    g = r.groupby(["user", "item"], sort=True)
-    p = g.agg(ui_count=("rank", "size"), ui_orders_since_last=("rank", "min"),
-              first_rank=("rank", "max"), ui_streak=("in_streak", "sum"),
-              ui_mean_cart=("add_to_cart_order", "mean"),
-              ui_days_since_last=("days_to_last", "min")).reset_index()
-    n_orders = o.groupby("user").size()
-    p["ui_share"] = p["ui_count"] / n_orders.reindex(p["user"]).to_numpy()
-    p["ui_rate_since_first"] = p["ui_count"] / (p["first_rank"] + 1)
-    p = p.drop(columns="first_rank")
+    # each training row's order in o (a lookup, not a merge of 30M rows)
+    at = _positions(o["order_id"].to_numpy(), train["order_id"].to_numpy())
+    user, item, rank = train["user"].to_numpy(), train["item"].to_numpy(), o["rank"].to_numpy()[at]
+    # Rows sorted by (user, item, rank) through one int64 key, keeping the first training row
+    # of each (user, item, order). Training rows come sorted by user, so the stable sort is fast.
+    n_i, n_r = int(item.max(initial=0)) + 1, int(rank.max(initial=0)) + 1
+    key = (user.astype(np.int64) * n_i + item) * n_r + rank
+    srt = np.argsort(key, kind="stable")
+    srt = srt[_run_starts(key[srt])]
+    rank, pair = rank[srt], key[srt] // n_r
+    starts = _run_starts(pair)
+    count = np.diff(np.r_[starts, len(pair)])
+    k = np.arange(len(pair)) - np.repeat(starts, count)   # position within the pair's rows
+    in_streak = (rank == k).astype(np.int64)               # ranks ascend, so a prefix
+    first_rank = rank[np.r_[starts[1:], len(pair)] - 1] if len(pair) else rank
+    n_orders = np.bincount(o["user"], minlength=int(user.max(initial=0)) + 1)
+    p = pd.DataFrame({"user": (pair[starts] // n_i).astype(user.dtype),
+                      "item": (pair[starts] % n_i).astype(item.dtype), "ui_count": count})
+
+    def per_pair(ufunc, values):
+        return ufunc.reduceat(values, starts) if len(starts) else values[:0]
+    p["ui_share"] = count / n_orders[p["user"].to_numpy()]
+    p["ui_orders_since_last"] = rank[starts]
+    p["ui_streak"] = per_pair(np.add, in_streak)
+    p["ui_rate_since_first"] = count / (first_rank + 1)
+    cart = train["add_to_cart_order"].to_numpy()[srt].astype(np.float64)
+    p["ui_mean_cart"] = per_pair(np.add, cart) / count
+    p["ui_days_since_last"] = per_pair(np.minimum, o["days_to_last"].to_numpy()[at][srt])
     p[PAIR_COLUMNS] = p[PAIR_COLUMNS].astype(np.float32)
     return p[["user", "item", *PAIR_COLUMNS]]
 
@@ -636,9 +803,14 @@ class TowerConfig:
     dim: int = 64               # output embedding size of both towers
     hidden: int = 256           # MLP width
     id_embeddings: bool = True  # learned user / item ID embeddings beside the features
-    history_bag: bool = True    # user tower also pools the items the user bought in training
-    shared_bag: bool = True     # ...through the item tower's ID table (needs id_embeddings)
-    temperature: float = 0.05   # InfoNCE softmax temperature
+    # How the user tower sees the user's training purchases:
+    #   none: features (+ ID) only; bag: a learned count-weighted bag of bought items feeds
+    #   the MLP; centroid: the bag is also added to the output as the count-weighted mean of
+    #   the item tower's own vectors for those items, so a user starts next to what they buy
+    #   (grocery is repeat buying) and the MLP learns the correction.
+    history: str = "centroid"
+    centroid_scale: float = 4.0  # initial weight of the centroid (learned)
+    temperature: float = 0.1    # InfoNCE softmax temperature
     logq: bool = False          # subtract log item frequency from logits (sampling-bias correction)
     epochs: int = 8
     batch_size: int = 1024
@@ -662,8 +834,11 @@ def pick_device(name: str = "auto") -> str:
 
 def _build_towers(cfg: TowerConfig, feats: Features, n_users: int, n_items: int):
     import torch
-    from torch import nn
     import torch.nn.functional as F
+    from torch import nn
+
+    if cfg.history not in ("none", "bag", "centroid"):
+        raise DataError(f"unknown tower history mode '{cfg.history}' (none, bag or centroid)")
 
     def mlp(n_in):
         return nn.Sequential(nn.Linear(n_in, cfg.hidden), nn.ReLU(),
@@ -671,31 +846,31 @@ def _build_towers(cfg: TowerConfig, feats: Features, n_users: int, n_items: int)
                              nn.Linear(cfg.hidden, cfg.dim))
 
     class UserTower(nn.Module):
-        """user features (+ ID embedding) (+ count-weighted bag of bought items) -> 64-d, unit norm."""
-        def __init__(self, item_table=None):
+        """user features (+ ID embedding) (+ bag of bought items) -> 64-d, unit norm."""
+        def __init__(self):
             super().__init__()
             n_in = feats.user.shape[1]
             if cfg.id_embeddings:
                 self.uid = nn.Embedding(n_users, cfg.dim)
                 n_in += cfg.dim
-            if cfg.history_bag:
-                # Sharing the item tower's ID table puts a user's bag in the same space as
-                # the items it holds, which makes repeat purchases easy to score.
-                self.item_table = [item_table] if item_table is not None else None
-                if item_table is None:
-                    self.bag_table = nn.Embedding(n_items, cfg.dim)
+            if cfg.history != "none":
+                self.bag = nn.EmbeddingBag(n_items, cfg.dim, mode="sum")
                 n_in += cfg.dim
             self.mlp = mlp(n_in)
+            # weight of the history centroid against the MLP's unit vector; learned, and
+            # started high because repeat purchases carry most of grocery's signal
+            self.centroid_scale = nn.Parameter(torch.tensor(float(cfg.centroid_scale)))
 
-        def forward(self, x, uid, bag_items, bag_offsets, bag_weights):
+        def forward(self, x, uid, bag_items, bag_offsets, bag_weights, centroid=None):
             parts = [x]
             if cfg.id_embeddings:
                 parts.append(self.uid(uid))
-            if cfg.history_bag:
-                table = self.item_table[0].weight if self.item_table else self.bag_table.weight
-                parts.append(F.embedding_bag(bag_items, table, bag_offsets, mode="sum",
-                                             per_sample_weights=bag_weights))
-            return F.normalize(self.mlp(torch.cat(parts, 1)), dim=-1)
+            if cfg.history != "none":
+                parts.append(self.bag(bag_items, bag_offsets, per_sample_weights=bag_weights))
+            h = self.mlp(torch.cat(parts, 1))
+            if centroid is not None:
+                h = F.normalize(h, dim=-1) + self.centroid_scale * centroid
+            return F.normalize(h, dim=-1)
 
     class ItemTower(nn.Module):
         """item features + aisle + department (+ ID embedding) -> 64-d, unit norm."""
@@ -715,9 +890,7 @@ def _build_towers(cfg: TowerConfig, feats: Features, n_users: int, n_items: int)
                 parts.append(self.iid(iid))
             return F.normalize(self.mlp(torch.cat(parts, 1)), dim=-1)
 
-    item_tower = ItemTower()
-    shared = cfg.history_bag and cfg.shared_bag and cfg.id_embeddings
-    return UserTower(item_tower.iid if shared else None), item_tower
+    return UserTower(), ItemTower()
 
 
 class TwoTower:
@@ -731,48 +904,64 @@ class TwoTower:
         self.user_tower, self.item_tower = _build_towers(cfg, feats, n_users, n_items)
         self.user_tower.to(device)
         self.item_tower.to(device)
-        t = lambda a, dt=torch.float32: torch.as_tensor(a, dtype=dt, device=device)  # noqa: E731
+        t = lambda a, dt=torch.float32: torch.as_tensor(a, dtype=dt, device=device)
         self.user_x = t(feats.user)
         self.item_x = t(feats.item)
         self.item_aisle = t(feats.item_aisle, torch.long)
         self.item_dept = t(feats.item_dept, torch.long)
-        # history bag weights: log(1 + count), normalised per user so heavy users do not dominate
+        # history weights: log(1 + count), summing to 1 per user so heavy users do not dominate
         w = np.log1p(feats.hist_counts)
-        s = np.add.reduceat(w, feats.hist_indptr[:-1]) if len(w) else w
         lens = np.diff(feats.hist_indptr)
-        w = w / np.repeat(np.where(lens > 0, s, 1.0), lens)
+        sums = np.add.reduceat(w, feats.hist_indptr[:-1][lens > 0]) if len(w) else w
+        w = w / np.repeat(sums, lens[lens > 0])
         self.hist_w = w.astype(np.float32)
-        self.history = {"log_q": None, "epochs": []}
+        self.history = {"epochs": []}
+        self.loaded_from = None
 
-    def _bag(self, users: np.ndarray):
+    def _items(self, items):
+        """Item tower vectors of the item indices in the tensor `items`."""
+        return self.item_tower(self.item_x[items], items, self.item_aisle[items], self.item_dept[items])
+
+    def _users(self, users: np.ndarray, item_vecs=None, item_pos=None):
+        """User tower vectors. With history='centroid', `item_vecs[item_pos[i]]` must hold the
+        item tower's vector of every item i in these users' histories (computed if None)."""
         import torch
-        ptr = self.feats.hist_indptr
-        starts, ends = ptr[users], ptr[users + 1]
-        lens = ends - starts
-        idx = np.concatenate([np.arange(s, e) for s, e in zip(starts, ends)]) if len(users) else np.empty(0, int)
-        offsets = np.concatenate([[0], np.cumsum(lens)[:-1]])
+        import torch.nn.functional as F
         d = self.device
-        return (torch.as_tensor(self.feats.hist_items[idx], device=d),
-                torch.as_tensor(offsets, device=d),
-                torch.as_tensor(self.hist_w[idx], device=d))
+        ptr = self.feats.hist_indptr
+        lens = ptr[users + 1] - ptr[users]
+        idx = (np.concatenate([np.arange(ptr[u], ptr[u + 1]) for u in users])
+               if lens.sum() else np.empty(0, np.int64))
+        bag_items = torch.as_tensor(self.feats.hist_items[idx], device=d)
+        offsets = torch.as_tensor(np.concatenate([[0], np.cumsum(lens)[:-1]]), device=d)
+        weights = torch.as_tensor(self.hist_w[idx], device=d)
+        centroid = None
+        if self.cfg.history == "centroid":
+            if item_vecs is None:
+                uniq = torch.unique(bag_items)
+                item_vecs = self._items(uniq)
+                item_pos = torch.zeros(len(self.item_x), dtype=torch.long, device=d)
+                item_pos[uniq] = torch.arange(len(uniq), device=d)
+            centroid = F.embedding_bag(item_pos[bag_items], item_vecs, offsets, mode="sum",
+                                       per_sample_weights=weights)
+        ut = torch.as_tensor(users, device=d)
+        return self.user_tower(self.user_x[ut], ut, bag_items, offsets, weights, centroid)
 
     def embed_users(self, users: np.ndarray, batch: int = 4096) -> np.ndarray:
         import torch
         out = []
         self.user_tower.eval()
+        self.item_tower.eval()
         with torch.no_grad():
             for s in range(0, len(users), batch):
-                u = np.asarray(users[s:s + batch], dtype=np.int64)
-                ut = torch.as_tensor(u, device=self.device)
-                out.append(self.user_tower(self.user_x[ut], ut, *self._bag(u)).cpu().numpy())
+                out.append(self._users(np.asarray(users[s:s + batch], dtype=np.int64)).cpu().numpy())
         return np.concatenate(out) if out else np.zeros((0, self.cfg.dim), np.float32)
 
     def embed_items(self) -> np.ndarray:
         import torch
         self.item_tower.eval()
         with torch.no_grad():
-            iid = torch.arange(len(self.item_x), device=self.device)
-            return self.item_tower(self.item_x, iid, self.item_aisle, self.item_dept).cpu().numpy()
+            return self._items(torch.arange(len(self.item_x), device=self.device)).cpu().numpy()
 
     def _loss(self, users: np.ndarray, items: np.ndarray, log_q):
         """Symmetric in-batch InfoNCE. A batch's repeated items (or users) are not
@@ -781,21 +970,28 @@ class TwoTower:
         import torch.nn.functional as F
         d = self.device
         ut, it = torch.as_tensor(users, device=d), torch.as_tensor(items, device=d)
-        ue = self.user_tower(self.user_x[ut], ut, *self._bag(users))
-        ie = self.item_tower(self.item_x[it], it, self.item_aisle[it], self.item_dept[it])
+        # One item-tower pass over every item the batch needs (its positives and, for the
+        # centroid, its users' histories), so both towers see the same item vectors.
+        ptr = self.feats.hist_indptr
+        hist = self.feats.hist_items[np.concatenate([np.arange(ptr[u], ptr[u + 1]) for u in users])]
+        uniq = torch.as_tensor(np.unique(np.concatenate([items, hist])), device=d)
+        vecs = self._items(uniq)
+        pos = torch.zeros(len(self.item_x), dtype=torch.long, device=d)
+        pos[uniq] = torch.arange(len(uniq), device=d)
+        ue = self._users(users, vecs, pos)
+        ie = vecs[pos[it]]
         logits = ue @ ie.T / self.cfg.temperature
         eye = torch.eye(len(users), dtype=torch.bool, device=d)
         same_item = (it[:, None] == it[None, :]) & ~eye
         same_user = (ut[:, None] == ut[None, :]) & ~eye
         target = torch.arange(len(users), device=d)
-        lu = logits
-        if log_q is not None:   # correct the popular items' over-representation as negatives
-            lu = logits - log_q[it][None, :]
+        lu = logits if log_q is None else logits - log_q[it][None, :]  # popular items are
+        # over-represented as in-batch negatives; logQ removes that sampling bias
         loss_u2i = F.cross_entropy(lu.masked_fill(same_item, float("-inf")), target)
         loss_i2u = F.cross_entropy(logits.T.masked_fill(same_user, float("-inf")), target)
         return (loss_u2i + loss_i2u) / 2
 
-    def fit(self, train: pd.DataFrame, progress: bool = True) -> "TwoTower":
+    def fit(self, train: pd.DataFrame, progress: bool = True) -> TwoTower:
         """Train on the (user, item) rows of `train`; a seeded val_frac of them only
         measures the validation loss printed after each epoch."""
         import torch
@@ -817,12 +1013,12 @@ class TwoTower:
             self.user_tower.train()
             self.item_tower.train()
             order = fit_idx[rng.permutation(len(fit_idx))]
+            starts = range(0, max(len(order) - bs + 1, 1), bs)   # drops the last partial batch
             total, n = 0.0, 0
-            bar = tqdm(range(0, len(order) - bs + 1 if len(order) >= bs else 1, bs),
-                       desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not progress, leave=False)
+            bar = tqdm(starts, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not progress,
+                       leave=False)
             for s in bar:
-                b = order[s:s + bs]
-                loss = self._loss(users[b], items[b], log_q)
+                loss = self._loss(users[order[s:s + bs]], items[order[s:s + bs]], log_q)
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
@@ -878,7 +1074,6 @@ def train_two_tower(ds: Dataset, split: Split, feats: Features, cfg: TowerConfig
         model.loaded_from = path
         return model
     model.fit(split.train, progress=progress)
-    model.loaded_from = None
     path.mkdir(parents=True, exist_ok=True)
     torch.save(model.state(), path / "model.pt.tmp")
     np.save(path / "item_embeddings.npy", model.embed_items())
@@ -901,3 +1096,319 @@ def retrieve(model: TwoTower, users: np.ndarray, k: int = K_MAX) -> tuple[np.nda
     index = faiss_index(model.embed_items())
     scores, ranked = index.search(np.ascontiguousarray(model.embed_users(users)), k)
     return ranked.astype(np.int64), scores
+
+
+# ----------------------------------------------------------------------------
+# 8. re-ranking: candidates, features, LightGBM / XGBoost (cross-fitted)
+# A second stage over retrieval candidates. Features come from Features (training
+# rows only); labels from Split.truth, cross-fitted over users so that no user is
+# ever scored by a model that saw that user's held-out items.
+@dataclass
+class CandidateConfig:
+    """Which items a re-ranker sees per user.
+
+    k: the FAISS top-k of the two-tower (the seed architecture used 20).
+    history: also add the user's own training items: False = none, True = all of
+        them, an int N = the N most bought (ties: more recent, then lower index)."""
+    k: int = K_MAX
+    history: bool | int = False
+
+    def history_n(self) -> int | None:
+        """0 = no history, None = all of it, N = the top N."""
+        if self.history is True:
+            return None
+        return int(self.history)
+
+    def name(self) -> str:
+        n = self.history_n()
+        return f"faiss@{self.k}" + ("" if n == 0 else "+history" if n is None else f"+history{n}")
+
+
+CAND_COLUMNS = ["user", "item", "tt_score", "tt_rank", "from_faiss", "from_history"]
+
+
+def _history_order(feats: Features) -> np.ndarray:
+    """Permutation of feats.pairs grouped by user, each user's items in the
+    top-frequency baseline's order: most bought, then more recent, then lower index."""
+    p = feats.pairs
+    return np.lexsort((p["item"].to_numpy(), p["ui_orders_since_last"].to_numpy(),
+                       -p["ui_count"].to_numpy(), p["user"].to_numpy()))
+
+
+def build_candidates(retrieved: np.ndarray, scores: np.ndarray, users: np.ndarray,
+                     feats: Features, cfg: CandidateConfig) -> pd.DataFrame:
+    """One row per (user, candidate item), CAND_COLUMNS, users in the order of `users`.
+
+    retrieved / scores: [len(users), >= cfg.k] from retrieve(), rows in the order of
+    `users`; the first cfg.k columns are used and -1 slots dropped. tt_rank is the
+    1-based FAISS rank (k + 1 for an item added from the history only; tt_score NaN
+    there, filled by ranker_features when it is given the model). Within a user: the
+    FAISS items by rank, then the history items not retrieved in top-frequency order."""
+    users = np.asarray(users, dtype=np.int64)
+    if retrieved.shape[0] != len(users) or retrieved.shape[1] < cfg.k:
+        raise ValueError(f"retrieved has shape {retrieved.shape}; need ({len(users)}, >= {cfg.k})")
+    ret, sc = retrieved[:, : cfg.k].astype(np.int64), scores[:, : cfg.k].astype(np.float32)
+    n, k = ret.shape
+    pos = np.repeat(np.arange(n), k)
+    f = pd.DataFrame({"pos": pos, "user": np.repeat(users, k), "item": ret.ravel(),
+                      "tt_score": sc.ravel(), "tt_rank": np.tile(np.arange(1, k + 1), n)
+                      .astype(np.float32), "from_faiss": True, "from_history": False})
+    f = f[f["item"] >= 0]
+    hn = cfg.history_n()
+    if hn != 0:
+        order = _history_order(feats)
+        p_user = feats.pairs["user"].to_numpy()[order]
+        p_item = feats.pairs["item"].to_numpy()[order]
+        ptr = feats.hist_indptr
+        idx, hpos = [], []
+        for j, u in enumerate(users):
+            s, e = ptr[u], ptr[u + 1]
+            e = e if hn is None else min(e, s + hn)
+            idx.append(np.arange(s, e))
+            hpos.append(np.full(e - s, j))
+        idx = np.concatenate(idx) if idx else np.empty(0, np.int64)
+        h = pd.DataFrame({"pos": np.concatenate(hpos) if hpos else np.empty(0, np.int64),
+                          "user": p_user[idx].astype(np.int64), "item": p_item[idx].astype(np.int64),
+                          "tt_score": np.float32(np.nan), "tt_rank": np.float32(k + 1),
+                          "from_faiss": False, "from_history": True, "h": np.arange(len(idx))})
+        f["h"] = -1
+        key_f = f["pos"].to_numpy() * (1 << 32) + f["item"].to_numpy()
+        key_h = h["pos"].to_numpy() * (1 << 32) + h["item"].to_numpy()
+        in_h = np.isin(key_f, key_h)
+        f["from_history"] = in_h
+        h = h[~np.isin(key_h, key_f)]
+        f = pd.concat([f, h], ignore_index=True)
+        f = f.sort_values(["pos", "tt_rank", "h"], kind="stable").drop(columns="h")
+    f = f.drop(columns="pos").reset_index(drop=True)
+    return f[CAND_COLUMNS].astype({"user": np.int64, "item": np.int64, "tt_score": np.float32,
+                                   "tt_rank": np.float32, "from_faiss": bool, "from_history": bool})
+
+
+def candidate_labels(cands: pd.DataFrame, split: Split) -> np.ndarray:
+    """1 where the candidate is one of its user's held-out items (Split.truth), else 0."""
+    u, i = cands["user"].to_numpy(), cands["item"].to_numpy()
+    tu = np.concatenate([np.full(len(t), u_, np.int64) for u_, t in split.truth.items()] or [[]])
+    ti = np.concatenate([np.asarray(t, np.int64) for t in split.truth.values()] or [[]])
+    big = np.int64(1) << 32
+    return np.isin(u.astype(np.int64) * big + i, tu.astype(np.int64) * big + ti).astype(np.int32)
+
+
+def candidate_recall(cands: pd.DataFrame, users: np.ndarray, split: Split) -> float:
+    """Macro average over `users` with held-out items of |candidates ∩ truth| / |truth|:
+    Recall@K's convention with K = all candidates, the best any re-ranker can reach."""
+    hits = pd.Series(candidate_labels(cands, split)).groupby(cands["user"].to_numpy()).sum()
+    vals = [hits.get(int(u), 0) / len(split.truth[int(u)]) for u in users
+            if len(split.truth.get(int(u), ())) > 0]
+    return float(np.mean(vals)) if vals else float("nan")
+
+
+def ranker_features(cands: pd.DataFrame, feats: Features, model=None) -> tuple[np.ndarray, list[str]]:
+    """Feature matrix [len(cands), F] float32 and its names, from training rows only.
+
+    two-tower: score (cosine; with `model`, computed for every candidate, so history-only
+    candidates get one too), FAISS rank, source flags; user x item history (PAIR_COLUMNS;
+    never-bought pairs: count 0, recency NaN) and derived: the item's place in the user's
+    top-frequency list, its share of the user's purchases in its aisle, days since last
+    over the user's mean gap, the user's reorder rate x share; the user's aisle and
+    department share for the item's aisle / department; user and item features."""
+    u = cands["user"].to_numpy(np.int64)
+    i = cands["item"].to_numpy(np.int64)
+    n_items = len(feats.item)
+    cols: dict[str, np.ndarray] = {}
+    score = cands["tt_score"].to_numpy(np.float32).copy()
+    if model is not None:
+        uniq, inv = np.unique(u, return_inverse=True)
+        ue, ie = model.embed_users(uniq), model.embed_items()
+        score = np.einsum("nd,nd->n", ue[inv], ie[i]).astype(np.float32)
+    cols["tt_score"] = score
+    cols["tt_rank"] = cands["tt_rank"].to_numpy(np.float32)
+    cols["from_faiss"] = cands["from_faiss"].to_numpy(np.float32)
+    cols["from_history"] = cands["from_history"].to_numpy(np.float32)
+
+    # user x item history: look the pair up in feats.pairs (sorted by user, item)
+    p = feats.pairs
+    big = np.int64(n_items)
+    pkey = p["user"].to_numpy(np.int64) * big + p["item"].to_numpy(np.int64)
+    ckey = u * big + i
+    at = np.minimum(np.searchsorted(pkey, ckey), max(len(pkey) - 1, 0))
+    found = (pkey[at] == ckey) if len(pkey) else np.zeros(len(ckey), bool)
+    for c in PAIR_COLUMNS:
+        v = p[c].to_numpy(np.float32)[at] if len(pkey) else np.zeros(len(ckey), np.float32)
+        zero = c in ("ui_count", "ui_share", "ui_streak", "ui_rate_since_first")
+        cols[c] = np.where(found, v, 0.0 if zero else np.nan).astype(np.float32)
+    # position in the user's top-frequency list (the strong baseline's order), 1-based
+    order = _history_order(feats)
+    place = np.empty(len(p), np.float32)
+    place[order] = (np.arange(len(p)) - feats.hist_indptr[p["user"].to_numpy()[order]] + 1)
+    cols["ui_freq_place"] = np.where(found, place[at] if len(p) else 0, np.nan).astype(np.float32)
+    n_hist = np.diff(feats.hist_indptr)[u].astype(np.float32)
+    cols["ui_freq_place_frac"] = cols["ui_freq_place"] / np.maximum(n_hist, 1)
+    cols["user_n_items"] = n_hist
+    max_count = np.zeros(len(feats.user), np.float32)
+    if len(p):
+        np.maximum.at(max_count, p["user"].to_numpy(), p["ui_count"].to_numpy(np.float32))
+    cols["ui_count_over_max"] = cols["ui_count"] / np.maximum(max_count[u], 1)
+
+    names = feats.user_names
+    uf = feats.user
+    a0, d0 = names.index("aisle_share_0"), names.index("dept_share_0")
+    aisle, dept = feats.item_aisle[i], feats.item_dept[i]
+    cols["user_aisle_share"] = uf[u, a0 + aisle]
+    cols["user_dept_share"] = uf[u, d0 + dept]
+    n_rows = np.expm1(uf[u, names.index("log_rows")])
+    cols["ui_share_in_aisle"] = cols["ui_count"] / np.maximum(cols["user_aisle_share"] * n_rows, 1)
+    gap = np.maximum(uf[u, names.index("gap_mean")] * 30.0, 1.0)
+    cols["ui_days_over_gap"] = cols["ui_days_since_last"] / gap
+    cols["reorder_x_share"] = uf[u, names.index("reorder_rate")] * cols["ui_share"]
+    for j, nm in enumerate(names[:min(a0, d0)]):   # the numeric user columns
+        cols[f"u_{nm}"] = uf[u, j]
+    for j, nm in enumerate(feats.item_names):
+        cols[f"i_{nm}"] = feats.item[i, j]
+    pop_rank = np.empty(n_items, np.float32)
+    pop_rank[np.argsort(-feats.item[:, 0], kind="stable")] = np.arange(1, n_items + 1)
+    cols["i_pop_rank"] = pop_rank[i]
+    cols["i_aisle"] = aisle.astype(np.float32)
+    cols["i_dept"] = dept.astype(np.float32)
+    X = np.column_stack([cols[c].astype(np.float32) for c in cols]) if len(cands) else \
+        np.zeros((0, len(cols)), np.float32)
+    return X, list(cols)
+
+
+GBDT_PARAMS = {
+    "lightgbm": {"objective": "lambdarank", "n_estimators": 150, "learning_rate": 0.05,
+                 "num_leaves": 15, "min_child_samples": 50, "subsample": 0.8, "subsample_freq": 1,
+                 "colsample_bytree": 0.8, "reg_lambda": 1.0, "lambdarank_truncation_level": K_MAX},
+    "xgboost": {"objective": "rank:ndcg", "n_estimators": 150, "learning_rate": 0.05,
+                "max_depth": 4, "min_child_weight": 1.0, "subsample": 0.8, "colsample_bytree": 0.8,
+                "reg_lambda": 1.0, "tree_method": "hist", "lambdarank_pair_method": "topk",
+                "lambdarank_num_pair_per_sample": K_MAX},
+}
+
+
+def _make_ranker(kind: str, seed: int, n_jobs: int, params: dict | None):
+    p = {**GBDT_PARAMS[kind], **(params or {})}
+    if kind == "lightgbm":
+        import lightgbm as lgb
+        return lgb.LGBMRanker(**p, random_state=seed, n_jobs=n_jobs, deterministic=True,
+                              force_row_wise=True, verbose=-1), p
+    import xgboost as xgb
+    return xgb.XGBRanker(**p, random_state=seed, n_jobs=n_jobs), p
+
+
+def fold_of_users(users: np.ndarray, folds: int = 2, seed: int = SEED) -> np.ndarray:
+    """Fold id of each user in `users`: a seeded shuffle dealt round-robin. It depends
+    on the user list and the seed only, never on labels."""
+    users = np.asarray(users, dtype=np.int64)
+    order = np.argsort(users, kind="stable")      # independent of the order users come in
+    perm = np.random.default_rng(seed).permutation(len(users))
+    fold = np.empty(len(users), np.int64)
+    fold[order[perm]] = np.arange(len(users)) % folds
+    return fold
+
+
+def rank_with_gbdt(cands: pd.DataFrame, X: np.ndarray, names: list, users: np.ndarray,
+                   split: Split, kind: str = "lightgbm", folds: int = 2, seed: int = SEED,
+                   k: int = K_MAX, n_jobs: int = 1, params: dict | None = None
+                   ) -> tuple[np.ndarray, dict]:
+    """Cross-fitted learning to rank over the candidates of `users`.
+
+    Users are dealt into `folds` seeded groups (fold_of_users). For each group, a ranker
+    (LightGBM LGBMRanker lambdarank, or XGBoost XGBRanker rank:ndcg) is trained on the
+    other groups' candidates, label = the candidate is in that user's Split.truth, and
+    scores this group: a user's held-out items are never seen by the model that ranks
+    them. Training skips users with no positive candidate (nothing to learn from);
+    every user in `users` is scored. Returns ranked [len(users), k] item indices
+    (-1 padded), rows in the order of `users`, and an info dict (top-10 gain
+    importances summed over folds and normalised, timings, sizes, parameters)."""
+    if kind not in GBDT_PARAMS:
+        raise ValueError(f"unknown ranker '{kind}' (lightgbm or xgboost)")
+    if folds < 2:
+        raise ValueError("folds must be >= 2: with one fold a user's labels would train its own ranker")
+    users = np.asarray(users, dtype=np.int64)
+    cu = cands["user"].to_numpy(np.int64)
+    if len(users) != len(np.unique(users)) or not np.isin(cu, users).all():
+        raise ValueError("users must be distinct and cover every candidate's user")
+    # rows grouped by user (stable: keeps the candidate order within a user)
+    order = np.argsort(cu, kind="stable")
+    cu, ci, X = cu[order], cands["item"].to_numpy(np.int64)[order], X[order]
+    y = candidate_labels(cands, split)[order]
+    fold_u = fold_of_users(users, folds, seed)
+    upos = np.searchsorted(np.sort(users), cu)
+    fold_row = fold_u[np.argsort(users, kind="stable")][upos]
+    pos_per_user = pd.Series(y).groupby(cu).transform("sum").to_numpy()
+    scores = np.full(len(cu), -np.inf)
+    gain = np.zeros(X.shape[1])
+    info = {"kind": kind, "folds": folds, "seed": seed, "n_candidates": len(cu),
+            "n_users": len(users), "n_features": int(X.shape[1]), "fold_train_users": [],
+            "train_seconds": 0.0, "predict_seconds": 0.0}
+    for f in range(folds):
+        tr = (fold_row != f) & (pos_per_user > 0)
+        te = fold_row == f
+        if not te.any():
+            info["fold_train_users"].append(0)
+            continue
+        g_users, g_sizes = np.unique(cu[tr], return_counts=True)
+        info["fold_train_users"].append(len(g_users))
+        if len(g_users) == 0:        # nothing to learn from: keep the candidate order
+            scores[te] = -np.arange(te.sum(), dtype=float)
+            continue
+        model, p = _make_ranker(kind, seed, n_jobs, params)
+        t0 = time.perf_counter()
+        if kind == "lightgbm":
+            model.fit(X[tr], y[tr], group=g_sizes)
+        else:
+            model.fit(X[tr], y[tr], qid=cu[tr])
+        info["train_seconds"] += time.perf_counter() - t0
+        t0 = time.perf_counter()
+        scores[te] = model.predict(X[te])
+        info["predict_seconds"] += time.perf_counter() - t0
+        if kind == "lightgbm":
+            gain += model.booster_.feature_importance(importance_type="gain")
+        else:
+            fmap = model.get_booster().get_score(importance_type="total_gain")
+            gain += np.array([fmap.get(f"f{j}", 0.0) for j in range(X.shape[1])])
+        info["params"] = p
+    # per user: best score first; ties keep the candidate order (tt_rank, then history)
+    rank_order = np.lexsort((np.arange(len(cu)), -scores, cu))
+    su, si = cu[rank_order], ci[rank_order]
+    starts = np.searchsorted(su, users[np.argsort(users)])
+    row_of = np.argsort(np.argsort(users, kind="stable"))    # sorted position of each user
+    ends = np.searchsorted(su, users[np.argsort(users)], side="right")
+    out = -np.ones((len(users), k), dtype=np.int64)
+    for j in range(len(users)):
+        s, e = starts[row_of[j]], ends[row_of[j]]
+        top = si[s:min(e, s + k)]
+        out[j, : len(top)] = top
+    total = gain.sum()
+    imp = sorted(zip(names, gain / total if total > 0 else gain), key=lambda t: -t[1])[:10]
+    info["feature_importance"] = {n_: round(float(v), 4) for n_, v in imp}
+    info["train_seconds"] = round(info["train_seconds"], 2)
+    info["predict_seconds"] = round(info["predict_seconds"], 2)
+    return out, info
+
+
+def rerank(model, users: np.ndarray, feats: Features, split: Split, cfg: CandidateConfig,
+           kinds=("lightgbm", "xgboost"), retrieved: tuple | None = None, folds: int = 2,
+           seed: int = SEED, k: int = K_MAX, params: dict | None = None) -> dict:
+    """The whole second stage for one candidate setting: retrieve (or reuse `retrieved`
+    = (ranked, scores) with >= cfg.k columns), build candidates and features, rank with
+    each of `kinds` (params: {kind: overrides of GBDT_PARAMS[kind]}).
+    Returns {kind: (ranked [len(users), k], info)}; each info also holds
+    the candidate setting, the candidate recall, and the seconds spent on candidates +
+    features (the ranking stage's added time is that plus train and predict seconds)."""
+    t0 = time.perf_counter()
+    ret, sc = retrieved if retrieved is not None else retrieve(model, users, max(cfg.k, 1))
+    cands = build_candidates(ret, sc, users, feats, cfg)
+    X, names = ranker_features(cands, feats, model)
+    prep = time.perf_counter() - t0
+    extra = {"candidates": cfg.name(), "candidate_recall": candidate_recall(cands, users, split),
+             "candidates_per_user": len(cands) / max(len(users), 1),
+             "features_seconds": round(prep, 2)}
+    out = {}
+    for kind in kinds:
+        ranked, info = rank_with_gbdt(cands, X, names, users, split, kind, folds, seed, k,
+                                      params=(params or {}).get(kind))
+        info.update(extra)
+        info["stage_seconds"] = round(prep + info["train_seconds"] + info["predict_seconds"], 2)
+        out[kind] = (ranked, info)
+    return out

@@ -1,0 +1,216 @@
+"""Benchmarks of the project's heavy steps, one subcommand each.
+
+    uv run benchmark.py load --full-sample             # full-size generated data (~206k users)
+    uv run benchmark.py load --data-dir DIR            # any Kaggle-format folder
+    uv run benchmark.py load --full-sample --phases uncached,cached,split,features
+
+`load` times load_dataset(full=True) with an empty cache (CSV read + checks + sampling +
+cache write) and again from the cache (Arrow IPC files); optionally the split and the features on
+the loaded rows. Each phase runs in its own child process, so its peak RSS is its own.
+Writes results/benchmark_load.json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import common
+
+FULL_DIR = common.REPO / "data" / "full"   # where --full-sample writes the full-size data
+LOAD_PHASES = ("uncached", "cached", "split", "features")
+LOAD_TARGETS = {"uncached": 30.0, "cached": 3.0}   # seconds, from the foundation issue
+
+
+# ----------------------------------------------------------------------------
+# shared helpers
+def peak_rss_gib() -> float:
+    """This process's peak resident set size so far, in GiB."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 2**20          # kB
+    except OSError:
+        pass
+    kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss    # kB on Linux, bytes on macOS
+    return kb / (2**30 if sys.platform == "darwin" else 2**20)
+
+
+class Clock:
+    """Wall and CPU seconds since creation (CPU time shows contention: wall >> cpu)."""
+    def __init__(self):
+        self.wall, self.cpu = time.perf_counter(), time.process_time()
+
+    def read(self) -> dict:
+        return {"wall_s": round(time.perf_counter() - self.wall, 2),
+                "cpu_s": round(time.process_time() - self.cpu, 2)}
+
+
+def run_child(func: str, spec: dict) -> dict:
+    """Run benchmark.<func>(spec) in a fresh interpreter; return the dict it prints last."""
+    code = f"import benchmark, json, sys; benchmark.{func}(json.loads(sys.argv[1]))"
+    p = subprocess.run([sys.executable, "-c", code, json.dumps(spec)], cwd=common.REPO,
+                       stdout=subprocess.PIPE, text=True, check=False)
+    if p.returncode != 0:      # the child already printed its one-line error to stderr
+        raise SystemExit(p.returncode)
+    return json.loads(p.stdout.strip().splitlines()[-1])
+
+
+def print_table(rows: list[dict], cols: list[tuple[str, str]]):
+    """rows of dicts -> an aligned text table; cols = (key, header)."""
+    def fmt(v):
+        return "" if v is None else f"{v:.2f}" if isinstance(v, float) else f"{v}"
+    cells = [[h for _, h in cols]] + [[fmt(r.get(k)) for k, _ in cols] for r in rows]
+    widths = [max(len(c[i]) for c in cells) for i in range(len(cols))]
+    for j, line in enumerate(cells):
+        print("  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(line, widths))))
+        if j == 0:
+            print("  ".join("-" * w for w in widths))
+
+
+def environment() -> dict:
+    import numpy
+    import pandas
+    import pyarrow
+    return {"python": platform.python_version(), "platform": platform.platform(),
+            "cpus": os.cpu_count(), "numpy": numpy.__version__, "pandas": pandas.__version__,
+            "pyarrow": pyarrow.__version__}
+
+
+# ----------------------------------------------------------------------------
+# load
+def ensure_full_sample() -> Path:
+    """The full-size synthetic data in data/full/, generated once (minutes) if missing."""
+    import sample_generator as gen
+    want = {"version": gen.GENERATOR_VERSION, "n_users": gen.FULL_USERS,
+            "n_products": gen.FULL_PRODUCTS, "seed": common.SEED}
+    stamp = FULL_DIR / "generator.json"
+    if stamp.is_file() and json.loads(stamp.read_text()) == want:
+        return FULL_DIR
+    print(f"generating the full-size sample into {FULL_DIR.relative_to(common.REPO)} "
+          f"({gen.FULL_USERS:,} users x {gen.FULL_PRODUCTS:,} products; a few minutes)", flush=True)
+    t0 = time.perf_counter()
+    gen.generate(FULL_DIR, gen.FULL_USERS, gen.FULL_PRODUCTS, seed=common.SEED)
+    print(f"generated in {time.perf_counter() - t0:.0f}s", flush=True)
+    return FULL_DIR
+
+
+def load_phase(spec: dict):
+    """Child process: one phase of `load`; prints its measurements as a JSON line."""
+    def phase():
+        common.CACHE_DIR = Path(spec["cache_dir"])
+        name = spec["phase"]
+        load_avg = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+        clock = Clock()
+        ds = common.load_dataset(spec["data_dir"], full=True, verbose=False)
+        out = {"phase": name, **clock.read(), "rows": len(ds.interactions),
+               "users": ds.n_users, "items": ds.n_items}
+        if name in ("split", "features"):
+            clock = Clock()
+            split = common.split_interactions(ds.interactions, "interaction")
+            out.update(clock.read(), rows=len(split.train))
+            if name == "split":
+                clock = Clock()
+                temporal = common.split_interactions(ds.interactions, "temporal")
+                out["temporal_wall_s"] = clock.read()["wall_s"]
+                out["temporal_test_rows"] = len(temporal.test)
+            else:
+                clock = Clock()
+                feats = common.build_features(ds, split.train)
+                out.update(clock.read(), rows=len(feats.pairs))
+        out["peak_rss_gib"] = round(peak_rss_gib(), 2)
+        out["load_avg_1min"] = load_avg
+        print(json.dumps(out))
+    common.main_guard(phase)
+
+
+def cmd_load(args) -> dict:
+    if args.full_sample and args.data_dir:
+        raise common.DataError("give --data-dir or --full-sample, not both")
+    phases = [p.strip() for p in args.phases.split(",") if p.strip()]
+    bad = [p for p in phases if p not in LOAD_PHASES]
+    if bad or not phases:
+        raise common.DataError(f"unknown phase(s) {', '.join(bad) or '(none)'} "
+                               f"(choose from {', '.join(LOAD_PHASES)})")
+    data_dir, source = common.resolve_data_dir(ensure_full_sample() if args.full_sample
+                                               else args.data_dir)
+    print(f"load benchmark: {source}; full=True; phases {', '.join(phases)}", flush=True)
+    # A private cache dir, empty at the start: the first phase cannot hit an old entry.
+    cache_dir = Path(tempfile.mkdtemp(prefix="benchmark-", dir=common.CACHE_DIR.parent))
+    rows = []
+    try:
+        for name in ["uncached", *[p for p in phases if p != "uncached"]]:  # uncached fills it
+            r = run_child("load_phase", {"phase": name, "data_dir": str(data_dir),
+                                         "cache_dir": str(cache_dir)})
+            if name in LOAD_TARGETS:
+                r["target_s"] = LOAD_TARGETS[name]
+                r["ok"] = "OK" if r["wall_s"] <= LOAD_TARGETS[name] else "MISS"
+            if name in phases:
+                rows.append(r)
+                print(f"  {name}: {r['wall_s']:.2f}s ({r['cpu_s']:.2f}s CPU), "
+                      f"peak RSS {r['peak_rss_gib']:.2f} GiB", flush=True)
+    finally:
+        shutil.rmtree(cache_dir, ignore_errors=True)
+    print()
+    print_table(rows, [("phase", "phase"), ("wall_s", "wall s"), ("cpu_s", "cpu s"),
+                       ("peak_rss_gib", "peak RSS GiB"), ("rows", "rows"),
+                       ("target_s", "target s"), ("ok", ""), ("load_avg_1min", "load avg")])
+    return {"benchmark": "load", "source": source, "data_dir": str(data_dir),
+            "full_sample": bool(args.full_sample), "phases": rows,
+            "notes": {"cpu_s": "CPU seconds of the phase's process (all threads); "
+                               "load_avg_1min: the machine's load when the phase began",
+                      "uncached": "load_dataset(full=True) with an empty cache: CSV read, "
+                                  "checks, sampling and the cache write",
+                      "cached": "load_dataset(full=True) from the cache",
+                      "split": "split_interactions(interaction) on the cached load "
+                               "(temporal_wall_s: the temporal split); rows = train rows",
+                      "features": "build_features on the interaction split's train rows; "
+                                  "rows = (user, item) pairs"},
+            "environment": environment(), "when": time.strftime("%Y-%m-%d %H:%M:%S")}
+
+
+# ----------------------------------------------------------------------------
+# main
+COMMANDS = {"load": cmd_load}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 epilog=__doc__.split("\n\n", 1)[1],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("load", help="time load_dataset(full=True), uncached and cached",
+                       description=cmd_load.__doc__ or "time load_dataset(full=True), uncached "
+                       "and cached, each phase in its own process (peak RSS per phase)")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--data-dir", default=None,
+                     help=f"directory of Kaggle-format CSVs (default: ${common.DATA_ENV}, then "
+                          "data/instacart/, then the generated sample in data/sample/)")
+    src.add_argument("--full-sample", action="store_true",
+                     help="the full-size synthetic data in data/full/ (generated once if missing)")
+    p.add_argument("--phases", default="uncached,cached",
+                   help=f"comma-separated, from {', '.join(LOAD_PHASES)} (default: uncached,cached)")
+    p.add_argument("--json", default=str(common.RESULTS_DIR / "benchmark_load.json"),
+                   help="where to write the results (default: results/benchmark_load.json)")
+    return ap
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    result = COMMANDS[args.command](args)
+    out = Path(args.json)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1) + "\n")
+    print(f"\nwrote {out}")
+
+
+if __name__ == "__main__":
+    common.main_guard(main)
