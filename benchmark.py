@@ -3,6 +3,8 @@
     uv run benchmark.py load --full-sample             # full-size generated data (~206k users)
     uv run benchmark.py load --data-dir DIR            # any Kaggle-format folder
     uv run benchmark.py load --full-sample --phases uncached,cached,split,features
+    uv run benchmark.py two_tower                       # the default two_tower.py run, by stage
+    uv run benchmark.py two_tower --data-dir DIR --items 5000   # any two_tower.py options
 
 `load` times load_dataset(full=True) with an empty cache (CSV read + checks + sampling +
 cache write) and again from the cache (Arrow IPC files); optionally the split and the features on
@@ -178,8 +180,47 @@ def cmd_load(args) -> dict:
 
 
 # ----------------------------------------------------------------------------
+# two_tower
+def cmd_two_tower(args) -> dict:
+    """Time the default `uv run two_tower.py` run end to end in a child process, with a
+    fresh cache (data loaded from CSV, towers trained, nothing reused), and break the
+    wall time down by stage from the run's own results JSON."""
+    cache_dir = Path(tempfile.mkdtemp(prefix="benchmark-", dir=common.CACHE_DIR.parent))
+    out = cache_dir / "two_tower.json"
+    cmd = [sys.executable, "two_tower.py", "--quiet", "--out", str(out), *args.script_args]
+    print(f"two_tower benchmark: {' '.join(cmd[1:])} (fresh cache)", flush=True)
+    env = {**os.environ, "INSTACART_CACHE_DIR": str(cache_dir)}
+    try:
+        clock = Clock()
+        p = subprocess.run(cmd, cwd=common.REPO, env=env, check=False)
+        wall = clock.read()["wall_s"]
+        if p.returncode != 0:
+            raise SystemExit(p.returncode)
+        res = json.loads(out.read_text())
+    finally:
+        shutil.rmtree(cache_dir, ignore_errors=True)
+    child = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t = res["timings"]
+    stages = {"load + split + features": t["total_s"] - sum(t["train_s"]) - sum(t["retrieve_s"])
+              - sum(sum(v) for v in t["rank_s"].values()) - t["baselines_s"],
+              "baselines": t["baselines_s"], "two-tower training": sum(t["train_s"]),
+              "FAISS retrieval": sum(t["retrieve_s"]),
+              "re-ranking": sum(sum(v) for v in t["rank_s"].values())}
+    rows = [{"stage": k, "wall_s": round(v, 2), "share": f"{100 * v / t['total_s']:.0f}%"}
+            for k, v in stages.items()]
+    rows.append({"stage": "whole process (incl. imports)", "wall_s": wall, "share": ""})
+    print()
+    print_table(rows, [("stage", "stage"), ("wall_s", "wall s"), ("share", "share")])
+    peak = child.ru_maxrss / (2**30 if sys.platform == "darwin" else 2**20)
+    print(f"peak RSS {peak:.2f} GiB; {os.cpu_count()} CPUs; target: default run <= 120 s on 2 cores")
+    return {"benchmark": "two_tower", "command": cmd[1:], "wall_s": wall, "peak_rss_gib": round(peak, 2),
+            "stages": rows, "data": res["data"], "seeds": res["seeds"],
+            "environment": environment(), "when": time.strftime("%Y-%m-%d %H:%M:%S")}
+
+
+# ----------------------------------------------------------------------------
 # main
-COMMANDS = {"load": cmd_load}
+COMMANDS = {"load": cmd_load, "two_tower": cmd_two_tower}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -200,6 +241,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"comma-separated, from {', '.join(LOAD_PHASES)} (default: uncached,cached)")
     p.add_argument("--json", default=str(common.RESULTS_DIR / "benchmark_load.json"),
                    help="where to write the results (default: results/benchmark_load.json)")
+    t = sub.add_parser("two_tower", help="time the default two_tower.py run, by stage",
+                       description=cmd_two_tower.__doc__)
+    t.add_argument("script_args", nargs=argparse.REMAINDER,
+                   help="arguments passed on to two_tower.py (default: none, the default run)")
+    t.add_argument("--json", default=str(common.RESULTS_DIR / "benchmark_two_tower.json"),
+                   help="where to write the results (default: results/benchmark_two_tower.json)")
     return ap
 
 

@@ -31,7 +31,7 @@ REPO = Path(__file__).resolve().parent
 DATA_ENV = "INSTACART_DATA_DIR"             # a directory of Kaggle CSVs, if set
 KAGGLE_DIR = REPO / "data" / "instacart"    # where a real Kaggle download may be unpacked
 SAMPLE_DIR = REPO / "data" / "sample"       # where the generated sample is written on first use
-CACHE_DIR = REPO / "data" / "cache"         # cache of loaded + sampled data (Arrow IPC files)
+CACHE_DIR = Path(os.environ.get("INSTACART_CACHE_DIR", REPO / "data" / "cache"))  # loaded data, saved models
 RESULTS_DIR = REPO / "results"
 DEFAULT_USERS, DEFAULT_ITEMS = 5000, 10000
 CACHE_VERSION = "2"            # bump when the cached tables' layout or meaning changes
@@ -805,14 +805,19 @@ class TowerConfig:
     id_embeddings: bool = True  # learned user / item ID embeddings beside the features
     # How the user tower sees the user's training purchases:
     #   none: features (+ ID) only; bag: a learned count-weighted bag of bought items feeds
-    #   the MLP; centroid: the bag is also added to the output as the count-weighted mean of
-    #   the item tower's own vectors for those items, so a user starts next to what they buy
-    #   (grocery is repeat buying) and the MLP learns the correction.
+    #   the MLP; centroid: the count-weighted mean of the item tower's own vectors for those
+    #   items is added to the MLP's output, so a user starts next to what they buy (grocery
+    #   is repeat buying) and the MLP learns the correction.
     history: str = "centroid"
     centroid_scale: float = 4.0  # initial weight of the centroid (learned)
+    item_mlp: bool = True        # item tower: MLP like the user tower, or one linear layer
     temperature: float = 0.1    # InfoNCE softmax temperature
     logq: bool = False          # subtract log item frequency from logits (sampling-bias correction)
-    epochs: int = 8
+    # rows: every training row is a positive (frequent items seen more often); pairs: each
+    # distinct (user, item) once per epoch, ~2.5x fewer steps (counts still reach the
+    # user tower through the history weights)
+    train_on: str = "rows"
+    epochs: int = 4
     batch_size: int = 1024
     lr: float = 3e-3
     weight_decay: float = 0.0
@@ -853,7 +858,7 @@ def _build_towers(cfg: TowerConfig, feats: Features, n_users: int, n_items: int)
             if cfg.id_embeddings:
                 self.uid = nn.Embedding(n_users, cfg.dim)
                 n_in += cfg.dim
-            if cfg.history != "none":
+            if cfg.history == "bag":
                 self.bag = nn.EmbeddingBag(n_items, cfg.dim, mode="sum")
                 n_in += cfg.dim
             self.mlp = mlp(n_in)
@@ -865,7 +870,7 @@ def _build_towers(cfg: TowerConfig, feats: Features, n_users: int, n_items: int)
             parts = [x]
             if cfg.id_embeddings:
                 parts.append(self.uid(uid))
-            if cfg.history != "none":
+            if cfg.history == "bag":
                 parts.append(self.bag(bag_items, bag_offsets, per_sample_weights=bag_weights))
             h = self.mlp(torch.cat(parts, 1))
             if centroid is not None:
@@ -882,7 +887,9 @@ def _build_towers(cfg: TowerConfig, feats: Features, n_users: int, n_items: int)
             if cfg.id_embeddings:
                 self.iid = nn.Embedding(n_items, cfg.dim)
                 n_in += cfg.dim
-            self.mlp = mlp(n_in)
+            # with history='centroid' every training step runs this tower over all the
+            # items in the batch's histories, so a linear tower is much cheaper
+            self.mlp = mlp(n_in) if cfg.item_mlp else nn.Linear(n_in, cfg.dim)
 
         def forward(self, x, iid, aisle, dept):
             parts = [x, self.aisle(aisle), self.dept(dept)]
@@ -942,6 +949,8 @@ class TwoTower:
                 item_vecs = self._items(uniq)
                 item_pos = torch.zeros(len(self.item_x), dtype=torch.long, device=d)
                 item_pos[uniq] = torch.arange(len(uniq), device=d)
+            # (torch.sparse.mm is ~10% faster here, but its backward accumulates in a
+            # thread-dependent order, so the same seed would not give the same numbers)
             centroid = F.embedding_bag(item_pos[bag_items], item_vecs, offsets, mode="sum",
                                        per_sample_weights=weights)
         ut = torch.as_tensor(users, device=d)
@@ -970,15 +979,21 @@ class TwoTower:
         import torch.nn.functional as F
         d = self.device
         ut, it = torch.as_tensor(users, device=d), torch.as_tensor(items, device=d)
-        # One item-tower pass over every item the batch needs (its positives and, for the
-        # centroid, its users' histories), so both towers see the same item vectors.
-        ptr = self.feats.hist_indptr
-        hist = self.feats.hist_items[np.concatenate([np.arange(ptr[u], ptr[u + 1]) for u in users])]
-        uniq = torch.as_tensor(np.unique(np.concatenate([items, hist])), device=d)
+        need = items
+        if self.cfg.history == "centroid":
+            # exact: one item-tower pass over the positives and the users' history items,
+            # so both towers see the same item vectors
+            ptr = self.feats.hist_indptr
+            need = np.concatenate([items, self.feats.hist_items[
+                np.concatenate([np.arange(ptr[u], ptr[u + 1]) for u in users])]])
+        uniq = torch.as_tensor(np.unique(need), device=d)
         vecs = self._items(uniq)
         pos = torch.zeros(len(self.item_x), dtype=torch.long, device=d)
         pos[uniq] = torch.arange(len(uniq), device=d)
-        ue = self._users(users, vecs, pos)
+        if self.cfg.history == "centroid":
+            ue = self._users(users, vecs, pos)
+        else:
+            ue = self._users(users)
         ie = vecs[pos[it]]
         logits = ue @ ie.T / self.cfg.temperature
         eye = torch.eye(len(users), dtype=torch.bool, device=d)
@@ -998,7 +1013,13 @@ class TwoTower:
         from tqdm import tqdm
         cfg = self.cfg
         rng = np.random.default_rng(cfg.seed)
-        users, items = train["user"].to_numpy(np.int64), train["item"].to_numpy(np.int64)
+        if cfg.train_on == "pairs":
+            src = train[["user", "item"]].drop_duplicates()
+        elif cfg.train_on == "rows":
+            src = train
+        else:
+            raise DataError(f"unknown train_on '{cfg.train_on}' (rows or pairs)")
+        users, items = src["user"].to_numpy(np.int64), src["item"].to_numpy(np.int64)
         perm = rng.permutation(len(users))
         n_val = int(len(users) * cfg.val_frac)
         val, fit_idx = perm[:n_val], perm[n_val:]
@@ -1066,6 +1087,9 @@ def train_two_tower(ds: Dataset, split: Split, feats: Features, cfg: TowerConfig
     """Train (or load the saved) two-tower for this data, split and configuration.
     Saves the towers, the item embeddings and the configuration for the experiments."""
     import torch
+    # Without this, multi-threaded CPU kernels (embedding_bag's backward among them) sum in a
+    # thread-dependent order and two runs with the same seed drift apart in the last bits.
+    torch.use_deterministic_algorithms(True, warn_only=device != "cpu")
     torch.manual_seed(cfg.seed)
     model = TwoTower(cfg, feats, ds.n_users, ds.n_items, device)
     path = model_dir(ds, split, cfg)
@@ -1122,6 +1146,16 @@ class CandidateConfig:
     def name(self) -> str:
         n = self.history_n()
         return f"faiss@{self.k}" + ("" if n == 0 else "+history" if n is None else f"+history{n}")
+
+    @classmethod
+    def parse(cls, text: str) -> CandidateConfig:
+        """The inverse of name(): 'faiss@20', 'faiss@50+history', 'faiss@50+history30'."""
+        import re
+        m = re.fullmatch(r"faiss@(\d+)(\+history(\d*))?", text.strip())
+        if not m:
+            raise DataError(f"bad candidate setting '{text}' (faiss@K, faiss@K+history or faiss@K+historyN)")
+        history = (int(m.group(3)) if m.group(3) else True) if m.group(2) else False
+        return cls(int(m.group(1)), history)
 
 
 CAND_COLUMNS = ["user", "item", "tt_score", "tt_rank", "from_faiss", "from_history"]

@@ -42,6 +42,8 @@ def parse_args(argv=None):
     g.add_argument("--logq", action="store_true", help="logQ sampling-bias correction of in-batch negatives")
     g.add_argument("--seeds", type=int, default=SEEDS, help="number of training seeds (42, 43, ...)")
     g.add_argument("--device", default="auto", help="auto (cuda when present), cpu, cuda, cuda:N")
+    g.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (default: torch's choice, one per core)")
     g.add_argument("--retrain", action="store_true", help="ignore saved towers and train again")
     r = p.add_argument_group("re-ranking")
     r.add_argument("--rankers", default=",".join(RANKERS),
@@ -90,6 +92,9 @@ def main(argv=None):
     feats = C.build_features(ds, split.train)
     users = split.eval_users()
     device = C.pick_device(args.device)
+    if args.threads:
+        import torch
+        torch.set_num_threads(args.threads)
     seeds = [C.SEED + i for i in range(args.seeds)]
     rankers = [] if args.rankers == "none" else [r.strip() for r in args.rankers.split(",") if r.strip()]
     cand_cfgs = [C.CandidateConfig.parse(c) for c in args.candidates.split(",") if c.strip()]
@@ -103,7 +108,7 @@ def main(argv=None):
         runs[name] = [C.evaluate(ranked, users, split, feats)]
     timings["baselines_s"] = time.perf_counter() - t0
     importances, cand_recall, tower_info = {}, {}, []
-    k_max = max([C.K_MAX, *[c.k for c in cand_cfgs]])
+    k_max = max([C.K_MAX, *[c.k for c in cand_cfgs]])   # one FAISS search serves every setting
     for seed in seeds:
         cfg = tower_config(args, seed)
         t0 = time.perf_counter()
@@ -116,23 +121,25 @@ def main(argv=None):
         retrieved, scores = C.retrieve(model, users, k_max)
         timings["retrieve_s"].append(time.perf_counter() - t0)
         runs.setdefault("two-tower", []).append(C.evaluate(retrieved[:, :C.K_MAX], users, split, feats))
-        for cc in cand_cfgs:
-            cands = C.build_candidates(retrieved, scores, users, feats, cc)
-            cand_recall.setdefault(cc.name(), []).append(C.candidate_recall(cands, users, split))
-            X, names = C.ranker_features(cands, feats, model)
-            for kind in rankers:
-                t0 = time.perf_counter()
-                ranked, info = C.rank_with_gbdt(cands, X, names, users, split, kind=kind, seed=seed)
+        for cc in cand_cfgs if rankers else []:
+            t0 = time.perf_counter()
+            out = C.rerank(model, users, feats, split, cc, kinds=rankers, retrieved=(retrieved, scores),
+                           seed=seed)
+            timings["rank_s"].setdefault(cc.name(), []).append(time.perf_counter() - t0)
+            for kind, (ranked, info) in out.items():
                 label = f"two-tower {cc.name()} + {kind}"
-                timings["rank_s"].setdefault(label, []).append(time.perf_counter() - t0)
+                cand_recall.setdefault(cc.name(), []).append(info["candidate_recall"])
                 runs.setdefault(label, []).append(C.evaluate(ranked, users, split, feats))
-                importances.setdefault(label, info.get("feature_importance"))
+                importances.setdefault(label, {k: info[k] for k in (
+                    "feature_importance", "candidates_per_user", "train_seconds", "stage_seconds")})
 
     results = {name: summarize(r) for name, r in runs.items()}
     rows = {}
     for name, s in results.items():
         cr = next((float(np.mean(v)) for c, v in cand_recall.items() if f" {c} + " in name), None)
         rows[name] = table_row(s, cr)
+    if "two-tower" in rows:   # the two-tower's own top-20 list is the faiss@20 candidate set
+        rows["two-tower"]["cand. recall"] = rows["two-tower"]["R@20"][0]
     print()
     print(C.format_table(rows, COLUMNS))
     print(f"(mean±std over {len(seeds)} training seed(s); baselines are deterministic but "
@@ -149,8 +156,9 @@ def main(argv=None):
         "train_rows": len(split.train), "test_rows": len(split.test), "eval_users": len(users)},
         "tower_config": {**tower_config(args, seeds[0]).key(), "seed": seeds},
         "logq_correction": args.logq, "device": device, "seeds": seeds,
-        "candidates": {c: {"recall_mean": float(np.mean(v)), "per_seed": v} for c, v in cand_recall.items()},
-        "metrics": results, "feature_importance": importances, "training": tower_info,
+        "candidates": {c: {"recall_mean": float(np.mean(v)), "per_seed_and_ranker": v}
+                       for c, v in cand_recall.items()},
+        "metrics": results, "rankers": importances, "training": tower_info,
         "timings": timings})
     print(f"results: {path}")
     return results

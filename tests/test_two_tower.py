@@ -1,0 +1,102 @@
+"""Two-tower model: the in-batch loss, determinism, saving, FAISS retrieval, the script."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import common as C
+
+
+@pytest.fixture(scope="module")
+def setup(small_sample_dir, tmp_path_factory):
+    mp = pytest.MonkeyPatch()
+    mp.setattr(C, "CACHE_DIR", tmp_path_factory.mktemp("cache"))
+    ds = C.load_dataset(small_sample_dir, n_users=300, n_items=1500, verbose=False)
+    split = C.split_interactions(ds.interactions)
+    feats = C.build_features(ds, split.train)
+    yield ds, split, feats
+    mp.undo()
+
+
+TINY = {"epochs": 1, "batch_size": 256, "hidden": 32, "dim": 16}
+
+
+@pytest.mark.parametrize("history", ["none", "bag", "centroid"])
+def test_repeated_items_and_users_are_not_negatives(setup, history):
+    ds, _, feats = setup
+    model = C.TwoTower(C.TowerConfig(history=history, **TINY), feats, ds.n_users, ds.n_items)
+    # a batch made of one (user, item) pair repeated: every off-diagonal logit is the same
+    # item (or user), so all are masked and both cross-entropies are exactly 0
+    same = model._loss(np.full(8, 3), np.full(8, 5), None)
+    assert same.item() == pytest.approx(0.0, abs=1e-6)
+    # distinct pairs: real negatives, positive loss
+    diff = model._loss(np.arange(8), np.arange(8), None)
+    assert diff.item() > 0.1
+
+
+def test_logq_changes_the_loss(setup):
+    import torch
+    ds, _, feats = setup
+    model = C.TwoTower(C.TowerConfig(**TINY), feats, ds.n_users, ds.n_items)
+    u, i = np.arange(16), np.arange(16) * 3
+    log_q = torch.log(torch.linspace(0.001, 0.1, ds.n_items))
+    assert model._loss(u, i, log_q).item() != pytest.approx(model._loss(u, i, None).item())
+
+
+def test_same_seed_same_numbers_and_saved_model_reloads(setup):
+    ds, split, feats = setup
+    users = split.eval_users()
+    cfg = C.TowerConfig(**TINY)
+    a = C.train_two_tower(ds, split, feats, cfg, use_saved=False, progress=False)
+    b = C.train_two_tower(ds, split, feats, cfg, use_saved=False, progress=False)
+    np.testing.assert_array_equal(a.embed_items(), b.embed_items())
+    np.testing.assert_array_equal(a.embed_users(users), b.embed_users(users))
+    assert a.history["epochs"][0]["val_loss"] == b.history["epochs"][0]["val_loss"]
+    other = C.train_two_tower(ds, split, feats, C.TowerConfig(**{**TINY, "seed": 7}),
+                              use_saved=False, progress=False)
+    assert not np.array_equal(a.embed_items(), other.embed_items())
+    loaded = C.train_two_tower(ds, split, feats, cfg, use_saved=True, progress=False)
+    assert loaded.loaded_from is not None
+    np.testing.assert_array_equal(loaded.embed_users(users), a.embed_users(users))
+    saved = np.load(C.model_dir(ds, split, cfg) / "item_embeddings.npy")
+    np.testing.assert_array_equal(saved, a.embed_items())
+
+
+def test_embeddings_are_unit_norm_and_faiss_is_exact(setup):
+    ds, split, feats = setup
+    users = split.eval_users()
+    model = C.train_two_tower(ds, split, feats, C.TowerConfig(**TINY), use_saved=False, progress=False)
+    ue, ie = model.embed_users(users), model.embed_items()
+    assert ue.shape == (len(users), 16) and ie.shape == (ds.n_items, 16)
+    np.testing.assert_allclose(np.linalg.norm(ie, axis=1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(ue, axis=1), 1.0, atol=1e-5)
+    ranked, scores = C.retrieve(model, users, k=20)
+    brute = ue @ ie.T
+    np.testing.assert_allclose(scores, np.take_along_axis(brute, ranked, 1), atol=1e-5)
+    np.testing.assert_allclose(scores[:, 0], brute.max(1), atol=1e-5)
+    assert (np.diff(scores, axis=1) <= 1e-6).all()
+
+
+def test_script_runs_and_is_deterministic(small_sample_dir, tmp_path):
+    """two_tower.py end to end twice with the same seed: identical metrics in the JSON."""
+    outs = []
+    for run in range(2):
+        out = tmp_path / f"r{run}.json"
+        cmd = [sys.executable, "two_tower.py", "--data-dir", str(small_sample_dir), "--users", "300",
+               "--items", "1500", "--epochs", "1", "--hidden", "32", "--seeds", "2", "--quiet",
+               "--retrain", "--no-cache", "--rankers", "lightgbm", "--candidates", "faiss@20+history",
+               "--out", str(out)]
+        env = {**os.environ, "INSTACART_CACHE_DIR": str(tmp_path / "cache")}   # not the repo's data/
+        p = subprocess.run(cmd, cwd=C.REPO, capture_output=True, text=True, timeout=300, check=False,
+                           env=env)
+        assert p.returncode == 0, p.stderr[-2000:]
+        assert "top-frequency + popular" in p.stdout and "two-tower" in p.stdout
+        outs.append(json.loads(out.read_text()))
+    a, b = outs
+    assert a["metrics"] == b["metrics"]
+    assert a["seeds"] == [42, 43] and len(a["metrics"]["two-tower"]["per_seed"]) == 2
+    assert a["provenance"]["git_commit"]
+    assert "ci95_first_seed" in a["metrics"]["two-tower"]
