@@ -1,11 +1,15 @@
 """Shared core of the project: data loading, the split, features, the two-tower
-model with its FAISS index, metrics and rankers.
+model with its FAISS index, metrics, baselines and rankers.
 
 Every script imports this module; it imports no script. Read it top to bottom:
-  1. configuration and errors
+  1. configuration, errors, results JSON / tables
   2. loading Kaggle-format CSVs (real or generated), validation, sampling, cache
   3. the train/test split (one function for every experiment)
   4. features, computed from training rows only
+  5. metrics (one implementation; conventions in per_user_metrics' docstring)
+  6. simple baselines: random, popularity, personal top-frequency (+ popular padding)
+  7. the two-tower model, its training loop, saving, and FAISS retrieval
+  8. re-ranking: candidates, features, cross-fitted LightGBM / XGBoost
 """
 from __future__ import annotations
 
@@ -736,6 +740,21 @@ def evaluate(ranked: np.ndarray, users: np.ndarray, split: Split, feats: Feature
                                       for m, v in per.items()}}
         if part == "all":
             out["ci95"] = bootstrap_ci(per, n_boot, seed)
+    return out
+
+
+def paired_gain(ranked_a: np.ndarray, ranked_b: np.ndarray, users: np.ndarray, split: Split,
+                metrics=("recall@10", "ndcg@10"), n_boot: int = 1000, seed: int = SEED) -> dict:
+    """Mean per-user difference metric(a) - metric(b) over `users` with >= 1 held-out item,
+    and its 95% interval from resampling users (the same resample for both lists, so
+    the spread between users cancels: tighter than comparing two unpaired intervals)."""
+    truths = [split.truth.get(int(u), np.empty(0, np.int64)) for u in users]
+    a, b = per_user_metrics(ranked_a, truths), per_user_metrics(ranked_b, truths)
+    out = {}
+    for m in metrics:
+        d = (a[m] - b[m])[~np.isnan(a[m])]
+        ci = bootstrap_ci({m: d}, n_boot, seed)[m]
+        out[m] = {"mean": float(d.mean()), "ci95": ci}
     return out
 
 

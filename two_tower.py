@@ -22,6 +22,7 @@ import common as C
 SEEDS = 3                  # training seeds; headline numbers are mean ± std over them
 CANDIDATE_SETTINGS = ("faiss@20", "faiss@50+history")   # seed architecture, gap-closing
 RANKERS = ("lightgbm", "xgboost")
+BEST_BASELINE = "top-frequency + popular"   # the strong simple baseline gains are measured against
 COLUMNS = ["R@5", "R@10", "R@20", "NDCG@10", "R@20 repeat", "R@20 explore", "cand. recall"]
 
 
@@ -104,8 +105,10 @@ def main(argv=None):
 
     runs, timings = {}, {"train_s": [], "retrieve_s": [], "rank_s": {}}
     t0 = time.perf_counter()
+    first_seed_lists = {}      # each model's lists for the first seed: paired comparisons
     for name, ranked in C.baseline_rankings(feats, users, ds.n_items).items():
         runs[name] = [C.evaluate(ranked, users, split, feats)]
+        first_seed_lists[name] = ranked
     timings["baselines_s"] = time.perf_counter() - t0
     importances, cand_recall, tower_info = {}, {}, []
     k_max = max([C.K_MAX, *[c.k for c in cand_cfgs]])   # one FAISS search serves every setting
@@ -121,6 +124,7 @@ def main(argv=None):
         retrieved, scores = C.retrieve(model, users, k_max)
         timings["retrieve_s"].append(time.perf_counter() - t0)
         runs.setdefault("two-tower", []).append(C.evaluate(retrieved[:, :C.K_MAX], users, split, feats))
+        first_seed_lists.setdefault("two-tower", retrieved[:, :C.K_MAX])
         for cc in cand_cfgs if rankers else []:
             t0 = time.perf_counter()
             out = C.rerank(model, users, feats, split, cc, kinds=rankers, retrieved=(retrieved, scores),
@@ -130,6 +134,7 @@ def main(argv=None):
                 label = f"two-tower {cc.name()} + {kind}"
                 cand_recall.setdefault(cc.name(), []).append(info["candidate_recall"])
                 runs.setdefault(label, []).append(C.evaluate(ranked, users, split, feats))
+                first_seed_lists.setdefault(label, ranked)
                 importances.setdefault(label, {k: info[k] for k in (
                     "feature_importance", "candidates_per_user", "train_seconds", "stage_seconds")})
 
@@ -145,6 +150,12 @@ def main(argv=None):
     print(f"(mean±std over {len(seeds)} training seed(s); baselines are deterministic but "
           f"'random'; repeat = held-out items the user bought in training rows, explore = the rest; "
           f"cand. recall = share of held-out items among the candidates, the ceiling of a re-ranker)")
+    gains = {name: C.paired_gain(lst, first_seed_lists[BEST_BASELINE], users, split)
+             for name, lst in first_seed_lists.items() if name.startswith("two-tower")}
+    print(f"gain over '{BEST_BASELINE}' (seed {seeds[0]}; 95% paired bootstrap over users):")
+    for name, g in gains.items():
+        print(f"  {name:<40}" + "  ".join(f"{m} {v['mean']:+.3f} [{v['ci95'][0]:+.3f}, {v['ci95'][1]:+.3f}]"
+                                          for m, v in g.items()))
     timings["total_s"] = time.perf_counter() - t_start
     print(f"time: total {timings['total_s']:.1f}s, training {np.sum(timings['train_s']):.1f}s "
           f"over {len(seeds)} seed(s), ranking "
@@ -158,7 +169,9 @@ def main(argv=None):
         "logq_correction": args.logq, "device": device, "seeds": seeds,
         "candidates": {c: {"recall_mean": float(np.mean(v)), "per_seed_and_ranker": v}
                        for c, v in cand_recall.items()},
-        "metrics": results, "rankers": importances, "training": tower_info,
+        "metrics": results, "gain_over_best_baseline": {"baseline": BEST_BASELINE, "seed": seeds[0],
+                                                            "models": gains},
+        "rankers": importances, "training": tower_info,
         "timings": timings})
     print(f"results: {path}")
     return results

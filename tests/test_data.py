@@ -19,10 +19,10 @@ import pandas as pd
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # repo root, for a bare `pytest`
+
+from conftest import real_data_dir
 
 import common
-import sample_generator as sg
 from common import DataError
 
 
@@ -37,22 +37,14 @@ def tmp_cache(tmp_path, monkeypatch):
 
 
 @pytest.fixture(scope="session")
-def gen_dir(tmp_path_factory) -> Path:
-    return sg.generate(tmp_path_factory.mktemp("gen") / "sample", n_users=300, n_products=1500,
-                       seed=1, progress=False)
-
-
-def _real_dir() -> Path:
-    d = os.environ.get(common.DATA_ENV)
-    if not d or not Path(d).is_dir():
-        pytest.skip(f"${common.DATA_ENV} is not set to a directory of real Kaggle CSVs")
-    return Path(d)
+def gen_dir(small_sample_dir) -> Path:
+    return small_sample_dir
 
 
 @pytest.fixture(params=["generated", "real"])
 def data_dir(request, gen_dir) -> Path:
     """The generated sample, then the real folder: the same tests for both."""
-    return gen_dir if request.param == "generated" else _real_dir()
+    return gen_dir if request.param == "generated" else real_data_dir()
 
 
 def load(data_dir, **kw) -> common.Dataset:

@@ -108,3 +108,15 @@ def test_baselines():
     rnd = C.random_ranking(6, users, k=3, seed=1)
     assert all(len(set(r)) == 3 for r in rnd)
     assert (rnd == C.random_ranking(6, users, k=3, seed=1)).all()
+
+
+def test_paired_gain():
+    _, split, _ = _toy_split_and_features()
+    users = split.eval_users()
+    good = np.array([[3, 0, 1], [2, 4, 1]])     # every held-out item at the top
+    bad = np.array([[0, 1, 5], [0, 1, 5]])      # no hit
+    same = C.paired_gain(good, good, users, split, metrics=("recall@10",), n_boot=50)
+    assert same["recall@10"] == {"mean": 0.0, "ci95": [0.0, 0.0]}
+    g = C.paired_gain(good, bad, users, split, metrics=("recall@10", "ndcg@10"), n_boot=50)
+    assert g["recall@10"]["mean"] == approx(1.0) and g["ndcg@10"]["mean"] == approx(1.0)
+    assert C.paired_gain(bad, good, users, split, metrics=("recall@10",), n_boot=50)["recall@10"]["mean"] < 0

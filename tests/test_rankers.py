@@ -1,30 +1,25 @@
 """Tests for the re-ranking stage (common.py section 8): candidates, candidate recall,
 features, and cross-fitted LightGBM / XGBoost rankers without label leakage."""
 
-import sys
 from dataclasses import replace
-from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # repo root, for a bare `pytest`
 import common as c
-import sample_generator as sg
 
 SMALL = {"n_estimators": 40, "num_leaves": 15, "min_child_samples": 10}   # lightgbm, for speed
 SMALL_XGB = {"n_estimators": 40, "max_depth": 4}
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory):
+def data(tmp_path_factory, small_sample_dir):
     """A small generated sample, split and featurised; nothing written into data/."""
     tmp = tmp_path_factory.mktemp("rank")
     mp = pytest.MonkeyPatch()
     mp.setattr(c, "CACHE_DIR", tmp / "cache")
-    src = sg.generate(tmp / "sample", n_users=300, n_products=1500, seed=1, progress=False)
-    ds = c.load_dataset(src, n_users=300, n_items=1500, verbose=False)
+    ds = c.load_dataset(small_sample_dir, n_users=300, n_items=1500, verbose=False)
     split = c.split_interactions(ds.interactions)
     feats = c.build_features(ds, split.train)
     users = split.eval_users()
