@@ -101,7 +101,7 @@ def main(argv=None):
     cand_cfgs = [C.CandidateConfig.parse(c) for c in args.candidates.split(",") if c.strip()]
     print(f"split: {split.mode} (seed {split.seed}) -> {len(split.train):,} train rows, "
           f"{len(split.test):,} held-out rows, {len(users):,} evaluation users | device {device} | "
-          f"seeds {seeds}")
+          f"seeds {seeds} | logQ correction {'on' if args.logq else 'off'}")
 
     runs, timings = {}, {"train_s": [], "retrieve_s": [], "rank_s": {}}
     t0 = time.perf_counter()
@@ -150,6 +150,10 @@ def main(argv=None):
     print(f"(mean±std over {len(seeds)} training seed(s); baselines are deterministic but "
           f"'random'; repeat = held-out items the user bought in training rows, explore = the rest; "
           f"cand. recall = share of held-out items among the candidates, the ceiling of a re-ranker)")
+    for label, info in importances.items():
+        if label.endswith("lightgbm"):
+            top = ", ".join(f"{k} {v:.2f}" for k, v in list(info["feature_importance"].items())[:5])
+            print(f"top features by gain, {label} (seed {seeds[0]}): {top}")
     gains = {name: C.paired_gain(lst, first_seed_lists[BEST_BASELINE], users, split)
              for name, lst in first_seed_lists.items() if name.startswith("two-tower")}
     print(f"gain over '{BEST_BASELINE}' (seed {seeds[0]}; 95% paired bootstrap over users):")
