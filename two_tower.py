@@ -88,6 +88,11 @@ def table_row(s: dict, cand_recall=None) -> dict:
 def main(argv=None):
     args = parse_args(argv)
     t_start = time.perf_counter()
+    cand_cfgs = [C.CandidateConfig.parse(c) for c in args.candidates.split(",") if c.strip()]
+    rankers = [] if args.rankers == "none" else [r.strip() for r in args.rankers.split(",") if r.strip()]
+    if set(rankers) - set(RANKERS):
+        raise C.DataError(f"unknown ranker(s) {', '.join(sorted(set(rankers) - set(RANKERS)))} "
+                          f"(choose from {', '.join(RANKERS)} or none)")
     ds = C.load_from_args(args)
     split = C.split_interactions(ds.interactions, args.split)
     feats = C.build_features(ds, split.train)
@@ -97,8 +102,6 @@ def main(argv=None):
         import torch
         torch.set_num_threads(args.threads)
     seeds = [C.SEED + i for i in range(args.seeds)]
-    rankers = [] if args.rankers == "none" else [r.strip() for r in args.rankers.split(",") if r.strip()]
-    cand_cfgs = [C.CandidateConfig.parse(c) for c in args.candidates.split(",") if c.strip()]
     print(f"split: {split.mode} (seed {split.seed}) -> {len(split.train):,} train rows, "
           f"{len(split.test):,} held-out rows, {len(users):,} evaluation users | device {device} | "
           f"seeds {seeds} | logQ correction {'on' if args.logq else 'off'}")
