@@ -16,7 +16,6 @@ import anthropic
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]  # llm, evals and the fake, however pytest runs
 
 from fake_anthropic import FakeAnthropic, answer_for
 

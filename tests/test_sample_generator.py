@@ -2,14 +2,12 @@
 
 import filecmp
 import os
-import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # repo root, for a bare `pytest`
 import sample_generator as sg
 
 FILES = sg.KAGGLE_FILES + ("order_occasions.csv",)
