@@ -67,15 +67,10 @@ def run_child(func: str, spec: dict) -> dict:
 
 
 def print_table(rows: list[dict], cols: list[tuple[str, str]]):
-    """rows of dicts -> an aligned text table; cols = (key, header)."""
-    def fmt(v):
-        return "" if v is None else f"{v:.2f}" if isinstance(v, float) else f"{v}"
-    cells = [[h for _, h in cols]] + [[fmt(r.get(k)) for k, _ in cols] for r in rows]
-    widths = [max(len(c[i]) for c in cells) for i in range(len(cols))]
-    for j, line in enumerate(cells):
-        print("  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(line, widths))))
-        if j == 0:
-            print("  ".join("-" * w for w in widths))
+    """rows of dicts -> common.format_table; cols = (key, header), the first names the row."""
+    (key0, head0), rest = cols[0], cols[1:]
+    print(common.format_table({r[key0]: r for r in rows}, [k for k, _ in rest],
+                              fmt=lambda v: f"{v:.2f}", first=head0, headers=dict(rest)))
 
 
 def environment() -> dict:

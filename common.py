@@ -99,20 +99,25 @@ def write_results(path: str | Path, payload: dict) -> Path:
     return path
 
 
-def format_table(rows: dict, columns: list, fmt=lambda v: f"{v:.3f}") -> str:
-    """A plain-text table: rows = {name: {column: value or (mean, std) or str}}."""
+def format_table(rows: dict, columns: list, fmt=lambda v: f"{v:.3f}", first: str = "model",
+                 headers: dict | None = None) -> str:
+    """A plain-text table: rows = {name: {column: value or (mean, std) or str}}; `first`
+    heads the name column, `headers` may rename columns. Floats go through `fmt`,
+    (mean, std) prints as mean±std, whole numbers as they are, missing values as '-'."""
     def cell(v):
         if v is None or (isinstance(v, float) and not np.isfinite(v)):
             return "-"
         if isinstance(v, tuple):
             return f"{fmt(v[0])}±{v[1]:.3f}" if v[1] is not None else fmt(v[0])
+        if isinstance(v, (int, np.integer)) and not isinstance(v, bool):
+            return str(v)
         return v if isinstance(v, str) else fmt(v)
+    head = [first, *[(headers or {}).get(c, c) for c in columns]]
     body = [[name, *[cell(r.get(c)) for c in columns]] for name, r in rows.items()]
-    widths = [max(len(str(x)) for x in col) for col in zip(["model", *columns], *body)]
+    widths = [max(len(str(x)) for x in col) for col in zip(head, *body)]
     line = lambda xs: "  ".join(str(x).ljust(w) if i == 0 else str(x).rjust(w)
                                 for i, (x, w) in enumerate(zip(xs, widths)))
-    return "\n".join([line(["model", *columns]), line(["-" * w for w in widths]),
-                      *[line(r) for r in body]])
+    return "\n".join([line(head), line(["-" * w for w in widths]), *[line(r) for r in body]])
 
 
 # ----------------------------------------------------------------------------
@@ -779,15 +784,20 @@ def popularity_ranking(feats: Features, users: np.ndarray, k: int = K_MAX) -> np
     return np.tile(top, (len(users), 1))
 
 
+def top_frequency_order(feats: Features) -> np.ndarray:
+    """Permutation of feats.pairs grouped by user, each user's items in the top-frequency
+    baseline's order: most bought, then more recent, then lower index (more popular)."""
+    p = feats.pairs
+    return np.lexsort((p["item"].to_numpy(), p["ui_orders_since_last"].to_numpy(),
+                       -p["ui_count"].to_numpy(), p["user"].to_numpy()))
+
+
 def top_frequency_ranking(feats: Features, users: np.ndarray, k: int = K_MAX,
                           pad_popular: bool = False) -> np.ndarray:
     """The user's own most bought training items (ties: more recent first, then more
     popular), -1 past the end of a short history, or padded with the most popular
     items the user has not bought when pad_popular=True."""
-    pairs = feats.pairs
-    order = np.lexsort((pairs["item"].to_numpy(), pairs["ui_orders_since_last"].to_numpy(),
-                        -pairs["ui_count"].to_numpy(), pairs["user"].to_numpy()))
-    items_sorted = pairs["item"].to_numpy()[order]   # grouped by user, best first
+    items_sorted = feats.pairs["item"].to_numpy()[top_frequency_order(feats)]
     popular = np.argsort(-feats.item[:, 0], kind="stable")[: 2 * k]
     out = -np.ones((len(users), k), dtype=np.int64)
     for j, u in enumerate(users):
@@ -944,6 +954,11 @@ class TwoTower:
         self.history = {"epochs": []}
         self.loaded_from = None
 
+    def _history_rows(self, users: np.ndarray) -> np.ndarray:
+        """Positions in feats.hist_items of the training items of `users`, user by user."""
+        ptr = self.feats.hist_indptr
+        return np.concatenate([np.arange(ptr[u], ptr[u + 1]) for u in users] + [np.empty(0, np.int64)])
+
     def _items(self, items):
         """Item tower vectors of the item indices in the tensor `items`."""
         return self.item_tower(self.item_x[items], items, self.item_aisle[items], self.item_dept[items])
@@ -956,8 +971,7 @@ class TwoTower:
         d = self.device
         ptr = self.feats.hist_indptr
         lens = ptr[users + 1] - ptr[users]
-        idx = (np.concatenate([np.arange(ptr[u], ptr[u + 1]) for u in users])
-               if lens.sum() else np.empty(0, np.int64))
+        idx = self._history_rows(users)
         bag_items = torch.as_tensor(self.feats.hist_items[idx], device=d)
         offsets = torch.as_tensor(np.concatenate([[0], np.cumsum(lens)[:-1]]), device=d)
         weights = torch.as_tensor(self.hist_w[idx], device=d)
@@ -1002,9 +1016,7 @@ class TwoTower:
         if self.cfg.history == "centroid":
             # exact: one item-tower pass over the positives and the users' history items,
             # so both towers see the same item vectors
-            ptr = self.feats.hist_indptr
-            need = np.concatenate([items, self.feats.hist_items[
-                np.concatenate([np.arange(ptr[u], ptr[u + 1]) for u in users])]])
+            need = np.concatenate([items, self.feats.hist_items[self._history_rows(users)]])
         uniq = torch.as_tensor(np.unique(need), device=d)
         vecs = self._items(uniq)
         pos = torch.zeros(len(self.item_x), dtype=torch.long, device=d)
@@ -1180,14 +1192,6 @@ class CandidateConfig:
 CAND_COLUMNS = ["user", "item", "tt_score", "tt_rank", "from_faiss", "from_history"]
 
 
-def _history_order(feats: Features) -> np.ndarray:
-    """Permutation of feats.pairs grouped by user, each user's items in the
-    top-frequency baseline's order: most bought, then more recent, then lower index."""
-    p = feats.pairs
-    return np.lexsort((p["item"].to_numpy(), p["ui_orders_since_last"].to_numpy(),
-                       -p["ui_count"].to_numpy(), p["user"].to_numpy()))
-
-
 def build_candidates(retrieved: np.ndarray, scores: np.ndarray, users: np.ndarray,
                      feats: Features, cfg: CandidateConfig) -> pd.DataFrame:
     """One row per (user, candidate item), CAND_COLUMNS, users in the order of `users`.
@@ -1209,7 +1213,7 @@ def build_candidates(retrieved: np.ndarray, scores: np.ndarray, users: np.ndarra
     f = f[f["item"] >= 0]
     hn = cfg.history_n()
     if hn != 0:
-        order = _history_order(feats)
+        order = top_frequency_order(feats)
         p_user = feats.pairs["user"].to_numpy()[order]
         p_item = feats.pairs["item"].to_numpy()[order]
         ptr = feats.hist_indptr
@@ -1290,7 +1294,7 @@ def ranker_features(cands: pd.DataFrame, feats: Features, model=None) -> tuple[n
         zero = c in ("ui_count", "ui_share", "ui_streak", "ui_rate_since_first")
         cols[c] = np.where(found, v, 0.0 if zero else np.nan).astype(np.float32)
     # position in the user's top-frequency list (the strong baseline's order), 1-based
-    order = _history_order(feats)
+    order = top_frequency_order(feats)
     place = np.empty(len(p), np.float32)
     place[order] = (np.arange(len(p)) - feats.hist_indptr[p["user"].to_numpy()[order]] + 1)
     cols["ui_freq_place"] = np.where(found, place[at] if len(p) else 0, np.nan).astype(np.float32)
