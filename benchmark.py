@@ -88,14 +88,14 @@ def ensure_full_sample() -> Path:
     """The full-size synthetic data in data/full/, generated once (minutes) if missing."""
     import sample_generator as gen
     want = {"version": gen.GENERATOR_VERSION, "n_users": gen.FULL_USERS,
-            "n_products": gen.FULL_PRODUCTS, "seed": common.SEED}
+            "n_products": gen.FULL_PRODUCTS, "seed": common.RANDOM_SEED}
     stamp = FULL_DIR / "generator.json"
     if stamp.is_file() and json.loads(stamp.read_text()) == want:
         return FULL_DIR
     print(f"generating the full-size sample into {FULL_DIR.relative_to(common.REPO)} "
           f"({gen.FULL_USERS:,} users x {gen.FULL_PRODUCTS:,} products; a few minutes)", flush=True)
     t0 = time.perf_counter()
-    gen.generate(FULL_DIR, gen.FULL_USERS, gen.FULL_PRODUCTS, seed=common.SEED)
+    gen.generate(FULL_DIR, gen.FULL_USERS, gen.FULL_PRODUCTS, seed=common.RANDOM_SEED)
     print(f"generated in {time.perf_counter() - t0:.0f}s", flush=True)
     return FULL_DIR
 

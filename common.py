@@ -30,7 +30,8 @@ from pyarrow import feather
 
 # ----------------------------------------------------------------------------
 # 1. configuration
-SEED = 42                      # the project's one split seed; experiments share it
+SPLIT_SEED = 42                # the project's one split seed: every experiment scores the same rows
+RANDOM_SEED = 42               # default of every other seeded draw (sample, training, bootstrap, folds)
 REPO = Path(__file__).resolve().parent
 DATA_ENV = "INSTACART_DATA_DIR"             # a directory of Kaggle CSVs, if set
 KAGGLE_DIR = REPO / "data" / "instacart"    # where a real Kaggle download may be unpacked
@@ -125,7 +126,7 @@ def format_table(rows: dict, columns: list, fmt=lambda v: f"{v:.3f}", first: str
 # Columns we read from each Kaggle file and the compact dtype each gets.
 # order_products__train.csv is not read: the Kaggle release holds items for
 # only the 'train' orders (and this repo's real sample only a few of them), so
-# every experiment trains and evaluates on prior orders, as the seed project did.
+# every experiment trains and evaluates on prior orders, as the original study did.
 SCHEMA = {
     "orders.csv": {"order_id": pa.int32(), "user_id": pa.int32(), "eval_set": pa.string(),
                    "order_number": pa.int16(), "order_dow": pa.int8(),
@@ -216,8 +217,8 @@ def resolve_data_dir(data_dir: str | Path | None = None) -> tuple[Path, str]:
     import sample_generator as gen  # a shared module, imported only when needed
     if not (SAMPLE_DIR / "orders.csv").is_file():
         print(f"data: generating the built-in sample into {SAMPLE_DIR.relative_to(REPO)} "
-              f"({DEFAULT_USERS} users x {DEFAULT_ITEMS} products, seed {SEED})")
-        gen.generate(SAMPLE_DIR, n_users=DEFAULT_USERS, n_products=DEFAULT_ITEMS, seed=SEED)
+              f"({DEFAULT_USERS} users x {DEFAULT_ITEMS} products, seed {RANDOM_SEED})")
+        gen.generate(SAMPLE_DIR, n_users=DEFAULT_USERS, n_products=DEFAULT_ITEMS, seed=RANDOM_SEED)
     return SAMPLE_DIR, f"generated sample (sample_generator v{gen.GENERATOR_VERSION})"
 
 
@@ -402,7 +403,7 @@ def _load_frame(path: Path) -> pd.DataFrame:
 
 def load_dataset(data_dir: str | Path | None = None, n_users: int = DEFAULT_USERS,
                  n_items: int = DEFAULT_ITEMS, user_sampling: str = "random",
-                 full: bool = False, seed: int = SEED, use_cache: bool = True,
+                 full: bool = False, seed: int = RANDOM_SEED, use_cache: bool = True,
                  verbose: bool = True) -> Dataset:
     """Load Kaggle-format CSVs, sample users and items, return a Dataset.
 
@@ -469,10 +470,10 @@ def add_data_args(parser):
     g.add_argument("--items", type=int, default=DEFAULT_ITEMS,
                    help="number of items: the most purchased among the sampled users")
     g.add_argument("--user-sampling", choices=["random", "heaviest"], default="random",
-                   help="random users (seeded) or heaviest-first (most prior rows; the seed project's choice)")
+                   help="random users (seeded) or heaviest-first (most prior rows; the original study's choice)")
     g.add_argument("--full", action="store_true", help="no sampling: every user and item")
     g.add_argument("--split", choices=["interaction", "temporal"], default="interaction",
-                   help="interaction: random 80/20 of rows (SEED=42); temporal: each user's last order held out")
+                   help="interaction: random 80/20 of rows (SPLIT_SEED=42); temporal: each user's last order held out")
     g.add_argument("--no-cache", action="store_true", help="ignore and do not write the data cache")
     return g
 
@@ -498,11 +499,11 @@ class Split:
         return np.array(sorted(self.truth), dtype=np.int64)
 
 
-def split_interactions(inter: pd.DataFrame, mode: str = "interaction", seed: int = SEED,
+def split_interactions(inter: pd.DataFrame, mode: str = "interaction", seed: int = SPLIT_SEED,
                        test_frac: float = 0.2) -> Split:
     """Hold out rows for evaluation.
 
-    interaction (default, the seed project's protocol): a seeded random 20% of the
+    interaction (default, the original study's protocol): a seeded random 20% of the
         interaction rows (user, item, order), exactly round(test_frac * n) of them.
         Which rows are held out depends only on the row count and the seed.
     temporal: each user's last prior order in the sample is held out (next-basket
@@ -541,10 +542,10 @@ class Features:
 
     user: [n_users, F] float32 (names in user_names); item: [n_items, F] float32;
     item_aisle / item_dept: [n_items] int category indices (0 = unknown);
-    pairs: one row per (user, item) bought in training, with history features
+    pairs: one row per (user, item) bought in training, with purchase features
         (PAIR_COLUMNS), sorted by user then item;
     item_text: "name, aisle, department" strings for text embeddings;
-    user_history: per user, the item indices bought in training and their counts.
+    bought_*: per user (CSR), the item indices bought in training and their counts.
     """
     user: np.ndarray
     user_names: list
@@ -554,14 +555,14 @@ class Features:
     item_dept: np.ndarray
     pairs: pd.DataFrame
     item_text: list
-    hist_indptr: np.ndarray
-    hist_items: np.ndarray
-    hist_counts: np.ndarray
+    bought_indptr: np.ndarray
+    bought_items: np.ndarray
+    bought_counts: np.ndarray
 
-    def history(self, u: int) -> tuple[np.ndarray, np.ndarray]:
+    def bought(self, u: int) -> tuple[np.ndarray, np.ndarray]:
         """(items, counts) user u bought in training rows, items ascending."""
-        s, e = self.hist_indptr[u], self.hist_indptr[u + 1]
-        return self.hist_items[s:e], self.hist_counts[s:e]
+        s, e = self.bought_indptr[u], self.bought_indptr[u + 1]
+        return self.bought_items[s:e], self.bought_counts[s:e]
 
 
 PAIR_COLUMNS = ["ui_count", "ui_share", "ui_orders_since_last", "ui_streak",
@@ -613,12 +614,12 @@ def build_features(ds: Dataset, train: pd.DataFrame) -> Features:
         pop / np.maximum(n_buyers, 1)]).astype(np.float32)
     item_names = ["log_pop", "log_buyers", "item_reorder_rate", "log_mean_cart", "buys_per_buyer"]
 
-    hist_indptr = np.zeros(U + 1, dtype=np.int64)
-    np.cumsum(np.bincount(pairs["user"], minlength=U), out=hist_indptr[1:])
+    bought_indptr = np.zeros(U + 1, dtype=np.int64)
+    np.cumsum(np.bincount(pairs["user"], minlength=U), out=bought_indptr[1:])
     text = [f"{n}, {a}, {d}" for n, a, d in zip(ds.items["product_name"].fillna("unknown product"),
                                                 ds.items["aisle"], ds.items["department"])]
     return Features(user_feat, user_names, item_feat, item_names, aisle, dept, pairs, text,
-                    hist_indptr, pairs["item"].to_numpy(np.int64),
+                    bought_indptr, pairs["item"].to_numpy(np.int64),
                     pairs["ui_count"].to_numpy(np.float32))
 
 
@@ -684,7 +685,7 @@ def per_user_metrics(ranked: np.ndarray, truths: list, ks=KS) -> dict:
         Users with an empty truth get NaN and are excluded from every average.
     Conventions (binary relevance, train items NOT removed from the ranking):
       Recall@K    = |top-K ∩ truth| / |truth|   (denominator: all of the user's
-                    distinct held-out items, even when |truth| > K; the seed project's definition)
+                    distinct held-out items, even when |truth| > K; the original study's definition)
       Precision@K = |top-K ∩ truth| / K
       HitRate@K   = 1 if |top-K ∩ truth| > 0 else 0
       NDCG@K      = DCG@K / IDCG@K, DCG@K = sum_{r=1..K} rel_r / log2(r + 1), and
@@ -721,7 +722,7 @@ def split_truth(split: Split, feats: Features, users: np.ndarray) -> dict:
     full, rep, exp = [], [], []
     for u in users:
         t = split.truth.get(int(u), np.empty(0, np.int64))
-        h = feats.history(int(u))[0]
+        h = feats.bought(int(u))[0]
         m = np.isin(t, h)
         full.append(t)
         rep.append(t[m])
@@ -730,7 +731,7 @@ def split_truth(split: Split, feats: Features, users: np.ndarray) -> dict:
 
 
 def evaluate(ranked: np.ndarray, users: np.ndarray, split: Split, feats: Features,
-             ks=KS, n_boot: int = 1000, seed: int = SEED) -> dict:
+             ks=KS, n_boot: int = 1000, seed: int = RANDOM_SEED) -> dict:
     """Macro-averaged metrics over `users` (the evaluation users, those with >= 1
     held-out item), for all held-out items and for the repeat / explore subsets.
     A subset's average runs over users with >= 1 item in that subset; the ranking
@@ -749,7 +750,7 @@ def evaluate(ranked: np.ndarray, users: np.ndarray, split: Split, feats: Feature
 
 
 def paired_gain(ranked_a: np.ndarray, ranked_b: np.ndarray, users: np.ndarray, split: Split,
-                metrics=("recall@10", "ndcg@10"), n_boot: int = 1000, seed: int = SEED) -> dict:
+                metrics=("recall@10", "ndcg@10"), n_boot: int = 1000, seed: int = RANDOM_SEED) -> dict:
     """Mean per-user difference metric(a) - metric(b) over `users` with >= 1 held-out item,
     and its 95% interval from resampling users (the same resample for both lists, so
     the spread between users cancels: tighter than comparing two unpaired intervals)."""
@@ -763,7 +764,7 @@ def paired_gain(ranked_a: np.ndarray, ranked_b: np.ndarray, users: np.ndarray, s
     return out
 
 
-def bootstrap_ci(per_user: dict, n_boot: int = 1000, seed: int = SEED) -> dict:
+def bootstrap_ci(per_user: dict, n_boot: int = 1000, seed: int = RANDOM_SEED) -> dict:
     """95% percentile interval of each metric's mean over users, resampling users."""
     rng = np.random.default_rng(seed)
     ci = {}
@@ -795,13 +796,13 @@ def top_frequency_order(feats: Features) -> np.ndarray:
 def top_frequency_ranking(feats: Features, users: np.ndarray, k: int = K_MAX,
                           pad_popular: bool = False) -> np.ndarray:
     """The user's own most bought training items (ties: more recent first, then more
-    popular), -1 past the end of a short history, or padded with the most popular
+    popular), -1 past the end of a short purchase list, or padded with the most popular
     items the user has not bought when pad_popular=True."""
     items_sorted = feats.pairs["item"].to_numpy()[top_frequency_order(feats)]
     popular = np.argsort(-feats.item[:, 0], kind="stable")[: 2 * k]
     out = -np.ones((len(users), k), dtype=np.int64)
     for j, u in enumerate(users):
-        s, e = feats.hist_indptr[u], feats.hist_indptr[u + 1]
+        s, e = feats.bought_indptr[u], feats.bought_indptr[u + 1]
         own = items_sorted[s:e][:k]
         out[j, : len(own)] = own
         if pad_popular and len(own) < k:
@@ -810,7 +811,7 @@ def top_frequency_ranking(feats: Features, users: np.ndarray, k: int = K_MAX,
     return out
 
 
-def random_ranking(n_items: int, users: np.ndarray, k: int = K_MAX, seed: int = SEED) -> np.ndarray:
+def random_ranking(n_items: int, users: np.ndarray, k: int = K_MAX, seed: int = RANDOM_SEED) -> np.ndarray:
     """k distinct uniformly random items per user (seeded)."""
     rng = np.random.default_rng(seed)
     return np.stack([rng.choice(n_items, size=min(k, n_items), replace=False) for _ in users])
@@ -837,21 +838,21 @@ class TowerConfig:
     #   the MLP; centroid: the count-weighted mean of the item tower's own vectors for those
     #   items is added to the MLP's output, so a user starts next to what they buy (grocery
     #   is repeat buying) and the MLP learns the correction.
-    history: str = "centroid"
+    purchases: str = "centroid"
     centroid_scale: float = 4.0  # initial weight of the centroid (learned)
     item_mlp: bool = True        # item tower: MLP like the user tower, or one linear layer
     temperature: float = 0.1    # InfoNCE softmax temperature
     logq: bool = False          # subtract log item frequency from logits (sampling-bias correction)
     # rows: every training row is a positive (frequent items seen more often); pairs: each
     # distinct (user, item) once per epoch, ~2.5x fewer steps (counts still reach the
-    # user tower through the history weights)
+    # user tower through the purchase weights)
     train_on: str = "rows"
     epochs: int = 4
     batch_size: int = 1024
     lr: float = 3e-3
     weight_decay: float = 0.0
     val_frac: float = 0.02      # training rows kept aside for the per-epoch validation loss
-    seed: int = SEED
+    seed: int = RANDOM_SEED
 
     def key(self) -> dict:
         return dict(self.__dict__)
@@ -871,8 +872,8 @@ def _build_towers(cfg: TowerConfig, feats: Features, n_users: int, n_items: int)
     import torch.nn.functional as F
     from torch import nn
 
-    if cfg.history not in ("none", "bag", "centroid"):
-        raise DataError(f"unknown tower history mode '{cfg.history}' (none, bag or centroid)")
+    if cfg.purchases not in ("none", "bag", "centroid"):
+        raise DataError(f"unknown user-tower purchases mode '{cfg.purchases}' (none, bag or centroid)")
 
     def mlp(n_in):
         return nn.Sequential(nn.Linear(n_in, cfg.hidden), nn.ReLU(),
@@ -887,11 +888,11 @@ def _build_towers(cfg: TowerConfig, feats: Features, n_users: int, n_items: int)
             if cfg.id_embeddings:
                 self.uid = nn.Embedding(n_users, cfg.dim)
                 n_in += cfg.dim
-            if cfg.history == "bag":
+            if cfg.purchases == "bag":
                 self.bag = nn.EmbeddingBag(n_items, cfg.dim, mode="sum")
                 n_in += cfg.dim
             self.mlp = mlp(n_in)
-            # weight of the history centroid against the MLP's unit vector; learned, and
+            # weight of the purchase centroid against the MLP's unit vector; learned, and
             # started high because repeat purchases carry most of grocery's signal
             self.centroid_scale = nn.Parameter(torch.tensor(float(cfg.centroid_scale)))
 
@@ -899,7 +900,7 @@ def _build_towers(cfg: TowerConfig, feats: Features, n_users: int, n_items: int)
             parts = [x]
             if cfg.id_embeddings:
                 parts.append(self.uid(uid))
-            if cfg.history == "bag":
+            if cfg.purchases == "bag":
                 parts.append(self.bag(bag_items, bag_offsets, per_sample_weights=bag_weights))
             h = self.mlp(torch.cat(parts, 1))
             if centroid is not None:
@@ -916,7 +917,7 @@ def _build_towers(cfg: TowerConfig, feats: Features, n_users: int, n_items: int)
             if cfg.id_embeddings:
                 self.iid = nn.Embedding(n_items, cfg.dim)
                 n_in += cfg.dim
-            # with history='centroid' every training step runs this tower over all the
+            # with purchases='centroid' every training step runs this tower over all the
             # items in the batch's histories, so a linear tower is much cheaper
             self.mlp = mlp(n_in) if cfg.item_mlp else nn.Linear(n_in, cfg.dim)
 
@@ -945,18 +946,18 @@ class TwoTower:
         self.item_x = t(feats.item)
         self.item_aisle = t(feats.item_aisle, torch.long)
         self.item_dept = t(feats.item_dept, torch.long)
-        # history weights: log(1 + count), summing to 1 per user so heavy users do not dominate
-        w = np.log1p(feats.hist_counts)
-        lens = np.diff(feats.hist_indptr)
-        sums = np.add.reduceat(w, feats.hist_indptr[:-1][lens > 0]) if len(w) else w
+        # purchase weights: log(1 + count), summing to 1 per user so heavy users do not dominate
+        w = np.log1p(feats.bought_counts)
+        lens = np.diff(feats.bought_indptr)
+        sums = np.add.reduceat(w, feats.bought_indptr[:-1][lens > 0]) if len(w) else w
         w = w / np.repeat(sums, lens[lens > 0])
-        self.hist_w = w.astype(np.float32)
-        self.history = {"epochs": []}
+        self.bought_w = w.astype(np.float32)
+        self.training_log = {"epochs": []}
         self.loaded_from = None
 
-    def _history_rows(self, users: np.ndarray) -> np.ndarray:
-        """Positions in feats.hist_items of the training items of `users`, user by user."""
-        ptr = self.feats.hist_indptr
+    def _bought_rows(self, users: np.ndarray) -> np.ndarray:
+        """Positions in feats.bought_items of the training items of `users`, user by user."""
+        ptr = self.feats.bought_indptr
         return np.concatenate([np.arange(ptr[u], ptr[u + 1]) for u in users] + [np.empty(0, np.int64)])
 
     def _items(self, items):
@@ -964,19 +965,19 @@ class TwoTower:
         return self.item_tower(self.item_x[items], items, self.item_aisle[items], self.item_dept[items])
 
     def _users(self, users: np.ndarray, item_vecs=None, item_pos=None):
-        """User tower vectors. With history='centroid', `item_vecs[item_pos[i]]` must hold the
+        """User tower vectors. With purchases='centroid', `item_vecs[item_pos[i]]` must hold the
         item tower's vector of every item i in these users' histories (computed if None)."""
         import torch
         import torch.nn.functional as F
         d = self.device
-        ptr = self.feats.hist_indptr
+        ptr = self.feats.bought_indptr
         lens = ptr[users + 1] - ptr[users]
-        idx = self._history_rows(users)
-        bag_items = torch.as_tensor(self.feats.hist_items[idx], device=d)
+        idx = self._bought_rows(users)
+        bag_items = torch.as_tensor(self.feats.bought_items[idx], device=d)
         offsets = torch.as_tensor(np.concatenate([[0], np.cumsum(lens)[:-1]]), device=d)
-        weights = torch.as_tensor(self.hist_w[idx], device=d)
+        weights = torch.as_tensor(self.bought_w[idx], device=d)
         centroid = None
-        if self.cfg.history == "centroid":
+        if self.cfg.purchases == "centroid":
             if item_vecs is None:
                 uniq = torch.unique(bag_items)
                 item_vecs = self._items(uniq)
@@ -1013,15 +1014,15 @@ class TwoTower:
         d = self.device
         ut, it = torch.as_tensor(users, device=d), torch.as_tensor(items, device=d)
         need = items
-        if self.cfg.history == "centroid":
-            # exact: one item-tower pass over the positives and the users' history items,
+        if self.cfg.purchases == "centroid":
+            # exact: one item-tower pass over the positives and the users' bought items,
             # so both towers see the same item vectors
-            need = np.concatenate([items, self.feats.hist_items[self._history_rows(users)]])
+            need = np.concatenate([items, self.feats.bought_items[self._bought_rows(users)]])
         uniq = torch.as_tensor(np.unique(need), device=d)
         vecs = self._items(uniq)
         pos = torch.zeros(len(self.item_x), dtype=torch.long, device=d)
         pos[uniq] = torch.arange(len(uniq), device=d)
-        if self.cfg.history == "centroid":
+        if self.cfg.purchases == "centroid":
             ue = self._users(users, vecs, pos)
         else:
             ue = self._users(users)
@@ -1077,7 +1078,7 @@ class TwoTower:
                 total, n = total + loss.item(), n + 1
                 bar.set_postfix(loss=f"{total / n:.3f}")
             val_loss = self.validation_loss(users[val], items[val], log_q)
-            self.history["epochs"].append({"epoch": epoch + 1, "train_loss": total / max(n, 1),
+            self.training_log["epochs"].append({"epoch": epoch + 1, "train_loss": total / max(n, 1),
                                            "val_loss": val_loss})
             if progress:
                 print(f"  epoch {epoch + 1}/{cfg.epochs}: train loss {total / max(n, 1):.4f}"
@@ -1099,12 +1100,12 @@ class TwoTower:
 
     def state(self) -> dict:
         return {"user_tower": self.user_tower.state_dict(), "item_tower": self.item_tower.state_dict(),
-                "history": self.history, "config": self.cfg.key()}
+                "training_log": self.training_log, "config": self.cfg.key()}
 
     def load_state(self, state: dict):
         self.user_tower.load_state_dict(state["user_tower"])
         self.item_tower.load_state_dict(state["item_tower"])
-        self.history = state["history"]
+        self.training_log = state["training_log"]
 
 
 def model_dir(ds: Dataset, split: Split, cfg: TowerConfig) -> Path:
@@ -1163,33 +1164,33 @@ class CandidateConfig:
     """Which items a re-ranker sees per user.
 
     k: the FAISS top-k of the two-tower (the seed architecture used 20).
-    history: also add the user's own training items: False = none, True = all of
+    bought: also add the user's own training items: False = none, True = all of
         them, an int N = the N most bought (ties: more recent, then lower index)."""
     k: int = K_MAX
-    history: bool | int = False
+    bought: bool | int = False
 
-    def history_n(self) -> int | None:
-        """0 = no history, None = all of it, N = the top N."""
-        if self.history is True:
+    def bought_n(self) -> int | None:
+        """0 = no bought items, None = all of it, N = the top N."""
+        if self.bought is True:
             return None
-        return int(self.history)
+        return int(self.bought)
 
     def name(self) -> str:
-        n = self.history_n()
-        return f"faiss@{self.k}" + ("" if n == 0 else "+history" if n is None else f"+history{n}")
+        n = self.bought_n()
+        return f"faiss@{self.k}" + ("" if n == 0 else "+bought" if n is None else f"+bought{n}")
 
     @classmethod
     def parse(cls, text: str) -> CandidateConfig:
-        """The inverse of name(): 'faiss@20', 'faiss@50+history', 'faiss@50+history30'."""
+        """The inverse of name(): 'faiss@20', 'faiss@50+bought', 'faiss@50+bought30'."""
         import re
-        m = re.fullmatch(r"faiss@(\d+)(\+history(\d*))?", text.strip())
+        m = re.fullmatch(r"faiss@(\d+)(\+bought(\d*))?", text.strip())
         if not m:
-            raise DataError(f"bad candidate setting '{text}' (faiss@K, faiss@K+history or faiss@K+historyN)")
-        history = (int(m.group(3)) if m.group(3) else True) if m.group(2) else False
-        return cls(int(m.group(1)), history)
+            raise DataError(f"bad candidate setting '{text}' (faiss@K, faiss@K+bought or faiss@K+boughtN)")
+        bought = (int(m.group(3)) if m.group(3) else True) if m.group(2) else False
+        return cls(int(m.group(1)), bought)
 
 
-CAND_COLUMNS = ["user", "item", "tt_score", "tt_rank", "from_faiss", "from_history"]
+CAND_COLUMNS = ["user", "item", "tt_score", "tt_rank", "from_faiss", "from_bought"]
 
 
 def build_candidates(retrieved: np.ndarray, scores: np.ndarray, users: np.ndarray,
@@ -1198,9 +1199,9 @@ def build_candidates(retrieved: np.ndarray, scores: np.ndarray, users: np.ndarra
 
     retrieved / scores: [len(users), >= cfg.k] from retrieve(), rows in the order of
     `users`; the first cfg.k columns are used and -1 slots dropped. tt_rank is the
-    1-based FAISS rank (k + 1 for an item added from the history only; tt_score NaN
+    1-based FAISS rank (k + 1 for an item added from the bought items only; tt_score NaN
     there, filled by ranker_features when it is given the model). Within a user: the
-    FAISS items by rank, then the history items not retrieved in top-frequency order."""
+    FAISS items by rank, then the bought items not retrieved in top-frequency order."""
     users = np.asarray(users, dtype=np.int64)
     if retrieved.shape[0] != len(users) or retrieved.shape[1] < cfg.k:
         raise ValueError(f"retrieved has shape {retrieved.shape}; need ({len(users)}, >= {cfg.k})")
@@ -1209,14 +1210,14 @@ def build_candidates(retrieved: np.ndarray, scores: np.ndarray, users: np.ndarra
     pos = np.repeat(np.arange(n), k)
     f = pd.DataFrame({"pos": pos, "user": np.repeat(users, k), "item": ret.ravel(),
                       "tt_score": sc.ravel(), "tt_rank": np.tile(np.arange(1, k + 1), n)
-                      .astype(np.float32), "from_faiss": True, "from_history": False})
+                      .astype(np.float32), "from_faiss": True, "from_bought": False})
     f = f[f["item"] >= 0]
-    hn = cfg.history_n()
+    hn = cfg.bought_n()
     if hn != 0:
         order = top_frequency_order(feats)
         p_user = feats.pairs["user"].to_numpy()[order]
         p_item = feats.pairs["item"].to_numpy()[order]
-        ptr = feats.hist_indptr
+        ptr = feats.bought_indptr
         idx, hpos = [], []
         for j, u in enumerate(users):
             s, e = ptr[u], ptr[u + 1]
@@ -1227,18 +1228,18 @@ def build_candidates(retrieved: np.ndarray, scores: np.ndarray, users: np.ndarra
         h = pd.DataFrame({"pos": np.concatenate(hpos) if hpos else np.empty(0, np.int64),
                           "user": p_user[idx].astype(np.int64), "item": p_item[idx].astype(np.int64),
                           "tt_score": np.float32(np.nan), "tt_rank": np.float32(k + 1),
-                          "from_faiss": False, "from_history": True, "h": np.arange(len(idx))})
+                          "from_faiss": False, "from_bought": True, "h": np.arange(len(idx))})
         f["h"] = -1
         key_f = f["pos"].to_numpy() * (1 << 32) + f["item"].to_numpy()
         key_h = h["pos"].to_numpy() * (1 << 32) + h["item"].to_numpy()
         in_h = np.isin(key_f, key_h)
-        f["from_history"] = in_h
+        f["from_bought"] = in_h
         h = h[~np.isin(key_h, key_f)]
         f = pd.concat([f, h], ignore_index=True)
         f = f.sort_values(["pos", "tt_rank", "h"], kind="stable").drop(columns="h")
     f = f.drop(columns="pos").reset_index(drop=True)
     return f[CAND_COLUMNS].astype({"user": np.int64, "item": np.int64, "tt_score": np.float32,
-                                   "tt_rank": np.float32, "from_faiss": bool, "from_history": bool})
+                                   "tt_rank": np.float32, "from_faiss": bool, "from_bought": bool})
 
 
 def candidate_labels(cands: pd.DataFrame, split: Split) -> np.ndarray:
@@ -1262,8 +1263,8 @@ def candidate_recall(cands: pd.DataFrame, users: np.ndarray, split: Split) -> fl
 def ranker_features(cands: pd.DataFrame, feats: Features, model=None) -> tuple[np.ndarray, list[str]]:
     """Feature matrix [len(cands), F] float32 and its names, from training rows only.
 
-    two-tower: score (cosine; with `model`, computed for every candidate, so history-only
-    candidates get one too), FAISS rank, source flags; user x item history (PAIR_COLUMNS;
+    two-tower: score (cosine; with `model`, computed for every candidate, so bought-only
+    candidates get one too), FAISS rank, source flags; user x item purchases (PAIR_COLUMNS;
     never-bought pairs: count 0, recency NaN) and derived: the item's place in the user's
     top-frequency list, its share of the user's purchases in its aisle, days since last
     over the user's mean gap, the user's reorder rate x share; the user's aisle and
@@ -1280,9 +1281,9 @@ def ranker_features(cands: pd.DataFrame, feats: Features, model=None) -> tuple[n
     cols["tt_score"] = score
     cols["tt_rank"] = cands["tt_rank"].to_numpy(np.float32)
     cols["from_faiss"] = cands["from_faiss"].to_numpy(np.float32)
-    cols["from_history"] = cands["from_history"].to_numpy(np.float32)
+    cols["from_bought"] = cands["from_bought"].to_numpy(np.float32)
 
-    # user x item history: look the pair up in feats.pairs (sorted by user, item)
+    # user x item purchases: look the pair up in feats.pairs (sorted by user, item)
     p = feats.pairs
     big = np.int64(n_items)
     pkey = p["user"].to_numpy(np.int64) * big + p["item"].to_numpy(np.int64)
@@ -1296,9 +1297,9 @@ def ranker_features(cands: pd.DataFrame, feats: Features, model=None) -> tuple[n
     # position in the user's top-frequency list (the strong baseline's order), 1-based
     order = top_frequency_order(feats)
     place = np.empty(len(p), np.float32)
-    place[order] = (np.arange(len(p)) - feats.hist_indptr[p["user"].to_numpy()[order]] + 1)
+    place[order] = (np.arange(len(p)) - feats.bought_indptr[p["user"].to_numpy()[order]] + 1)
     cols["ui_freq_place"] = np.where(found, place[at] if len(p) else 0, np.nan).astype(np.float32)
-    n_hist = np.diff(feats.hist_indptr)[u].astype(np.float32)
+    n_hist = np.diff(feats.bought_indptr)[u].astype(np.float32)
     cols["ui_freq_place_frac"] = cols["ui_freq_place"] / np.maximum(n_hist, 1)
     cols["user_n_items"] = n_hist
     max_count = np.zeros(len(feats.user), np.float32)
@@ -1352,7 +1353,7 @@ def _make_ranker(kind: str, seed: int, n_jobs: int, params: dict | None):
     return xgb.XGBRanker(**p, random_state=seed, n_jobs=n_jobs), p
 
 
-def fold_of_users(users: np.ndarray, folds: int = 2, seed: int = SEED) -> np.ndarray:
+def fold_of_users(users: np.ndarray, folds: int = 2, seed: int = RANDOM_SEED) -> np.ndarray:
     """Fold id of each user in `users`: a seeded shuffle dealt round-robin. It depends
     on the user list and the seed only, never on labels."""
     users = np.asarray(users, dtype=np.int64)
@@ -1364,7 +1365,7 @@ def fold_of_users(users: np.ndarray, folds: int = 2, seed: int = SEED) -> np.nda
 
 
 def rank_with_gbdt(cands: pd.DataFrame, X: np.ndarray, names: list, users: np.ndarray,
-                   split: Split, kind: str = "lightgbm", folds: int = 2, seed: int = SEED,
+                   split: Split, kind: str = "lightgbm", folds: int = 2, seed: int = RANDOM_SEED,
                    k: int = K_MAX, n_jobs: int = 1, params: dict | None = None
                    ) -> tuple[np.ndarray, dict]:
     """Cross-fitted learning to rank over the candidates of `users`.
@@ -1425,7 +1426,7 @@ def rank_with_gbdt(cands: pd.DataFrame, X: np.ndarray, names: list, users: np.nd
             fmap = model.get_booster().get_score(importance_type="total_gain")
             gain += np.array([fmap.get(f"f{j}", 0.0) for j in range(X.shape[1])])
         info["params"] = p
-    # per user: best score first; ties keep the candidate order (tt_rank, then history)
+    # per user: best score first; ties keep the candidate order (tt_rank, then bought)
     rank_order = np.lexsort((np.arange(len(cu)), -scores, cu))
     su, si = cu[rank_order], ci[rank_order]
     starts = np.searchsorted(su, users[np.argsort(users)])
@@ -1446,7 +1447,7 @@ def rank_with_gbdt(cands: pd.DataFrame, X: np.ndarray, names: list, users: np.nd
 
 def rerank(model, users: np.ndarray, feats: Features, split: Split, cfg: CandidateConfig,
            kinds=("lightgbm", "xgboost"), retrieved: tuple | None = None, folds: int = 2,
-           seed: int = SEED, k: int = K_MAX, params: dict | None = None) -> dict:
+           seed: int = RANDOM_SEED, k: int = K_MAX, params: dict | None = None) -> dict:
     """The whole second stage for one candidate setting: retrieve (or reuse `retrieved`
     = (ranked, scores) with >= cfg.k columns), build candidates and features, rank with
     each of `kinds` (params: {kind: overrides of GBDT_PARAMS[kind]}).

@@ -8,7 +8,7 @@ re-ranked with LightGBM / XGBoost.
 Prints one table (rows = models; R@5, R@10, R@20, NDCG@10 as mean±std over training
 seeds; the repeat / explore breakdown; candidate recall for the rankers) and writes a
 JSON with the configuration, data summary, metrics, 95% bootstrap intervals, timings
-and the git commit. The split is always the project's one split (SEED=42); --seeds
+and the git commit. The split is always the project's one split (SPLIT_SEED=42); --seeds
 varies only the model's initialisation and batch order.
 """
 import argparse
@@ -20,7 +20,7 @@ import common as C
 
 # defaults (all overridable from the command line)
 SEEDS = 3                  # training seeds; headline numbers are mean ± std over them
-CANDIDATE_SETTINGS = ("faiss@20", "faiss@50+history")   # seed architecture, gap-closing
+CANDIDATE_SETTINGS = ("faiss@20", "faiss@50+bought")   # seed architecture, gap-closing
 RANKERS = ("lightgbm", "xgboost")
 BEST_BASELINE = "top-frequency + popular"   # the strong simple baseline gains are measured against
 COLUMNS = ["R@5", "R@10", "R@20", "NDCG@10", "R@20 repeat", "R@20 explore", "cand. recall"]
@@ -38,7 +38,7 @@ def parse_args(argv=None):
     g.add_argument("--temperature", type=float, default=d.temperature, help="InfoNCE temperature")
     g.add_argument("--lr", type=float, default=d.lr, help="Adam learning rate")
     g.add_argument("--no-id-embeddings", action="store_true", help="features only, no learned ID embeddings")
-    g.add_argument("--history", choices=["none", "bag", "centroid"], default=d.history,
+    g.add_argument("--purchases", choices=["none", "bag", "centroid"], default=d.purchases,
                    help="how the user tower sees the user's training purchases (see TowerConfig)")
     g.add_argument("--logq", action="store_true", help="logQ sampling-bias correction of in-batch negatives")
     g.add_argument("--seeds", type=int, default=SEEDS, help="number of training seeds (42, 43, ...)")
@@ -50,7 +50,7 @@ def parse_args(argv=None):
     r.add_argument("--rankers", default=",".join(RANKERS),
                    help="comma list of lightgbm, xgboost; 'none' to skip the ranking stage")
     r.add_argument("--candidates", default=",".join(CANDIDATE_SETTINGS),
-                   help="comma list of candidate settings: faiss@K or faiss@K+history")
+                   help="comma list of candidate settings: faiss@K or faiss@K+bought")
     p.add_argument("--out", default=None, help="results JSON path (default results/two_tower_<source>_<split>.json)")
     p.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
     return p.parse_args(argv)
@@ -58,7 +58,7 @@ def parse_args(argv=None):
 
 def tower_config(args, seed: int) -> C.TowerConfig:
     return C.TowerConfig(dim=args.dim, hidden=args.hidden, id_embeddings=not args.no_id_embeddings,
-                         history=args.history, temperature=args.temperature, logq=args.logq,
+                         purchases=args.purchases, temperature=args.temperature, logq=args.logq,
                          epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=seed)
 
 
@@ -101,7 +101,7 @@ def main(argv=None):
     if args.threads:
         import torch
         torch.set_num_threads(args.threads)
-    seeds = [C.SEED + i for i in range(args.seeds)]
+    seeds = [C.RANDOM_SEED + i for i in range(args.seeds)]
     print(f"split: {split.mode} (seed {split.seed}) -> {len(split.train):,} train rows, "
           f"{len(split.test):,} held-out rows, {len(users):,} evaluation users | device {device} | "
           f"seeds {seeds} | logQ correction {'on' if args.logq else 'off'}")
@@ -122,7 +122,7 @@ def main(argv=None):
                                   progress=not args.quiet)
         timings["train_s"].append(time.perf_counter() - t0)
         tower_info.append({"seed": seed, "loaded_from_cache": model.loaded_from is not None,
-                           "epochs": model.history["epochs"]})
+                           "epochs": model.training_log["epochs"]})
         t0 = time.perf_counter()
         retrieved, scores = C.retrieve(model, users, k_max)
         timings["retrieve_s"].append(time.perf_counter() - t0)

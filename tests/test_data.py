@@ -330,8 +330,8 @@ def check_truth(s: common.Split):
 # ----------------------------------------------------------------------------
 # THE LEAKAGE TEST: held-out rows never reach a feature
 def assert_features_equal(a: common.Features, b: common.Features):
-    for name in ("user", "item", "item_aisle", "item_dept", "hist_indptr", "hist_items",
-                 "hist_counts"):
+    for name in ("user", "item", "item_aisle", "item_dept", "bought_indptr", "bought_items",
+                 "bought_counts"):
         np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
     pd.testing.assert_frame_equal(a.pairs, b.pairs)
     assert a.user_names == b.user_names and a.item_names == b.item_names
@@ -398,12 +398,12 @@ def test_feature_shapes_and_values(gen_ds):
     aisle = f.user[:, 8 + n_dept:]
     np.testing.assert_allclose(dept[has_rows].sum(1), 1.0, atol=1e-5)
     np.testing.assert_allclose(aisle[has_rows].sum(1), 1.0, atol=1e-5)
-    # pairs: one row per distinct training (user, item), sorted; history matches the pairs
+    # pairs: one row per distinct training (user, item), sorted; bought_* matches the pairs
     distinct = s.train.drop_duplicates(["user", "item"])
     assert len(f.pairs) == len(distinct)
     keys = f.pairs[["user", "item"]].to_numpy()
     assert (np.lexsort((keys[:, 1], keys[:, 0])) == np.arange(len(keys))).all()
-    items, counts = f.history(int(keys[0, 0]))
+    items, counts = f.bought(int(keys[0, 0]))
     assert items[0] == keys[0, 1] and counts[0] == f.pairs["ui_count"].iloc[0]
     assert ((f.pairs["ui_share"] > 0) & (f.pairs["ui_share"] <= 1)).all()
 
@@ -444,7 +444,7 @@ def test_pair_features_by_hand():
     for key, values in exp.items():
         np.testing.assert_allclose(p.loc[key, common.PAIR_COLUMNS].to_numpy(float), values,
                                    rtol=1e-6, err_msg=str(key))
-    items, counts = f.history(0)
+    items, counts = f.bought(0)
     assert items.tolist() == [0, 1] and counts.tolist() == [3, 2]
     # user features: 4 orders, 5 rows; dept shares: user 0 bought 3 dept-1 rows... of items
     # 0 (dept 1) x3 and 1 (dept 1) x2 -> all department 1

@@ -34,18 +34,18 @@ def data(tmp_path_factory, small_sample_dir):
 @pytest.fixture(scope="module")
 def ranked_setup(data):
     feats, users, ret, sc = data.feats, data.users, data.ret, data.sc
-    cands = c.build_candidates(ret, sc, users, feats, c.CandidateConfig(20, history=True))
+    cands = c.build_candidates(ret, sc, users, feats, c.CandidateConfig(20, bought=True))
     X, names = c.ranker_features(cands, feats)
     return cands, X, names
 
 
 def test_candidate_config_names():
     assert c.CandidateConfig().name() == "faiss@20"
-    assert c.CandidateConfig(50, history=True).name() == "faiss@50+history"
-    assert c.CandidateConfig(50, history=30).name() == "faiss@50+history30"
+    assert c.CandidateConfig(50, bought=True).name() == "faiss@50+bought"
+    assert c.CandidateConfig(50, bought=30).name() == "faiss@50+bought30"
 
 
-def test_candidates_faiss_only_and_history(data):
+def test_candidates_faiss_only_and_bought(data):
     feats, users, ret, sc = data.feats, data.users, data.ret, data.sc
     only = c.build_candidates(ret, sc, users, feats, c.CandidateConfig(10))
     assert list(only.columns) == c.CAND_COLUMNS
@@ -53,19 +53,19 @@ def test_candidates_faiss_only_and_history(data):
     assert np.array_equal(only["user"].to_numpy(), np.repeat(users, 10))
     assert np.array_equal(only["item"].to_numpy().reshape(len(users), 10), ret[:, :10])
     assert np.array_equal(only["tt_rank"].to_numpy().reshape(len(users), 10)[0], np.arange(1, 11))
-    both = c.build_candidates(ret, sc, users, feats, c.CandidateConfig(10, history=True))
+    both = c.build_candidates(ret, sc, users, feats, c.CandidateConfig(10, bought=True))
     assert not both.duplicated(["user", "item"]).any()
     for j in (0, len(users) // 2, len(users) - 1):
         u = users[j]
         got = both[both["user"] == u]
-        hist = feats.history(int(u))[0]
-        assert set(got["item"]) == set(ret[j, :10]) | set(hist)        # every history item is in
-        assert set(got.loc[got["from_history"], "item"]) == set(hist)
+        hist = feats.bought(int(u))[0]
+        assert set(got["item"]) == set(ret[j, :10]) | set(hist)        # every bought item is in
+        assert set(got.loc[got["from_bought"], "item"]) == set(hist)
         h_only = got[~got["from_faiss"]]
         assert (h_only["tt_rank"] == 11).all() and h_only["tt_score"].isna().all()
         assert list(got["item"][:10]) == list(ret[j, :10])            # FAISS order first
     # the top-N variant: the user's N most bought items, as the top-frequency baseline orders them
-    top5 = c.build_candidates(ret, sc, users, feats, c.CandidateConfig(10, history=5))
+    top5 = c.build_candidates(ret, sc, users, feats, c.CandidateConfig(10, bought=5))
     tf = c.top_frequency_ranking(feats, users, k=5)
     for j in (0, 7):
         got = set(top5.loc[top5["user"] == users[j], "item"])
@@ -100,11 +100,11 @@ def test_features_from_training_rows_only(data, ranked_setup):
     assert len(set(names)) == len(names)
     # the pair features equal Features.pairs (training rows), 0 for never-bought pairs
     col = X[:, names.index("ui_count")]
-    hist_items = {int(u): set(feats.history(int(u))[0]) for u in users[:20]}
+    bought_items = {int(u): set(feats.bought(int(u))[0]) for u in users[:20]}
     for row in np.flatnonzero(np.isin(cands["user"], users[:20]))[:400]:
         u, i = int(cands["user"].iat[row]), int(cands["item"].iat[row])
         n_train = ((split.train["user"] == u) & (split.train["item"] == i)).sum()
-        assert (col[row] > 0) == (i in hist_items[u]) == (n_train > 0)
+        assert (col[row] > 0) == (i in bought_items[u]) == (n_train > 0)
     # features do not read the split's test rows: blanking them changes nothing
     blank = replace(split, test=split.test.iloc[:0], truth={})
     X2, _ = c.ranker_features(cands, c.build_features(ds, blank.train))
@@ -136,7 +136,7 @@ def test_both_kinds_run_shapes_padding_determinism(data, ranked_setup, kind, par
 
 
 def test_ranker_beats_random_order(data, ranked_setup):
-    """A sanity check that labels are used: on history candidates, LightGBM beats the
+    """A sanity check that labels are used: on bought candidates, LightGBM beats the
     FAISS order of a random retrieval by a wide margin."""
     split, feats, users, ret = data.split, data.feats, data.users, data.ret
     cands, X, names = ranked_setup
@@ -217,15 +217,15 @@ def test_rerank_end_to_end_with_model_scores(data):
     sc = model.embed_users(users) @ model.embed_items().T
     ret = np.argsort(-sc, axis=1, kind="stable")[:, :30]
     sc = np.take_along_axis(sc, ret, 1)
-    cfg = c.CandidateConfig(30, history=True)
+    cfg = c.CandidateConfig(30, bought=True)
     out = c.rerank(model, users, feats, split, cfg, retrieved=(ret, sc),
                    params={"lightgbm": SMALL, "xgboost": SMALL_XGB})
     assert set(out) == {"lightgbm", "xgboost"}
     for ranked, info in out.values():
         assert ranked.shape == (len(users), c.K_MAX)
-        assert info["candidates"] == "faiss@30+history" and 0 < info["candidate_recall"] <= 1
+        assert info["candidates"] == "faiss@30+bought" and 0 < info["candidate_recall"] <= 1
         assert info["stage_seconds"] >= info["train_seconds"]
-    # with the model, history-only candidates get the same cosine FAISS would give them
+    # with the model, bought-only candidates get the same cosine FAISS would give them
     cands = c.build_candidates(ret, sc, users, feats, cfg)
     X, names = c.ranker_features(cands, feats, model)
     u, i = cands["user"].to_numpy(), cands["item"].to_numpy()

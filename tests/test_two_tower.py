@@ -24,10 +24,10 @@ def setup(small_sample_dir, tmp_path_factory):
 TINY = {"epochs": 1, "batch_size": 256, "hidden": 32, "dim": 16}
 
 
-@pytest.mark.parametrize("history", ["none", "bag", "centroid"])
-def test_repeated_items_and_users_are_not_negatives(setup, history):
+@pytest.mark.parametrize("purchases", ["none", "bag", "centroid"])
+def test_repeated_items_and_users_are_not_negatives(setup, purchases):
     ds, _, feats = setup
-    model = C.TwoTower(C.TowerConfig(history=history, **TINY), feats, ds.n_users, ds.n_items)
+    model = C.TwoTower(C.TowerConfig(purchases=purchases, **TINY), feats, ds.n_users, ds.n_items)
     # a batch made of one (user, item) pair repeated: every off-diagonal logit is the same
     # item (or user), so all are masked and both cross-entropies are exactly 0
     same = model._loss(np.full(8, 3), np.full(8, 5), None)
@@ -54,7 +54,7 @@ def test_same_seed_same_numbers_and_saved_model_reloads(setup):
     b = C.train_two_tower(ds, split, feats, cfg, use_saved=False, progress=False)
     np.testing.assert_array_equal(a.embed_items(), b.embed_items())
     np.testing.assert_array_equal(a.embed_users(users), b.embed_users(users))
-    assert a.history["epochs"][0]["val_loss"] == b.history["epochs"][0]["val_loss"]
+    assert a.training_log["epochs"][0]["val_loss"] == b.training_log["epochs"][0]["val_loss"]
     other = C.train_two_tower(ds, split, feats, C.TowerConfig(**{**TINY, "seed": 7}),
                               use_saved=False, progress=False)
     assert not np.array_equal(a.embed_items(), other.embed_items())
@@ -87,7 +87,7 @@ def test_script_runs_and_is_deterministic(small_sample_dir, tmp_path):
         out = tmp_path / f"r{run}.json"
         cmd = [sys.executable, "two_tower.py", "--data-dir", str(small_sample_dir), "--users", "300",
                "--items", "1500", "--epochs", "1", "--hidden", "32", "--seeds", "2", "--quiet",
-               "--retrain", "--no-cache", "--rankers", "lightgbm", "--candidates", "faiss@20+history",
+               "--retrain", "--no-cache", "--rankers", "lightgbm", "--candidates", "faiss@20+bought",
                "--out", str(out)]
         env = {**os.environ, "INSTACART_CACHE_DIR": str(tmp_path / "cache")}   # not the repo's data/
         p = subprocess.run(cmd, cwd=C.REPO, capture_output=True, text=True, timeout=300, check=False,
