@@ -25,6 +25,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import torch
+import torch.nn.functional as F
+from torch import nn
 import pyarrow.csv as pacsv
 from pyarrow import feather
 
@@ -46,11 +49,15 @@ class DataError(Exception):
     """A problem with the input data, reported as one line (no traceback)."""
 
 
+class ConfigError(Exception):
+    """A bad option or configuration value (not a data problem), reported as one line."""
+
+
 def main_guard(main):
-    """Run a script's main(); turn DataError into a one-line message and exit 2."""
+    """Run a script's main(); turn DataError / ConfigError into a one-line message, exit 2."""
     try:
         return main()
-    except DataError as e:
+    except (DataError, ConfigError) as e:
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(2) from None
 
@@ -139,31 +146,79 @@ SCHEMA = {
     "departments.csv": {"department_id": pa.int16(), "department": pa.string()},
 }
 OCCASIONS_FILE = "order_occasions.csv"   # written by the generator only; optional
+EVAL_SETS = ("prior", "train", "test")      # orders.csv eval_set values; anything else is an error
+
+
+CSV_SUFFIXES = ("", ".zip", ".gz")   # orders.csv, orders.csv.zip (Kaggle's download), orders.csv.gz
+
+
+def find_csv(data_dir: Path, name: str) -> Path | None:
+    """The file holding `name` (e.g. orders.csv) in data_dir: the plain CSV, else
+    name.zip, else name.gz; None when there is none."""
+    for suffix in CSV_SUFFIXES:
+        p = Path(data_dir) / (name + suffix)
+        if p.is_file():
+            return p
+    return None
+
+
+def _open_csv(path: Path):
+    """A binary stream of the CSV text in `path`: a .csv, a .csv.gz, or a .csv.zip that
+    holds one CSV (Kaggle's zips may add a __MACOSX folder, which is skipped)."""
+    if path.name.endswith(".zip"):
+        import zipfile
+        try:
+            zf = zipfile.ZipFile(path)
+        except zipfile.BadZipFile as e:
+            raise DataError(f"{path.name}: not a readable zip file ({e})") from None
+        inside = [m for m in zf.namelist()
+                  if m.lower().endswith(".csv") and not m.startswith("__MACOSX")]
+        if len(inside) != 1:
+            raise DataError(f"{path.name}: expected one .csv inside the zip, found "
+                            f"{len(inside)} ({', '.join(inside) or 'none'})")
+        return zf.open(inside[0])
+    if path.name.endswith(".gz"):
+        import gzip
+        return gzip.open(path, "rb")
+    return open(path, "rb")
 
 
 def read_kaggle_csv(path: Path, columns: dict) -> pa.Table:
     """Read one CSV with pyarrow, checking the file, its header and its types.
+    `path` may also be found as path.zip or path.gz (find_csv), read without unpacking.
     Every problem becomes a one-line DataError naming the file."""
     if not path.is_file():
-        raise DataError(f"{path}: file not found")
-    with open(path, "rb") as f:
-        header = f.readline().decode("utf-8", "replace").strip().lstrip("\ufeff")
+        found_path = find_csv(path.parent, path.name)
+        if found_path is None:
+            raise DataError(f"{path}: file not found (nor {path.name}.zip, {path.name}.gz)")
+        path = found_path
+    try:
+        with _open_csv(path) as f:
+            header = f.readline().decode("utf-8", "replace").strip().lstrip("\ufeff")
+    except (OSError, EOFError) as e:        # a corrupt .gz / .zip
+        raise DataError(f"{path.name}: cannot read ({str(e).splitlines()[0]})") from None
     found = [c.strip() for c in header.split(",")]
     missing = [c for c in columns if c not in found]
     if missing:
         raise DataError(f"{path.name}: missing column(s) {', '.join(missing)} "
                         f"(found: {', '.join(found) or 'nothing'})")
     try:
-        table = pacsv.read_csv(
-            path, read_options=pacsv.ReadOptions(block_size=64 << 20),
-            convert_options=pacsv.ConvertOptions(column_types=columns,
-                                                 include_columns=list(columns)))
+        # a plain or .gz path goes to pyarrow as is (it un-gzips natively); a zip as a stream
+        from contextlib import nullcontext
+        zipped = path.name.endswith(".zip")
+        with _open_csv(path) if zipped else nullcontext(str(path)) as source:
+            table = pacsv.read_csv(
+                source, read_options=pacsv.ReadOptions(block_size=64 << 20),
+                convert_options=pacsv.ConvertOptions(column_types=columns,
+                                                     include_columns=list(columns)))
     except pa.ArrowInvalid as e:
         msg = str(e).splitlines()[0]
         # Arrow names columns by position in the file; give the name instead.
         for i, name in enumerate(found):
             msg = msg.replace(f"column #{i}:", f"column '{name}':")
         raise DataError(f"{path.name}: {msg}") from None
+    except (OSError, EOFError) as e:        # a corrupt .gz / .zip
+        raise DataError(f"{path.name}: cannot read ({str(e).splitlines()[0]})") from None
     if table.num_rows == 0:
         raise DataError(f"{path.name}: no rows")
     for name in ("order_id", "user_id", "product_id", "aisle_id", "department_id"):
@@ -185,6 +240,14 @@ def read_kaggle_dir(data_dir: Path) -> dict[str, pd.DataFrame]:
     orders, prior, products = t["orders.csv"], t["order_products__prior.csv"], t["products.csv"]
     if orders["order_id"].duplicated().any():
         raise DataError("orders.csv: duplicated order_id values")
+    bad = ~orders["eval_set"].isin(EVAL_SETS)
+    if bad.any():     # an unknown value would otherwise drop its orders' rows silently
+        raise DataError(f"orders.csv: {int(bad.sum())} row(s) with eval_set "
+                        f"'{orders['eval_set'][bad].iloc[0]}' (expected {', '.join(EVAL_SETS)})")
+    days = orders["days_since_prior_order"].to_numpy()
+    if (days < 0).any():
+        raise DataError(f"orders.csv: {int((days < 0).sum())} row(s) with negative "
+                        f"days_since_prior_order (e.g. {days[days < 0][0]:g})")
     if products["product_id"].duplicated().any():
         raise DataError("products.csv: duplicated product_id values")
     _check_refs("order_products__prior.csv", "order_id", prior["order_id"].to_numpy(),
@@ -195,7 +258,7 @@ def read_kaggle_dir(data_dir: Path) -> dict[str, pd.DataFrame]:
                 t["aisles.csv"]["aisle_id"].to_numpy(), "aisles.csv")
     _check_refs("products.csv", "department_id", products["department_id"].to_numpy(),
                 t["departments.csv"]["department_id"].to_numpy(), "departments.csv")
-    if (data_dir / OCCASIONS_FILE).is_file():
+    if find_csv(data_dir, OCCASIONS_FILE):
         t[OCCASIONS_FILE] = read_kaggle_csv(
             data_dir / OCCASIONS_FILE, {"order_id": pa.int32(), "occasion": pa.string()}).to_pandas()
     return t
@@ -212,7 +275,7 @@ def resolve_data_dir(data_dir: str | Path | None = None) -> tuple[Path, str]:
         if not path.is_dir():
             raise DataError(f"{path}: data directory not found")
         return path.resolve(), f"Kaggle-format CSVs in {path}"
-    if (KAGGLE_DIR / "orders.csv").is_file():
+    if find_csv(KAGGLE_DIR, "orders.csv"):
         return KAGGLE_DIR, f"Kaggle-format CSVs in {KAGGLE_DIR.relative_to(REPO)}"
     import sample_generator as gen  # a shared module, imported only when needed
     if not (SAMPLE_DIR / "orders.csv").is_file():
@@ -265,10 +328,10 @@ def _cache_key(data_dir: Path, params: dict) -> str:
     parameters, so a changed file or option never returns stale rows."""
     stamp = []
     for name in sorted([*SCHEMA, OCCASIONS_FILE]):
-        p = data_dir / name
-        if p.is_file():
+        p = find_csv(data_dir, name)
+        if p is not None:
             st = p.stat()
-            stamp.append((name, st.st_size, st.st_mtime_ns))
+            stamp.append((p.name, st.st_size, st.st_mtime_ns))
     blob = json.dumps([CACHE_VERSION, str(data_dir), stamp, params], sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -350,7 +413,7 @@ def _sample(t: dict, n_users, n_items, user_sampling, full, seed) -> tuple:
             chosen = _positions(uids, rng.choice(uids[ids], size=min(n_users, len(ids)),
                                                  replace=False))
         else:
-            raise DataError(f"unknown user sampling '{user_sampling}' (random or heaviest)")
+            raise ConfigError(f"unknown user sampling '{user_sampling}' (random or heaviest)")
         keep = np.zeros(len(uids), dtype=bool)
         keep[chosen] = True
         sel = np.flatnonzero(keep[ucode])
@@ -418,7 +481,7 @@ def load_dataset(data_dir: str | Path | None = None, n_users: int = DEFAULT_USER
               "user_sampling": "all" if full else user_sampling, "full": bool(full),
               "seed": int(seed)}
     if not full and (n_users <= 0 or n_items <= 0):
-        raise DataError(f"n_users and n_items must be positive (got {n_users}, {n_items})")
+        raise ConfigError(f"n_users and n_items must be positive (got {n_users}, {n_items})")
     cache = CACHE_DIR / _cache_key(path, params)
     if use_cache and (cache / "meta.json").is_file():
         meta = json.loads((cache / "meta.json").read_text())
@@ -521,7 +584,7 @@ def split_interactions(inter: pd.DataFrame, mode: str = "interaction", seed: int
         first = inter.groupby("user")["order_number"].transform("min").to_numpy()
         test_mask = (inter["order_number"].to_numpy() == last) & (last > first)
     else:
-        raise DataError(f"unknown split '{mode}' (interaction or temporal)")
+        raise ConfigError(f"unknown split '{mode}' (interaction or temporal)")
     train, test = inter[~test_mask], inter[test_mask]
     # distinct (user, item) pairs of the test rows, as one sorted int64 key
     item = test["item"].to_numpy()
@@ -532,6 +595,34 @@ def split_interactions(inter: pd.DataFrame, mode: str = "interaction", seed: int
     truth = dict(zip((key[np.r_[0, cuts]] // width).tolist() if len(key) else [],
                      np.split((key % width).astype(item.dtype), cuts)))
     return Split(train.reset_index(drop=True), test.reset_index(drop=True), mode, seed, truth)
+
+
+def restrict_truth(split: Split, items: np.ndarray) -> Split:
+    """The same split scored on the held-out purchases of `items` only: each user's truth
+    keeps those items, and users left with none drop out of the evaluation users."""
+    keep = {}
+    for u, t in split.truth.items():
+        t = t[np.isin(t, items)]
+        if len(t):
+            keep[u] = t
+    return Split(split.train, split.test, split.mode, split.seed, keep)
+
+
+def cold_start_split(split: Split, frac: float = 0.1, seed: int = RANDOM_SEED,
+                     strata: int = 5) -> tuple[Split, np.ndarray]:
+    """Cold-start protocol shared by the experiments: a seeded `frac` of the items bought
+    in training rows, drawn within `strata` popularity bands (so cold items span head and
+    tail), lose ALL their training rows; the returned split trains on the rest and is
+    scored only on held-out purchases of the cold items. Returns (split, cold items)."""
+    counts = split.train["item"].value_counts()
+    items = counts.index.to_numpy(np.int64)[np.lexsort((counts.index.to_numpy(), -counts.to_numpy()))]
+    rng = np.random.default_rng(seed)
+    cold = np.concatenate([b[rng.permutation(len(b))[: round(frac * len(b))]]
+                           for b in np.array_split(items, strata)])
+    cold = np.sort(cold)
+    train = split.train[~split.train["item"].isin(cold)].reset_index(drop=True)
+    out = restrict_truth(Split(train, split.test, split.mode, split.seed, split.truth), cold)
+    return out, cold
 
 
 # ----------------------------------------------------------------------------
@@ -564,7 +655,31 @@ class Features:
         s, e = self.bought_indptr[u], self.bought_indptr[u + 1]
         return self.bought_items[s:e], self.bought_counts[s:e]
 
+    # named accessors: callers never index feature columns by position or undo a scaling
+    def user_column(self, name: str) -> np.ndarray:
+        return self.user[:, self.user_names.index(name)]
 
+    def item_column(self, name: str) -> np.ndarray:
+        return self.item[:, self.item_names.index(name)]
+
+    def user_rows(self) -> np.ndarray:
+        """Training rows (purchases) per user."""
+        return np.expm1(self.user_column("log_rows"))
+
+    def user_gap_days(self) -> np.ndarray:
+        """Mean days between the user's training orders (15 where unknown)."""
+        return self.user_column("gap_mean") * GAP_SCALE
+
+    def popularity_order(self) -> np.ndarray:
+        """Item indices by training purchases, most bought first (ties: lower index)."""
+        return np.argsort(-self.item_column("log_pop"), kind="stable")
+
+    def pair_key(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        """One int64 per (user, item); ascending in the order of `pairs` (user, then item)."""
+        return np.asarray(users, np.int64) * len(self.item) + np.asarray(items, np.int64)
+
+
+GAP_SCALE = 30.0   # user gap features are days / GAP_SCALE (Instacart caps gaps at 30 days)
 PAIR_COLUMNS = ["ui_count", "ui_share", "ui_orders_since_last", "ui_streak",
                 "ui_rate_since_first", "ui_mean_cart", "ui_days_since_last"]
 
@@ -590,12 +705,16 @@ def build_features(ds: Dataset, train: pd.DataFrame) -> Features:
     n_orders = np.bincount(orders["user"], minlength=U).astype(np.float32)
     n_rows = np.bincount(u, minlength=U).astype(np.float32)
     n_distinct = np.bincount(pairs["user"], minlength=U)
-    reorder = np.bincount(u, weights=train["reordered"].to_numpy(), minlength=U) / np.maximum(n_rows, 1)
+    # Kaggle's `reordered` flag looked at the user's whole history, held-out rows included:
+    # under the interaction split a training row flagged 1 can be the only trace of a held-out
+    # purchase. So the flag is recomputed from the training rows (reordered_in_rows).
+    reordered = reordered_in_rows(train)
+    reorder = np.bincount(u, weights=reordered, minlength=U) / np.maximum(n_rows, 1)
     gap = orders.groupby("user")["days_since_prior_order"].agg(["mean", "std"]).reindex(range(U))
     basket = n_rows / np.maximum(n_orders, 1)
     user_num = np.column_stack([
         np.log1p(n_orders), np.log1p(n_rows), np.log1p(basket), reorder,
-        gap["mean"].fillna(15.0).to_numpy() / 30.0, gap["std"].fillna(0.0).to_numpy() / 30.0,
+        gap["mean"].fillna(15.0).to_numpy() / GAP_SCALE, gap["std"].fillna(0.0).to_numpy() / GAP_SCALE,
         n_distinct / np.maximum(n_rows, 1), np.log1p(n_distinct)]).astype(np.float32)
     user_feat = np.hstack([user_num,
                            _shares(dept[i], u, U, ds.n_departments + 1),
@@ -607,7 +726,7 @@ def build_features(ds: Dataset, train: pd.DataFrame) -> Features:
 
     pop = np.bincount(i, minlength=I).astype(np.float32)
     n_buyers = np.bincount(pairs["item"], minlength=I)
-    item_reorder = np.bincount(i, weights=train["reordered"].to_numpy(), minlength=I) / np.maximum(pop, 1)
+    item_reorder = np.bincount(i, weights=reordered, minlength=I) / np.maximum(pop, 1)
     cart = np.bincount(i, weights=train["add_to_cart_order"].to_numpy(), minlength=I) / np.maximum(pop, 1)
     item_feat = np.column_stack([
         np.log1p(pop), np.log1p(n_buyers), item_reorder, np.log1p(cart),
@@ -621,6 +740,23 @@ def build_features(ds: Dataset, train: pd.DataFrame) -> Features:
     return Features(user_feat, user_names, item_feat, item_names, aisle, dept, pairs, text,
                     bought_indptr, pairs["item"].to_numpy(np.int64),
                     pairs["ui_count"].to_numpy(np.float32))
+
+
+def reordered_in_rows(rows: pd.DataFrame) -> np.ndarray:
+    """Kaggle's `reordered` flag computed within `rows` only: 1.0 where the row's user bought
+    the row's item in an earlier order (smaller order_number) among `rows`, else 0.0."""
+    user, item = rows["user"].to_numpy(np.int64), rows["item"].to_numpy(np.int64)
+    num = rows["order_number"].to_numpy(np.int64)
+    out = np.zeros(len(rows))
+    if len(rows) == 0:
+        return out
+    pair = user * (int(item.max()) + 1) + item
+    srt = np.lexsort((num, pair))                  # by pair, then order number
+    p, n = pair[srt], num[srt]
+    starts = _run_starts(p)
+    first = np.repeat(n[starts], np.diff(np.r_[starts, len(p)]))
+    out[srt] = n > first
+    return out
 
 
 def _pair_features(train: pd.DataFrame, orders: pd.DataFrame) -> pd.DataFrame:
@@ -781,7 +917,7 @@ def bootstrap_ci(per_user: dict, n_boot: int = 1000, seed: int = RANDOM_SEED) ->
 # 6. simple baselines (strong ones: personal top-frequency is hard to beat on grocery)
 def popularity_ranking(feats: Features, users: np.ndarray, k: int = K_MAX) -> np.ndarray:
     """The k most purchased training items, the same list for everyone."""
-    top = np.argsort(-feats.item[:, 0], kind="stable")[:k]
+    top = feats.popularity_order()[:k]
     return np.tile(top, (len(users), 1))
 
 
@@ -799,7 +935,7 @@ def top_frequency_ranking(feats: Features, users: np.ndarray, k: int = K_MAX,
     popular), -1 past the end of a short purchase list, or padded with the most popular
     items the user has not bought when pad_popular=True."""
     items_sorted = feats.pairs["item"].to_numpy()[top_frequency_order(feats)]
-    popular = np.argsort(-feats.item[:, 0], kind="stable")[: 2 * k]
+    popular = feats.popularity_order()[: 2 * k]
     out = -np.ones((len(users), k), dtype=np.int64)
     for j, u in enumerate(users):
         s, e = feats.bought_indptr[u], feats.bought_indptr[u + 1]
@@ -817,16 +953,132 @@ def random_ranking(n_items: int, users: np.ndarray, k: int = K_MAX, seed: int = 
     return np.stack([rng.choice(n_items, size=min(k, n_items), replace=False) for _ in users])
 
 
-def baseline_rankings(feats: Features, users: np.ndarray, n_items: int, k: int = K_MAX) -> dict:
-    return {"random": random_ranking(n_items, users, k),
-            "popularity": popularity_ranking(feats, users, k),
-            "top-frequency": top_frequency_ranking(feats, users, k),
-            "top-frequency + popular": top_frequency_ranking(feats, users, k, pad_popular=True)}
+@dataclass
+class TifuConfig:
+    """TIFU-KNN (Hu et al., SIGIR 2020), defaults = the paper's Instacart setting.
+    A user's training baskets, oldest first, are cut into groups of `group_size` (the
+    oldest group takes the remainder); inside a group basket j of m weighs
+    within_decay^(m-1-j) and the group vector is the weighted sum / m; the user vector is
+    sum_g group_decay^(G-1-g) * group_g / G. Prediction = alpha * own vector +
+    (1 - alpha) * mean of the `neighbours` nearest users' vectors (euclidean)."""
+    neighbours: int = 900
+    within_decay: float = 0.9
+    group_decay: float = 0.7
+    group_size: int = 3
+    alpha: float = 0.9
+
+
+TIFU_GRID = {"alpha": (0.5, 0.7, 0.9), "neighbours": (100, 300, 900)}   # tuned on training rows
+
+
+def tifu_user_vectors(train: pd.DataFrame, n_users: int, n_items: int, cfg: TifuConfig):
+    """Sparse [n_users, n_items] TIFU user vectors from `train` rows (baskets = orders)."""
+    import scipy.sparse as sp
+    o = train[["user", "order_number"]].drop_duplicates().sort_values(["user", "order_number"])
+    u = o["user"].to_numpy(np.int64)
+    n_b = np.bincount(u, minlength=n_users)[u]                     # baskets of the user
+    pos = o.groupby("user").cumcount().to_numpy()                   # 0 = oldest basket
+    n_g = -(-n_b // cfg.group_size)                                 # groups (ceil)
+    rem = n_b - (n_g - 1) * cfg.group_size                          # size of the oldest group
+    g = np.where(pos < rem, 0, 1 + (pos - rem) // cfg.group_size)   # group index, 0 = oldest
+    m = np.where(g == 0, rem, cfg.group_size)                       # size of this basket's group
+    j = np.where(g == 0, pos, (pos - rem) % cfg.group_size)         # place inside the group
+    w = (cfg.within_decay ** (m - 1 - j) / m) * (cfg.group_decay ** (n_g - 1 - g) / n_g)
+    key = pd.MultiIndex.from_arrays([o["user"], o["order_number"]])
+    rows = pd.MultiIndex.from_arrays([train["user"], train["order_number"]])
+    row_w = pd.Series(w, index=key).reindex(rows).to_numpy()
+    # an item twice in one basket counts once: dedupe (user, order, item)
+    d = pd.DataFrame({"u": train["user"].to_numpy(), "o": train["order_number"].to_numpy(),
+                      "i": train["item"].to_numpy(), "w": row_w}).drop_duplicates(["u", "o", "i"])
+    return sp.csr_matrix((d["w"].to_numpy(np.float64), (d["u"].to_numpy(), d["i"].to_numpy())),
+                         shape=(n_users, n_items))
+
+
+def _tifu_neighbours(vecs, users: np.ndarray, k: int, block: int = 1024) -> np.ndarray:
+    """Indices of the k nearest users (euclidean, self excluded) of each of `users`."""
+    sq = np.asarray(vecs.multiply(vecs).sum(1)).ravel()
+    k = min(k, vecs.shape[0] - 1)
+    out = np.zeros((len(users), max(k, 0)), np.int64)
+    for s in range(0, len(users), block):
+        b = users[s:s + block]
+        d = sq[b, None] + sq[None, :] - 2 * (vecs[b] @ vecs.T).toarray()
+        d[np.arange(len(b)), b] = np.inf
+        part = np.argpartition(d, k - 1, axis=1)[:, :k] if k > 0 else out[:0]
+        out[s:s + len(b)] = np.take_along_axis(part, np.argsort(
+            np.take_along_axis(d, part, 1), axis=1, kind="stable"), 1)
+    return out
+
+
+def _tifu_rank(vecs, nbrs: np.ndarray, users: np.ndarray, alpha: float, n_nbrs: int,
+               k: int, block: int = 1024) -> np.ndarray:
+    import scipy.sparse as sp
+    out = np.empty((len(users), k), np.int64)
+    for s in range(0, len(users), block):
+        b = users[s:s + block]
+        own = vecs[b].toarray()
+        nb = nbrs[s:s + len(b), :n_nbrs]
+        # the neighbours' mean vector as one sparse product: rows of 1/n at the neighbours
+        avg = sp.csr_matrix((np.full(nb.size, 1.0 / max(n_nbrs, 1)), nb.ravel(),
+                             np.arange(0, nb.size + 1, max(n_nbrs, 1))[: len(b) + 1]),
+                            shape=(len(b), vecs.shape[0]))
+        score = alpha * own + (1 - alpha) * (avg @ vecs).toarray()
+        top = np.argpartition(-score, k - 1, axis=1)[:, :k]
+        out[s:s + len(b)] = np.take_along_axis(top, np.argsort(
+            -np.take_along_axis(score, top, 1), axis=1, kind="stable"), 1)
+    return out
+
+
+def tifu_knn_ranking(train: pd.DataFrame, users: np.ndarray, n_users: int, n_items: int,
+                     k: int = K_MAX, tune: bool = True, cfg: TifuConfig | None = None,
+                     seed: int = RANDOM_SEED) -> tuple[np.ndarray, dict]:
+    """TIFU-KNN top-k for `users` from `train` rows. With `tune`, alpha and the neighbour
+    count are picked on TRAINING rows only: each user's last training order is held out,
+    vectors are built from the earlier ones and Recall@k over those users chooses from
+    TIFU_GRID (decays and group size keep the paper's values). Returns (ranked, config)."""
+    cfg = cfg or TifuConfig()
+    info = {"grid": None}
+    if tune:
+        last = train.groupby("user")["order_number"].transform("max")
+        first = train.groupby("user")["order_number"].transform("min")
+        inner = train[(train["order_number"] < last) | (last == first)]
+        held = train[(train["order_number"] == last) & (last > first)]
+        tune_users = np.unique(held["user"].to_numpy())
+        rng = np.random.default_rng(seed)
+        tune_users = np.sort(rng.permutation(tune_users)[:2000])    # cost bound
+        truth = [g.to_numpy() for _, g in held[held["user"].isin(tune_users)]
+                 .drop_duplicates(["user", "item"]).groupby("user")["item"]]
+        vecs = tifu_user_vectors(inner, n_users, n_items, cfg)
+        nbrs = _tifu_neighbours(vecs, tune_users, max(TIFU_GRID["neighbours"]))
+        scores = {}
+        for a in TIFU_GRID["alpha"]:
+            for n in TIFU_GRID["neighbours"]:
+                r = _tifu_rank(vecs, nbrs, tune_users, a, min(n, nbrs.shape[1]), k)
+                scores[(a, n)] = float(np.nanmean(per_user_metrics(r, truth)[f"recall@{k}"]))
+        best = max(scores, key=lambda x: (scores[x], x[0]))
+        cfg = TifuConfig(**{**cfg.__dict__, "alpha": best[0], "neighbours": best[1]})
+        info["grid"] = {f"alpha={a},neighbours={n}": round(v, 4) for (a, n), v in scores.items()}
+    vecs = tifu_user_vectors(train, n_users, n_items, cfg)
+    nbrs = _tifu_neighbours(vecs, users, cfg.neighbours)
+    ranked = _tifu_rank(vecs, nbrs, users, cfg.alpha, nbrs.shape[1], k)
+    # items with zero score (a user with few neighbours) are still distinct; keep them
+    return ranked, {**info, "config": dict(cfg.__dict__)}
+
+
+def baseline_rankings(feats: Features, users: np.ndarray, n_items: int, k: int = K_MAX,
+                      train: pd.DataFrame | None = None) -> dict:
+    """The reference rows of every table; TIFU-KNN too when the training rows are given."""
+    out = {"random": random_ranking(n_items, users, k),
+           "popularity": popularity_ranking(feats, users, k),
+           "top-frequency": top_frequency_ranking(feats, users, k),
+           "top-frequency + popular": top_frequency_ranking(feats, users, k, pad_popular=True)}
+    if train is not None:
+        out["tifu-knn"] = tifu_knn_ranking(train, users, len(feats.user), n_items, k)[0]
+    return out
 
 
 # ----------------------------------------------------------------------------
 # 7. two-tower retrieval + FAISS
-# torch and faiss are imported lazily: the data layer and metrics work without them.
+# faiss is imported lazily: the data layer and metrics work without it.
 @dataclass
 class TowerConfig:
     """Hyper-parameters of the two-tower model (all saved with the model)."""
@@ -852,82 +1104,89 @@ class TowerConfig:
     lr: float = 3e-3
     weight_decay: float = 0.0
     val_frac: float = 0.02      # training rows kept aside for the per-epoch validation loss
-    seed: int = RANDOM_SEED
+    n_contexts: int = 0         # > 0: the user tower takes a request-time category per row
+    seed: int = RANDOM_SEED     # training seed: initialisation and batch order
 
     def key(self) -> dict:
         return dict(self.__dict__)
 
 
 def pick_device(name: str = "auto") -> str:
-    import torch
     if name == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise DataError(f"device '{name}' requested but torch sees no CUDA device")
+        raise ConfigError(f"device '{name}' requested but torch sees no CUDA device")
     return name
 
 
-def _build_towers(cfg: TowerConfig, feats: Features, n_users: int, n_items: int):
-    import torch
-    import torch.nn.functional as F
-    from torch import nn
+def mlp(n_in: int, hidden: int, n_out: int) -> nn.Module:
+    """The towers' MLP: two ReLU layers of width `hidden`, then a linear map to `n_out`."""
+    return nn.Sequential(nn.Linear(n_in, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),
+                         nn.Linear(hidden, n_out))
 
-    if cfg.purchases not in ("none", "bag", "centroid"):
-        raise DataError(f"unknown user-tower purchases mode '{cfg.purchases}' (none, bag or centroid)")
 
-    def mlp(n_in):
-        return nn.Sequential(nn.Linear(n_in, cfg.hidden), nn.ReLU(),
-                             nn.Linear(cfg.hidden, cfg.hidden), nn.ReLU(),
-                             nn.Linear(cfg.hidden, cfg.dim))
+class UserTower(nn.Module):
+    """user features (+ ID embedding) (+ bag of bought items) (+ request context) -> dim,
+    unit norm. With purchases='centroid' the caller passes the count-weighted centroid of
+    the item tower's vectors for the user's bought items, added after the MLP."""
 
-    class UserTower(nn.Module):
-        """user features (+ ID embedding) (+ bag of bought items) -> 64-d, unit norm."""
-        def __init__(self):
-            super().__init__()
-            n_in = feats.user.shape[1]
-            if cfg.id_embeddings:
-                self.uid = nn.Embedding(n_users, cfg.dim)
-                n_in += cfg.dim
-            if cfg.purchases == "bag":
-                self.bag = nn.EmbeddingBag(n_items, cfg.dim, mode="sum")
-                n_in += cfg.dim
-            self.mlp = mlp(n_in)
-            # weight of the purchase centroid against the MLP's unit vector; learned, and
-            # started high because repeat purchases carry most of grocery's signal
-            self.centroid_scale = nn.Parameter(torch.tensor(float(cfg.centroid_scale)))
+    def __init__(self, cfg: TowerConfig, n_features: int, n_users: int, n_items: int):
+        super().__init__()
+        self.cfg = cfg
+        n_in = n_features
+        if cfg.id_embeddings:
+            self.uid = nn.Embedding(n_users, cfg.dim)
+            n_in += cfg.dim
+        if cfg.purchases == "bag":
+            self.bag = nn.EmbeddingBag(n_items, cfg.dim, mode="sum")
+            n_in += cfg.dim
+        if cfg.n_contexts:
+            # a query-side category known at request time (e.g. the order's occasion)
+            self.context = nn.Embedding(cfg.n_contexts, 16)
+            n_in += 16
+        self.mlp = mlp(n_in, cfg.hidden, cfg.dim)
+        # weight of the purchase centroid against the MLP's unit vector; learned, and
+        # started high because repeat purchases carry most of grocery's signal
+        self.centroid_scale = nn.Parameter(torch.tensor(float(cfg.centroid_scale)))
 
-        def forward(self, x, uid, bag_items, bag_offsets, bag_weights, centroid=None):
-            parts = [x]
-            if cfg.id_embeddings:
-                parts.append(self.uid(uid))
-            if cfg.purchases == "bag":
-                parts.append(self.bag(bag_items, bag_offsets, per_sample_weights=bag_weights))
-            h = self.mlp(torch.cat(parts, 1))
-            if centroid is not None:
-                h = F.normalize(h, dim=-1) + self.centroid_scale * centroid
-            return F.normalize(h, dim=-1)
+    def forward(self, x, uid, bag_items, bag_offsets, bag_weights, centroid=None, context=None):
+        parts = [x]
+        if self.cfg.id_embeddings:
+            parts.append(self.uid(uid))
+        if self.cfg.purchases == "bag":
+            parts.append(self.bag(bag_items, bag_offsets, per_sample_weights=bag_weights))
+        if self.cfg.n_contexts:
+            parts.append(self.context(context))
+        h = self.mlp(torch.cat(parts, 1))
+        if centroid is not None:
+            h = F.normalize(h, dim=-1) + self.centroid_scale * centroid
+        return F.normalize(h, dim=-1)
 
-    class ItemTower(nn.Module):
-        """item features + aisle + department (+ ID embedding) -> 64-d, unit norm."""
-        def __init__(self):
-            super().__init__()
-            self.aisle = nn.Embedding(int(feats.item_aisle.max()) + 1, 16)
-            self.dept = nn.Embedding(int(feats.item_dept.max()) + 1, 8)
-            n_in = feats.item.shape[1] + 24
-            if cfg.id_embeddings:
-                self.iid = nn.Embedding(n_items, cfg.dim)
-                n_in += cfg.dim
-            # with purchases='centroid' every training step runs this tower over all the
-            # items in the batch's histories, so a linear tower is much cheaper
-            self.mlp = mlp(n_in) if cfg.item_mlp else nn.Linear(n_in, cfg.dim)
 
-        def forward(self, x, iid, aisle, dept):
-            parts = [x, self.aisle(aisle), self.dept(dept)]
-            if cfg.id_embeddings:
-                parts.append(self.iid(iid))
-            return F.normalize(self.mlp(torch.cat(parts, 1)), dim=-1)
+class ItemTower(nn.Module):
+    """item features + aisle + department (+ ID embedding) -> dim, unit norm.
+    Subclass it (and TwoTower.make_item_tower) to add inputs: `iid` indexes any per-item
+    buffer, e.g. frozen text embeddings."""
 
-    return UserTower(), ItemTower()
+    def __init__(self, cfg: TowerConfig, n_features: int, n_aisles: int, n_depts: int,
+                 n_items: int):
+        super().__init__()
+        self.cfg = cfg
+        self.aisle = nn.Embedding(n_aisles, 16)
+        self.dept = nn.Embedding(n_depts, 8)
+        n_in = n_features + 24
+        if cfg.id_embeddings:
+            self.iid = nn.Embedding(n_items, cfg.dim)
+            n_in += cfg.dim
+        # with purchases='centroid' every training step runs this tower over all the
+        # items in the batch's purchases, so a linear tower is much cheaper
+        self.mlp = mlp(n_in, cfg.hidden, cfg.dim) if cfg.item_mlp else nn.Linear(n_in, cfg.dim)
+
+    def forward(self, x, iid, aisle, dept):
+        parts = [x, self.aisle(aisle), self.dept(dept)]
+        if self.cfg.id_embeddings:
+            parts.append(self.iid(iid))
+        return F.normalize(self.mlp(torch.cat(parts, 1)), dim=-1)
 
 
 class TwoTower:
@@ -935,10 +1194,13 @@ class TwoTower:
 
     def __init__(self, cfg: TowerConfig, feats: Features, n_users: int, n_items: int,
                  device: str = "cpu"):
-        import torch
         self.cfg, self.feats, self.device = cfg, feats, device
         torch.manual_seed(cfg.seed)
-        self.user_tower, self.item_tower = _build_towers(cfg, feats, n_users, n_items)
+        if cfg.purchases not in ("none", "bag", "centroid"):
+            raise ConfigError(f"unknown user-tower purchases mode '{cfg.purchases}' "
+                              "(none, bag or centroid)")
+        self.user_tower = self.make_user_tower(n_users, n_items)
+        self.item_tower = self.make_item_tower(n_items)
         self.user_tower.to(device)
         self.item_tower.to(device)
         t = lambda a, dt=torch.float32: torch.as_tensor(a, dtype=dt, device=device)
@@ -955,6 +1217,14 @@ class TwoTower:
         self.training_log = {"epochs": []}
         self.loaded_from = None
 
+    # the two override points of an experiment that changes a tower
+    def make_user_tower(self, n_users: int, n_items: int) -> nn.Module:
+        return UserTower(self.cfg, self.feats.user.shape[1], n_users, n_items)
+
+    def make_item_tower(self, n_items: int) -> nn.Module:
+        return ItemTower(self.cfg, self.feats.item.shape[1], int(self.feats.item_aisle.max()) + 1,
+                         int(self.feats.item_dept.max()) + 1, n_items)
+
     def _bought_rows(self, users: np.ndarray) -> np.ndarray:
         """Positions in feats.bought_items of the training items of `users`, user by user."""
         ptr = self.feats.bought_indptr
@@ -964,11 +1234,9 @@ class TwoTower:
         """Item tower vectors of the item indices in the tensor `items`."""
         return self.item_tower(self.item_x[items], items, self.item_aisle[items], self.item_dept[items])
 
-    def _users(self, users: np.ndarray, item_vecs=None, item_pos=None):
+    def _users(self, users: np.ndarray, item_vecs=None, item_pos=None, context=None):
         """User tower vectors. With purchases='centroid', `item_vecs[item_pos[i]]` must hold the
         item tower's vector of every item i in these users' histories (computed if None)."""
-        import torch
-        import torch.nn.functional as F
         d = self.device
         ptr = self.feats.bought_indptr
         lens = ptr[users + 1] - ptr[users]
@@ -988,29 +1256,29 @@ class TwoTower:
             centroid = F.embedding_bag(item_pos[bag_items], item_vecs, offsets, mode="sum",
                                        per_sample_weights=weights)
         ut = torch.as_tensor(users, device=d)
-        return self.user_tower(self.user_x[ut], ut, bag_items, offsets, weights, centroid)
+        ctx = None if context is None else torch.as_tensor(np.asarray(context, np.int64), device=d)
+        return self.user_tower(self.user_x[ut], ut, bag_items, offsets, weights, centroid, ctx)
 
-    def embed_users(self, users: np.ndarray, batch: int = 4096) -> np.ndarray:
-        import torch
+    def embed_users(self, users: np.ndarray, batch: int = 4096, context=None) -> np.ndarray:
+        """Unit vectors of `users`; `context` (one category per user) when cfg.n_contexts."""
         out = []
         self.user_tower.eval()
         self.item_tower.eval()
         with torch.no_grad():
             for s in range(0, len(users), batch):
-                out.append(self._users(np.asarray(users[s:s + batch], dtype=np.int64)).cpu().numpy())
+                ctx = None if context is None else context[s:s + batch]
+                out.append(self._users(np.asarray(users[s:s + batch], dtype=np.int64),
+                                       context=ctx).cpu().numpy())
         return np.concatenate(out) if out else np.zeros((0, self.cfg.dim), np.float32)
 
     def embed_items(self) -> np.ndarray:
-        import torch
         self.item_tower.eval()
         with torch.no_grad():
             return self._items(torch.arange(len(self.item_x), device=self.device)).cpu().numpy()
 
-    def _loss(self, users: np.ndarray, items: np.ndarray, log_q):
+    def _loss(self, users: np.ndarray, items: np.ndarray, log_q, context=None):
         """Symmetric in-batch InfoNCE. A batch's repeated items (or users) are not
         negatives of each other: those logits are masked out, except the diagonal."""
-        import torch
-        import torch.nn.functional as F
         d = self.device
         ut, it = torch.as_tensor(users, device=d), torch.as_tensor(items, device=d)
         need = items
@@ -1023,9 +1291,9 @@ class TwoTower:
         pos = torch.zeros(len(self.item_x), dtype=torch.long, device=d)
         pos[uniq] = torch.arange(len(uniq), device=d)
         if self.cfg.purchases == "centroid":
-            ue = self._users(users, vecs, pos)
+            ue = self._users(users, vecs, pos, context)
         else:
-            ue = self._users(users)
+            ue = self._users(users, context=context)
         ie = vecs[pos[it]]
         logits = ue @ ie.T / self.cfg.temperature
         eye = torch.eye(len(users), dtype=torch.bool, device=d)
@@ -1038,10 +1306,10 @@ class TwoTower:
         loss_i2u = F.cross_entropy(logits.T.masked_fill(same_user, float("-inf")), target)
         return (loss_u2i + loss_i2u) / 2
 
-    def fit(self, train: pd.DataFrame, progress: bool = True) -> TwoTower:
+    def fit(self, train: pd.DataFrame, progress: bool = True, context=None) -> TwoTower:
         """Train on the (user, item) rows of `train`; a seeded val_frac of them only
-        measures the validation loss printed after each epoch."""
-        import torch
+        measures the validation loss printed after each epoch. `context`: one category
+        per row of `train` (cfg.n_contexts > 0, train_on='rows')."""
         from tqdm import tqdm
         cfg = self.cfg
         rng = np.random.default_rng(cfg.seed)
@@ -1050,8 +1318,13 @@ class TwoTower:
         elif cfg.train_on == "rows":
             src = train
         else:
-            raise DataError(f"unknown train_on '{cfg.train_on}' (rows or pairs)")
+            raise ConfigError(f"unknown train_on '{cfg.train_on}' (rows or pairs)")
         users, items = src["user"].to_numpy(np.int64), src["item"].to_numpy(np.int64)
+        if (context is not None) != bool(cfg.n_contexts) or (
+                context is not None and (cfg.train_on != "rows" or len(context) != len(train))):
+            raise ConfigError("a request context needs n_contexts > 0, train_on='rows' and one "
+                              "value per training row")
+        ctx = (lambda b: None) if context is None else (lambda b: np.asarray(context)[b])
         perm = rng.permutation(len(users))
         n_val = int(len(users) * cfg.val_frac)
         val, fit_idx = perm[:n_val], perm[n_val:]
@@ -1071,22 +1344,26 @@ class TwoTower:
             bar = tqdm(starts, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not progress,
                        leave=False)
             for s in bar:
-                loss = self._loss(users[order[s:s + bs]], items[order[s:s + bs]], log_q)
+                b = order[s:s + bs]
+                loss = self._loss(users[b], items[b], log_q, ctx(b))
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
                 total, n = total + loss.item(), n + 1
                 bar.set_postfix(loss=f"{total / n:.3f}")
-            val_loss = self.validation_loss(users[val], items[val], log_q)
+            val_loss = self.validation_loss(users[val], items[val], log_q, ctx(val))
             self.training_log["epochs"].append({"epoch": epoch + 1, "train_loss": total / max(n, 1),
-                                           "val_loss": val_loss})
+                                                "val_loss": val_loss, **self.epoch_info()})
             if progress:
                 print(f"  epoch {epoch + 1}/{cfg.epochs}: train loss {total / max(n, 1):.4f}"
                       f"  val loss {val_loss:.4f}")
         return self
 
-    def validation_loss(self, users, items, log_q) -> float:
-        import torch
+    def epoch_info(self) -> dict:
+        """Extra values logged after each epoch (an experiment's tower may add its own)."""
+        return {}
+
+    def validation_loss(self, users, items, log_q, context=None) -> float:
         if len(users) < 2:
             return float("nan")
         self.user_tower.eval()
@@ -1095,7 +1372,8 @@ class TwoTower:
         with torch.no_grad():
             for s in range(0, len(users), bs):
                 if len(users[s:s + bs]) >= 2:
-                    losses.append(self._loss(users[s:s + bs], items[s:s + bs], log_q).item())
+                    ctx = None if context is None else context[s:s + bs]
+                    losses.append(self._loss(users[s:s + bs], items[s:s + bs], log_q, ctx).item())
         return float(np.mean(losses))
 
     def state(self) -> dict:
@@ -1108,33 +1386,42 @@ class TwoTower:
         self.training_log = state["training_log"]
 
 
-def model_dir(ds: Dataset, split: Split, cfg: TowerConfig) -> Path:
-    """Where a trained two-tower is saved: keyed by data, split and every hyper-parameter."""
-    blob = json.dumps([ds.key, split.mode, split.seed, cfg.key()], sort_keys=True)
+def model_dir(ds: Dataset, split: Split, cfg: TowerConfig, variant: dict | None = None) -> Path:
+    """Where a trained two-tower is saved: keyed by data, split, every hyper-parameter and
+    `variant` (what an experiment changed: tower class, extra inputs, training rows)."""
+    blob = json.dumps([ds.key, split.mode, split.seed, cfg.key(), variant or {}], sort_keys=True)
     return CACHE_DIR / "two_tower" / hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 def train_two_tower(ds: Dataset, split: Split, feats: Features, cfg: TowerConfig,
-                    device: str = "cpu", use_saved: bool = True, progress: bool = True) -> TwoTower:
+                    device: str = "cpu", use_saved: bool = True, progress: bool = True,
+                    model_cls: type = None, variant: dict | None = None, context=None,
+                    train: pd.DataFrame | None = None, **model_kw) -> TwoTower:
     """Train (or load the saved) two-tower for this data, split and configuration.
-    Saves the towers, the item embeddings and the configuration for the experiments."""
-    import torch
+    Saves the towers, the item embeddings and the configuration for the experiments.
+
+    An experiment passes its TwoTower subclass (`model_cls`, with `model_kw` for its
+    constructor), training rows other than split.train (`train`, e.g. cold items removed),
+    a per-row request `context`, and a `variant` dict naming all of that in the save key."""
     # Without this, multi-threaded CPU kernels (embedding_bag's backward among them) sum in a
     # thread-dependent order and two runs with the same seed drift apart in the last bits.
     torch.use_deterministic_algorithms(True, warn_only=device != "cpu")
     torch.manual_seed(cfg.seed)
-    model = TwoTower(cfg, feats, ds.n_users, ds.n_items, device)
-    path = model_dir(ds, split, cfg)
+    model_cls = model_cls or TwoTower
+    model = model_cls(cfg, feats, ds.n_users, ds.n_items, device, **model_kw)
+    variant = {"model": model_cls.__name__, **(variant or {})} if (
+        variant or model_cls is not TwoTower) else None
+    path = model_dir(ds, split, cfg, variant)
     if use_saved and (path / "model.pt").is_file():
         model.load_state(torch.load(path / "model.pt", map_location=device, weights_only=False))
         model.loaded_from = path
         return model
-    model.fit(split.train, progress=progress)
+    model.fit(split.train if train is None else train, progress=progress, context=context)
     path.mkdir(parents=True, exist_ok=True)
     torch.save(model.state(), path / "model.pt.tmp")
     np.save(path / "item_embeddings.npy", model.embed_items())
     (path / "config.json").write_text(json.dumps({"data": ds.summary(), "split": split.mode,
-                                                  "tower": cfg.key()}, indent=1))
+                                                  "tower": cfg.key(), "variant": variant}, indent=1))
     os.replace(path / "model.pt.tmp", path / "model.pt")   # last: marks the save complete
     return model
 
@@ -1185,7 +1472,7 @@ class CandidateConfig:
         import re
         m = re.fullmatch(r"faiss@(\d+)(\+bought(\d*))?", text.strip())
         if not m:
-            raise DataError(f"bad candidate setting '{text}' (faiss@K, faiss@K+bought or faiss@K+boughtN)")
+            raise ConfigError(f"bad candidate setting '{text}' (faiss@K, faiss@K+bought or faiss@K+boughtN)")
         bought = (int(m.group(3)) if m.group(3) else True) if m.group(2) else False
         return cls(int(m.group(1)), bought)
 
@@ -1285,9 +1572,8 @@ def ranker_features(cands: pd.DataFrame, feats: Features, model=None) -> tuple[n
 
     # user x item purchases: look the pair up in feats.pairs (sorted by user, item)
     p = feats.pairs
-    big = np.int64(n_items)
-    pkey = p["user"].to_numpy(np.int64) * big + p["item"].to_numpy(np.int64)
-    ckey = u * big + i
+    pkey = feats.pair_key(p["user"].to_numpy(), p["item"].to_numpy())
+    ckey = feats.pair_key(u, i)
     at = np.minimum(np.searchsorted(pkey, ckey), max(len(pkey) - 1, 0))
     found = (pkey[at] == ckey) if len(pkey) else np.zeros(len(ckey), bool)
     for c in PAIR_COLUMNS:
@@ -1313,17 +1599,17 @@ def ranker_features(cands: pd.DataFrame, feats: Features, model=None) -> tuple[n
     aisle, dept = feats.item_aisle[i], feats.item_dept[i]
     cols["user_aisle_share"] = uf[u, a0 + aisle]
     cols["user_dept_share"] = uf[u, d0 + dept]
-    n_rows = np.expm1(uf[u, names.index("log_rows")])
+    n_rows = feats.user_rows()[u]
     cols["ui_share_in_aisle"] = cols["ui_count"] / np.maximum(cols["user_aisle_share"] * n_rows, 1)
-    gap = np.maximum(uf[u, names.index("gap_mean")] * 30.0, 1.0)
+    gap = np.maximum(feats.user_gap_days()[u], 1.0)
     cols["ui_days_over_gap"] = cols["ui_days_since_last"] / gap
-    cols["reorder_x_share"] = uf[u, names.index("reorder_rate")] * cols["ui_share"]
+    cols["reorder_x_share"] = feats.user_column("reorder_rate")[u] * cols["ui_share"]
     for j, nm in enumerate(names[:min(a0, d0)]):   # the numeric user columns
         cols[f"u_{nm}"] = uf[u, j]
     for j, nm in enumerate(feats.item_names):
         cols[f"i_{nm}"] = feats.item[i, j]
     pop_rank = np.empty(n_items, np.float32)
-    pop_rank[np.argsort(-feats.item[:, 0], kind="stable")] = np.arange(1, n_items + 1)
+    pop_rank[feats.popularity_order()] = np.arange(1, n_items + 1)
     cols["i_pop_rank"] = pop_rank[i]
     cols["i_aisle"] = aisle.astype(np.float32)
     cols["i_dept"] = dept.astype(np.float32)
@@ -1470,3 +1756,222 @@ def rerank(model, users: np.ndarray, feats: Features, split: Split, cfg: Candida
         info["stage_seconds"] = round(prep + info["train_seconds"] + info["predict_seconds"], 2)
         out[kind] = (ranked, info)
     return out
+
+
+# ----------------------------------------------------------------------------
+# 9. experiment scaffolding: what every script shares (../shared/EXPERIMENTS.md)
+# A script builds an Experiment, adds arms (ranked lists over evaluation users, one per
+# training seed for trained arms), prints the table and paired gains, states a verdict
+# and writes one results JSON. Nothing here knows about a particular experiment.
+TABLE_COLUMNS = ["R@5", "R@10", "R@20", "NDCG@10", "R@20 repeat", "R@20 explore", "cand. recall"]
+REFERENCE_BASELINE = "top-frequency + popular"   # the strong simple baseline of paired gains
+VERDICTS = ("confirmed", "refuted", "inconclusive")
+
+
+def add_experiment_args(parser, seeds: int = 3):
+    """Options every experiment script shares besides the data ones."""
+    g = parser.add_argument_group("experiment")
+    g.add_argument("--seeds", type=int, default=seeds,
+                   help=f"training seeds {RANDOM_SEED}, {RANDOM_SEED + 1}, ... (mean ± std over them)")
+    g.add_argument("--device", default="auto", help="auto (cuda when present), cpu, cuda, cuda:N")
+    g.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (default: torch's choice, one per core)")
+    g.add_argument("--retrain", action="store_true", help="ignore saved towers and train again")
+    g.add_argument("--no-tifu", action="store_true", help="leave the TIFU-KNN reference row out")
+    g.add_argument("--out", default=None, help="results JSON path (default results/<script>_<data>_<split>.json)")
+    g.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
+    return g
+
+
+def add_tower_args(parser):
+    """The two-tower's hyper-parameters as options (defaults from TowerConfig)."""
+    d = TowerConfig()
+    g = parser.add_argument_group("two-tower")
+    g.add_argument("--epochs", type=int, default=d.epochs, help="training epochs over the training rows")
+    g.add_argument("--batch-size", type=int, default=d.batch_size, help="in-batch negatives per step")
+    g.add_argument("--dim", type=int, default=d.dim, help="embedding size of both towers")
+    g.add_argument("--hidden", type=int, default=d.hidden, help="MLP width of both towers")
+    g.add_argument("--temperature", type=float, default=d.temperature, help="InfoNCE temperature")
+    g.add_argument("--lr", type=float, default=d.lr, help="Adam learning rate")
+    g.add_argument("--no-id-embeddings", action="store_true", help="features only, no learned ID embeddings")
+    g.add_argument("--purchases", choices=["none", "bag", "centroid"], default=d.purchases,
+                   help="how the user tower sees the user's training purchases (see TowerConfig)")
+    g.add_argument("--logq", action="store_true", help="logQ sampling-bias correction of in-batch negatives")
+    return g
+
+
+def tower_config(args, seed: int, **overrides) -> TowerConfig:
+    """TowerConfig from add_tower_args options, for one training seed."""
+    return TowerConfig(**{**dict(dim=args.dim, hidden=args.hidden, id_embeddings=not args.no_id_embeddings,
+                                 purchases=args.purchases, temperature=args.temperature, logq=args.logq,
+                                 epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=seed),
+                          **overrides})
+
+
+def summarize(runs: list) -> dict:
+    """Mean and std over seeds of each metric in a list of evaluate() results."""
+    out = {}
+    for part in ("all", "repeat", "explore"):
+        keys = [k for k in runs[0][part] if k != "n_users"]
+        out[part] = {k: {"mean": float(np.mean([r[part][k] for r in runs])),
+                         "std": float(np.std([r[part][k] for r in runs])) if len(runs) > 1 else None}
+                     for k in keys}
+        out[part]["n_users"] = runs[0][part]["n_users"]
+    out["ci95_first_seed"] = runs[0]["ci95"]
+    out["per_seed"] = [{k: r["all"][k] for k in ("recall@5", "recall@10", "recall@20", "ndcg@10")}
+                       for r in runs]
+    return out
+
+
+def table_row(s: dict, cand_recall=None) -> dict:
+    """One row of the standard table from a summarize() result."""
+    ms = lambda part, k: (s[part][k]["mean"], s[part][k]["std"])
+    return {"R@5": ms("all", "recall@5"), "R@10": ms("all", "recall@10"),
+            "R@20": ms("all", "recall@20"), "NDCG@10": ms("all", "ndcg@10"),
+            "R@20 repeat": ms("repeat", "recall@20"), "R@20 explore": ms("explore", "recall@20"),
+            "cand. recall": cand_recall}
+
+
+class Experiment:
+    """The protocol every script shares: data -> the one split -> features (training rows
+    only) -> reference baselines -> arms -> table, paired gains, verdict, results JSON.
+
+        exp = C.Experiment("exp5_dual_head", args)          # loads, splits, builds features
+        exp.add_baselines()
+        for seed in exp.seeds: exp.add("arm", ranked, seed=seed)
+        exp.print_table(); exp.print_gains("arm", "two-tower")
+        exp.verdict("refuted", "...numbers..."); exp.write({...})
+
+    An arm's lists are rows over `users` (default: every evaluation user); an LLM arm
+    on a subset passes its own `users`, and paired gains run over the users both arms
+    share. `split` may be another Split over the same rows (cold start, restrict_truth).
+    """
+
+    def __init__(self, name: str, args, ds: Dataset | None = None):
+        self.name, self.args = name, args
+        self.t_start = time.perf_counter()
+        if getattr(args, "threads", None):
+            torch.set_num_threads(args.threads)
+        self.device = pick_device(getattr(args, "device", "auto"))
+        self.ds = ds or load_from_args(args)
+        self.split = split_interactions(self.ds.interactions, args.split)
+        self.feats = build_features(self.ds, self.split.train)
+        self.users = self.split.eval_users()
+        self.seeds = [RANDOM_SEED + i for i in range(getattr(args, "seeds", 1))]
+        self.runs: dict[str, list] = {}       # arm -> evaluate() result per seed
+        self.lists: dict[str, tuple] = {}     # arm -> (users, ranked, split) of the first seed
+        self.cand_recall: dict[str, float] = {}
+        self.labels: dict[str, str] = {}      # arm -> who produced it (an LLM's name)
+        self.timings: dict[str, float] = {}
+        self.verdict_line = None
+        print(f"{name}: {self.ds.source} | split {self.split.mode} (split seed {self.split.seed}): "
+              f"{len(self.split.train):,} train rows, {len(self.split.test):,} held-out rows, "
+              f"{len(self.users):,} evaluation users | device {self.device} | training seeds {self.seeds}")
+
+    # arms
+    def add(self, arm: str, ranked: np.ndarray, users: np.ndarray | None = None,
+            split: Split | None = None, cand_recall: float | None = None,
+            label: str | None = None) -> dict:
+        """Score one list set (one seed) of an arm; returns its evaluate() result."""
+        users = self.users if users is None else np.asarray(users)
+        split = split or self.split
+        res = evaluate(ranked[:, :K_MAX], users, split, self.feats)
+        self.runs.setdefault(arm, []).append(res)
+        self.lists.setdefault(arm, (users, ranked[:, :K_MAX], split))
+        if cand_recall is not None:
+            self.cand_recall[arm] = cand_recall
+        if label:
+            self.labels[arm] = label
+        return res
+
+    def add_baselines(self, users: np.ndarray | None = None, split: Split | None = None,
+                      suffix: str = ""):
+        """random, popularity, top-frequency (+ popular) and TIFU-KNN (unless --no-tifu)."""
+        t0 = time.perf_counter()
+        users = self.users if users is None else users
+        split = split or self.split
+        feats = self.feats if split is self.split else build_features(self.ds, split.train)
+        train = None if getattr(self.args, "no_tifu", False) else split.train
+        for name, ranked in baseline_rankings(feats, users, self.ds.n_items, train=train).items():
+            self.add(name + suffix, ranked, users, split)
+        self.timings["baselines_s"] = self.timings.get("baselines_s", 0) + time.perf_counter() - t0
+
+    def train(self, cfg: TowerConfig, **kw) -> TwoTower:
+        """train_two_tower on this experiment's data (kw: model_cls, variant, train, ...)."""
+        t0 = time.perf_counter()
+        model = train_two_tower(self.ds, self.split, kw.pop("feats", self.feats), cfg, self.device,
+                                use_saved=not getattr(self.args, "retrain", False),
+                                progress=not getattr(self.args, "quiet", False), **kw)
+        self.timings.setdefault("train_s", []).append(round(time.perf_counter() - t0, 2))
+        return model
+
+    # reporting
+    def summary(self) -> dict:
+        return {arm: summarize(r) for arm, r in self.runs.items()}
+
+    def table(self, arms=None, columns=TABLE_COLUMNS) -> str:
+        rows = {}
+        for arm, s in self.summary().items():
+            if arms is None or arm in arms:
+                name = arm + (f" [{self.labels[arm]}]" if arm in self.labels else "")
+                rows[name] = {**table_row(s, self.cand_recall.get(arm)),
+                              "users": s["all"]["n_users"]}
+        return format_table(rows, [*columns, "users"])
+
+    def print_table(self, arms=None, title: str | None = None, columns=TABLE_COLUMNS):
+        print()
+        if title:
+            print(title)
+        print(self.table(arms, columns))
+        n = len(self.seeds)
+        print(f"(mean±std over {n} training seed(s) for trained arms; repeat = held-out items "
+              "the user bought in training rows, explore = the rest; cand. recall = share of "
+              "held-out items among an arm's candidates, the ceiling of a re-ranker)")
+
+    def gain(self, arm: str, reference: str, metrics=("recall@10", "ndcg@10")) -> dict:
+        """Paired bootstrap gain arm - reference (first seed) over the users both share."""
+        ua, ra, split = self.lists[arm]
+        ub, rb, _ = self.lists[reference]
+        common_users, ia, ib = np.intersect1d(ua, ub, return_indices=True)
+        g = paired_gain(ra[ia], rb[ib], common_users, split, metrics)
+        g["n_users"] = int(sum(len(split.truth.get(int(u), ())) > 0 for u in common_users))
+        return g
+
+    def print_gains(self, arms, reference: str, metrics=("recall@10", "ndcg@10")) -> dict:
+        print(f"gain over '{reference}' (first seed; 95% paired bootstrap over users):")
+        out = {}
+        for arm in arms:
+            out[arm] = g = self.gain(arm, reference, metrics)
+            print(f"  {arm:<44}" + "  ".join(
+                f"{m} {v['mean']:+.3f} [{v['ci95'][0]:+.3f}, {v['ci95'][1]:+.3f}]"
+                for m, v in g.items() if m != "n_users") + f"  ({g['n_users']} users)")
+        return out
+
+    def verdict(self, status: str, sentence: str) -> str:
+        """The closing line every experiment prints (EXPERIMENTS.md)."""
+        if status not in VERDICTS:
+            raise ConfigError(f"verdict must be one of {', '.join(VERDICTS)}")
+        self.verdict_line = f"verdict: {status} - {sentence}"
+        print(self.verdict_line)
+        return self.verdict_line
+
+    def results_path(self) -> Path:
+        src = "generated" if "generated" in self.ds.source else "csv"
+        return Path(getattr(self.args, "out", None) or
+                    RESULTS_DIR / f"{self.name}_{src}_{self.split.mode}.json")
+
+    def write(self, extra: dict | None = None) -> Path:
+        """One results JSON: configuration, data, split, metrics with intervals, labels,
+        verdict, timings (+ `extra`: the experiment's own tables, LLM usage, prompts)."""
+        self.timings["total_s"] = round(time.perf_counter() - self.t_start, 2)
+        args = {k: v for k, v in vars(self.args).items() if not k.startswith("_")}
+        path = write_results(self.results_path(), {
+            "experiment": self.name, "options": args, "data": self.ds.summary(),
+            "split": {"mode": self.split.mode, "seed": self.split.seed,
+                      "train_rows": len(self.split.train), "test_rows": len(self.split.test),
+                      "eval_users": len(self.users)},
+            "seeds": self.seeds, "device": self.device, "metrics": self.summary(),
+            "candidate_recall": self.cand_recall, "produced_by": self.labels,
+            "verdict": self.verdict_line, "timings": self.timings, **(extra or {})})
+        print(f"results: {path}")
+        return path
