@@ -54,7 +54,11 @@ class ConfigError(Exception):
 
 
 def main_guard(main):
-    """Run a script's main(); turn DataError / ConfigError into a one-line message, exit 2."""
+    """Run a script's main(); turn DataError / ConfigError into a one-line message, exit 2.
+    Logging is configured here, once for every script ($LOG_LEVEL, default INFO), so the
+    lines of llm.py and the other modules reach the console and the overnight logs."""
+    from llm import setup_logging   # the one logging set-up lives beside its main user
+    setup_logging(level=os.environ.get("LOG_LEVEL", "INFO"))
     try:
         return main()
     except (DataError, ConfigError) as e:
@@ -278,10 +282,17 @@ def resolve_data_dir(data_dir: str | Path | None = None) -> tuple[Path, str]:
     if find_csv(KAGGLE_DIR, "orders.csv"):
         return KAGGLE_DIR, f"Kaggle-format CSVs in {KAGGLE_DIR.relative_to(REPO)}"
     import sample_generator as gen  # a shared module, imported only when needed
-    if not (SAMPLE_DIR / "orders.csv").is_file():
+    # the sample is regenerated whenever the generator's output for these settings changes
+    stamp = json.dumps({"version": gen.GENERATOR_VERSION, "users": DEFAULT_USERS,
+                        "products": DEFAULT_ITEMS, "seed": RANDOM_SEED})
+    stamp_file = SAMPLE_DIR / "GENERATED_BY.json"
+    if not (SAMPLE_DIR / "orders.csv").is_file() or (
+            not stamp_file.is_file() or stamp_file.read_text() != stamp):
         print(f"data: generating the built-in sample into {SAMPLE_DIR.relative_to(REPO)} "
-              f"({DEFAULT_USERS} users x {DEFAULT_ITEMS} products, seed {RANDOM_SEED})")
+              f"({DEFAULT_USERS} users x {DEFAULT_ITEMS} products, seed {RANDOM_SEED}, "
+              f"generator v{gen.GENERATOR_VERSION})")
         gen.generate(SAMPLE_DIR, n_users=DEFAULT_USERS, n_products=DEFAULT_ITEMS, seed=RANDOM_SEED)
+        stamp_file.write_text(stamp)
     return SAMPLE_DIR, f"generated sample (sample_generator v{gen.GENERATOR_VERSION})"
 
 
@@ -1846,8 +1857,11 @@ class Experiment:
     share. `split` may be another Split over the same rows (cold start, restrict_truth).
     """
 
-    def __init__(self, name: str, args, ds: Dataset | None = None):
+    def __init__(self, name: str, args, ds: Dataset | None = None, question: str = "",
+                 original_finding: str = ""):
         self.name, self.args = name, args
+        # what the report shows above this experiment's table (EXPERIMENTS.md)
+        self.question, self.original_finding = question, original_finding
         self.t_start = time.perf_counter()
         if getattr(args, "threads", None):
             torch.set_num_threads(args.threads)
@@ -1965,7 +1979,8 @@ class Experiment:
         self.timings["total_s"] = round(time.perf_counter() - self.t_start, 2)
         args = {k: v for k, v in vars(self.args).items() if not k.startswith("_")}
         path = write_results(self.results_path(), {
-            "experiment": self.name, "options": args, "data": self.ds.summary(),
+            "experiment": self.name, "question": self.question,
+            "original_finding": self.original_finding, "options": args, "data": self.ds.summary(),
             "split": {"mode": self.split.mode, "seed": self.split.seed,
                       "train_rows": len(self.split.train), "test_rows": len(self.split.test),
                       "eval_users": len(self.users)},
