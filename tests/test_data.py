@@ -8,10 +8,13 @@ into a temp dir, never into the repo's data/.
 
 from __future__ import annotations
 
+import dataclasses
+import gzip
 import os
 import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -20,10 +23,10 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
-from conftest import real_data_dir
+from conftest import real_data_dir, with_held_out_rows_altered
 
 import common
-from common import DataError
+from common import ConfigError, DataError
 
 
 # ----------------------------------------------------------------------------
@@ -92,8 +95,8 @@ def tiny_dir(tmp_path: Path, **replace) -> Path:
     return d
 
 
-def one_line_error(fn, *fragments) -> str:
-    with pytest.raises(DataError) as e:
+def one_line_error(fn, *fragments, exc=DataError) -> str:
+    with pytest.raises(exc) as e:
         fn()
     msg = str(e.value)
     assert "\n" not in msg, msg
@@ -134,9 +137,22 @@ ORDERS_NO_DAYS = ("order_id,user_id,eval_set,order_number,order_dow,order_hour_o
     ({"departments": ""}, ["departments.csv", "missing column"]),                 # 0 bytes
     ({"orders": TINY["orders.csv"].replace(",prior,", ",train,")},   # no prior order at all
      ["order_products__prior.csv", "orders.csv", "no prior-order rows"]),
+    ({"order_products_prior": PRIOR_HEAD + "1,1,1,0\n1,,2,0\n"},          # empty id
+     ["order_products__prior.csv", "1 empty 'product_id'"]),
+    ({"orders": TINY["orders.csv"].replace("3,2,prior,1,2,12,", ",2,prior,1,2,12,")},
+     ["orders.csv", "1 empty 'order_id'"]),
+    ({"orders": TINY["orders.csv"].replace("4,2,train,", "2,2,train,")},  # order 2 twice
+     ["orders.csv", "duplicated order_id"]),
+    ({"products": PRODUCTS_HEAD + "1,Milk,1,1\n2,Bread,2,1\n3,Eggs,1,9\n"},
+     ["products.csv", "unknown department_id", "9", "departments.csv"]),
+    ({"orders": TINY["orders.csv"].replace("4,2,train,", "4,2,Train,")},  # not a silent drop
+     ["orders.csv", "1 row(s) with eval_set 'Train'", "prior, train, test"]),
+    ({"orders": TINY["orders.csv"].replace("2,1,prior,2,1,11,7.0", "2,1,prior,2,1,11,-7.0")},
+     ["orders.csv", "1 row(s) with negative days_since_prior_order", "-7"]),
 ], ids=["missing-file", "missing-column", "misnamed-column", "non-numeric-id", "unknown-order",
         "unknown-product", "unknown-aisle", "duplicate-product", "header-only", "zero-bytes",
-        "empty-sample"])
+        "empty-sample", "empty-product-id", "empty-order-id", "duplicate-order",
+        "unknown-department", "bad-eval-set", "negative-days"])
 def test_bad_input_is_one_line(tmp_path, case, fragments):
     d = tiny_dir(tmp_path, **case)
     one_line_error(lambda: load(d, full=True), *fragments)
@@ -145,13 +161,68 @@ def test_bad_input_is_one_line(tmp_path, case, fragments):
 def test_bad_options_are_one_line(tmp_path):
     d = tiny_dir(tmp_path)
     one_line_error(lambda: load(tmp_path / "nope"), "nope", "data directory not found")
-    one_line_error(lambda: load(d, n_users=0), "n_users", "positive", "0")
-    one_line_error(lambda: load(d, n_users=-5), "n_users", "positive", "-5")
-    one_line_error(lambda: load(d, user_sampling="loudest"), "unknown user sampling", "loudest")
+    cfg = {"exc": ConfigError}          # a bad option is a configuration error, not a data one
+    one_line_error(lambda: load(d, n_users=0), "n_users", "positive", "0", **cfg)
+    one_line_error(lambda: load(d, n_users=-5), "n_users", "positive", "-5", **cfg)
+    one_line_error(lambda: load(d, user_sampling="loudest"), "unknown user sampling", "loudest",
+                   **cfg)
     ds = load(d, full=True)
     one_line_error(lambda: common.split_interactions(ds.interactions, "weekly"),
-                   "unknown split", "weekly")
+                   "unknown split", "weekly", **cfg)
     one_line_error(lambda: common.split_interactions(ds.interactions.iloc[:0]), "empty")
+
+
+def compress(d: Path, name: str, how: str, extra_member: bool = False):
+    """Replace d/name by d/name.zip or d/name.gz holding the same text."""
+    text = (d / name).read_bytes()
+    (d / name).unlink()
+    if how == "gz":
+        (d / f"{name}.gz").write_bytes(gzip.compress(text))
+    else:
+        with zipfile.ZipFile(d / f"{name}.zip", "w", zipfile.ZIP_DEFLATED) as z:
+            z.writestr(name, text)
+            if extra_member:                         # what a zip made on macOS carries
+                z.writestr(f"__MACOSX/._{name}", b"\x00\x05junk")
+
+
+def test_zip_and_gz_files_are_read_directly(tmp_path, gen_dir):
+    """Kaggle ships name.csv.zip; .csv.gz is common too: both read without unpacking."""
+    plain = load(tiny_dir(tmp_path), full=True)
+    d = tmp_path / "packed"
+    shutil.copytree(tiny_dir(tmp_path), d)
+    compress(d, "orders.csv", "zip", extra_member=True)
+    compress(d, "order_products__prior.csv", "gz")
+    compress(d, "products.csv", "zip")
+    packed = load(d, full=True)
+    pd.testing.assert_frame_equal(plain.interactions, packed.interactions)
+    pd.testing.assert_frame_equal(plain.items, packed.items)
+    # the same on the generated sample (occasions file included), and through the cache
+    g = tmp_path / "gen"
+    shutil.copytree(gen_dir, g)
+    for name in [*common.SCHEMA, common.OCCASIONS_FILE]:
+        compress(g, name, "zip" if "order" in name else "gz")
+    a, b = load(gen_dir, n_users=50, n_items=300), load(g, n_users=50, n_items=300, use_cache=True)
+    pd.testing.assert_frame_equal(a.interactions, b.interactions)
+    pd.testing.assert_frame_equal(a.occasions, b.occasions)
+    # a changed zip changes the cache key (name, size and mtime of the file actually read)
+    zp = g / "orders.csv.zip"
+    st = zp.stat()
+    os.utime(zp, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    assert load(g, n_users=50, n_items=300, use_cache=True).key != b.key
+    # broken or ambiguous archives are one-line errors naming the file
+    (d / "aisles.csv").unlink()
+    (d / "aisles.csv.zip").write_bytes(b"not a zip")
+    one_line_error(lambda: load(d, full=True), "aisles.csv.zip", "zip")
+    (d / "aisles.csv.zip").unlink()
+    with zipfile.ZipFile(d / "aisles.csv.zip", "w") as z:
+        z.writestr("a.csv", "aisle_id,aisle\n1,x\n")
+        z.writestr("b.csv", "aisle_id,aisle\n1,x\n")
+    one_line_error(lambda: load(d, full=True), "aisles.csv.zip", "one .csv", "found 2")
+    (d / "aisles.csv.zip").unlink()
+    (d / "aisles.csv.gz").write_bytes(gzip.compress(b"aisle_id,aisle\n1,dairy\n2,bakery\n")[:-12])
+    one_line_error(lambda: load(d, full=True), "aisles.csv.gz")
+    (d / "aisles.csv.gz").unlink()
+    one_line_error(lambda: load(d, full=True), "aisles.csv", "file not found", ".zip", ".gz")
 
 
 def test_script_error_is_one_line_exit_2():
@@ -348,36 +419,45 @@ def features_differ(a: common.Features, b: common.Features) -> bool:
 
 @pytest.mark.parametrize("mode", ["interaction", "temporal"])
 def test_held_out_rows_change_no_feature(data_dir, mode):
+    """The leakage test. Held-out rows are altered INSIDE the dataset (the only route a
+    feature could read them by): no user, item or pair feature may move. Controls: the
+    alteration reaches the training rows' Kaggle reorder flags (interaction split), and
+    altering one training row does move a feature, so the test can fail."""
     ds = load(data_dir, n_users=150, n_items=600, seed=5)
-    inter = ds.interactions
-    marked = inter.assign(row=np.arange(len(inter)))
-    held = common.split_interactions(marked, mode).test["row"].to_numpy()
-    assert 0 < len(held) < len(inter)
-
-    # alter every held-out row: other items, other cart positions, flipped reorder flags
-    rng = np.random.default_rng(0)
-    mod = inter.copy()
-    item = mod["item"].to_numpy().copy()
-    item[held] = (item[held] + rng.integers(1, ds.n_items, len(held))) % ds.n_items
-    mod["item"] = item.astype(inter["item"].dtype)
-    mod.loc[held, "reordered"] = 1 - mod.loc[held, "reordered"]
-    mod.loc[held, "add_to_cart_order"] = mod.loc[held, "add_to_cart_order"] + 7
-    assert (mod["item"].to_numpy()[held] != inter["item"].to_numpy()[held]).all()
-
-    base_split = common.split_interactions(inter, mode)
-    mod_split = common.split_interactions(mod.assign(row=np.arange(len(mod))), mode)
-    np.testing.assert_array_equal(mod_split.test["row"].to_numpy(), held)  # same rows held out
-    pd.testing.assert_frame_equal(base_split.train, mod_split.train.drop(columns="row"))
-    base = common.build_features(ds, base_split.train)
-    assert_features_equal(base, common.build_features(ds, mod_split.train.drop(columns="row")))
+    base, alt, held = with_held_out_rows_altered(ds, mode)
+    base_split = common.split_interactions(base.interactions, mode)
+    alt_split = common.split_interactions(alt.interactions, mode)
+    assert len(alt_split.test) == len(held)
+    np.testing.assert_array_equal(alt_split.test["order_id"], base.interactions["order_id"][held])
+    if mode == "interaction":
+        # Kaggle's flag on TRAINING rows changed: a feature reading it would leak
+        assert (base_split.train["reordered"] != alt_split.train["reordered"]).any()
+    base_f = common.build_features(base, base_split.train)
+    assert_features_equal(base_f, common.build_features(alt, alt_split.train))
 
     # control: altering one TRAINING row does change the features (the test can fail)
-    train_rows = np.setdiff1d(np.arange(len(inter)), held)
-    ctl = inter.copy()
+    train_rows = np.setdiff1d(np.arange(len(ds.interactions)), held)
+    ctl = base.interactions.copy()
     r = train_rows[len(train_rows) // 2]
     ctl.loc[r, "item"] = (ctl.loc[r, "item"] + 1) % ds.n_items
-    ctl_split = common.split_interactions(ctl, mode)
-    assert features_differ(base, common.build_features(ds, ctl_split.train))
+    ctl_ds = dataclasses.replace(ds, interactions=ctl)
+    assert features_differ(base_f, common.build_features(
+        ctl_ds, common.split_interactions(ctl, mode).train))
+
+
+def test_reorder_rates_ignore_kaggles_flag():
+    """Kaggle's flag says 'bought before' over the whole history; a training row whose only
+    earlier purchase was held out must count as a first purchase in the reorder rates."""
+    nan = float("nan")
+    ds = tiny_dataset([(0, 0, 1, 1, 0, nan), (0, 0, 2, 1, 1, 7.0), (0, 1, 2, 2, 0, 7.0),
+                       (0, 1, 3, 1, 1, 5.0)])
+    train = ds.interactions.iloc[1:]          # the first purchase of item 0 is held out
+    np.testing.assert_array_equal(common.reordered_in_rows(train), [0, 0, 1])
+    np.testing.assert_array_equal(common.reordered_in_rows(ds.interactions), [0, 1, 0, 1])
+    f = common.build_features(ds, train)
+    assert f.user[0, f.user_names.index("reorder_rate")] == pytest.approx(1 / 3)   # Kaggle: 2/3
+    assert f.item[0, f.item_names.index("item_reorder_rate")] == pytest.approx(0.0)  # Kaggle: 1
+    assert f.item[1, f.item_names.index("item_reorder_rate")] == pytest.approx(0.5)
 
 
 # ----------------------------------------------------------------------------
@@ -457,4 +537,47 @@ def test_pair_features_by_hand():
     assert f.user[1, names.index("aisle_share_1")] == pytest.approx(1.0)
     assert f.item[0, f.item_names.index("log_pop")] == pytest.approx(np.log1p(4))
     assert f.item[0, f.item_names.index("log_buyers")] == pytest.approx(np.log1p(2))
-    assert f.item_text[0] == "Milk, dairy, food"
+    assert f.item_text == common.item_template_texts(ds) and f.item_text[0] == "Milk. dairy. food."
+
+
+def test_user_and_item_features_by_hand():
+    """Every user and item feature on a hand-made history, with one purchase of order 1 and
+    the whole of order 2 held out (what build_features must not see)."""
+    nan = float("nan")
+    ds = tiny_dataset([
+        (0, 0, 1, 1, 0, nan), (0, 1, 1, 2, 0, nan),    # order 1: item 0 held out, item 1 kept
+        (0, 1, 2, 1, 1, 7.0),                           # order 2: held out
+        (0, 0, 3, 2, 1, 10.0),
+        (0, 0, 4, 3, 1, 5.0),
+        (1, 2, 1, 1, 0, nan), (1, 0, 1, 2, 0, nan),
+    ])
+    train = ds.interactions.drop(index=[0, 2])
+    f = common.build_features(ds, train)
+    user = dict(zip(f.user_names, f.user[0].astype(float)))
+    # user 0 in training: orders 1, 3, 4 (gaps -, 10, 5 days); rows: item 1, item 0, item 0
+    assert user["log_orders"] == pytest.approx(np.log1p(3))
+    assert user["log_rows"] == pytest.approx(np.log1p(3))
+    assert user["log_basket"] == pytest.approx(np.log1p(3 / 3))
+    assert user["reorder_rate"] == pytest.approx(1 / 3)        # only order 4's item 0
+    assert user["gap_mean"] == pytest.approx(7.5 / 30)          # mean(10, 5); order 1 has none
+    assert user["gap_std"] == pytest.approx(np.sqrt(12.5) / 30)  # sample std (ddof 1)
+    assert user["variety"] == pytest.approx(2 / 3)             # 2 distinct items / 3 rows
+    assert user["log_distinct"] == pytest.approx(np.log1p(2))
+    assert user["dept_share_1"] == pytest.approx(1.0) and user["aisle_share_1"] == pytest.approx(2 / 3)
+    user1 = dict(zip(f.user_names, f.user[1].astype(float)))
+    assert user1["log_basket"] == pytest.approx(np.log1p(2))
+    assert user1["gap_mean"] == pytest.approx(15 / 30)         # no gap known: 15 days
+    assert user1["gap_std"] == 0.0 and user1["reorder_rate"] == 0.0
+    assert user1["variety"] == pytest.approx(1.0)
+    exp = {  # item: log_pop, log_buyers, item_reorder_rate, log_mean_cart, buys_per_buyer
+        0: (np.log1p(3), np.log1p(2), 1 / 3, np.log1p(7 / 3), 3 / 2),  # carts 2, 3 (u0), 2 (u1)
+        1: (np.log1p(1), np.log1p(1), 0.0, np.log1p(2), 1.0),         # order 2's row held out
+        2: (np.log1p(1), np.log1p(1), 0.0, np.log1p(1), 1.0),
+    }
+    assert f.item_names == ["log_pop", "log_buyers", "item_reorder_rate", "log_mean_cart",
+                            "buys_per_buyer"]
+    for item, values in exp.items():
+        np.testing.assert_allclose(f.item[item], values, rtol=1e-6, err_msg=str(item))
+    # an item nobody bought in training: zeros, not NaN
+    ds3 = tiny_dataset([(0, 0, 1, 1, 0, nan)])
+    np.testing.assert_array_equal(common.build_features(ds3, ds3.interactions).item[2], 0.0)

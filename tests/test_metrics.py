@@ -53,6 +53,24 @@ def test_padding_and_empty_truth_are_excluded():
     assert m2["recall@2"][0] == 0.0
 
 
+def test_precision_counts_padded_slots_as_misses():
+    """Precision@K = hits in the top K / K: a list shorter than K (-1 slots) is not
+    rewarded for being short."""
+    ranked = np.array([[3, -1, -1, -1, -1],
+                       [3, 8, 7, -1, -1],
+                       [-1, -1, -1, -1, -1]])
+    truths = [np.array([3, 7]), np.array([3, 7]), np.array([3])]
+    m = C.per_user_metrics(ranked, truths, ks=(1, 2, 5))
+    assert m["precision@1"].tolist() == [1.0, 1.0, 0.0]
+    assert m["precision@2"][0] == approx(1 / 2) and m["precision@2"][1] == approx(1 / 2)
+    assert m["precision@5"][0] == approx(1 / 5)         # not 1/1: four empty slots
+    assert m["precision@5"][1] == approx(2 / 5)         # not 2/3
+    assert m["precision@5"][2] == 0.0
+    # a list given shorter than max(ks) is padded the same way
+    short = C.per_user_metrics(np.array([[3, 7]]), [np.array([3, 7])], ks=(5,))
+    assert short["precision@5"][0] == approx(2 / 5) and short["recall@5"][0] == approx(1.0)
+
+
 def test_short_ranking_is_padded_to_max_k():
     m = C.per_user_metrics(np.array([[5]]), [np.array([5, 6])], ks=(1, 3))
     assert m["recall@3"][0] == approx(0.5)

@@ -6,6 +6,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from conftest import with_held_out_rows_altered
 
 import common as c
 
@@ -93,8 +94,8 @@ def test_candidate_recall_hand_check(data):
     assert c.candidate_recall(cands, users, split) == pytest.approx(np.nanmean(r))
 
 
-def test_features_from_training_rows_only(data, ranked_setup):
-    ds, split, feats, users = data.ds, data.split, data.feats, data.users
+def test_feature_matrix_and_pair_counts_from_training_rows(data, ranked_setup):
+    split, feats, users = data.split, data.feats, data.users
     cands, X, names = ranked_setup
     assert X.shape == (len(cands), len(names)) and X.dtype == np.float32
     assert len(set(names)) == len(names)
@@ -105,10 +106,45 @@ def test_features_from_training_rows_only(data, ranked_setup):
         u, i = int(cands["user"].iat[row]), int(cands["item"].iat[row])
         n_train = ((split.train["user"] == u) & (split.train["item"] == i)).sum()
         assert (col[row] > 0) == (i in bought_items[u]) == (n_train > 0)
-    # features do not read the split's test rows: blanking them changes nothing
-    blank = replace(split, test=split.test.iloc[:0], truth={})
-    X2, _ = c.ranker_features(cands, c.build_features(ds, blank.train))
-    assert np.array_equal(np.nan_to_num(X, nan=-7), np.nan_to_num(X2, nan=-7))
+
+
+def same_matrix(a: np.ndarray, b: np.ndarray) -> bool:
+    return a.shape == b.shape and np.array_equal(np.nan_to_num(a, nan=-7), np.nan_to_num(b, nan=-7))
+
+
+@pytest.mark.parametrize("mode", ["interaction", "temporal"])
+def test_ranker_features_ignore_held_out_rows(data, mode):
+    """The leakage test of the ranking stage: the held-out rows are altered inside the
+    Dataset (items, carts, days, reorder flags recomputed as Kaggle did), features are
+    rebuilt from the new split, and no column of ranker_features moves for the same
+    candidates. Control: altering one training row does move it."""
+    ds = data.ds
+    base, alt, held = with_held_out_rows_altered(ds, mode, seed=1)
+    split = c.split_interactions(base.interactions, mode)
+    feats = c.build_features(base, split.train)
+    users = split.eval_users()
+    rng = np.random.default_rng(0)
+    ret = np.stack([rng.choice(ds.n_items, 20, replace=False) for _ in users]).astype(np.int64)
+    sc = np.sort(rng.random((len(users), 20)).astype(np.float32), axis=1)[:, ::-1]
+    cands = c.build_candidates(ret, sc, users, feats, c.CandidateConfig(20, bought=True))
+    model = _FakeTowers(ds.n_users, ds.n_items)
+    X, names = c.ranker_features(cands, feats, model)
+
+    alt_split = c.split_interactions(alt.interactions, mode)
+    assert len(alt_split.test) == len(held)
+    X_alt, names_alt = c.ranker_features(cands, c.build_features(alt, alt_split.train), model)
+    assert names_alt == names
+    moved = [n for j, n in enumerate(names) if not same_matrix(X[:, j], X_alt[:, j])]
+    assert not moved, f"held-out rows moved ranker features {moved}"
+
+    train_rows = np.setdiff1d(np.arange(len(ds.interactions)), held)
+    ctl = base.interactions.copy()
+    row = train_rows[len(train_rows) // 3]
+    ctl.loc[row, "item"] = (ctl.loc[row, "item"] + 1) % ds.n_items
+    ctl_split = c.split_interactions(ctl, mode)
+    X_ctl, _ = c.ranker_features(cands, c.build_features(replace(ds, interactions=ctl),
+                                                         ctl_split.train), model)
+    assert not same_matrix(X, X_ctl)
 
 
 @pytest.mark.parametrize("kind,params", [("lightgbm", SMALL), ("xgboost", SMALL_XGB)])

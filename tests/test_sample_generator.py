@@ -133,6 +133,21 @@ def test_occasion_shifts_aisle_mix(frames):
     assert share.loc["household", "paper goods"] > 1.5 * base["paper goods"]
 
 
+def test_statistics_match_own_targets(small):
+    """No real data needed: a basket, cadence or order-count change beyond 15% fails here."""
+    st = sg._stats(small)
+    for k, target in sg.TARGETS.items():
+        assert abs(st[k] / target - 1) <= sg.REL_TOL, (k, st[k], target)
+
+
+def test_occasion_carries_signal(small):
+    """The true occasion is a positive control: it must predict the last order. The goal
+    (>= 1.5x on the default 5,000-user sample) is printed by --calibrate; 300 users are noisier."""
+    s = sg.occasion_signal(small)
+    assert s["occasion popularity R@20"] >= 1.3 * s["global popularity R@20"], s
+    assert s["occasion top-frequency R@20"] > s["top-frequency R@20"], s
+
+
 REAL = os.environ.get(sg.DATA_ENV)
 
 
