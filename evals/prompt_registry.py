@@ -19,6 +19,7 @@ import argparse
 import datetime as dt
 import hashlib
 import json
+import re
 import string
 import sys
 from dataclasses import dataclass, field
@@ -38,6 +39,11 @@ class Template:
     system: str = ""
     schema: dict | None = field(default=None, hash=False)
     max_tokens: int = 512
+    # A check after the schema (a name in llm.VALIDATORS); "permutation" takes the candidate
+    # ids from the `candidates` field ("[id] ..." lines, as format_candidates writes them).
+    validator: str | None = None
+    # May a truncated answer be accepted with its cut-off list closed? Never for rankings.
+    repair_truncated: bool = False
 
     @property
     def version(self) -> str:
@@ -62,9 +68,14 @@ class Template:
 
     def request(self, *, max_tokens: int | None = None, **values) -> llm.Request:
         """The rendered prompt as an llm.Request that carries this template's name and version."""
+        ids = None
+        if self.validator == "permutation":
+            ids = tuple(int(i) for i in re.findall(r"^\[(\d+)\]", str(values.get("candidates", "")),
+                                                   re.MULTILINE))
         return llm.Request(prompt=self.render(**values), system=self.system, template=self.name,
                            version=self.version, schema=self.schema,
-                           max_tokens=max_tokens or self.max_tokens)
+                           max_tokens=max_tokens or self.max_tokens, validator=self.validator,
+                           ids=ids, repair_truncated=self.repair_truncated)
 
 
 def format_candidates(candidates) -> str:
@@ -97,6 +108,7 @@ ITEM_DESCRIPTION = Template(
             "required": ["description", "attributes", "occasions"],
             "additionalProperties": False},
     max_tokens=300,
+    repair_truncated=True,  # a cut-off attributes/occasions list is still a usable answer
 )
 
 USER_NARRATION = Template(
@@ -129,6 +141,7 @@ RERANKER = Template(
           "shopper's next order. Use every id exactly once.\n\n" + _JSON_TAIL),
     schema=_RANKING_SCHEMA,
     max_tokens=400,
+    validator="permutation",
 )
 
 RERANKER_CONTEXT = Template(
@@ -143,6 +156,7 @@ RERANKER_CONTEXT = Template(
           "Use every id exactly once.\n\n" + _JSON_TAIL),
     schema=_RANKING_SCHEMA,
     max_tokens=400,
+    validator="permutation",
 )
 
 DESCRIPTION_JUDGE = Template(
@@ -162,8 +176,45 @@ DESCRIPTION_JUDGE = Template(
     max_tokens=200,
 )
 
+# Order occasions of the generated sample (sample_generator.OCCASIONS), plus "other".
+OCCASIONS = ("weekly_restock", "weeknight_dinner", "healthy_eating", "party", "snacks",
+             "breakfast", "household", "baby", "other")
+
+OCCASION_LABEL = Template(
+    name="occasion_label",
+    system=("You label grocery orders with the shopping occasion they serve, for a "
+            "recommender system. You answer with JSON only."),
+    text=("Items in one Instacart order, as name (aisle):\n{basket}\n\n"
+          "Which occasion does this order serve? weekly_restock: a broad stock-up of staples; "
+          "weeknight_dinner: ingredients for cooking dinner; healthy_eating: fresh produce, "
+          "lean and diet products; party: drinks, snacks and party food for guests; snacks: "
+          "mostly snacks and sweets; breakfast: breakfast foods; household: cleaning, paper "
+          "and personal care; baby: baby food and care; other: none of these. Give your "
+          "confidence from 0 to 1.\n\n" + _JSON_TAIL),
+    schema={"type": "object",
+            "properties": {"occasion": {"type": "string", "enum": list(OCCASIONS)},
+                           "confidence": {"type": "number", "minimum": 0, "maximum": 1}},
+            "required": ["occasion", "confidence"],
+            "additionalProperties": False},
+    max_tokens=60,
+)
+
+# Pointwise reranking: one yes/no question per candidate, scored with llm.LLM.yes_probability
+# (local: logprobs of Yes/No; Claude: a 0-10 score). Always gives a full ordering.
+RERANK_POINTWISE = Template(
+    name="rerank_pointwise",
+    system=("You are a grocery recommendation engine. You judge whether a shopper will buy "
+            "a product in their next order. You answer Yes or No."),
+    text=("Shopper profile:\n{user_profile}\n\n"
+          "Next order context: {order_context}\n\n"
+          "Candidate product: {candidate}\n\n"
+          "Will this shopper buy this product in their next order? Answer Yes or No."),
+    max_tokens=1,
+)
+
 TEMPLATES: dict[str, Template] = {t.name: t for t in (
-    ITEM_DESCRIPTION, USER_NARRATION, RERANKER, RERANKER_CONTEXT, DESCRIPTION_JUDGE)}
+    ITEM_DESCRIPTION, USER_NARRATION, RERANKER, RERANKER_CONTEXT, DESCRIPTION_JUDGE,
+    OCCASION_LABEL, RERANK_POINTWISE)}
 
 
 # ---------------------------------------------------------------------------------------------

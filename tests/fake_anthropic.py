@@ -11,9 +11,13 @@ Faults are scripted (add_fault: the next matching requests fail in a given way) 
 fixed rate from a hash of (seed, prompt, how many times the prompt was seen), so a run is
 reproducible and a retry of the same prompt can succeed. Kinds:
     429 (rate_limit_error + retry-after), 529 (overloaded_error), 500 (api_error),
+    401 (authentication_error), 403 (permission_error), 404 (not_found_error: unknown model),
     slow (answer after `delay` seconds: past the client's timeout), malformed (broken JSON),
     prose (valid JSON wrapped in prose and a code fence: repairable),
-    truncate (stop_reason max_tokens, text cut), batch_error (an errored batch item).
+    truncate (stop_reason max_tokens, text cut), bad_ranking (a ranking with a duplicated and a
+    missing id), batch_error (an errored batch item).
+Batches can be listed (GET /v1/messages/batches, newest first) and carry their real creation
+time, so a client can find a batch whose create call timed out.
 Every request is counted per endpoint in `counts` so tests can assert that none arrived.
 """
 
@@ -34,8 +38,11 @@ from typing import Self
 
 HTTP_FAULTS = {"429": (429, "rate_limit_error", "This request would exceed your rate limit"),
                "529": (529, "overloaded_error", "Overloaded"),
-               "500": (500, "api_error", "Internal server error")}
-CONTENT_FAULTS = ("malformed", "prose", "truncate")
+               "500": (500, "api_error", "Internal server error"),
+               "401": (401, "authentication_error", "invalid x-api-key"),
+               "403": (403, "permission_error", "Your API key does not have permission"),
+               "404": (404, "not_found_error", "model: claude-does-not-exist")}
+CONTENT_FAULTS = ("malformed", "prose", "truncate", "bad_ranking")
 TIMESTAMP = "2025-01-01T00:00:00Z"
 
 
@@ -104,13 +111,14 @@ class FakeAnthropic:
 
     def __init__(self, *, fault_rates: dict[str, float] | None = None, seed: int = 0,
                  retry_after: float = 0.02, slow_delay: float = 1.0, batch_polls: int = 2,
-                 latency: float = 0.0):
+                 latency: float = 0.0, cache_read_tokens: int = 0):
         self.fault_rates = fault_rates or {}
         self.seed = seed
         self.retry_after = retry_after  # what 429/529 answers put in their retry-after header
         self.slow_delay = slow_delay
         self.batch_polls = batch_polls  # GETs of a batch before it reports "ended"
         self.latency = latency  # added to every /v1/messages answer
+        self.cache_read_tokens = cache_read_tokens  # reported as prompt-cache reads per answer
         self.faults: list[Fault] = []
         self.counts: Counter = Counter()  # "POST /v1/messages" -> number of requests
         self.faults_served: Counter = Counter()
@@ -193,6 +201,11 @@ class FakeAnthropic:
         kind = fault.kind if fault else None
         if kind == "malformed":
             text = text.replace('"', "'", 3).rstrip("}") + ", oops"
+        elif kind == "bad_ranking":
+            data = json.loads(text)
+            r = data["ranking"]
+            data["ranking"] = r[:-1] + r[:1]  # the first id twice, the last one missing
+            text = json.dumps(data)
         elif kind == "prose":
             text = f"Here is the JSON you asked for:\n```json\n{text}\n```\nHope this helps."
         budget = params["max_tokens"] * 4  # the fake counts four characters per token
@@ -204,7 +217,8 @@ class FakeAnthropic:
                 "stop_reason": stop, "stop_sequence": None,
                 "usage": {"input_tokens": n_in, "output_tokens": min(_tokens(text),
                                                                      params["max_tokens"]),
-                          "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}}
+                          "cache_creation_input_tokens": 0,
+                          "cache_read_input_tokens": self.cache_read_tokens}}
 
     def batch_object(self, batch_id: str) -> dict:
         b = self.batches[batch_id]
@@ -217,7 +231,7 @@ class FakeAnthropic:
                 counts["succeeded" if line["result"]["type"] == "succeeded" else "errored"] += 1
         return {"id": batch_id, "type": "message_batch",
                 "processing_status": "ended" if ended else "in_progress",
-                "request_counts": counts, "created_at": TIMESTAMP,
+                "request_counts": counts, "created_at": b["created_at"],
                 "expires_at": "2025-01-02T00:00:00Z", "ended_at": TIMESTAMP if ended else None,
                 "archived_at": None, "cancel_initiated_at": None,
                 "results_url": f"{self.base_url}/v1/messages/batches/{batch_id}/results"
@@ -375,14 +389,24 @@ def _handler(server: FakeAnthropic):
                 if any(self._sampling_rejected(r.get("params", {})) for r in reqs):
                     return
                 batch_id = f"msgbatch_{uuid.uuid4().hex[:24]}"
+                created = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + \
+                    f".{int(time.time() * 1e6) % 1_000_000:06d}Z"
                 with server.lock:
-                    server.batches[batch_id] = {"requests": reqs, "polls": 0, "results": None}
+                    server.batches[batch_id] = {"requests": reqs, "polls": 0, "results": None,
+                                                "created_at": created}
                 return self._send(200, server.batch_object(batch_id))
             self._error(404, "not_found_error", f"no route {self.path}")
 
         def do_GET(self) -> None:
             if not self._start():
                 return
+            if self.path.split("?")[0] == "/v1/messages/batches":
+                with server.lock:
+                    ids = list(server.batches)[::-1]  # newest first, as the API lists them
+                    data = [server.batch_object(i) for i in ids]
+                return self._send(200, {"data": data, "has_more": False,
+                                        "first_id": ids[0] if ids else None,
+                                        "last_id": ids[-1] if ids else None})
             m = re.fullmatch(r"/v1/messages/batches/(msgbatch_[0-9a-f]+)(/results)?", self.path)
             if not m or m.group(1) not in server.batches:
                 return self._error(404, "not_found_error", f"no such batch: {self.path}")

@@ -172,8 +172,17 @@ def main() -> None:
                   for k in keys[1:]))
     print(f"\nserver requests by endpoint: {counts}")
     print(f"faults injected by the server: {faults}")
-    print(f"answers in the cache: {cached_before} sync + {_rows(cache) - cached_before} batch; "
-          f"the killed phases' spend is not in their (lost) reports, but its answers were kept")
+    print(f"answers in the cache: {cached_before} sync + {_rows(cache) - cached_before} batch")
+    # Every run's usage is persisted as it goes, so the killed phases' spend is not lost.
+    store = llm.Cache(cache)
+    print("usage persisted in the cache, per run (the killed ones included):")
+    for row in store.usage_rows():
+        r = row["report"]
+        print(f"  run {row['run_id']}: api_calls {r['api_calls']}, batch_requests "
+              f"{r['batch_requests']}, tokens {r['input_tokens'] + r['batch_input_tokens']} in / "
+              f"{r['output_tokens'] + r['batch_output_tokens']} out, "
+              f"${r['total_cost_usd'] or 0:.4f}")
+    store.close()
 
 
 if __name__ == "__main__":

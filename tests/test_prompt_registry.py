@@ -21,9 +21,11 @@ def test_versions_file_is_up_to_date_with_the_code():
 
 def test_registry_holds_the_experiment_templates():
     assert set(reg.TEMPLATES) >= {"item_description", "user_narration", "reranker",
-                                  "reranker_context", "description_judge"}
+                                  "reranker_context", "description_judge", "occasion_label",
+                                  "rerank_pointwise"}
     structured = {n for n, t in reg.TEMPLATES.items() if t.schema}
-    assert structured == set(reg.TEMPLATES) - {"user_narration"}
+    # free text: the narration; yes/no: the pointwise reranker (llm.LLM.yes_probability)
+    assert structured == set(reg.TEMPLATES) - {"user_narration", "rerank_pointwise"}
     assert len({t.version for t in reg.TEMPLATES.values()}) == len(reg.TEMPLATES)
 
 
@@ -83,3 +85,22 @@ def test_request_carries_name_version_schema_and_text():
     assert req.prompt == t.render(user_profile="likes fruit", candidates=cands, n_candidates=2)
     assert t.request(max_tokens=50, user_profile="p", candidates=cands,
                      n_candidates=2).max_tokens == 50
+
+
+def test_rankings_carry_the_permutation_validator_and_never_repair_truncation():
+    cands = reg.format_candidates([(12, "Bananas", "fresh fruits"), (5, "Milk", "milk")])
+    for name in ("reranker", "reranker_context"):
+        t = reg.TEMPLATES[name]
+        assert t.validator == "permutation" and not t.repair_truncated
+    req = reg.TEMPLATES["reranker"].request(user_profile="p", candidates=cands, n_candidates=2)
+    assert req.ids == (12, 5) and req.validator == "permutation" and not req.repair_truncated
+    assert reg.TEMPLATES["item_description"].request(
+        product_name="x", aisle="y", department="z").repair_truncated
+
+
+def test_occasion_label_schema_lists_the_generator_occasions():
+    import sample_generator
+    enum = reg.TEMPLATES["occasion_label"].schema["properties"]["occasion"]["enum"]
+    assert set(sample_generator.OCCASIONS) <= set(enum)
+    prompt = reg.TEMPLATES["occasion_label"].render(basket="Eggs (eggs)")
+    assert all(o in prompt for o in sample_generator.OCCASIONS)
