@@ -1,0 +1,741 @@
+"""Build results/REPORT.md and its PNG plots from the results JSONs of the study.
+
+    uv run python evals/report.py                      # results/ -> results/REPORT.md + PNGs
+    uv run python evals/report.py --results DIR --out DIR/REPORT.md
+
+One section per experiment (two_tower.py and the five experiments, in the order of
+run_overnight.sh): its question, the original study's finding, our table (from the JSON:
+mean +- std over seeds, the first seed's 95% bootstrap interval), the verdict, and the
+experiment's own tables (description statistics, category precision, reranker controls,
+validation loss). Then the evaluations (latest eval run of evals/run_evals.py and its
+comparison with the previous one) and a cost table: wall time per step, LLM backend and model,
+calls, tokens and dollars, read from the JSONs' LLM usage and timings.
+
+Plots (matplotlib, Agg), beside the report: R@10 per arm with interval bars for each
+experiment, exp5's gate alpha per epoch, the reranker's context shift against its noise floor
+and placebo, description statistics. Nothing is recomputed: everything comes from the files.
+
+It degrades gracefully: a missing results file, a failed or interrupted step (read from the
+step markers run_overnight.sh keeps in results/.overnight/), an unreadable JSON or a missing
+key gives a section that says so, never a crash.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import json
+import math
+import re
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+# (results name = script stem = step of run_overnight.sh, section title)
+EXPERIMENTS = [
+    ("two_tower", "Reference pipeline: two-tower retrieval + GBDT re-ranking"),
+    ("llm_item_enrichment", "Experiment 1: LLM item descriptions"),
+    ("llm_user_narration", "Experiment 2: LLM user narration"),
+    ("llm_reranker", "Experiment 3: LLM re-ranker and context"),
+    ("synthetic_context", "Experiment 4: synthetic occasion context"),
+    ("exp5_dual_head", "Experiment 5: dual-head item tower"),
+]
+STEPS = [name for name, _ in EXPERIMENTS] + ["evals", "report"]
+MARKER_DIR = ".overnight"
+BASELINES = ("random", "popularity", "top-frequency", "top-frequency + popular", "tifu-knn")
+# the original study's final gate alphas (../shared/EXPERIMENTS.md), drawn as references
+ORIGINAL_ALPHA = {"frozen": 0.986, "trainable": 0.889}
+MAX_ARMS = 24   # rows of one metrics table / plot
+
+
+# ---------------------------------------------------------------------------------------------
+# reading
+
+
+def read_marker(path: Path) -> dict:
+    """A step marker of run_overnight.sh: key=value lines (command, commit, status, ...)."""
+    out = {}
+    try:
+        for line in path.read_text().splitlines():
+            k, sep, v = line.partition("=")
+            if sep:
+                out[k.strip()] = v
+    except OSError:
+        pass
+    return out
+
+
+def read_json(path: Path) -> tuple[dict | None, str | None]:
+    try:
+        d = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        return None, f"unreadable ({type(e).__name__}: {e})"
+    return (d, None) if isinstance(d, dict) else (None, "not a JSON object")
+
+
+def find_results(results_dir: Path, name: str, marker: dict) -> Path | None:
+    """The step's results JSON: the one its marker names, else the newest <name>_*.json."""
+    if marker.get("results"):
+        p = results_dir / Path(marker["results"]).name
+        if p.is_file():
+            return p
+    files = sorted(results_dir.glob(f"{name}_*.json"), key=lambda p: p.stat().st_mtime)
+    return files[-1] if files else None
+
+
+def script_constants(name: str) -> dict:
+    """QUESTION / ORIGINAL_FINDING of a script, read (not imported) from its source: the
+    fallback when a results JSON predates those keys or the step never produced one. Without
+    the constants, the docstring's first paragraph (the question, EXPERIMENTS.md) and the
+    first sentence of its 'Original finding' paragraph."""
+    path = ROOT / f"{name}.py"
+    out = {}
+    try:
+        tree = ast.parse(path.read_text())
+    except (OSError, SyntaxError):
+        return out
+    paras = [" ".join(p.split()) for p in (ast.get_docstring(tree) or "").split("\n\n")]
+    if paras and paras[0]:
+        out["QUESTION"] = re.sub(r"^Question:\s*", "", paras[0])
+    finding = next((p for p in paras if "Original finding" in p), None)
+    if finding:
+        finding = finding[finding.index("Original finding"):]
+        out["ORIGINAL_FINDING"] = re.split(r"(?<=[.!?\"])\s+(?=[A-Z])", finding)[0]
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 and \
+                isinstance(node.targets[0], ast.Name) and \
+                node.targets[0].id in ("QUESTION", "ORIGINAL_FINDING"):
+            try:
+                out[node.targets[0].id] = ast.literal_eval(node.value)
+            except ValueError:
+                pass
+    return out
+
+
+def get(d, *keys, default=None):
+    for k in keys:
+        if isinstance(d, dict) and k in d:
+            d = d[k]
+        else:
+            return default
+    return d
+
+
+def usage_dicts(tree) -> list[dict]:
+    """Every llm.usage_report() found in a results JSON (any key), each once."""
+    found, seen = [], set()
+
+    def walk(x):
+        if isinstance(x, dict):
+            if "backend" in x and "input_tokens" in x:
+                key = json.dumps(x, sort_keys=True, default=str)
+                if key not in seen:
+                    seen.add(key)
+                    found.append(x)
+                return
+            for v in x.values():
+                walk(v)
+        elif isinstance(x, list):
+            for v in x:
+                walk(v)
+    walk(tree)
+    return found
+
+
+def llm_skipped(d: dict) -> str | None:
+    """Why the experiment skipped its LLM arms, wherever its JSON says it."""
+    note = get(d, "notes", "llm")
+    note = note[len("skipped: "):] if isinstance(note, str) and note.startswith("skipped") \
+        else None
+    return (d.get("llm_skipped") or get(d, "llm", "skipped") or get(d, "llm_labels", "skipped")
+            or note)
+
+
+# ---------------------------------------------------------------------------------------------
+# formatting
+
+
+def num(v, digits: int = 3) -> str:
+    if v is None or isinstance(v, bool):
+        return "-"
+    if isinstance(v, int):
+        return f"{v:,}"
+    if isinstance(v, float):
+        return "-" if math.isnan(v) else f"{v:.{digits}f}"
+    return str(v)
+
+
+def md_table(header: list[str], rows: list[list]) -> str:
+    esc = lambda s: str(s).replace("|", "\\|").replace("\n", " ")
+    numeric = lambda v: str(v)[:1] in set("0123456789+-[$.") or str(v) == "-"
+    right = [i > 0 and all(numeric(r[i]) for r in rows if i < len(r)) for i in range(len(header))]
+    lines = ["| " + " | ".join(esc(h) for h in header) + " |",
+             "|" + "|".join("---:" if r else "---" for r in right) + "|"]
+    lines += ["| " + " | ".join(esc(c) for c in r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def mean_std(s: dict, part: str, metric: str) -> str:
+    m = get(s, part, metric, "mean")
+    sd = get(s, part, metric, "std")
+    if m is None:
+        return "-"
+    return f"{m:.3f} ± {sd:.3f}" if sd is not None else f"{m:.3f}"
+
+
+def seconds(v) -> str:
+    try:
+        v = float(v)
+    except (TypeError, ValueError):
+        return "-"
+    return f"{v:.0f} s" if v < 120 else f"{v / 60:.1f} min"
+
+
+def metrics_table(d: dict) -> str:
+    metrics = d.get("metrics") or {}
+    if not metrics:
+        return "_No metrics in the results file._"
+    labels, cands = d.get("produced_by") or {}, d.get("candidate_recall") or {}
+    rows = []
+    for arm, s in list(metrics.items())[:MAX_ARMS]:
+        ci = get(s, "ci95_first_seed", "recall@10")
+        rows.append([arm + (f" [{labels[arm]}]" if arm in labels else ""),
+                     mean_std(s, "all", "recall@10"),
+                     f"[{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "-",
+                     mean_std(s, "all", "recall@20"), mean_std(s, "all", "ndcg@10"),
+                     mean_std(s, "repeat", "recall@20"), mean_std(s, "explore", "recall@20"),
+                     num(cands.get(arm)), num(get(s, "all", "n_users"))])
+    more = len(metrics) - MAX_ARMS
+    return md_table(["arm", "R@10", "R@10 95% CI", "R@20", "NDCG@10", "R@20 repeat",
+                     "R@20 explore", "cand. recall", "users"], rows) + \
+        (f"\n\n_{more} more arms in the JSON._" if more > 0 else "")
+
+
+# ---------------------------------------------------------------------------------------------
+# plots (each returns the PNG's file name, or None when there is nothing to draw)
+
+
+def _plt():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def plot_metrics(name: str, d: dict, out_dir: Path) -> str | None:
+    metrics = d.get("metrics") or {}
+    arms = [a for a, s in metrics.items() if get(s, "all", "recall@10", "mean") is not None]
+    arms = arms[:MAX_ARMS]
+    if not arms:
+        return None
+    plt = _plt()
+    labels = d.get("produced_by") or {}
+    fig, ax = plt.subplots(figsize=(9, 0.38 * len(arms) + 1.6))
+    for i, arm in enumerate(arms):
+        s = metrics[arm]
+        m = s["all"]["recall@10"]["mean"]
+        ci = get(s, "ci95_first_seed", "recall@10")
+        colour = ("#e07b39" if arm in labels else "#9a9a9a" if arm in BASELINES else "#3b75af")
+        xerr = [[max(m - ci[0], 0)], [max(ci[1] - m, 0)]] if ci else None
+        ax.barh(i, m, color=colour, xerr=xerr, capsize=3, ecolor="black")
+        seeds = [r.get("recall@10") for r in s.get("per_seed") or [] if r.get("recall@10")]
+        if len(seeds) > 1:
+            ax.plot(seeds, [i] * len(seeds), "k.", markersize=4)
+    ax.set_yticks(range(len(arms)))
+    ax.set_yticklabels(arms, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("Recall@10")
+    ax.set_title(f"{name}: Recall@10 per arm\nbar: mean over seeds | whisker: 95% bootstrap CI "
+                 "over users (first seed) | dots: seeds\ngrey: simple baselines | orange: LLM "
+                 "arms | blue: models", fontsize=8)
+    ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    fname = f"plot_{name}_metrics.png"
+    fig.savefig(out_dir / fname, dpi=110)
+    plt.close(fig)
+    return fname
+
+
+def plot_alpha(d: dict, out_dir: Path) -> str | None:
+    curves = d.get("alpha_curves") or {}
+    curves = {a: c for a, c in curves.items() if c and any(len(s) for s in c)}
+    if not curves:
+        return None
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for arm, per_seed in curves.items():
+        n = min(len(s) for s in per_seed)
+        if n == 0:
+            continue
+        ep = list(range(1, n + 1))
+        cols = [[s[e] for s in per_seed] for e in range(n)]
+        mean = [sum(c) / len(c) for c in cols]
+        line, = ax.plot(ep, mean, marker="o", label=f"{arm} ({len(per_seed)} seed(s))")
+        if len(per_seed) > 1:
+            ax.fill_between(ep, [min(c) for c in cols], [max(c) for c in cols],
+                            color=line.get_color(), alpha=0.2)
+    longest = max(len(s) for c in curves.values() for s in c)
+    ax.set_xticks(range(1, longest + 1))
+    ax.set_xlim(0.5, longest + 0.5)
+    for k, v in ORIGINAL_ALPHA.items():
+        ax.axhline(v, ls="--", lw=0.8, color="grey")
+        ax.text(0.55, v, f" original study, {k} head: {v}", fontsize=7, va="bottom",
+                color="grey")
+    ax.axhline(0.5, ls=":", lw=0.8, color="black")
+    ax.set_ylim(0, 1.05)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("alpha (weight of the semantic head)")
+    ax.set_title("exp5: gate alpha per epoch (line: mean over seeds; band: min-max)", fontsize=9)
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fname = "plot_exp5_alpha.png"
+    fig.savefig(out_dir / fname, dpi=110)
+    plt.close(fig)
+    return fname
+
+
+def plot_context(d: dict, out_dir: Path) -> str | None:
+    """RBO of each condition against no context and against the placebo, beside the noise
+    floor (agreement of two shuffles of the same prompt), per candidate set."""
+    controls = {s: rows for s, rows in (d.get("controls") or {}).items() if rows}
+    if not controls:
+        return None
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(controls), figsize=(6 * len(controls), 4), squeeze=False)
+    series = [("noise floor", "noise floor (shuffles)"), ("vs none", "vs no context"),
+              ("vs placebo", "vs placebo")]
+    for ax, (cset, rows) in zip(axes[0], controls.items()):
+        conds = list(rows)
+        w = 0.8 / len(series)
+        for j, (key, label) in enumerate(series):
+            vals = [get(rows[c], key, "rbo") for c in conds]
+            xs = [i + (j - 1) * w for i in range(len(conds))]
+            ax.bar(xs, [v if v is not None else 0 for v in vals], width=w, label=label)
+        ax.set_xticks(range(len(conds)))
+        ax.set_xticklabels(conds, rotation=20, fontsize=8)
+        ax.set_ylim(0, 1)
+        ax.set_ylabel("RBO agreement (1 = same ranking)")
+        ax.set_title(f"{cset}", fontsize=9)
+        ax.legend(fontsize=7)
+        ax.grid(axis="y", alpha=0.3)
+    fig.suptitle("exp3: context sensitivity; a shift is real only where 'vs no context' is "
+                 "well below the noise floor and below 'vs placebo'", fontsize=9)
+    fig.tight_layout()
+    fname = "plot_reranker_context.png"
+    fig.savefig(out_dir / fname, dpi=110)
+    plt.close(fig)
+    return fname
+
+
+def plot_descriptions(exp1: dict | None, evals_run: dict | None, out_dir: Path) -> str | None:
+    stats = (exp1 or {}).get("description_stats") or {}
+    models = get(evals_run or {}, "parts", "descriptions", "models") or []
+    if not stats and not models:
+        return None
+    plt = _plt()
+    panels = [p for p in (("exp1 description statistics", stats), ("description evals", models))
+              if p[1]]
+    fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 4), squeeze=False)
+    for ax, (title, src) in zip(axes[0], panels):
+        if isinstance(src, dict):
+            names = list(src)
+            bars = {"words": [get(src[n], "words") for n in names]}
+            shares = {"mentions aisle/dept": [get(src[n], "grounded") for n in names],
+                      "words not in name/aisle/dept": [get(src[n], "novel_word_share")
+                                                       for n in names]}
+        else:
+            names = [f"{m.get('model')} ({str(m.get('version'))[:6]})" for m in src]
+            bars = {"words": [m.get("words") for m in src],
+                    "template words": [m.get("template_words") for m in src]}
+            shares = {"grounded": [m.get("grounded") for m in src],
+                      "contradicts": [m.get("contradiction") for m in src],
+                      "similarity to template": [m.get("sim_template") for m in src]}
+        x = range(len(names))
+        w = 0.7 / len(bars)
+        for j, (lab, vals) in enumerate(bars.items()):
+            ax.bar([i + (j - (len(bars) - 1) / 2) * w for i in x], [v or 0 for v in vals],
+                   width=w, alpha=0.6, label=f"{lab} (left)")
+        ax.set_xlim(-0.6, len(names) - 0.4)
+        ax.set_ylabel("mean words per text")
+        ax2 = ax.twinx()
+        for lab, vals in shares.items():
+            ax2.plot(list(x), [v if v is not None else float("nan") for v in vals], marker="o",
+                     ls="none", markersize=8, label=f"{lab} (right)")
+        ax2.set_ylim(0, 1.05)
+        ax2.set_ylabel("share")
+        ax.set_xticks(list(x))
+        ax.set_xticklabels(names, rotation=15, fontsize=7)
+        ax.set_title(title, fontsize=9)
+        h1, l1 = ax.get_legend_handles_labels()
+        h2, l2 = ax2.get_legend_handles_labels()
+        ax.legend(h1 + h2, l1 + l2, fontsize=7, loc="upper left")
+    fig.tight_layout()
+    fname = "plot_descriptions.png"
+    fig.savefig(out_dir / fname, dpi=110)
+    plt.close(fig)
+    return fname
+
+
+def try_plot(fn, *a, notes: list | None = None):
+    """A plot that fails (matplotlib missing, odd JSON) becomes a note, not a crash."""
+    try:
+        return fn(*a)
+    except Exception as e:  # noqa: BLE001 - the report must still be written
+        if notes is not None:
+            notes.append(f"plot {fn.__name__} failed: {type(e).__name__}: {e}")
+        return None
+
+
+# ---------------------------------------------------------------------------------------------
+# the experiment-specific blocks (each tolerant of missing keys)
+
+
+def extra_blocks(name: str, d: dict) -> list[str]:
+    out = []
+    if name == "llm_item_enrichment":
+        stats = d.get("description_stats") or {}
+        if stats:
+            out.append("Description statistics:\n\n" + md_table(
+                ["text", "words", "distinct tokens", "mentions aisle/dept",
+                 "words not in name/aisle/dept"],
+                [[k, num(v.get("words"), 1), num(v.get("distinct_tokens")),
+                  num(v.get("grounded")), num(v.get("novel_word_share"))]
+                 for k, v in stats.items()]))
+        if d.get("cost"):
+            out.append("Cost: " + ", ".join(f"{k} {num(v)}" for k, v in d["cost"].items()))
+    elif name == "llm_user_narration":
+        cp = d.get("category_precision") or {}
+        if cp:
+            out.append("Category precision@10 (share of the top 10 in the user's top "
+                       "categories; mean and 95% CI over users):\n\n" + md_table(
+                           ["arm", "mean", "95% CI", "users"],
+                           [[a, num(v.get("mean")),
+                             f"[{v['ci95'][0]:.3f}, {v['ci95'][1]:.3f}]" if v.get("ci95") else
+                             "-", num(v.get("users"))] for a, v in cp.items()]))
+    elif name == "llm_reranker":
+        for cset, rows in (d.get("controls") or {}).items():
+            if not rows:
+                continue
+            rbo = lambda r, k: num(get(r, k, "rbo"))
+            out.append(f"Controls, {cset} (RBO agreement; noise floor = two shuffles of the "
+                       "same prompt):\n\n" + md_table(
+                           ["condition", "R@10", "NDCG@10", "noise floor", "vs none",
+                            "vs placebo", "fit@10", "failed per 100"],
+                           [[c, num(r.get("R@10")), num(r.get("NDCG@10")),
+                             rbo(r, "noise floor"), rbo(r, "vs none"), rbo(r, "vs placebo"),
+                             num(r.get("fit share top-10")), num(r.get("failed per 100"), 1)]
+                            for c, r in rows.items()]))
+        if d.get("cost"):
+            out.append("Cost: " + ", ".join(f"{k} {num(v)}" for k, v in d["cost"].items()))
+    elif name == "exp5_dual_head":
+        val = d.get("val_loss") or {}
+        curves = d.get("alpha_curves") or {}
+        if val:
+            rows = []
+            for arm, v in val.items():
+                vs = [x for x in (v if isinstance(v, list) else [v]) if x is not None]
+                fin = [c[-1] for c in curves.get(arm) or [] if c]
+                rows.append([arm, num(sum(vs) / len(vs)) if vs else "-",
+                             num(sum(fin) / len(fin)) if fin else "-"])
+            out.append("Validation loss and final alpha (mean over seeds):\n\n" +
+                       md_table(["arm", "val loss", "final alpha"], rows))
+    notes = d.get("notes")
+    if isinstance(notes, str) and notes:
+        out.append(f"Notes: {notes}")
+    elif isinstance(notes, list) and notes:
+        out.append("Notes:\n\n" + "\n".join(f"- {n}" for n in notes))
+    elif isinstance(notes, dict) and notes:
+        out.append("Notes:\n\n" + "\n".join(f"- {k}: {v}" for k, v in notes.items()))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# the report
+
+
+def step_status(marker: dict) -> tuple[str, str]:
+    """(status word, detail) of a step from its marker."""
+    st = marker.get("status")
+    if marker.get("step") == "report" and st == "running":
+        return "running", "this report"
+    if st is None:
+        return "no record", "run_overnight.sh has no record of this step"
+    if st == "0":
+        return "ok", ""
+    if st == "running":
+        return "interrupted", "the step was killed before it finished"
+    if st.startswith("skipped"):
+        return "skipped", marker.get("reason", st)
+    return "failed", f"exit {st}: {marker.get('reason', '')}".strip()
+
+
+def experiment_section(name: str, title: str, results_dir: Path, marker: dict,
+                       plots: dict, notes: list, plot_dir: Path) -> tuple[str, dict | None]:
+    lines = [f"## {title} (`{name}.py`)", ""]
+    path = find_results(results_dir, name, marker)
+    d, err = read_json(path) if path else (None, None)
+    const = script_constants(name)
+    question = (d or {}).get("question") or const.get("QUESTION")
+    finding = (d or {}).get("original_finding") or const.get("ORIGINAL_FINDING")
+    lines.append(f"**Question.** {question or '_not recorded (the script sets no QUESTION)_'}")
+    lines.append("")
+    lines.append(f"**Original finding.** {finding or '_not recorded_'}")
+    lines.append("")
+    status, detail = step_status(marker)
+    log = marker.get("log")
+    log_note = f" (log: `{log}`)" if log else ""
+    if status in ("failed", "interrupted"):
+        lines.append(f"**Status: {status}** - {detail}{log_note}.")
+        lines.append("")
+        if d is not None:
+            lines.append(f"> The results below are from an earlier run "
+                         f"({get(d, 'provenance', 'time_utc', default='time unknown')}), "
+                         "not from this one.")
+            lines.append("")
+    elif status == "skipped" and d is None:
+        lines.append(f"**Status: skipped** - {detail}.")
+        lines.append("")
+    if path is None:
+        if status not in ("failed", "interrupted", "skipped"):
+            lines.append(f"**Status: not run** - no `{name}_*.json` in the results folder.")
+            lines.append("")
+        return "\n".join(lines), None
+    if d is None:
+        lines.append(f"**Status: results unreadable** - `{path.name}`: {err}.")
+        lines.append("")
+        return "\n".join(lines), None
+    opts = d.get("options") or {}
+    data = d.get("data") or {}
+    split = d.get("split") or {}
+    seeds = d.get("seeds") or []
+    bits = [f"`{path.name}`", data.get("source", "data ?"),
+            f"{num(data.get('users'))} users x {num(data.get('items'))} items",
+            f"split {split.get('mode', '?')}", f"{num(split.get('eval_users'))} evaluation users",
+            f"{len(seeds)} seed(s)", "quick settings" if opts.get("quick") else None,
+            f"{seconds(get(d, 'timings', 'total_s'))}",
+            f"commit {str(get(d, 'provenance', 'git_commit') or '?')[:10]}"
+            + (" (dirty)" if get(d, "provenance", "git_dirty") else "")]
+    lines.append("Run: " + " | ".join(b for b in bits if b))
+    lines.append("")
+    verdicts = d.get("verdicts") if isinstance(d.get("verdicts"), list) else None
+    verdict = d.get("verdict")
+    if verdicts and len(verdicts) > 1:
+        lines.append("**Verdicts.**")
+        lines.append("")
+        lines += [f"- `{v}`" for v in verdicts]
+    else:
+        lines.append(f"**Verdict.** `{verdict}`" if verdict else
+                     "**Verdict.** _none recorded (a reference run states no verdict)_")
+    lines.append("")
+    skipped = llm_skipped(d)
+    if skipped:
+        lines.append(f"LLM arms skipped: {skipped}.")
+        lines.append("")
+    lines.append(metrics_table(d))
+    lines.append("")
+    for fname in [try_plot(plot_metrics, name, d, plot_dir, notes=notes),
+                  try_plot(plot_alpha, d, plot_dir, notes=notes)
+                  if name == "exp5_dual_head" else None,
+                  try_plot(plot_context, d, plot_dir, notes=notes)
+                  if name == "llm_reranker" else None]:
+        if fname:
+            plots.setdefault(name, []).append(fname)
+            lines += [f"![{fname}]({fname})", ""]
+    if name == "exp5_dual_head" and not d.get("alpha_curves"):
+        lines += ["_No `alpha_curves` in the JSON: no alpha plot._", ""]
+    if name == "llm_reranker" and not any((d.get("controls") or {}).values()):
+        lines += ["_No context controls in the JSON (LLM arms skipped): no context plot._", ""]
+    for block in extra_blocks(name, d):
+        lines += [block, ""]
+    return "\n".join(lines), d
+
+
+def latest_eval_runs(evals_dir: Path) -> list[Path]:
+    return sorted(Path(evals_dir).glob("run_*.json"))
+
+
+def evals_section(evals_dir: Path, marker: dict) -> tuple[str, dict | None]:
+    lines = ["## Evaluations (`evals/run_evals.py`)", ""]
+    status, detail = step_status(marker)
+    if status in ("failed", "interrupted"):
+        lines += [f"**Status: {status}** - {detail}"
+                  + (f" (log: `{marker['log']}`)." if marker.get("log") else "."), ""]
+    runs = latest_eval_runs(evals_dir)
+    if not runs:
+        lines += ["**Status: not run** - no eval run in `evals/results/`.", ""]
+        return "\n".join(lines), None
+    d, err = read_json(runs[-1])
+    if d is None:
+        lines += [f"Latest eval run `{runs[-1].name}` unreadable: {err}.", ""]
+        return "\n".join(lines), None
+    lines += [f"Latest run `{runs[-1].name}` (commit "
+              f"{str(get(d, 'provenance', 'git_commit') or '?')[:10]}; prompt versions "
+              + ", ".join(f"{k} {v}" for k, v in (d.get("prompt_versions") or {}).items())
+              + ").", ""]
+    parts = d.get("parts") or {}
+    desc = parts.get("descriptions")
+    if desc is None:
+        lines += ["Descriptions: not evaluated in this run.", ""]
+    elif desc.get("skipped"):
+        lines += [f"Descriptions: skipped - {desc['skipped']}.", ""]
+    else:
+        lines += ["Description quality (per backend/model and prompt version):", "", md_table(
+            ["model (version)", "n", "words", "template words", "distinct-2", "grounded",
+             "contradicts", "sim template", "duplicates"],
+            [[f"{m.get('model')} ({str(m.get('version'))[:6]})", num(m.get("n")),
+              num(m.get("words"), 1), num(m.get("template_words"), 1),
+              num(m.get("distinct_2")), num(m.get("grounded")), num(m.get("contradiction")),
+              num(m.get("sim_template")), num(m.get("duplicates"))]
+             for m in desc.get("models", [])]), ""]
+    rr = parts.get("reranker")
+    if rr is None:
+        lines += ["Reranker answers: not evaluated in this run.", ""]
+    elif rr.get("skipped"):
+        lines += [f"Reranker answers: skipped - {rr['skipped']}.", ""]
+    else:
+        h, rp = rr.get("hallucination") or {}, rr.get("repairs_per_100_answers") or {}
+        lines += [f"Reranker answers: {num(rr.get('answers'))} answers from "
+                  f"{num(rr.get('users'))} users ({', '.join(rr.get('models') or [])}); "
+                  "hallucination " + ", ".join(f"{k} {num(v)}" for k, v in h.items())
+                  + "; repairs per 100 answers " +
+                  ", ".join(f"{k} {num(v)}" for k, v in rp.items()) + ".", ""]
+    if len(runs) > 1:
+        try:
+            from evals.run_evals import compare_runs
+            prev, _ = read_json(runs[-2])
+            rows = compare_runs(prev or {}, d)
+            flagged = [r for r in rows if r["regression"]]
+            changed = [r for r in rows if r["delta"] != 0]
+            lines += [f"Against the previous run `{runs[-2].name}`: {len(rows)} metrics, "
+                      f"{len(changed)} changed, {len(flagged)} outside the earlier 95% interval"
+                      + (":" if flagged else "."), ""]
+            if flagged:
+                lines += [md_table(["metric", "earlier", "later", "delta"],
+                                   [[r["metric"], num(r["earlier"], 4), num(r["later"], 4),
+                                     f"{r['delta']:+.4f}"] for r in flagged[:15]]), ""]
+        except Exception as e:  # noqa: BLE001
+            lines += [f"Comparison with the previous run failed: {e}.", ""]
+    return "\n".join(lines), d
+
+
+def cost_section(results: dict, markers: dict) -> str:
+    """Wall time per step (marker, else the JSON's timings) and the LLM usage of each JSON."""
+    rows, tot = [], {"wall": 0.0, "in": 0, "out": 0, "usd": 0.0, "calls": 0}
+    for step in STEPS:
+        m, d = markers.get(step, {}), results.get(step)
+        wall = m.get("wall_s") or get(d or {}, "timings", "total_s")
+        us = usage_dicts(d) if d else []
+        backend = ", ".join(sorted({f"{u.get('backend')}: {u.get('label') or u.get('model')}"
+                                    for u in us})) or \
+            (f"skipped ({llm_skipped(d)})" if d and llm_skipped(d) else "-")
+        s = lambda k, us=us: sum(int(u.get(k) or 0) for u in us)
+        usd = [u.get("total_cost_usd") for u in us if u.get("total_cost_usd") is not None]
+        status, _ = step_status(m)
+        rows.append([step, status, seconds(wall), backend, num(s("api_calls")) if us else "-",
+                     num(s("cached")) if us else "-",
+                     num(s("input_tokens") + s("batch_input_tokens")) if us else "-",
+                     num(s("output_tokens") + s("batch_output_tokens")) if us else "-",
+                     f"${sum(usd):.4f}" if usd else "-",
+                     seconds(sum(float(u.get("busy_s") or 0) for u in us)) if us else "-"])
+        try:
+            tot["wall"] += float(wall or 0)
+        except ValueError:
+            pass
+        tot["in"] += s("input_tokens") + s("batch_input_tokens")
+        tot["out"] += s("output_tokens") + s("batch_output_tokens")
+        tot["calls"] += s("api_calls")
+        tot["usd"] += sum(usd)
+    rows.append(["total", "", seconds(tot["wall"]), "", num(tot["calls"]), "", num(tot["in"]),
+                 num(tot["out"]), f"${tot['usd']:.4f}", ""])
+    return ("## Cost: tokens, dollars and wall time per step\n\n"
+            + md_table(["step", "status", "wall time", "LLM backend: model", "API/model calls",
+                        "cache hits", "tokens in", "tokens out", "dollars", "LLM busy"], rows)
+            + "\n\n(wall time: the step's own run as run_overnight.sh measured it, else the "
+              "JSON's timings; a skipped step shows the time of the run that produced its "
+              "results. Local model: dollars 0, its cost is the LLM busy time.)\n")
+
+
+def build_report(results_dir: Path, evals_dir: Path, out: Path | None = None) -> Path:
+    results_dir, evals_dir = Path(results_dir), Path(evals_dir)
+    out = Path(out) if out else results_dir / "REPORT.md"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    markers = {s: read_marker(results_dir / MARKER_DIR / f"{s}.marker") for s in STEPS}
+    notes: list[str] = []
+    plots: dict = {}
+    sections, results = [], {}
+    for name, title in EXPERIMENTS:
+        text, d = experiment_section(name, title, results_dir, markers[name], plots, notes,
+                                     out.parent)
+        sections.append(text)
+        results[name] = d
+    ev_text, ev = evals_section(evals_dir, markers["evals"])
+    desc_plot = try_plot(plot_descriptions, results.get("llm_item_enrichment"), ev, out.parent,
+                         notes=notes)
+    # header: how this report was produced
+    llm_line = next((m["llm_status"] for m in markers.values() if m.get("llm_status")), None)
+    modes = {m["mode"] for s, m in markers.items() if m.get("mode") and s in dict(EXPERIMENTS)}
+    head = ["# Study report", "",
+            f"Built {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} by `evals/report.py` "
+            "from the results JSONs (nothing recomputed)."
+            + (f" Settings: {' and '.join(sorted(modes))}." if modes else ""), ""]
+    if llm_line:
+        head += [f"LLM: {llm_line}.", ""]
+    if "quick" in modes:
+        head += [("> Quick settings (`run_overnight.sh --quick`): small samples, one or two "
+                  "seeds, a handful of LLM users. A first look, not the study's numbers."), ""]
+    step_rows = []
+    for s in STEPS:
+        m = markers[s]
+        status, detail = step_status(m)
+        step_rows.append([s, status, detail, seconds(m.get("wall_s")),
+                          f"`{m['log']}`" if m.get("log") else "-"])
+    head += ["## Steps", "", md_table(["step", "status", "detail", "wall time", "log"],
+                                      step_rows), ""]
+    verdict_rows = []
+    for name, title in EXPERIMENTS[1:]:
+        d = results.get(name)
+        v = (d or {}).get("verdict") or ("no results" if d is None else "no verdict")
+        verdict_rows.append([title, v])
+    head += ["## Verdicts at a glance", "", md_table(["experiment", "verdict"], verdict_rows), ""]
+    body = "\n".join(head) + "\n" + "\n".join(sections) + "\n" + ev_text + "\n"
+    if desc_plot:
+        body += f"\n### Description statistics\n\n![{desc_plot}]({desc_plot})\n\n"
+    body += "\n" + cost_section({**results, "evals": ev}, markers)
+    if notes:
+        body += "\n## Notes from the report builder\n\n" + "\n".join(f"- {n}" for n in notes) + "\n"
+    tmp = out.with_suffix(".md.tmp")
+    tmp.write_text(body)
+    tmp.replace(out)
+    return out
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog="\n".join(__doc__.splitlines()[2:]))
+    p.add_argument("--results", default=str(ROOT / "results"),
+                   help="folder of the results JSONs (and of the step markers); default results/")
+    p.add_argument("--evals", default=str(ROOT / "evals" / "results"),
+                   help="folder of the eval runs (default evals/results/)")
+    p.add_argument("--out", default=None,
+                   help="report path (default <results>/REPORT.md); the PNGs go beside it")
+    args = p.parse_args(argv)
+    if not Path(args.results).is_dir():
+        print(f"error: no results folder {args.results}", file=sys.stderr)
+        return 2
+    out = build_report(Path(args.results), Path(args.evals), args.out)
+    try:
+        shown = out.resolve().relative_to(ROOT)
+    except ValueError:
+        shown = out
+    print(f"report: {shown}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,331 @@
+"""Run the evaluations of the LLM outputs and compare eval runs.
+
+    uv run python evals/run_evals.py --descriptions          # cached descriptions, no API call
+    uv run python evals/run_evals.py --reranker --reranker-users 10   # saved reranker answers
+    uv run python evals/run_evals.py --descriptions --reranker        # both, one run file
+    python evals/run_evals.py --compare                      # latest run vs the previous one
+    python evals/run_evals.py --compare RUN_A RUN_B          # two named runs (id or path)
+    python evals/run_evals.py --list                         # the runs on file
+
+Each run writes one timestamped JSON, evals/results/run_<YYYYmmdd-HHMMSS>.json (git-ignored),
+holding every part it ran (`descriptions`: evals/description_evals.py; `reranker`:
+evals/reranker_evals.py), a snapshot of the study's headline metrics (`study`: R@10, R@20 and
+NDCG@10 of every arm in results/*.json, with the 95% bootstrap interval of the first seed),
+the prompt versions, the model and backend of the answers evaluated (and of the judge, when
+--judge calls one), and the git commit (common.provenance()). A part whose input is missing
+(no cached description, no answers file) is recorded as skipped, with the reason.
+
+--compare prints each metric of two runs with its delta, and flags a regression when the later
+value leaves the earlier run's 95% interval (metrics that carry one: the study snapshot);
+metrics without an interval get no flag. It needs only the standard library, so plain
+`python` works. The measures themselves live in the evals modules; this file only runs them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # `python evals/run_evals.py` as well as `-m evals.run_evals`
+    sys.path.insert(0, str(ROOT))
+
+RUNS_DIR = ROOT / "evals" / "results"
+RESULTS_DIR = ROOT / "results"
+RUN_GLOB = "run_*.json"
+STUDY_METRICS = ("recall@10", "recall@20", "ndcg@10")
+DESCRIPTION_PROMPTS = ("item_description", "description_judge")
+RERANKER_PROMPTS = ("reranker", "reranker_context", "rerank_pointwise")
+
+
+class EvalError(Exception):
+    """A bad option or missing run, reported as one line (exit 2)."""
+
+
+# ---------------------------------------------------------------------------------------------
+# the parts of a run
+
+
+def descriptions_part(judge_n: int = 0, client=None, cache: str | None = None,
+                      progress: bool = True) -> dict:
+    """evals/description_evals.py over the cached descriptions (no API call unless judging)."""
+    try:
+        from evals import description_evals as D
+    except ImportError as e:
+        return {"skipped": f"not available yet: evals/description_evals.py ({e})"}
+    rep = D.evaluate_descriptions(cache, judge_n, client, out=None, progress=progress,
+                                  print_table=True)
+    if not rep.get("models"):
+        rep["skipped"] = "no cached item descriptions (run llm_item_enrichment.py with an LLM)"
+    return rep
+
+
+def reranker_part(users: int | None = None, answers: str | None = None) -> dict:
+    """evals/reranker_evals.py over the saved answers of llm_reranker.py."""
+    try:
+        from evals import reranker_evals as R
+    except ImportError as e:
+        return {"skipped": f"not available yet: evals/reranker_evals.py ({e})"}
+    try:
+        return R.run(answers, users=users, out=None, verbose=True)
+    except FileNotFoundError as e:
+        return {"skipped": str(e).replace(str(ROOT) + "/", "")}
+
+
+def _first(d: dict, *keys):
+    for k in keys:
+        if isinstance(d, dict) and k in d:
+            d = d[k]
+        else:
+            return None
+    return d
+
+
+def study_part(results_dir: Path = RESULTS_DIR) -> dict:
+    """Headline metrics of every experiment's results JSON: {file: {arm: {metric: {mean,
+    ci95}}}}, read from the files (nothing recomputed)."""
+    out = {}
+    for path in sorted(Path(results_dir).glob("*.json")):
+        try:
+            d = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            out[path.name] = {"unreadable": str(e)}
+            continue
+        if not isinstance(d, dict) or not isinstance(d.get("metrics"), dict):
+            continue
+        arms = {}
+        for arm, s in d["metrics"].items():
+            ci = s.get("ci95_first_seed") or {}
+            arms[arm] = {m: {"mean": _first(s, "all", m, "mean"), "ci95": ci.get(m)}
+                         for m in STUDY_METRICS if _first(s, "all", m, "mean") is not None}
+        out[path.name] = {"verdict": d.get("verdict"),
+                          "commit": _first(d, "provenance", "git_commit"), "arms": arms}
+    return out
+
+
+def run(args) -> Path:
+    """Run the selected parts and write one timestamped run JSON; returns its path."""
+    import common as C
+    import llm
+    from evals.prompt_registry import current_versions, versions_used
+
+    client, judge = None, None
+    if args.descriptions and args.judge:
+        client, reason = llm.client_from_args(args)
+        print(reason if client else f"LLM judge skipped: {reason}")
+        judge = client.usage_report() if client else {"skipped": reason}
+    parts, models = {}, {}
+    try:
+        if args.descriptions:
+            print("== descriptions (evals/description_evals.py)")
+            parts["descriptions"] = descriptions_part(args.judge, client, args.cache,
+                                                      not args.quiet)
+            models["descriptions"] = sorted({m["model"] for m in
+                                             parts["descriptions"].get("models", [])})
+            if client is not None:
+                judge = client.usage_report()
+        if args.reranker:
+            print("== reranker answers (evals/reranker_evals.py)")
+            parts["reranker"] = reranker_part(args.reranker_users, args.answers)
+            models["reranker"] = parts["reranker"].get("models", [])
+    finally:
+        if client is not None:
+            client.close()
+    for name, part in parts.items():
+        if "skipped" in part:
+            print(f"{name}: skipped: {part['skipped']}")
+    parts["study"] = study_part(Path(args.results_dir))
+    used = [*(DESCRIPTION_PROMPTS if args.descriptions else ()),
+            *(RERANKER_PROMPTS if args.reranker else ())]
+    run_id = time.strftime("%Y%m%d-%H%M%S")
+    out = Path(args.out_dir) / f"run_{run_id}.json"
+    if out.exists():                       # two runs in the same second
+        run_id += f"-{time.time_ns() % 1000:03d}"
+        out = out.with_name(f"run_{run_id}.json")
+    backend = judge.get("backend") if judge and "backend" in judge else None
+    model = judge.get("model") if judge and "model" in judge else None
+    C.write_results(out, {
+        "run_id": run_id, "parts": parts,
+        "prompt_versions": versions_used(*used), "current_prompt_versions": current_versions(),
+        "models_evaluated": models,
+        "backend": backend or "none (no LLM call: evaluations of saved answers)",
+        "model": model, "judge": judge,
+        "options": {"descriptions": args.descriptions, "judge": args.judge,
+                    "reranker": args.reranker, "reranker_users": args.reranker_users,
+                    "answers": Path(args.answers).name if args.answers else None}})
+    print(f"results: {_show(out)}")
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# comparing two runs (standard library only)
+
+
+def _show(path) -> str:
+    """A path relative to the repository when it is inside it (no machine paths in output)."""
+    path = Path(path).resolve()
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+
+
+def list_runs(runs_dir: Path = RUNS_DIR) -> list[Path]:
+    """Run files, oldest first (the timestamp in the name sorts them)."""
+    return sorted(Path(runs_dir).glob(RUN_GLOB))
+
+
+def resolve_run(name: str, runs_dir: Path = RUNS_DIR) -> Path:
+    """A run by path, file name or run id (20260101-120000)."""
+    for cand in (Path(name), Path(runs_dir) / name, Path(runs_dir) / f"run_{name}.json",
+                 Path(runs_dir) / f"{name}.json"):
+        if cand.is_file():
+            return cand
+    raise EvalError(f"no eval run {name!r} (see --list)")
+
+
+def flatten(tree, prefix: str = "") -> dict:
+    """{path: (value, ci95 or None)} of every numeric leaf; a {mean, ci95} dict is one metric
+    with its interval; lists of dicts with a 'model' key are keyed by model (and version)."""
+    out = {}
+    if isinstance(tree, dict):
+        if "mean" in tree and isinstance(tree.get("mean"), (int, float)) and \
+                not isinstance(tree.get("mean"), bool):
+            ci = tree.get("ci95")
+            ok = isinstance(ci, (list, tuple)) and len(ci) == 2 and None not in ci
+            out[prefix] = (float(tree["mean"]), list(ci) if ok else None)
+            return out
+        for k, v in tree.items():
+            out.update(flatten(v, f"{prefix}/{k}" if prefix else str(k)))
+    elif isinstance(tree, list):
+        for i, v in enumerate(tree):
+            key = str(i)
+            if isinstance(v, dict) and "model" in v:
+                key = str(v["model"]) + (f"@{v['version']}" if "version" in v else "")
+            out.update(flatten(v, f"{prefix}/{key}" if prefix else key))
+    elif isinstance(tree, (int, float)) and not isinstance(tree, bool):
+        out[prefix] = (float(tree), None)
+    return out
+
+
+def compare_runs(a: dict, b: dict) -> list[dict]:
+    """One row per metric present in both runs: earlier, later, delta, earlier interval,
+    regression (later value outside the earlier run's 95% interval; None without one)."""
+    fa, fb = flatten(a.get("parts", {})), flatten(b.get("parts", {}))
+    rows = []
+    for key in sorted(set(fa) & set(fb)):
+        (va, ci), (vb, _) = fa[key], fb[key]
+        left = None if ci is None else not (ci[0] <= vb <= ci[1])
+        rows.append({"metric": key, "earlier": va, "later": vb, "delta": vb - va,
+                     "earlier_ci95": ci, "regression": left})
+    return rows
+
+
+def format_compare(rows: list[dict], name_a: str, name_b: str, show_all: bool = False) -> str:
+    changed = [r for r in rows if r["delta"] != 0 or r["regression"]]
+    flagged = [r for r in rows if r["regression"]]
+    shown = rows if show_all else changed
+    lines = [(f"compare {name_a} (earlier) -> {name_b} (later): {len(rows)} metrics in both, "
+              f"{len(changed)} changed, {len(flagged)} left the earlier 95% interval")]
+    if shown:
+        w = max(len("metric"), *(len(r["metric"]) for r in shown))
+        lines.append(f"{'metric':<{w}}  {'earlier':>9}  {'later':>9}  {'delta':>9}  "
+                     f"{'earlier 95% CI':>19}  flag")
+        for r in shown:
+            ci = "-" if r["earlier_ci95"] is None else \
+                f"[{r['earlier_ci95'][0]:.4f}, {r['earlier_ci95'][1]:.4f}]"
+            flag = "REGRESSION?" if r["regression"] else "-" if r["regression"] is None else "ok"
+            lines.append(f"{r['metric']:<{w}}  {r['earlier']:>9.4f}  {r['later']:>9.4f}  "
+                         f"{r['delta']:>+9.4f}  {ci:>19}  {flag}")
+    lines.append("(flag: REGRESSION? = the later value is outside the earlier run's 95% "
+                 "interval, in either direction; '-' = the metric has no interval)")
+    return "\n".join(lines)
+
+
+def compare(names: list[str], runs_dir: Path = RUNS_DIR, show_all: bool = False) -> list[dict]:
+    if names:
+        if len(names) != 2:
+            raise EvalError("--compare takes no run (latest vs previous) or exactly two runs")
+        pa, pb = (resolve_run(n, runs_dir) for n in names)
+    else:
+        runs = list_runs(runs_dir)
+        if len(runs) < 2:
+            raise EvalError(f"--compare needs two eval runs in {_show(runs_dir)}, found "
+                            f"{len(runs)} (run --descriptions or --reranker first)")
+        pa, pb = runs[-2], runs[-1]
+    try:
+        a, b = (json.loads(p.read_text()) for p in (pa, pb))
+    except json.JSONDecodeError as e:
+        raise EvalError(f"unreadable run file: {e}") from None
+    rows = compare_runs(a, b)
+    print(format_compare(rows, pa.stem, pb.stem, show_all))
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog="\n".join(__doc__.splitlines()[2:]))
+    p.add_argument("--descriptions", action="store_true",
+                   help="quality of the cached LLM item descriptions (no API call)")
+    p.add_argument("--judge", type=int, default=0, metavar="N",
+                   help="with --descriptions: ask the LLM judge about N descriptions per model "
+                        "(API or local model calls; needs --llm)")
+    p.add_argument("--cache", default=None, help="LLM cache file (default: llm.py's)")
+    p.add_argument("--reranker", action="store_true",
+                   help="evaluate the saved answers of llm_reranker.py (no API call)")
+    p.add_argument("--reranker-users", type=int, default=None, metavar="N",
+                   help="with --reranker: only the first N users of the answers file")
+    p.add_argument("--answers", default=None,
+                   help="reranker answers JSONL (default: the newest in results/)")
+    p.add_argument("--compare", nargs="*", metavar="RUN", default=None,
+                   help="compare the latest eval run with the previous one, or two named runs")
+    p.add_argument("--all", action="store_true", help="with --compare: show unchanged metrics too")
+    p.add_argument("--list", action="store_true", help="list the eval runs on file")
+    p.add_argument("--out-dir", default=str(RUNS_DIR), help="where run JSONs go and are read from")
+    p.add_argument("--results-dir", default=str(RESULTS_DIR),
+                   help="experiment results read for the study snapshot")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--llm", choices=["auto", "claude", "local", "none"], default=None,
+                   help="backend of the --judge calls (default $LLM_BACKEND, else auto)")
+    p.add_argument("--no-llm", dest="llm", action="store_const", const="none",
+                   help="same as --llm none")
+    p.add_argument("--llm-model", default=None, help="model of the --judge calls")
+    args = p.parse_args(argv)
+    if args.reranker_users is not None and args.reranker_users < 1:
+        p.error("--reranker-users must be >= 1")
+    if args.judge < 0:
+        p.error("--judge must be >= 0")
+    if args.reranker_users is not None and not args.reranker:
+        p.error("--reranker-users goes with --reranker")
+    if not (args.descriptions or args.reranker or args.compare is not None or args.list):
+        p.error("choose --descriptions, --reranker, --compare or --list")
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    try:
+        if args.list:
+            runs = list_runs(Path(args.out_dir))
+            print("\n".join(p.name for p in runs) if runs else "no eval runs yet")
+        if args.descriptions or args.reranker:
+            try:
+                run(args)
+            except Exception as e:  # common's one-line errors (bad data / option)
+                if type(e).__name__ not in ("ConfigError", "DataError"):
+                    raise
+                raise EvalError(str(e)) from None
+        if args.compare is not None:
+            compare(args.compare, Path(args.out_dir), args.all)
+    except EvalError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,371 @@
+#!/usr/bin/env bash
+# The whole study in order: two_tower.py, the five experiments, the evals, then
+# results/REPORT.md with its plots. Resumable and honest about what it skipped.
+#
+#   bash run_overnight.sh --quick                          # small settings, <= 15 min on 2 cores
+#   bash run_overnight.sh > logs/orchestration.log 2>&1 &  # the full study, in the background
+#   bash run_overnight.sh --data-dir DIR --llm local       # real CSVs, the local model
+#
+# Each step writes logs/<step>.log and prints one status line (ok / skipped: reason /
+# failed: reason), also kept in logs/overnight_summary.txt. A failing step does not stop
+# the others. Run `bash run_overnight.sh --help` for the options and the resume rules.
+set -u -o pipefail
+
+usage() {
+    cat <<'EOF'
+usage: bash run_overnight.sh [--quick] [--data-dir DIR] [--llm auto|claude|local|none]
+                             [--no-llm] [--split interaction|temporal] [--threads N]
+                             [--steps LIST] [--force] [--dry-run] [-h|--help]
+
+Runs the study in order, each step with its own log under logs/ and a one-line status:
+  two_tower  llm_item_enrichment  llm_user_narration  llm_reranker  synthetic_context
+  exp5_dual_head  evals (evals/run_evals.py)  report (evals/report.py -> results/REPORT.md)
+
+options:
+  --quick          the whole study on small settings (each script's --quick; two_tower.py
+                   with 1 seed, 1 epoch, 600 users x 1,500 items, LightGBM only)
+  --data-dir DIR   Kaggle-format CSVs, passed to every experiment (default: the scripts'
+                   choice: $INSTACART_DATA_DIR, data/instacart/, else the generated sample)
+  --llm X          LLM backend passed to the LLM experiments (default $LLM_BACKEND, else
+                   auto: Claude with a key, else the local model when installed, else the
+                   LLM arms are skipped; the run says which). --no-llm = --llm none
+  --split S        the split passed to every experiment (default: the scripts' default)
+  --threads N      torch CPU threads per step (default: torch's choice)
+  --steps LIST     comma list of steps to consider (default: all, in the order above)
+  --force          rerun the selected steps even when their results are up to date
+  --dry-run        print what would run or be skipped, run nothing
+  -h, --help       this help
+
+resuming: after each step a marker results/.overnight/<step>.marker records its command
+line, git commit, a hash of the code it runs (its script and every repository module it
+imports, directly or not; pyproject.toml; uncommitted edits count), the data folder's
+files (name, size, mtime), the LLM backend it resolved to (LLM steps), the exit status,
+wall time and results file with its hash. A step is skipped when all of these match, it
+exited 0 and its results file is still the one it wrote; the evals step also reruns when
+any experiment's results changed; the report is always rebuilt. --dry-run says why each
+step would run. A step that is killed or fails leaves no ok marker, so the next
+run starts again there; finished steps are not redone (and the LLM cache means paid or
+computed answers are never redone either).
+
+environment: OVERNIGHT_PYTHON (default "uv run python") runs every step; TQDM_MININTERVAL
+(default 30 s) thins progress bars in the logs.
+EOF
+}
+
+die() { echo "error: $*" >&2; exit 2; }
+
+cd "$(dirname "$0")" || die "cannot enter the repository folder"
+PY=${OVERNIGHT_PYTHON:-uv run python}
+ALL_STEPS=(two_tower llm_item_enrichment llm_user_narration llm_reranker synthetic_context
+           exp5_dual_head evals report)
+LLM_STEPS=" llm_item_enrichment llm_user_narration llm_reranker synthetic_context "
+MARKERS=results/.overnight
+SUMMARY=logs/overnight_summary.txt
+
+QUICK=0 FORCE=0 DRY=0 DATA_DIR="" LLM=${LLM_BACKEND:-auto} SPLIT="" THREADS="" STEPS=""
+while [[ $# -gt 0 ]]; do
+    case $1 in
+        --quick) QUICK=1 ;;
+        --force) FORCE=1 ;;
+        --dry-run) DRY=1 ;;
+        --no-llm) LLM=none ;;
+        --data-dir|--llm|--split|--threads|--steps)
+            [[ $# -ge 2 && -n $2 ]] || die "$1 needs a value (see --help)"
+            case $1 in
+                --data-dir) DATA_DIR=$2 ;; --llm) LLM=$2 ;; --split) SPLIT=$2 ;;
+                --threads) THREADS=$2 ;; --steps) STEPS=$2 ;;
+            esac
+            shift ;;
+        --data-dir=*) DATA_DIR=${1#*=} ;;
+        --llm=*) LLM=${1#*=} ;;
+        --split=*) SPLIT=${1#*=} ;;
+        --threads=*) THREADS=${1#*=} ;;
+        --steps=*) STEPS=${1#*=} ;;
+        -h|--help) usage; exit 0 ;;
+        *) die "unknown option $1 (see --help)" ;;
+    esac
+    shift
+done
+case $LLM in auto|claude|local|none) ;; *) die "--llm must be auto, claude, local or none" ;; esac
+case $SPLIT in ""|interaction|temporal) ;; *) die "--split must be interaction or temporal" ;; esac
+[[ -z $THREADS || $THREADS =~ ^[1-9][0-9]*$ ]] || die "--threads must be a positive integer"
+[[ -z $DATA_DIR || -d $DATA_DIR ]] || die "--data-dir $DATA_DIR is not a folder"
+SELECTED=("${ALL_STEPS[@]}")
+if [[ -n $STEPS ]]; then
+    SELECTED=()
+    IFS=, read -r -a wanted <<< "$STEPS"
+    for w in "${wanted[@]}"; do
+        [[ " ${ALL_STEPS[*]} " == *" $w "* ]] || die "unknown step '$w' (steps: ${ALL_STEPS[*]})"
+    done
+    for s in "${ALL_STEPS[@]}"; do    # always in study order
+        [[ ",$STEPS," == *",$s,"* ]] && SELECTED+=("$s")
+    done
+fi
+
+mkdir -p logs results "$MARKERS" evals/results
+if [[ $DRY -eq 0 ]] && command -v flock > /dev/null; then
+    exec 9> "$MARKERS/lock"
+    flock -n 9 || die "another run_overnight.sh is running here ($MARKERS/lock)"
+fi
+
+sha() { sha256sum | cut -c1-16; }
+COMMIT=$(git rev-parse HEAD 2>/dev/null || echo "no-git")
+
+# the LLM backend --llm resolves to, once per run (the same rule as llm.client_from_args)
+resolve_llm() {
+    [[ $LLM == none ]] && { echo "none (--llm none): LLM arms skipped"; return; }
+    local out
+    out=$($PY - "$LLM" 2>/dev/null <<'PYEOF'
+import sys
+import llm
+choice, key, why = sys.argv[1], llm.llm_available(), llm.local_status()
+if choice == "auto":
+    choice = "claude" if key else "local" if why is None else None
+    why = None if choice else f"no ANTHROPIC_API_KEY and {why}"
+elif choice == "claude" and not key:
+    choice, why = None, "no ANTHROPIC_API_KEY in the environment, ./.env or ~/.env"
+elif choice == "local" and why is not None:
+    choice = None
+print(f"{choice}" if choice else f"none ({why}): LLM arms skipped")
+PYEOF
+) || out="unknown (could not import llm.py): the experiments decide"
+    echo "${out:-unknown}"
+}
+
+# what a step's results depend on besides its command line: the content of its script and
+# of every repository module it imports, directly or not (read with ast, nothing imported),
+# plus pyproject.toml and evals/*.json (prompt versions); uncommitted edits count
+deps() {
+    local py=python3
+    command -v python3 > /dev/null || py=$PY
+    $py - "$1" <<'PYEOF'
+import ast, sys
+from pathlib import Path
+todo, seen = [Path(sys.argv[1])], set()
+while todo:
+    f = todo.pop()
+    if f in seen or not f.is_file():
+        continue
+    seen.add(f)
+    try:
+        tree = ast.parse(f.read_text())
+    except SyntaxError:
+        continue
+    for node in ast.walk(tree):
+        names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+        if isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+        for n in names:
+            parts = n.split(".")
+            todo += [Path(*parts).with_suffix(".py"), Path(*parts, "__init__.py")]
+print("\n".join(sorted(map(str, seen))))
+PYEOF
+}
+code_hash() {
+    local f
+    for f in $(deps "$1") pyproject.toml evals/*.json; do
+        [[ -f $f ]] && { echo "$f"; cat "$f"; }
+    done | sha
+}
+data_hash() {
+    local dir=${DATA_DIR:-${INSTACART_DATA_DIR:-}}
+    [[ -z $dir && -d data/instacart ]] && dir=data/instacart
+    if [[ -z $dir ]]; then echo "generated-sample"; return; fi
+    find "$dir" -maxdepth 1 -type f \( -name '*.csv' -o -name '*.csv.*' \) \
+        -printf '%f %s %T@\n' 2>/dev/null | sort | sha
+}
+inputs_hash() {   # the evals step reads the experiments' outputs and the LLM cache
+    {
+        for f in results/*.json results/*.jsonl; do [[ -f $f ]] && { echo "$f"; cat "$f"; }; done
+        for f in cache/*.sqlite data/cache/*.sqlite ${LLM_CACHE_PATH:-}; do
+            [[ -f $f ]] && stat -c '%n %s %Y' "$f"
+        done
+    } | sha
+}
+
+build_cmd() {   # sets CMD (script + options) for step $1
+    local s=$1
+    CMD=()
+    case $s in
+        two_tower)
+            CMD=(two_tower.py)
+            [[ $QUICK -eq 1 ]] && CMD+=(--seeds 1 --epochs 1 --users 600 --items 1500 \
+                                        --rankers lightgbm) ;;
+        evals)
+            CMD=(evals/run_evals.py --descriptions --reranker --quiet)
+            [[ $QUICK -eq 1 ]] && CMD+=(--reranker-users 10) ;;
+        report)
+            CMD=(evals/report.py) ;;
+        *)
+            CMD=("$s.py")
+            [[ $QUICK -eq 1 ]] && CMD+=(--quick) ;;
+    esac
+    case $s in evals|report) return ;; esac
+    [[ $LLM_STEPS == *" $s "* ]] && CMD+=(--llm "$LLM")
+    [[ -n $DATA_DIR ]] && CMD+=(--data-dir "$DATA_DIR")
+    [[ -n $SPLIT ]] && CMD+=(--split "$SPLIT")
+    [[ -n $THREADS ]] && CMD+=(--threads "$THREADS")
+    return 0
+}
+
+# the results file a step produced: the newest one written since $2 (a stamp file)
+find_results() {
+    local s=$1 stamp=$2 pattern
+    case $s in
+        evals) pattern="evals/results/run_*.json" ;;
+        report) pattern="results/REPORT.md" ;;
+        *) pattern="results/${s}_*.json" ;;
+    esac
+    # shellcheck disable=SC2086
+    ls -t $pattern 2>/dev/null | while read -r f; do
+        [[ $f -nt $stamp ]] && { echo "$f"; break; }
+    done
+}
+
+marker_get() { sed -n "s/^$2=//p" "$1" 2>/dev/null | head -n 1; }
+
+write_marker() {   # step status wall results reason
+    local m=$MARKERS/$1.marker
+    {
+        echo "step=$1"
+        echo "key=$KEY"
+        echo "command=${CMD[*]}"
+        echo "mode=$MODE"
+        echo "commit=$COMMIT"
+        echo "code=$CODE"
+        echo "data=$DATA"
+        echo "llm=$LLM_KEY"
+        echo "llm_status=$LLM_STATUS"
+        echo "inputs=$INPUTS"
+        echo "status=$2"
+        echo "wall_s=$3"
+        echo "results=$4"
+        echo "results_sha=$([[ -n $4 && -f $4 ]] && sha < "$4")"
+        echo "reason=$5"
+        echo "log=logs/$1.log"
+        echo "finished=$(date -u +%Y-%m-%dT%H:%M:%SZ)"
+    } > "$m.tmp" && mv "$m.tmp" "$m"
+}
+
+# empty when step $1 is up to date according to its marker $2, else why it has to run
+why_run() {
+    local s=$1 m=$2 res
+    [[ $FORCE -eq 1 ]] && { echo "--force"; return; }
+    [[ $s == report ]] && { echo "always rebuilt"; return; }
+    [[ -f $m ]] || { echo "never run"; return; }
+    case $(marker_get "$m" status) in
+        0) ;;
+        running) echo "its last run was interrupted"; return ;;
+        *) echo "its last run did not succeed"; return ;;
+    esac
+    [[ $(marker_get "$m" command) == "${CMD[*]}" ]] || { echo "other options"; return; }
+    [[ $(marker_get "$m" commit) == "$COMMIT" ]] || { echo "new commit"; return; }
+    [[ $(marker_get "$m" code) == "$CODE" ]] || { echo "code changed"; return; }
+    [[ $(marker_get "$m" data) == "$DATA" ]] || { echo "data changed"; return; }
+    [[ $(marker_get "$m" llm) == "$LLM_KEY" ]] || { echo "other LLM backend"; return; }
+    [[ $(marker_get "$m" inputs) == "$INPUTS" ]] || { echo "experiment results changed"; return; }
+    [[ $(marker_get "$m" key) == "$KEY" ]] || { echo "marker from another version"; return; }
+    res=$(marker_get "$m" results)
+    [[ -n $res && -f $res ]] || { echo "results file missing"; return; }
+    # still the file it wrote (not overwritten by another run of the script)
+    [[ $(sha < "$res") == $(marker_get "$m" results_sha) ]] || echo "results overwritten"
+}
+
+say() { echo "$*"; [[ $DRY -eq 1 ]] || echo "$*" >> "$SUMMARY"; }
+
+CHILD="" LLM_KEY="" KEY="" CODE="" INPUTS=""
+on_signal() {
+    if [[ -n $CHILD ]]; then
+        kill -TERM "$CHILD" 2>/dev/null
+        wait "$CHILD" 2>/dev/null
+    fi
+    say "interrupted: the step in progress keeps no ok marker; rerun to resume"
+    exit 130
+}
+trap on_signal INT TERM HUP
+
+LLM_STATUS=$(resolve_llm)
+DATA=$(data_hash)
+export TQDM_MININTERVAL=${TQDM_MININTERVAL:-30}
+[[ $DRY -eq 1 ]] || : > "$SUMMARY"
+MODE=$([[ $QUICK -eq 1 ]] && echo quick || echo full)
+say "run_overnight.sh $(date -u +%Y-%m-%dT%H:%M:%SZ): $MODE study," \
+    "commit ${COMMIT:0:10}, data ${DATA_DIR:-${INSTACART_DATA_DIR:-default (see the scripts)}}," \
+    "steps ${SELECTED[*]}"
+say "LLM: $LLM_STATUS"
+
+T_ALL=$(date +%s)
+n=0
+for step in "${SELECTED[@]}"; do
+    n=$((n + 1))
+    tag="[$n/${#SELECTED[@]}] $step"
+    build_cmd "$step"
+    script=${CMD[0]}
+    if [[ ! -f $script ]]; then
+        say "$tag: skipped: $script not found (not written yet)"
+        [[ $DRY -eq 1 ]] || { KEY="" CODE="" INPUTS=""; write_marker "$step" "skipped" "" "" \
+            "$script not found"; }
+        continue
+    fi
+    CODE=$(code_hash "$script")
+    INPUTS=""
+    [[ $step == evals ]] && INPUTS=$(inputs_hash)
+    LLM_KEY=""   # the backend matters to the LLM experiments only
+    [[ $LLM_STEPS == *" $step "* ]] && LLM_KEY=$LLM_STATUS
+    KEY=$(printf '%s\n' "${CMD[*]}" "$COMMIT" "$CODE" "$DATA" "$LLM_KEY" "$INPUTS" | sha)
+    m=$MARKERS/$step.marker
+    why=$(why_run "$step" "$m")
+    if [[ -z $why ]]; then
+        say "$tag: skipped: up to date (same command, commit, code, data and LLM;" \
+            "$(marker_get "$m" wall_s) s on $(marker_get "$m" finished)," \
+            "$(marker_get "$m" results))"
+        continue
+    fi
+    if [[ $DRY -eq 1 ]]; then
+        say "$tag: would run ($why): $PY ${CMD[*]}"
+        continue
+    fi
+    log=logs/$step.log
+    write_marker "$step" running "" "" "started"
+    stamp=$MARKERS/.$step.started
+    touch "$stamp"
+    sleep 0.05   # a clock tick: what this step writes is strictly newer than the stamp
+    echo "$tag: running $PY ${CMD[*]} (log $log)"
+    t0=$(date +%s)
+    {
+        echo "# $PY ${CMD[*]}"
+        echo "# commit $COMMIT, started $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+    } > "$log"
+    # shellcheck disable=SC2086
+    $PY "${CMD[@]}" >> "$log" 2>&1 &
+    CHILD=$!
+    wait "$CHILD"
+    rc=$?
+    CHILD=""
+    wall=$(( $(date +%s) - t0 ))
+    res=$(find_results "$step" "$stamp")
+    rm -f "$stamp"
+    if [[ $rc -eq 0 && -n $res ]]; then
+        write_marker "$step" 0 "$wall" "$res" ""
+        extra=""
+        if [[ $LLM_STEPS == *" $step "* && $LLM_STATUS == none* ]]; then
+            extra=", LLM arms skipped"
+        fi
+        say "$tag: ok (${wall} s$extra; $res)"
+    else
+        if [[ $rc -eq 0 ]]; then
+            reason="exited 0 but wrote no results file"
+        elif [[ $rc -ge 128 ]]; then
+            reason="killed by signal $((rc - 128))"
+        else
+            reason=$(grep -E '^(error|Error|[A-Za-z]*Error|Traceback)' "$log" | tail -n 1)
+            [[ -z $reason ]] && reason=$(grep -v '^\s*$' "$log" | tail -n 1)
+            reason="exit $rc: ${reason:0:160}"
+        fi
+        write_marker "$step" "$([[ $rc -eq 0 ]] && echo no-results || echo "$rc")" "$wall" "" \
+            "$reason"
+        say "$tag: failed: $reason (after ${wall} s; log $log)"
+    fi
+done
+[[ $DRY -eq 1 ]] || say "done in $(( $(date +%s) - T_ALL )) s; summary $SUMMARY;" \
+    "report results/REPORT.md"

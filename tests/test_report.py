@@ -1,0 +1,175 @@
+"""evals/report.py on small hand-made results: every experiment gets a section (a missing, a
+failed and an unreadable one say so), tables come from the JSON, plots are written and
+linked, the cost table adds up the LLM usage found anywhere in a JSON, once."""
+import json
+from pathlib import Path
+
+import pytest
+
+from evals import report as R
+
+
+def summary(r10: float, std: float | None = 0.01, ci=(0.1, 0.2), n: int = 50) -> dict:
+    """A common.summarize()-shaped entry."""
+    m = lambda v: {"mean": v, "std": std}
+    part = {"recall@5": m(r10 / 2), "recall@10": m(r10), "recall@20": m(r10 * 1.5),
+            "ndcg@10": m(r10 * 2), "n_users": n}
+    return {"all": part, "repeat": part, "explore": part,
+            "ci95_first_seed": {"recall@10": list(ci)},
+            "per_seed": [{"recall@10": r10 - 0.01}, {"recall@10": r10 + 0.01}]}
+
+
+def usage(calls: int, tin: int, tout: int, usd: float) -> dict:
+    return {"backend": "claude", "model": "claude-haiku", "label": "claude-haiku",
+            "api_calls": calls, "cached": 1, "input_tokens": tin, "output_tokens": tout,
+            "batch_input_tokens": 0, "batch_output_tokens": 0, "total_cost_usd": usd,
+            "busy_s": 2.0}
+
+
+def experiment(name: str, **extra) -> dict:
+    return {"experiment": name, "question": f"Question of {name}?",
+            "original_finding": f"finding of {name}", "options": {"quick": True},
+            "data": {"source": "generated sample", "users": 300, "items": 1500},
+            "split": {"mode": "interaction", "eval_users": 50}, "seeds": [42, 43],
+            "metrics": {"popularity": summary(0.05), "two-tower": summary(0.1234, 0.0042)},
+            "candidate_recall": {"two-tower": 0.5}, "produced_by": {},
+            "verdict": f"verdict: refuted - {name} numbers", "timings": {"total_s": 12.5},
+            "provenance": {"git_commit": "abcdef1234567", "time_utc": "2026-01-01T00:00:00Z"},
+            **extra}
+
+
+@pytest.fixture
+def study(tmp_path):
+    """results/ with: two_tower ok; exp1 with description stats and LLM usage; exp2 failed
+    (marker, no JSON); exp3 with controls; exp4 missing; exp5 with alpha curves."""
+    res = tmp_path / "results"
+    (res / ".overnight").mkdir(parents=True)
+    u = usage(10, 1000, 200, 0.25)
+    files = {
+        "two_tower": experiment("two_tower", verdict=None),
+        "llm_item_enrichment": experiment(
+            "llm_item_enrichment", llm=u, cost={"usd_per_1000_items_batches": 0.5},
+            description_stats={"template": {"words": 10.0, "distinct_tokens": 50,
+                                            "grounded": 1.0, "novel_word_share": 0.0},
+                               "description [haiku]": {"words": 60.0, "distinct_tokens": 400,
+                                                       "grounded": 0.9,
+                                                       "novel_word_share": 0.6}},
+            produced_by={"two-tower": "claude-haiku"}),
+        "llm_reranker": experiment("llm_reranker", llm=usage(5, 500, 100, 0.05),
+                                   verdicts=["verdict: refuted - a", "verdict: confirmed - b"],
+                                   controls={"faiss@20": {
+                                       "none": {"R@10": 0.1, "noise floor": {"rbo": 0.8}},
+                                       "context": {"R@10": 0.12, "noise floor": {"rbo": 0.8},
+                                                   "vs none": {"rbo": 0.6},
+                                                   "vs placebo": {"rbo": 0.65}}}}),
+        # the same usage under two keys (as synthetic_context writes it) counts once
+        "exp5_dual_head": experiment("exp5_dual_head",
+                                     alpha_curves={"frozen semantic": [[0.5, 0.6], [0.5, 0.7]],
+                                                   "trainable": [[0.5, 0.4], [0.5, 0.45]]},
+                                     val_loss={"frozen semantic": [2.5, 2.6]},
+                                     llm=u, llm_labels={"usage": u}),
+    }
+    for name, d in files.items():
+        (res / f"{name}_generated_interaction.json").write_text(json.dumps(d))
+        (res / ".overnight" / f"{name}.marker").write_text(
+            f"step={name}\nstatus=0\nwall_s=30\nresults=results/{name}_generated_interaction"
+            f".json\nlog=logs/{name}.log\ncommand={name}.py --quick --llm none\n")
+    (res / ".overnight" / "llm_user_narration.marker").write_text(
+        "step=llm_user_narration\nstatus=1\nwall_s=3\nreason=exit 1: error: boom in narration"
+        "\nlog=logs/llm_user_narration.log\n")
+    return res
+
+
+def build(res: Path) -> tuple[str, Path]:
+    out = R.build_report(res, res.parent / "evals_results")
+    return out.read_text(), out
+
+
+def section(text: str, title_part: str) -> str:
+    """The text of the section whose heading contains title_part."""
+    parts = text.split("\n## ")
+    hits = [p for p in parts if p.splitlines()[0].find(title_part) >= 0]
+    assert len(hits) == 1, title_part
+    return hits[0]
+
+
+def test_every_experiment_has_a_section_with_question_finding_verdict_table(study):
+    text, _ = build(study)
+    for name, _title in R.EXPERIMENTS:
+        assert f"(`{name}.py`)" in text
+    s = section(text, "llm_item_enrichment.py")
+    assert "Question of llm_item_enrichment?" in s and "finding of llm_item_enrichment" in s
+    assert "verdict: refuted - llm_item_enrichment numbers" in s
+    # the table is the JSON's numbers: mean ± std, the first seed's interval, the LLM label
+    assert "| two-tower [claude-haiku] | 0.123 ± 0.004 | [0.100, 0.200] |" in s
+    assert "Description statistics" in s and "| description [haiku] | 60.0 |" in s
+    s = section(text, "llm_reranker.py")
+    assert "verdict: refuted - a" in s and "verdict: confirmed - b" in s
+    assert "| context | 0.120 |" in s
+
+
+def test_missing_and_failed_experiments_say_so(study):
+    text, _ = build(study)
+    missing = section(text, "synthetic_context.py")
+    assert "**Status: not run**" in missing and "synthetic_context_*.json" in missing
+    failed = section(text, "llm_user_narration.py")
+    assert "**Status: failed**" in failed and "boom in narration" in failed
+    assert "logs/llm_user_narration.log" in failed
+    glance = section(text, "Verdicts at a glance")
+    assert "Experiment 4: synthetic occasion context | no results" in glance
+
+
+def test_failed_step_with_old_results_is_marked_stale(study):
+    (study / "llm_user_narration_generated_interaction.json").write_text(
+        json.dumps(experiment("llm_user_narration")))
+    text, _ = build(study)
+    s = section(text, "llm_user_narration.py")
+    assert "**Status: failed**" in s and "from an earlier run" in s
+    assert "| two-tower | 0.123 ± 0.004 |" in s          # the old table is still shown
+
+
+def test_unreadable_results_and_interrupted_step(study):
+    (study / "exp5_dual_head_generated_interaction.json").write_text("{not json")
+    (study / ".overnight" / "two_tower.marker").write_text("step=two_tower\nstatus=running\n")
+    text, _ = build(study)
+    assert "results unreadable" in section(text, "exp5_dual_head.py")
+    assert "**Status: interrupted**" in section(text, "two_tower.py")
+
+
+def test_plots_are_written_and_linked(study):
+    text, out = build(study)
+    pngs = sorted(p.name for p in out.parent.glob("*.png"))
+    assert {"plot_exp5_alpha.png", "plot_reranker_context.png", "plot_descriptions.png",
+            "plot_two_tower_metrics.png"} <= set(pngs)
+    for png in pngs:
+        assert f"]({png})" in text
+        assert (out.parent / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "plot_synthetic_context_metrics.png" not in pngs
+
+
+def test_absent_alpha_curves_are_tolerated(study):
+    p = study / "exp5_dual_head_generated_interaction.json"
+    d = json.loads(p.read_text())
+    del d["alpha_curves"]
+    p.write_text(json.dumps(d))
+    text, out = build(study)
+    assert "No `alpha_curves` in the JSON" in section(text, "exp5_dual_head.py")
+    assert not (out.parent / "plot_exp5_alpha.png").exists()
+
+
+def test_cost_table_adds_usage_once_per_json(study):
+    text, _ = build(study)
+    cost = section(text, "Cost:")
+    row = lambda step: next(line for line in cost.splitlines() if line.startswith(f"| {step} |"))
+    # exp5 has the same usage dict under two keys: counted once
+    assert "| 10 | 1 | 1,000 | 200 | $0.2500 |" in row("exp5_dual_head")
+    assert "$0.0500" in row("llm_reranker")
+    assert "| 30 s |" in row("two_tower")            # wall time from the step marker
+    total = row("total")
+    assert "$0.5500" in total and "| 25 |" in total and "2,500" in total
+
+
+def test_empty_results_folder_still_gives_a_report(tmp_path):
+    (tmp_path / "results").mkdir()
+    text, _ = build(tmp_path / "results")
+    assert text.count("**Status: not run**") == len(R.EXPERIMENTS) + 1   # + the evals

@@ -1,0 +1,218 @@
+"""run_overnight.sh: order, statuses, resumability. The real script runs in a temporary copy
+of the repository layout whose steps are tiny fake scripts (OVERNIGHT_PYTHON = this Python),
+so each test takes about a second and needs neither data nor models."""
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+EXPERIMENTS = ["two_tower", "llm_item_enrichment", "llm_user_narration", "llm_reranker",
+               "synthetic_context", "exp5_dual_head"]
+LLM_STEPS = {"llm_item_enrichment", "llm_user_narration", "llm_reranker", "synthetic_context"}
+
+FAKE = r'''
+import json, os, signal, sys, time
+from pathlib import Path
+sys.path.insert(0, os.getcwd())
+import common  # noqa: F401,E402 (a repository module: its edits must rerun the step)
+name = Path(sys.argv[0]).stem
+with open("calls.log", "a") as f:
+    f.write(" ".join([name, *sys.argv[1:]]) + "\n")
+if os.environ.get("FAKE_KILL") == name:          # the orchestrator dies mid-step (kill -9)
+    os.kill(os.getppid(), signal.SIGKILL)
+    sys.exit(137)
+if os.environ.get("FAKE_FAIL") == name:
+    print("error: fake failure of " + name)
+    sys.exit(3)
+if name == "run_evals":
+    out = Path("evals/results") / f"run_{time.time_ns()}.json"
+elif name == "report":
+    out = Path("results/REPORT.md")
+else:
+    out = Path("results") / f"{name}_generated_interaction.json"
+out.parent.mkdir(parents=True, exist_ok=True)
+out.write_text(json.dumps({"experiment": name, "argv": sys.argv[1:], "t": time.time_ns()}))
+'''
+
+
+@pytest.fixture
+def repo(tmp_path):
+    """A temporary repository: run_overnight.sh, fake steps, common.py / llm.py stand-ins."""
+    shutil.copy(ROOT / "run_overnight.sh", tmp_path / "run_overnight.sh")
+    (tmp_path / "evals").mkdir()
+    for name in EXPERIMENTS:
+        (tmp_path / f"{name}.py").write_text(FAKE)
+    for name in ("run_evals", "report"):
+        (tmp_path / "evals" / f"{name}.py").write_text(FAKE)
+    (tmp_path / "common.py").write_text("# shared code\n")
+    # llm.py stand-in: the two functions run_overnight.sh asks which backend --llm auto means
+    (tmp_path / "llm.py").write_text(
+        "import os\n"
+        "def llm_available():\n    return bool(os.environ.get('ANTHROPIC_API_KEY'))\n"
+        "def local_status():\n"
+        "    return None if os.environ.get('FAKE_LOCAL') else 'local model not installed'\n")
+    return tmp_path
+
+
+def run(repo, *args, env=None, check=True):
+    e = {k: v for k, v in os.environ.items()
+         if not k.startswith(("FAKE_", "LLM_BACKEND", "ANTHROPIC_API_KEY"))}
+    e.update({"OVERNIGHT_PYTHON": sys.executable, **(env or {})})
+    p = subprocess.run(["bash", str(repo / "run_overnight.sh"), *args], cwd=repo, env=e,
+                       capture_output=True, text=True, timeout=60, check=False)
+    if check:
+        assert p.returncode == 0, p.stdout + p.stderr
+    return p
+
+
+def calls(repo) -> list[str]:
+    """Step names run so far (fake scripts log themselves), then clear the log."""
+    log = repo / "calls.log"
+    out = [line.split()[0] for line in log.read_text().splitlines()] if log.exists() else []
+    log.unlink(missing_ok=True)
+    return out
+
+
+def status_lines(out: str) -> dict:
+    """{step: status line} from the orchestrator's stdout ('[i/n] step: status')."""
+    res = {}
+    for line in out.splitlines():
+        if line.startswith("[") and "]: " not in line and ": " in line:
+            head, _, rest = line.partition(": ")
+            step = head.split("] ")[-1]
+            if not rest.startswith("running"):
+                res[step] = rest
+    return res
+
+
+ALL = [*EXPERIMENTS, "run_evals", "report"]
+
+
+def test_runs_every_step_in_order_and_a_failure_does_not_stop_the_others(repo):
+    p = run(repo, "--llm", "none", env={"FAKE_FAIL": "llm_reranker"})
+    assert calls(repo) == ALL
+    st = status_lines(p.stdout)
+    assert st["llm_reranker"].startswith("failed: exit 3: error: fake failure of llm_reranker")
+    assert all(st[s].startswith("ok") for s in EXPERIMENTS if s != "llm_reranker")
+    summary = (repo / "logs/overnight_summary.txt").read_text()
+    assert "llm_reranker: failed" in summary and "exp5_dual_head: ok" in summary
+    assert "error: fake failure" in (repo / "logs/llm_reranker.log").read_text()
+
+
+def test_rerun_skips_finished_steps_and_redoes_the_failed_one(repo):
+    run(repo, "--llm", "none", env={"FAKE_FAIL": "llm_reranker"})
+    calls(repo)
+    p = run(repo, "--llm", "none")
+    # the failed step runs again; the evals follow because their inputs changed; the report
+    # is always rebuilt; every finished experiment is skipped
+    assert calls(repo) == ["llm_reranker", "run_evals", "report"]
+    st = status_lines(p.stdout)
+    assert st["two_tower"].startswith("skipped: up to date")
+    p = run(repo, "--llm", "none")
+    assert calls(repo) == ["report"]
+
+
+def test_killed_run_resumes_where_it_stopped(repo):
+    run(repo, "--llm", "none")             # results of other settings are already there
+    calls(repo)
+    p = run(repo, "--quick", "--llm", "none", env={"FAKE_KILL": "llm_user_narration"},
+            check=False)
+    assert p.returncode == -signal.SIGKILL
+    assert calls(repo) == ["two_tower", "llm_item_enrichment", "llm_user_narration"]
+    run(repo, "--quick", "--llm", "none")
+    assert calls(repo) == ALL[2:]          # the killed step is not taken as done
+
+
+def test_changed_options_rerun(repo):
+    run(repo, "--quick", "--llm", "none")
+    calls(repo)
+    run(repo, "--llm", "none")             # full settings after quick: a new configuration
+    assert calls(repo) == ALL
+    p = run(repo, "--llm", "local", "--dry-run")
+    assert "two_tower: skipped: up to date" in p.stdout
+    assert "llm_reranker: would run (other options)" in p.stdout
+
+
+def test_llm_backend_that_auto_resolves_to_reruns_only_the_llm_steps(repo):
+    run(repo, "--llm", "auto")             # no key, no local model: LLM arms skipped
+    calls(repo)
+    p = run(repo, "--llm", "auto", env={"FAKE_LOCAL": "1"})   # same options, now local
+    assert "LLM: local" in p.stdout
+    assert "llm_reranker: running" in p.stdout
+    # the backend --llm auto resolves to reaches only the LLM steps
+    assert calls(repo) == [*[s for s in EXPERIMENTS if s in LLM_STEPS], "run_evals", "report"]
+
+
+def test_edited_code_reruns_the_steps_that_run_it(repo):
+    run(repo, "--llm", "none")
+    calls(repo)
+    with open(repo / "exp5_dual_head.py", "a") as f:
+        f.write("# edited\n")              # an uncommitted edit of one script
+    p = run(repo, "--llm", "none")
+    assert "exp5_dual_head: running" in p.stdout and "two_tower: skipped: up to date" in p.stdout
+    assert calls(repo) == ["exp5_dual_head", "run_evals", "report"]
+    (repo / "common.py").write_text("# shared code, edited\n")   # shared code: every step
+    run(repo, "--llm", "none")
+    assert calls(repo) == ALL
+
+
+def test_missing_or_overwritten_results_rerun(repo):
+    run(repo, "--llm", "none")
+    calls(repo)
+    (repo / "results/two_tower_generated_interaction.json").unlink()
+    run(repo, "--llm", "none")
+    assert calls(repo) == ["two_tower", "run_evals", "report"]
+    # overwritten by another run of the script (other options): no longer this step's results
+    (repo / "results/exp5_dual_head_generated_interaction.json").write_text("{}")
+    run(repo, "--llm", "none")
+    assert calls(repo) == ["exp5_dual_head", "run_evals", "report"]
+
+
+def test_new_commit_reruns(repo):
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-c", "commit.gpgsign=false"]
+    subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
+    subprocess.run([*git, "commit", "-q", "--allow-empty", "-m", "a"], cwd=repo, check=True)
+    run(repo, "--llm", "none")
+    calls(repo)
+    run(repo, "--llm", "none")
+    assert calls(repo) == ["report"]
+    subprocess.run([*git, "commit", "-q", "--allow-empty", "-m", "b"], cwd=repo, check=True)
+    run(repo, "--llm", "none")
+    assert calls(repo) == ALL
+
+
+def test_options_reach_the_steps(repo, tmp_path):
+    data = tmp_path / "csvs"
+    data.mkdir()
+    run(repo, "--quick", "--llm", "none", "--data-dir", str(data), "--threads", "1")
+    lines = {ln.split()[0]: ln.split()[1:] for ln in (repo / "calls.log").read_text().splitlines()}
+    for s in EXPERIMENTS:
+        args = lines[s]
+        assert args[args.index("--data-dir") + 1] == str(data)
+        assert args[args.index("--threads") + 1] == "1"
+        assert ("--llm" in args) == (s in LLM_STEPS)
+        assert ("--quick" in args) == (s != "two_tower")   # two_tower.py has no --quick
+    assert "--seeds" in lines["two_tower"] and "--reranker-users" in lines["run_evals"]
+
+
+def test_missing_script_is_skipped_with_reason_and_steps_selection(repo):
+    (repo / "synthetic_context.py").unlink()
+    p = run(repo, "--llm", "none")
+    assert "synthetic_context: skipped: synthetic_context.py not found" in p.stdout
+    assert "synthetic_context" not in calls(repo)
+    run(repo, "--llm", "none", "--steps", "exp5_dual_head,two_tower", "--force")
+    assert calls(repo) == ["two_tower", "exp5_dual_head"]
+
+
+def test_dry_run_runs_nothing_and_bad_options_fail_in_one_line(repo):
+    p = run(repo, "--dry-run", "--llm", "none")
+    assert calls(repo) == [] and "would run" in p.stdout
+    for bad in (["--llm", "gpt"], ["--steps", "nope"], ["--what"], ["--threads", "x"]):
+        p = run(repo, *bad, check=False)
+        assert p.returncode == 2 and p.stderr.startswith("error: ")
+        assert len(p.stderr.strip().splitlines()) == 1
