@@ -41,7 +41,12 @@ KAGGLE_DIR = REPO / "data" / "instacart"    # where a real Kaggle download may b
 SAMPLE_DIR = REPO / "data" / "sample"       # where the generated sample is written on first use
 CACHE_DIR = Path(os.environ.get("INSTACART_CACHE_DIR", REPO / "data" / "cache"))  # loaded data, saved models
 RESULTS_DIR = REPO / "results"
-DEFAULT_USERS, DEFAULT_ITEMS = 5000, 10000
+# The built-in sample is generated once at SAMPLE_USERS x SAMPLE_PRODUCTS; every script then
+# samples DEFAULT_USERS users and their DEFAULT_ITEMS most bought items from it (or from real
+# CSVs): the size of the real sample the generator is calibrated against (1,446 users) and the
+# original study's 5,000 items, small enough for the default run to take about two minutes.
+SAMPLE_USERS, SAMPLE_PRODUCTS = 5000, 10000
+DEFAULT_USERS, DEFAULT_ITEMS = 1500, 5000
 CACHE_VERSION = "2"            # bump when the cached tables' layout or meaning changes
 
 
@@ -283,15 +288,15 @@ def resolve_data_dir(data_dir: str | Path | None = None) -> tuple[Path, str]:
         return KAGGLE_DIR, f"Kaggle-format CSVs in {KAGGLE_DIR.relative_to(REPO)}"
     import sample_generator as gen  # a shared module, imported only when needed
     # the sample is regenerated whenever the generator's output for these settings changes
-    stamp = json.dumps({"version": gen.GENERATOR_VERSION, "users": DEFAULT_USERS,
-                        "products": DEFAULT_ITEMS, "seed": RANDOM_SEED})
+    stamp = json.dumps({"version": gen.GENERATOR_VERSION, "users": SAMPLE_USERS,
+                        "products": SAMPLE_PRODUCTS, "seed": RANDOM_SEED})
     stamp_file = SAMPLE_DIR / "GENERATED_BY.json"
     if not (SAMPLE_DIR / "orders.csv").is_file() or (
             not stamp_file.is_file() or stamp_file.read_text() != stamp):
         print(f"data: generating the built-in sample into {SAMPLE_DIR.relative_to(REPO)} "
-              f"({DEFAULT_USERS} users x {DEFAULT_ITEMS} products, seed {RANDOM_SEED}, "
+              f"({SAMPLE_USERS} users x {SAMPLE_PRODUCTS} products, seed {RANDOM_SEED}, "
               f"generator v{gen.GENERATOR_VERSION})")
-        gen.generate(SAMPLE_DIR, n_users=DEFAULT_USERS, n_products=DEFAULT_ITEMS, seed=RANDOM_SEED)
+        gen.generate(SAMPLE_DIR, n_users=SAMPLE_USERS, n_products=SAMPLE_PRODUCTS, seed=RANDOM_SEED)
         stamp_file.write_text(stamp)
     return SAMPLE_DIR, f"generated sample (sample_generator v{gen.GENERATOR_VERSION})"
 
@@ -921,6 +926,55 @@ def bootstrap_ci(per_user: dict, n_boot: int = 1000, seed: int = RANDOM_SEED) ->
         means = v[rng.integers(0, len(v), size=(n_boot, len(v)))].mean(1)
         ci[m] = [float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))]
     return ci
+
+
+# ranking agreement: how much two rankings of the same candidates differ (reranker controls)
+RBO_P = 0.9          # RBO persistence: the top ~10 ranks carry ~86% of the weight
+JACCARD_K = 10
+
+def rbo(a, b, p: float = RBO_P) -> float:
+    """Extrapolated rank-biased overlap (Webber et al. 2010) of two rankings, in [0, 1].
+
+    RBO_ext = (1-p) * sum_{d<=k} p^(d-1) A_d + p^k A_k, A_d = |a[:d] & b[:d]| / d, k = the
+    shorter length. Identical lists give 1, disjoint ones 0."""
+    a, b = list(a), list(b)
+    k = min(len(a), len(b))
+    if k == 0:
+        return float("nan")
+    seen_a, seen_b, overlap, total = set(), set(), 0, 0.0
+    for d in range(1, k + 1):
+        x, y = a[d - 1], b[d - 1]
+        if x == y:
+            overlap += 1
+        else:
+            overlap += (x in seen_b) + (y in seen_a)
+        seen_a.add(x)
+        seen_b.add(y)
+        total += p ** (d - 1) * overlap / d
+    return float((1 - p) * total + p ** k * overlap / k)
+
+
+def jaccard_at(a, b, k: int = JACCARD_K) -> float:
+    """|top-k(a) & top-k(b)| / |top-k(a) | top-k(b)|."""
+    sa, sb = set(list(a)[:k]), set(list(b)[:k])
+    return float(len(sa & sb) / len(sa | sb)) if sa | sb else float("nan")
+
+
+def kendall_tau(a, b) -> float:
+    """Kendall tau-a between two orderings of the items they share (1 = same order)."""
+    pos_b = {x: i for i, x in enumerate(b)}
+    r = np.array([pos_b[x] for x in a if x in pos_b])
+    n = len(r)
+    if n < 2:
+        return float("nan")
+    i, j = np.triu_indices(n, 1)
+    s = np.sign(r[j] - r[i])
+    return float(s.sum() / len(s))
+
+
+def agreement(a, b) -> dict:
+    """RBO, Jaccard@10 and Kendall tau of two rankings."""
+    return {"rbo": rbo(a, b), "jaccard@10": jaccard_at(a, b), "tau": kendall_tau(a, b)}
 
 
 # ----------------------------------------------------------------------------
@@ -1791,6 +1845,19 @@ def add_experiment_args(parser, seeds: int = 3):
     g.add_argument("--out", default=None, help="results JSON path (default results/<script>_<data>_<split>.json)")
     g.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
     return g
+
+
+def parse_args_with_quick(parser, argv, quick: dict):
+    """parser.parse_args(argv) plus a `--quick` smoke mode: the options in `quick` (dest ->
+    value) take those values unless given explicitly on the command line."""
+    parser.add_argument("--quick", action="store_true", help="smoke run of about a minute: " +
+                        ", ".join(f"--{k.replace('_', '-')} {v}" for k, v in quick.items()))
+    args = parser.parse_args(argv)
+    if args.quick:
+        for k, v in quick.items():
+            if getattr(args, k) == parser.get_default(k):
+                setattr(args, k, v)
+    return args
 
 
 def add_tower_args(parser):

@@ -1508,6 +1508,57 @@ def _progress(total: int, enabled: bool, desc: str):
 # Selection: --llm auto|claude|local|none
 
 
+# ---------------------------------------------------------------------------------------------
+# Permutation repair: the one place where a ranking answer's repairs are counted
+
+@dataclass
+class Repair:
+    """A ranking answer made a permutation of the candidates, and what it took.
+
+    ranking: the repaired permutation (None when the answer failed); unknown: ids that are
+    not candidates (dropped); duplicate: repeated ids (removed); missing: candidates the
+    answer left out (appended in candidate order); failed: more than half were missing."""
+
+    ranking: list | None
+    unknown: int = 0
+    duplicate: int = 0
+    missing: int = 0
+    failed: bool = False
+
+    @property
+    def repaired(self) -> bool:
+        return bool(self.unknown or self.duplicate or self.missing)
+
+    def counts(self) -> dict:
+        return {k: v for k, v in asdict(self).items() if k != "ranking"}
+
+
+def repair_permutation(answer, candidates) -> Repair:
+    """Validate `answer` (a list of ids) as a permutation of `candidates` (ids, in candidate
+    order): unknown ids dropped, duplicates removed (first kept), missing ids appended in
+    candidate order, each counted. More than half missing: a failure, not a ranking."""
+    cand = list(candidates)
+    known = set(cand)
+    out, seen, unknown, duplicate = [], set(), 0, 0
+    for x in answer if isinstance(answer, list) else []:
+        try:
+            x = int(x)
+        except (TypeError, ValueError):
+            unknown += 1
+            continue
+        if x not in known:
+            unknown += 1
+        elif x in seen:
+            duplicate += 1
+        else:
+            seen.add(x)
+            out.append(x)
+    missing = [x for x in cand if x not in seen]
+    if len(missing) > len(cand) / 2:
+        return Repair(None, unknown, duplicate, len(missing), True)
+    return Repair(out + missing, unknown, duplicate, len(missing), False)
+
+
 def add_llm_args(parser: argparse.ArgumentParser) -> None:
     """--llm {auto,claude,local,none} (default $LLM_BACKEND, else auto), --no-llm, --llm-model."""
     default = os.environ.get("LLM_BACKEND") or "auto"

@@ -23,6 +23,7 @@ import common as C
 SEEDS = 3                  # training seeds; headline numbers are mean ± std over them
 CANDIDATE_SETTINGS = ("faiss@20", "faiss@50+bought")   # the original study's, and the gap-closing one
 RANKERS = ("lightgbm", "xgboost")
+QUICK = {"users": 600, "items": 1500, "seeds": 1, "epochs": 1, "rankers": "lightgbm"}
 QUESTION = "How far do two-tower retrieval and a GBDT re-ranker get beside strong simple baselines?"
 ORIGINAL_FINDING = ("two-tower R@20 0.188, NDCG@10 0.293 (2,000 heaviest users, 5,000 items); "
                     "no top-frequency or TIFU-KNN baseline")
@@ -38,7 +39,7 @@ def parse_args(argv=None):
                    help="comma list of lightgbm, xgboost; 'none' to skip the ranking stage")
     r.add_argument("--candidates", default=",".join(CANDIDATE_SETTINGS),
                    help="comma list of candidate settings: faiss@K or faiss@K+bought")
-    return p.parse_args(argv)
+    return C.parse_args_with_quick(p, argv, QUICK)
 
 
 def main(argv=None):

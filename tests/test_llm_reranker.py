@@ -1,0 +1,146 @@
+"""llm_reranker.py end to end on a small generated sample: --llm none, and the LLM arms
+through the real anthropic SDK against the loopback fake API (offline)."""
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from fake_anthropic import FakeAnthropic
+
+import common
+import llm
+import llm_reranker as X
+
+KEY = "sk-ant-test-reranker-0123456789"
+
+
+@pytest.fixture(scope="module")
+def shared_cache(tmp_path_factory):
+    """One data + tower cache for the module: the tower trains once, not once per test."""
+    return tmp_path_factory.mktemp("reranker_cache")
+
+
+@pytest.fixture
+def env(tmp_path, monkeypatch, shared_cache):
+    monkeypatch.setattr(common, "CACHE_DIR", shared_cache)
+    monkeypatch.setattr(llm, "ENV_FILES", [])
+    monkeypatch.setenv("LLM_CACHE_PATH", str(tmp_path / "llm.sqlite"))
+    for var in ("LLM_MODEL", "LLM_BACKEND", "ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL"):
+        monkeypatch.delenv(var, raising=False)
+    return tmp_path
+
+
+def argv(data_dir, tmp, *extra):
+    return ["--data-dir", str(data_dir), "--users", "200", "--items", "1000", "--epochs", "1",
+            "--seeds", "1", "--no-tifu", "--threads", "1", "--quiet", "--split", "temporal",
+            "--candidate-sets", "faiss@20", "--out", str(tmp / "r.json"),
+            "--answers", str(tmp / "answers.jsonl"), *extra]
+
+
+def test_llm_none_still_compares_the_rankers(small_sample_dir, env, capsys):
+    X.main(argv(small_sample_dir, env, "--llm", "none"))
+    out = capsys.readouterr().out
+    res = json.loads((env / "r.json").read_text())
+    assert "LLM arms skipped" in out and res["llm"]["skipped"].startswith("LLM arms disabled")
+    for arm in ("faiss@20: candidate order (FAISS)", "faiss@20: lightgbm", "faiss@20: xgboost"):
+        assert arm in res["metrics"]
+    assert out.count("verdict: inconclusive") == 2 and len(res["verdicts"]) == 2
+    # the ceiling of the FAISS top-20 arms is their candidate order's R@20
+    order = res["metrics"]["faiss@20: candidate order (FAISS)"]["all"]["recall@20"]["mean"]
+    assert res["candidate_recall"]["faiss@20: lightgbm"] == pytest.approx(order)
+
+
+def test_llm_arms_through_the_fake_api_with_malformed_permutations(small_sample_dir, env,
+                                                                   monkeypatch, capsys):
+    with FakeAnthropic() as server:
+        monkeypatch.setenv("ANTHROPIC_API_KEY", KEY)
+        monkeypatch.setenv("ANTHROPIC_BASE_URL", server.base_url)
+        # two answers with a duplicated and a missing id: repaired and counted, not re-asked
+        server.add_fault("bad_ranking", times=2)
+        X.main(argv(small_sample_dir, env, "--llm", "claude", "--eval-users", "4",
+                    "--shuffles", "2", "--mode", "listwise"))
+        sent = server.total_requests
+    out = capsys.readouterr().out
+    res = json.loads((env / "r.json").read_text())
+    recs = [json.loads(x) for x in (env / "answers.jsonl").read_text().splitlines()]
+    # 4 users x 4 conditions (generated + temporal: positive control) x 2 shuffles
+    assert len(recs) == 32 and sent == 32
+    assert {r["condition"] for r in recs} == {"none", "context", "placebo", "random"}
+    assert sum(r["repairs"]["duplicate"] for r in recs) == 2
+    assert sum(r["repairs"]["missing"] for r in recs) == 2
+    assert res["llm_answers"]["faiss@20"]["duplicate"] == 2
+    for r in recs:   # every parsed ranking is a permutation of the candidates
+        assert sorted(r["parsed"]) == sorted(r["candidates"])
+        assert sorted(r["shown"]) == sorted(r["candidates"])
+    # the same shuffle is shown under every condition; shuffles differ
+    by = {(r["user"], r["condition"], r["shuffle"]): r["shown"] for r in recs}
+    u = recs[0]["user"]
+    assert by[(u, "none", 0)] == by[(u, "context", 0)] != by[(u, "none", 1)]
+    # context: the held-out order's true occasion; placebo: same length, no occasion
+    ctx = {(r["user"], r["condition"]): r["context"] for r in recs}
+    assert len(ctx[(u, "placebo")]) == len(ctx[(u, "context")])
+    assert "order is for" in ctx[(u, "context")] and ctx[(u, "random")] != ctx[(u, "context")]
+    assert "order is for" not in ctx[(u, "placebo")]
+    # arms, controls, cost, labels, two verdict lines
+    assert "faiss@20: LLM context" in res["metrics"]
+    assert res["produced_by"]["faiss@20: LLM context"] == llm.DEFAULT_MODEL
+    assert set(res["controls"]["faiss@20"]) == {"none", "context", "placebo", "random"}
+    assert "tokens_per_1000_users" in res["cost"] and "usd_per_1000_users" in res["cost"]
+    assert out.count("verdict: ") == 2 and "controls, faiss@20" in out
+    # a rerun of the unchanged experiment makes no LLM call
+    with FakeAnthropic() as server2:
+        monkeypatch.setenv("ANTHROPIC_BASE_URL", server2.base_url)
+        X.main(argv(small_sample_dir, env, "--llm", "claude", "--eval-users", "4",
+                    "--shuffles", "2", "--mode", "listwise"))
+        assert server2.total_requests == 0
+
+
+def test_pointwise_mode_scores_every_candidate(small_sample_dir, env, monkeypatch):
+    with FakeAnthropic() as server:
+        monkeypatch.setenv("ANTHROPIC_API_KEY", KEY)
+        monkeypatch.setenv("ANTHROPIC_BASE_URL", server.base_url)
+        X.main(argv(small_sample_dir, env, "--llm", "claude", "--eval-users", "2",
+                    "--mode", "pointwise"))
+    recs = [json.loads(x) for x in (env / "answers.jsonl").read_text().splitlines()]
+    assert len(recs) == 2 * 4 and all(r["mode"] == "pointwise" for r in recs)
+    r = recs[0]
+    scores = {int(k): v for k, v in r["scores"].items()}
+    assert set(scores) == set(r["candidates"])
+    # the ranking is the candidates sorted by score, ties in candidate order
+    want = sorted(r["candidates"], key=lambda c: (-scores[c], r["candidates"].index(c)))
+    assert r["parsed"] == want
+
+
+def test_borda_and_placebo_helpers():
+    assert X.borda([[3, 1, 2], [3, 2, 1]], [1, 2, 3]) == [3, 1, 2]   # tie 1/2: candidate order
+    assert X.borda([], [5, 4]) == [5, 4]
+    t = "the shopper says this order is for: party."
+    assert len(X.placebo_like(t)) == len(t) and "party" not in X.placebo_like(t)
+
+
+def test_bad_options_fail_in_one_line(small_sample_dir, env, capsys):
+    for bad in (["--candidate-sets", "faiss@10"], ["--shuffles", "0"],
+                ["--candidate-sets", "bogus"]):
+        with pytest.raises(SystemExit) as e:
+            common.main_guard(lambda bad=bad: X.main(["--data-dir", str(small_sample_dir), *bad]))
+        assert e.value.code == 2
+        assert capsys.readouterr().err.startswith("error: ")
+
+
+def test_target_order_context_comes_from_the_held_out_order_not_its_items(small_sample_dir,
+                                                                         env):
+    ds = common.load_dataset(small_sample_dir, 200, 1000)
+    split = common.split_interactions(ds.interactions, "temporal")
+    users = split.eval_users()[:5]
+    tgt = X.target_orders(ds, split, users)
+    held = split.test.groupby("user")["order_id"].first()
+    assert (tgt["order_id"].to_numpy() == held.reindex(users).to_numpy()).all()
+    occ = ds.occasions.set_index("order_id")["occasion"]
+    assert (tgt["occasion"].to_numpy() == occ.reindex(held.reindex(users)).to_numpy()).all()
+    # recent orders come from training rows only: the held-out order is never listed
+    text = X.recent_orders_text(ds, split.train, int(users[0]))
+    last = int(split.test.loc[split.test["user"] == users[0], "order_number"].iloc[0])
+    assert f"order {last}:" not in text and np.all(text != "- none")
