@@ -1951,11 +1951,12 @@ class Experiment:
     # arms
     def add(self, arm: str, ranked: np.ndarray, users: np.ndarray | None = None,
             split: Split | None = None, cand_recall: float | None = None,
-            label: str | None = None) -> dict:
-        """Score one list set (one seed) of an arm; returns its evaluate() result."""
+            label: str | None = None, feats: Features | None = None) -> dict:
+        """Score one list set (one seed) of an arm; returns its evaluate() result. With
+        another `split` (cold start), pass its `feats` so repeat / explore follow its rows."""
         users = self.users if users is None else np.asarray(users)
         split = split or self.split
-        res = evaluate(ranked[:, :K_MAX], users, split, self.feats)
+        res = evaluate(ranked[:, :K_MAX], users, split, feats or self.feats)
         self.runs.setdefault(arm, []).append(res)
         self.lists.setdefault(arm, (users, ranked[:, :K_MAX], split))
         if cand_recall is not None:
@@ -1973,7 +1974,7 @@ class Experiment:
         feats = self.feats if split is self.split else build_features(self.ds, split.train)
         train = None if getattr(self.args, "no_tifu", False) else split.train
         for name, ranked in baseline_rankings(feats, users, self.ds.n_items, train=train).items():
-            self.add(name + suffix, ranked, users, split)
+            self.add(name + suffix, ranked, users, split, feats=feats)
         self.timings["baselines_s"] = self.timings.get("baselines_s", 0) + time.perf_counter() - t0
 
     def train(self, cfg: TowerConfig, **kw) -> TwoTower:
