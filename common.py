@@ -1498,6 +1498,16 @@ def faiss_index(item_emb: np.ndarray):
     return index
 
 
+def search(user_vecs: np.ndarray, item_vecs: np.ndarray, items: np.ndarray | None = None,
+           k: int = K_MAX) -> np.ndarray:
+    """Top-k item indices per user by inner product (exact FAISS search), among `items`
+    (indices into item_vecs; default all); -1 fills the slots past a short item set."""
+    items = np.arange(len(item_vecs)) if items is None else np.asarray(items)
+    index = faiss_index(item_vecs[items])
+    _, pos = index.search(np.ascontiguousarray(user_vecs, dtype=np.float32), min(k, len(items)))
+    return np.where(pos >= 0, items[np.maximum(pos, 0)], -1)
+
+
 def retrieve(model: TwoTower, users: np.ndarray, k: int = K_MAX) -> tuple[np.ndarray, np.ndarray]:
     """Top-k items for every user in `users`, found by one batched FAISS search."""
     index = faiss_index(model.embed_items())

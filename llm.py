@@ -176,7 +176,7 @@ def setup_logging(log_file: str | Path | None = None, level: str | int = "INFO")
         root.addHandler(h)
         _log_handlers.append(h)
     root.setLevel(level if isinstance(level, int) else level.upper())
-    for noisy in ("httpx", "httpcore", "anthropic"):
+    for noisy in ("httpx", "httpcore", "anthropic", "faiss", "faiss.loader"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
