@@ -12,6 +12,7 @@ cache write) and again from the cache (Arrow IPC files); optionally the split an
 the loaded rows. Each phase runs in its own child process, so its peak RSS is its own.
 Writes results/benchmark_load.json.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,9 +29,9 @@ from pathlib import Path
 
 import common
 
-FULL_DIR = common.REPO / "data" / "full"   # where --full-sample writes the full-size data
+FULL_DIR = common.REPO / "data" / "full"  # where --full-sample writes the full-size data
 LOAD_PHASES = ("uncached", "cached", "split", "features")
-LOAD_TARGETS = {"uncached": 30.0, "cached": 3.0}   # seconds, from the foundation issue
+LOAD_TARGETS = {"uncached": 30.0, "cached": 3.0}  # seconds, from the foundation issue
 
 
 # ----------------------------------------------------------------------------
@@ -40,29 +41,37 @@ def peak_rss_gib() -> float:
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
             if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 2**20          # kB
+                return int(line.split()[1]) / 2**20  # kB
     except OSError:
         pass
-    kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss    # kB on Linux, bytes on macOS
+    kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # kB on Linux, bytes on macOS
     return kb / (2**30 if sys.platform == "darwin" else 2**20)
 
 
 class Clock:
     """Wall and CPU seconds since creation (CPU time shows contention: wall >> cpu)."""
+
     def __init__(self):
         self.wall, self.cpu = time.perf_counter(), time.process_time()
 
     def read(self) -> dict:
-        return {"wall_s": round(time.perf_counter() - self.wall, 2),
-                "cpu_s": round(time.process_time() - self.cpu, 2)}
+        return {
+            "wall_s": round(time.perf_counter() - self.wall, 2),
+            "cpu_s": round(time.process_time() - self.cpu, 2),
+        }
 
 
 def run_child(func: str, spec: dict) -> dict:
     """Run benchmark.<func>(spec) in a fresh interpreter; return the dict it prints last."""
     code = f"import benchmark, json, sys; benchmark.{func}(json.loads(sys.argv[1]))"
-    p = subprocess.run([sys.executable, "-c", code, json.dumps(spec)], cwd=common.REPO,
-                       stdout=subprocess.PIPE, text=True, check=False)
-    if p.returncode != 0:      # the child already printed its one-line error to stderr
+    p = subprocess.run(
+        [sys.executable, "-c", code, json.dumps(spec)],
+        cwd=common.REPO,
+        stdout=subprocess.PIPE,
+        text=True,
+        check=False,
+    )
+    if p.returncode != 0:  # the child already printed its one-line error to stderr
         raise SystemExit(p.returncode)
     return json.loads(p.stdout.strip().splitlines()[-1])
 
@@ -70,17 +79,30 @@ def run_child(func: str, spec: dict) -> dict:
 def print_table(rows: list[dict], cols: list[tuple[str, str]]):
     """rows of dicts -> common.format_table; cols = (key, header), the first names the row."""
     (key0, head0), rest = cols[0], cols[1:]
-    print(common.format_table({r[key0]: r for r in rows}, [k for k, _ in rest],
-                              fmt=lambda v: f"{v:.2f}", first=head0, headers=dict(rest)))
+    print(
+        common.format_table(
+            {r[key0]: r for r in rows},
+            [k for k, _ in rest],
+            fmt=lambda v: f"{v:.2f}",
+            first=head0,
+            headers=dict(rest),
+        )
+    )
 
 
 def environment() -> dict:
     import numpy
     import pandas
     import pyarrow
-    return {"python": platform.python_version(), "platform": platform.platform(),
-            "cpus": os.cpu_count(), "numpy": numpy.__version__, "pandas": pandas.__version__,
-            "pyarrow": pyarrow.__version__}
+
+    return {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+        "numpy": numpy.__version__,
+        "pandas": pandas.__version__,
+        "pyarrow": pyarrow.__version__,
+    }
 
 
 # ----------------------------------------------------------------------------
@@ -88,13 +110,21 @@ def environment() -> dict:
 def ensure_full_sample() -> Path:
     """The full-size synthetic data in data/full/, generated once (minutes) if missing."""
     import sample_generator as gen
-    want = {"version": gen.GENERATOR_VERSION, "n_users": gen.FULL_USERS,
-            "n_products": gen.FULL_PRODUCTS, "seed": common.RANDOM_SEED}
+
+    want = {
+        "version": gen.GENERATOR_VERSION,
+        "n_users": gen.FULL_USERS,
+        "n_products": gen.FULL_PRODUCTS,
+        "seed": common.RANDOM_SEED,
+    }
     stamp = FULL_DIR / "generator.json"
     if stamp.is_file() and json.loads(stamp.read_text()) == want:
         return FULL_DIR
-    print(f"generating the full-size sample into {FULL_DIR.relative_to(common.REPO)} "
-          f"({gen.FULL_USERS:,} users x {gen.FULL_PRODUCTS:,} products; a few minutes)", flush=True)
+    print(
+        f"generating the full-size sample into {FULL_DIR.relative_to(common.REPO)} "
+        f"({gen.FULL_USERS:,} users x {gen.FULL_PRODUCTS:,} products; a few minutes)",
+        flush=True,
+    )
     t0 = time.perf_counter()
     gen.generate(FULL_DIR, gen.FULL_USERS, gen.FULL_PRODUCTS, seed=common.RANDOM_SEED)
     print(f"generated in {time.perf_counter() - t0:.0f}s", flush=True)
@@ -103,14 +133,20 @@ def ensure_full_sample() -> Path:
 
 def load_phase(spec: dict):
     """Child process: one phase of `load`; prints its measurements as a JSON line."""
+
     def phase():
         common.CACHE_DIR = Path(spec["cache_dir"])
         name = spec["phase"]
         load_avg = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
         clock = Clock()
         ds = common.load_dataset(spec["data_dir"], full=True, verbose=False)
-        out = {"phase": name, **clock.read(), "rows": len(ds.interactions),
-               "users": ds.n_users, "items": ds.n_items}
+        out = {
+            "phase": name,
+            **clock.read(),
+            "rows": len(ds.interactions),
+            "users": ds.n_users,
+            "items": ds.n_items,
+        }
         if name in ("split", "features"):
             clock = Clock()
             split = common.split_interactions(ds.interactions, "interaction")
@@ -127,6 +163,7 @@ def load_phase(spec: dict):
         out["peak_rss_gib"] = round(peak_rss_gib(), 2)
         out["load_avg_1min"] = load_avg
         print(json.dumps(out))
+
     common.main_guard(phase)
 
 
@@ -136,43 +173,68 @@ def cmd_load(args) -> dict:
     phases = [p.strip() for p in args.phases.split(",") if p.strip()]
     bad = [p for p in phases if p not in LOAD_PHASES]
     if bad or not phases:
-        raise common.DataError(f"unknown phase(s) {', '.join(bad) or '(none)'} "
-                               f"(choose from {', '.join(LOAD_PHASES)})")
-    data_dir, source = common.resolve_data_dir(ensure_full_sample() if args.full_sample
-                                               else args.data_dir)
+        raise common.DataError(
+            f"unknown phase(s) {', '.join(bad) or '(none)'} (choose from {', '.join(LOAD_PHASES)})"
+        )
+    data_dir, source = common.resolve_data_dir(
+        ensure_full_sample() if args.full_sample else args.data_dir
+    )
     print(f"load benchmark: {source}; full=True; phases {', '.join(phases)}", flush=True)
     # A private cache dir, empty at the start: the first phase cannot hit an old entry.
     cache_dir = Path(tempfile.mkdtemp(prefix="benchmark-", dir=common.CACHE_DIR.parent))
     rows = []
     try:
         for name in ["uncached", *[p for p in phases if p != "uncached"]]:  # uncached fills it
-            r = run_child("load_phase", {"phase": name, "data_dir": str(data_dir),
-                                         "cache_dir": str(cache_dir)})
+            r = run_child(
+                "load_phase",
+                {"phase": name, "data_dir": str(data_dir), "cache_dir": str(cache_dir)},
+            )
             if name in LOAD_TARGETS:
                 r["target_s"] = LOAD_TARGETS[name]
                 r["ok"] = "OK" if r["wall_s"] <= LOAD_TARGETS[name] else "MISS"
             if name in phases:
                 rows.append(r)
-                print(f"  {name}: {r['wall_s']:.2f}s ({r['cpu_s']:.2f}s CPU), "
-                      f"peak RSS {r['peak_rss_gib']:.2f} GiB", flush=True)
+                print(
+                    f"  {name}: {r['wall_s']:.2f}s ({r['cpu_s']:.2f}s CPU), "
+                    f"peak RSS {r['peak_rss_gib']:.2f} GiB",
+                    flush=True,
+                )
     finally:
         shutil.rmtree(cache_dir, ignore_errors=True)
     print()
-    print_table(rows, [("phase", "phase"), ("wall_s", "wall s"), ("cpu_s", "cpu s"),
-                       ("peak_rss_gib", "peak RSS GiB"), ("rows", "rows"),
-                       ("target_s", "target s"), ("ok", ""), ("load_avg_1min", "load avg")])
-    return {"benchmark": "load", "source": source, "data_dir": str(data_dir),
-            "full_sample": bool(args.full_sample), "phases": rows,
-            "notes": {"cpu_s": "CPU seconds of the phase's process (all threads); "
-                               "load_avg_1min: the machine's load when the phase began",
-                      "uncached": "load_dataset(full=True) with an empty cache: CSV read, "
-                                  "checks, sampling and the cache write",
-                      "cached": "load_dataset(full=True) from the cache",
-                      "split": "split_interactions(interaction) on the cached load "
-                               "(temporal_wall_s: the temporal split); rows = train rows",
-                      "features": "build_features on the interaction split's train rows; "
-                                  "rows = (user, item) pairs"},
-            "environment": environment(), "when": time.strftime("%Y-%m-%d %H:%M:%S")}
+    print_table(
+        rows,
+        [
+            ("phase", "phase"),
+            ("wall_s", "wall s"),
+            ("cpu_s", "cpu s"),
+            ("peak_rss_gib", "peak RSS GiB"),
+            ("rows", "rows"),
+            ("target_s", "target s"),
+            ("ok", ""),
+            ("load_avg_1min", "load avg"),
+        ],
+    )
+    return {
+        "benchmark": "load",
+        "source": source,
+        "data_dir": str(data_dir),
+        "full_sample": bool(args.full_sample),
+        "phases": rows,
+        "notes": {
+            "cpu_s": "CPU seconds of the phase's process (all threads); "
+            "load_avg_1min: the machine's load when the phase began",
+            "uncached": "load_dataset(full=True) with an empty cache: CSV read, "
+            "checks, sampling and the cache write",
+            "cached": "load_dataset(full=True) from the cache",
+            "split": "split_interactions(interaction) on the cached load "
+            "(temporal_wall_s: the temporal split); rows = train rows",
+            "features": "build_features on the interaction split's train rows; "
+            "rows = (user, item) pairs",
+        },
+        "environment": environment(),
+        "when": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
 
 
 # ----------------------------------------------------------------------------
@@ -197,30 +259,48 @@ def cmd_two_tower(args) -> dict:
         shutil.rmtree(cache_dir, ignore_errors=True)
     child = resource.getrusage(resource.RUSAGE_CHILDREN)
     t = res["timings"]
-    stages = {"baselines (incl. TIFU-KNN)": t["baselines_s"], "two-tower training": sum(t["train_s"]),
-              "FAISS retrieval": sum(t["retrieve_s"]), "re-ranking": sum(t.get("rank_s", []))}
+    stages = {
+        "baselines (incl. TIFU-KNN)": t["baselines_s"],
+        "two-tower training": sum(t["train_s"]),
+        "FAISS retrieval": sum(t["retrieve_s"]),
+        "re-ranking": sum(t.get("rank_s", [])),
+    }
     stages = {"load + split + features + report": t["total_s"] - sum(stages.values()), **stages}
-    rows = [{"stage": k, "wall_s": round(v, 2), "share": f"{100 * v / t['total_s']:.0f}%"}
-            for k, v in stages.items()]
+    rows = [
+        {"stage": k, "wall_s": round(v, 2), "share": f"{100 * v / t['total_s']:.0f}%"}
+        for k, v in stages.items()
+    ]
     rows.append({"stage": "whole process (incl. imports)", "wall_s": wall, "share": ""})
     print()
     print_table(rows, [("stage", "stage"), ("wall_s", "wall s"), ("share", "share")])
     peak = child.ru_maxrss / (2**30 if sys.platform == "darwin" else 2**20)
-    print(f"peak RSS {peak:.2f} GiB; {os.cpu_count()} CPUs; target: default run <= 120 s on 2 cores")
-    return {"benchmark": "two_tower", "command": cmd[1:], "wall_s": wall, "peak_rss_gib": round(peak, 2),
-            "stages": rows, "data": res["data"], "seeds": res["seeds"],
-            "environment": environment(), "when": time.strftime("%Y-%m-%d %H:%M:%S")}
+    print(
+        f"peak RSS {peak:.2f} GiB; {os.cpu_count()} CPUs; target: default run <= 120 s on 2 cores"
+    )
+    return {
+        "benchmark": "two_tower",
+        "command": cmd[1:],
+        "wall_s": wall,
+        "peak_rss_gib": round(peak, 2),
+        "stages": rows,
+        "data": res["data"],
+        "seeds": res["seeds"],
+        "environment": environment(),
+        "when": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
 
 
 # ----------------------------------------------------------------------------
 # llm
 # Default sizes of the LLM arms (EXPERIMENTS.md) and what one call costs, for the estimates:
 # (arm, calls, prompt tokens per call, answer tokens per call).
-LLM_ARMS = [("item descriptions (5,000 items)", 5000, 250, 70),
-            ("user narration (200 users)", 200, 350, 120),
-            ("pointwise rerank (200 users x 20 cand.)", 4000, 150, 1),
-            ("listwise rerank (200 users x 20 cand.)", 200, 450, 90),
-            ("occasion labels (2,000 orders)", 2000, 280, 15)]
+LLM_ARMS = [
+    ("item descriptions (5,000 items)", 5000, 250, 70),
+    ("user narration (200 users)", 200, 350, 120),
+    ("pointwise rerank (200 users x 20 cand.)", 4000, 150, 1),
+    ("listwise rerank (200 users x 20 cand.)", 200, 450, 90),
+    ("occasion labels (2,000 orders)", 2000, 280, 15),
+]
 
 
 def cmd_llm(args) -> dict:
@@ -231,20 +311,31 @@ def cmd_llm(args) -> dict:
     import threading
 
     import llm
+
     levels = [int(x) for x in args.levels.split(",") if x.strip()]
     rows, load0 = [], os.getloadavg()[0]
     name, path, sha = llm.resolve_local_model(args.model)
-    print(f"llm benchmark: local {name} ({path.stat().st_size / 1e6:.0f} MB, sha256 "
-          f"{sha[:12]}), {args.tokens}-token answers, threads {args.threads or 'auto'}, "
-          f"load avg {load0:.1f}", flush=True)
+    print(
+        f"llm benchmark: local {name} ({path.stat().st_size / 1e6:.0f} MB, sha256 "
+        f"{sha[:12]}), {args.tokens}-token answers, threads {args.threads or 'auto'}, "
+        f"load avg {load0:.1f}",
+        flush=True,
+    )
     words = ["yogurt", "granola", "salsa", "hummus", "oat milk", "cheddar", "spinach", "bagels"]
     for c in levels:
-        backend = llm.LocalBackend(args.model, n_parallel=c, n_threads=args.threads,
-                                   ctx_per_slot=512)
-        reqs = [llm.Request(prompt=f"Describe {words[i % len(words)]} number {i} for a grocery "
-                            "catalogue in two sentences.", system="You write product copy.",
-                            max_tokens=args.tokens) for i in range(c * args.rounds)]
-        backend.send(llm.Request(prompt="Hi", max_tokens=2), 2)   # warm-up
+        backend = llm.LocalBackend(
+            args.model, n_parallel=c, n_threads=args.threads, ctx_per_slot=512
+        )
+        reqs = [
+            llm.Request(
+                prompt=f"Describe {words[i % len(words)]} number {i} for a grocery "
+                "catalogue in two sentences.",
+                system="You write product copy.",
+                max_tokens=args.tokens,
+            )
+            for i in range(c * args.rounds)
+        ]
+        backend.send(llm.Request(prompt="Hi", max_tokens=2), 2)  # warm-up
         replies, lock = [], threading.Lock()
 
         def worker(batch, backend=backend, lock=lock, replies=replies):
@@ -252,6 +343,7 @@ def cmd_llm(args) -> dict:
                 rep = backend.send(r, args.tokens, {"ignore_eos": True})
                 with lock:
                     replies.append(rep)
+
         clock = Clock()
         threads = [threading.Thread(target=worker, args=(reqs[i::c],)) for i in range(c)]
         for t in threads:
@@ -263,37 +355,72 @@ def cmd_llm(args) -> dict:
         out_tok = sum(r.output_tokens for r in replies)
         in_tok = sum(r.input_tokens - r.cache_read_input_tokens for r in replies)
         per_req = [r.timings.get("predicted_per_second", 0) for r in replies]
-        row = {"concurrent": c, "requests": len(replies), "out_tokens": out_tok,
-               "wall_s": wall["wall_s"], "cpu_s": wall["cpu_s"],
-               "agg_tok_s": round(out_tok / wall["wall_s"], 2),
-               # tokens per CPU-second of this process: what one dedicated core would give,
-               # robust to other processes sharing the machine
-               "tok_per_cpu_s": round(out_tok / max(wall["cpu_s"], 1e-9), 2),
-               "per_request_tok_s": round(sum(per_req) / max(len(per_req), 1), 2),
-               "prompt_tokens": in_tok, "load_avg": round(os.getloadavg()[0], 2)}
+        row = {
+            "concurrent": c,
+            "requests": len(replies),
+            "out_tokens": out_tok,
+            "wall_s": wall["wall_s"],
+            "cpu_s": wall["cpu_s"],
+            "agg_tok_s": round(out_tok / wall["wall_s"], 2),
+            # tokens per CPU-second of this process: what one dedicated core would give,
+            # robust to other processes sharing the machine
+            "tok_per_cpu_s": round(out_tok / max(wall["cpu_s"], 1e-9), 2),
+            "per_request_tok_s": round(sum(per_req) / max(len(per_req), 1), 2),
+            "prompt_tokens": in_tok,
+            "load_avg": round(os.getloadavg()[0], 2),
+        }
         rows.append(row)
-        print(f"  {c} concurrent: {row['agg_tok_s']:.1f} tok/s aggregate, "
-              f"{row['tok_per_cpu_s']:.1f} per CPU-second "
-              f"({row['per_request_tok_s']:.1f} per request), {wall['wall_s']:.1f}s wall, "
-              f"{wall['cpu_s']:.1f}s CPU, load avg {row['load_avg']}", flush=True)
+        print(
+            f"  {c} concurrent: {row['agg_tok_s']:.1f} tok/s aggregate, "
+            f"{row['tok_per_cpu_s']:.1f} per CPU-second "
+            f"({row['per_request_tok_s']:.1f} per request), {wall['wall_s']:.1f}s wall, "
+            f"{wall['cpu_s']:.1f}s CPU, load avg {row['load_avg']}",
+            flush=True,
+        )
     print()
-    print_table(rows, [("concurrent", "concurrent"), ("requests", "requests"),
-                       ("out_tokens", "tokens"), ("wall_s", "wall s"), ("cpu_s", "cpu s"),
-                       ("agg_tok_s", "aggregate tok/s"), ("per_request_tok_s", "per request"),
-                       ("tok_per_cpu_s", "tok/CPU-s"), ("load_avg", "load avg")])
+    print_table(
+        rows,
+        [
+            ("concurrent", "concurrent"),
+            ("requests", "requests"),
+            ("out_tokens", "tokens"),
+            ("wall_s", "wall s"),
+            ("cpu_s", "cpu s"),
+            ("agg_tok_s", "aggregate tok/s"),
+            ("per_request_tok_s", "per request"),
+            ("tok_per_cpu_s", "tok/CPU-s"),
+            ("load_avg", "load avg"),
+        ],
+    )
     best = max(rows, key=lambda r: r["agg_tok_s"])
     # prompt throughput: measured ~4x the generation rate on this CPU (issue 9); the estimate
     # below uses the best aggregate generation rate and 4x that for prompt tokens.
-    est = [{"arm": a, "calls": n, "hours": round(n * (p / (4 * best["agg_tok_s"])
-                                                      + t / best["agg_tok_s"]) / 3600, 2)}
-           for a, n, p, t in LLM_ARMS]
-    print(f"\nestimated time at {best['concurrent']} concurrent "
-          f"({best['agg_tok_s']:.1f} tok/s generation, ~4x that for prompts):")
+    est = [
+        {
+            "arm": a,
+            "calls": n,
+            "hours": round(n * (p / (4 * best["agg_tok_s"]) + t / best["agg_tok_s"]) / 3600, 2),
+        }
+        for a, n, p, t in LLM_ARMS
+    ]
+    print(
+        f"\nestimated time at {best['concurrent']} concurrent "
+        f"({best['agg_tok_s']:.1f} tok/s generation, ~4x that for prompts):"
+    )
     print_table(est, [("arm", "LLM arm (default size)"), ("calls", "calls"), ("hours", "hours")])
-    return {"benchmark": "llm", "model": name, "model_sha256": sha, "tokens": args.tokens,
-            "rounds": args.rounds, "threads": args.threads, "levels": rows, "estimates": est,
-            "load_avg_start": load0, "environment": environment(),
-            "when": time.strftime("%Y-%m-%d %H:%M:%S")}
+    return {
+        "benchmark": "llm",
+        "model": name,
+        "model_sha256": sha,
+        "tokens": args.tokens,
+        "rounds": args.rounds,
+        "threads": args.threads,
+        "levels": rows,
+        "estimates": est,
+        "load_avg_start": load0,
+        "environment": environment(),
+        "when": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
 
 
 # ----------------------------------------------------------------------------
@@ -302,42 +429,83 @@ COMMANDS = {"load": cmd_load, "two_tower": cmd_two_tower, "llm": cmd_llm}
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                 epilog=__doc__.split("\n\n", 1)[1],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        epilog=__doc__.split("\n\n", 1)[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = ap.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("load", help="time load_dataset(full=True), uncached and cached",
-                       description=cmd_load.__doc__ or "time load_dataset(full=True), uncached "
-                       "and cached, each phase in its own process (peak RSS per phase)")
+    p = sub.add_parser(
+        "load",
+        help="time load_dataset(full=True), uncached and cached",
+        description=cmd_load.__doc__
+        or "time load_dataset(full=True), uncached "
+        "and cached, each phase in its own process (peak RSS per phase)",
+    )
     src = p.add_mutually_exclusive_group()
-    src.add_argument("--data-dir", default=None,
-                     help=f"directory of Kaggle-format CSVs (default: ${common.DATA_ENV}, then "
-                          "data/instacart/, then the generated sample in data/sample/)")
-    src.add_argument("--full-sample", action="store_true",
-                     help="the full-size synthetic data in data/full/ (generated once if missing)")
-    p.add_argument("--phases", default="uncached,cached",
-                   help=f"comma-separated, from {', '.join(LOAD_PHASES)} (default: uncached,cached)")
-    p.add_argument("--json", default=str(common.RESULTS_DIR / "benchmark_load.json"),
-                   help="where to write the results (default: results/benchmark_load.json)")
-    t = sub.add_parser("two_tower", help="time the default two_tower.py run, by stage",
-                       description=cmd_two_tower.__doc__)
-    t.add_argument("script_args", nargs=argparse.REMAINDER,
-                   help="arguments passed on to two_tower.py (default: none, the default run)")
-    t.add_argument("--json", default=str(common.RESULTS_DIR / "benchmark_two_tower.json"),
-                   help="where to write the results (default: results/benchmark_two_tower.json)")
-    m = sub.add_parser("llm", help="local model tokens/s at 1, 2, 4, 8 concurrent requests",
-                       description=cmd_llm.__doc__)
-    m.add_argument("--model", default=None,
-                   help="local model name or GGUF path (default $LLM_LOCAL_MODEL, else the "
-                        "1.5B model if installed, else the 0.5B test model)")
+    src.add_argument(
+        "--data-dir",
+        default=None,
+        help=f"directory of Kaggle-format CSVs (default: ${common.DATA_ENV}, then "
+        "data/instacart/, then the generated sample in data/sample/)",
+    )
+    src.add_argument(
+        "--full-sample",
+        action="store_true",
+        help="the full-size synthetic data in data/full/ (generated once if missing)",
+    )
+    p.add_argument(
+        "--phases",
+        default="uncached,cached",
+        help=f"comma-separated, from {', '.join(LOAD_PHASES)} (default: uncached,cached)",
+    )
+    p.add_argument(
+        "--json",
+        default=str(common.RESULTS_DIR / "benchmark_load.json"),
+        help="where to write the results (default: results/benchmark_load.json)",
+    )
+    t = sub.add_parser(
+        "two_tower",
+        help="time the default two_tower.py run, by stage",
+        description=cmd_two_tower.__doc__,
+    )
+    t.add_argument(
+        "script_args",
+        nargs=argparse.REMAINDER,
+        help="arguments passed on to two_tower.py (default: none, the default run)",
+    )
+    t.add_argument(
+        "--json",
+        default=str(common.RESULTS_DIR / "benchmark_two_tower.json"),
+        help="where to write the results (default: results/benchmark_two_tower.json)",
+    )
+    m = sub.add_parser(
+        "llm",
+        help="local model tokens/s at 1, 2, 4, 8 concurrent requests",
+        description=cmd_llm.__doc__,
+    )
+    m.add_argument(
+        "--model",
+        default=None,
+        help="local model name or GGUF path (default $LLM_LOCAL_MODEL, else the "
+        "1.5B model if installed, else the 0.5B test model)",
+    )
     m.add_argument("--levels", default="1,2,4,8", help="concurrent requests (default 1,2,4,8)")
     m.add_argument("--tokens", type=int, default=64, help="tokens per answer (default 64)")
-    m.add_argument("--rounds", type=int, default=2,
-                   help="requests per slot at each level (default 2)")
-    m.add_argument("--threads", type=int, default=None,
-                   help="CPU threads (default $LLM_THREADS, else the cores not already busy)")
-    m.add_argument("--json", default=str(common.RESULTS_DIR / "benchmark_llm.json"),
-                   help="where to write the results (default: results/benchmark_llm.json)")
+    m.add_argument(
+        "--rounds", type=int, default=2, help="requests per slot at each level (default 2)"
+    )
+    m.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="CPU threads (default $LLM_THREADS, else the cores not already busy)",
+    )
+    m.add_argument(
+        "--json",
+        default=str(common.RESULTS_DIR / "benchmark_llm.json"),
+        help="where to write the results (default: results/benchmark_llm.json)",
+    )
     return ap
 
 

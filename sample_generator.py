@@ -35,68 +35,168 @@ from tqdm import tqdm
 GENERATOR_VERSION = "1.1.0"  # bump whenever the bytes written for a given seed change
 FULL_USERS, FULL_PRODUCTS = 206_209, 49_688  # size of the Kaggle release
 DATA_ENV = "INSTACART_DATA_DIR"  # where the real Kaggle-layout files live, if anywhere
-KAGGLE_FILES = ("orders.csv", "order_products__prior.csv", "order_products__train.csv",
-                "products.csv", "aisles.csv", "departments.csv")
+KAGGLE_FILES = (
+    "orders.csv",
+    "order_products__prior.csv",
+    "order_products__train.csv",
+    "products.csv",
+    "aisles.csv",
+    "departments.csv",
+)
 
 # -----------------------------------------------------------------------------
 # config: every constant below was tuned with `--calibrate` against real rows
 
-USER_CHUNK = 2_000        # users generated per vectorised step (bounds peak memory)
-ORDERS_LOG_MU = 2.55      # orders per user ~ lognormal, clipped to Kaggle's 4..100 ...
-ORDERS_LOG_SD = 0.95      # ... which gives the 7/13/24 quartiles and the pile-up at 4
+USER_CHUNK = 2_000  # users generated per vectorised step (bounds peak memory)
+ORDERS_LOG_MU = 2.55  # orders per user ~ lognormal, clipped to Kaggle's 4..100 ...
+ORDERS_LOG_SD = 0.95  # ... which gives the 7/13/24 quartiles and the pile-up at 4
 TRAIN_SHARE = 131_209 / 206_209  # the last order is 'train' for this share of users, else 'test'
-BASKET_LOG_MU = 2.03       # per-user typical basket size (lognormal across users) ...
-BASKET_LOG_SD = 0.45      # ... heavy-basket and light-basket shoppers
-BASKET_SHAPE = 2.0        # gamma-Poisson shape of order-to-order basket variation
-TASTE_CONC = 60.0         # Dirichlet concentration of a user's aisle taste (lower = pickier)
+BASKET_LOG_MU = 2.03  # per-user typical basket size (lognormal across users) ...
+BASKET_LOG_SD = 0.45  # ... heavy-basket and light-basket shoppers
+BASKET_SHAPE = 2.0  # gamma-Poisson shape of order-to-order basket variation
+TASTE_CONC = 60.0  # Dirichlet concentration of a user's aisle taste (lower = pickier)
 POOL_A, POOL_B = 14.0, 0.62  # pool draws = A * (expected items bought) ** B: the user's repertoire
-                          # (1.1: 6.5; raised with AFFINITY_SD so distinct products/user hold)
-AFFINITY_SD = 1.8         # lognormal spread of per-(user, item) affinity: makes staples
-                          # (1.1 gave real top-frequency R@5 0.145 vs 0.208: staples too weak)
-LATENT_DIM = 8            # latent item styles / user preferences (co-purchase structure
-LATENT_USER_SD = 0.5      # ... that a two-tower can learn); user . item has sd SD * sqrt(DIM)
-LATENT_CANDIDATES = 6     # pool draw: best-matching of this many popularity draws in the aisle
-ZIPF_S = 1.1             # within-aisle popularity ~ rank ** -s (a few hits per aisle)
+# (1.1: 6.5; raised with AFFINITY_SD so distinct products/user hold)
+AFFINITY_SD = 1.8  # lognormal spread of per-(user, item) affinity: makes staples
+# (1.1 gave real top-frequency R@5 0.145 vs 0.208: staples too weak)
+LATENT_DIM = 8  # latent item styles / user preferences (co-purchase structure
+LATENT_USER_SD = 0.5  # ... that a two-tower can learn); user . item has sd SD * sqrt(DIM)
+LATENT_CANDIDATES = 6  # pool draw: best-matching of this many popularity draws in the aisle
+ZIPF_S = 1.1  # within-aisle popularity ~ rank ** -s (a few hits per aisle)
 GAP_LOG_A, GAP_LOG_B = 3.90, 0.55  # user cadence: log(mean gap) = A - B * log(n_orders)
 GAP_USER_SD, GAP_ORDER_SD = 0.65, 0.65  # spread of cadence across users and across orders
-WEEKLY_SNAP = 0.13        # share of gaps snapped to a whole number of weeks (7, 14, 21, 28)
-OCCASION_BETA = 3.5       # log-boost of an occasion's aisles (1.1 barely shaped baskets:
-                          # occasion popularity R@20 was 1.07x global; 3.5 gives > 1.5x)
+WEEKLY_SNAP = 0.13  # share of gaps snapped to a whole number of weeks (7, 14, 21, 28)
+OCCASION_BETA = 3.5  # log-boost of an occasion's aisles (1.1 barely shaped baskets:
+# occasion popularity R@20 was 1.07x global; 3.5 gives > 1.5x)
 OCCASION_SIZE = {"party": 1.35, "weekly_restock": 1.25, "household": 0.8, "snacks": 0.8}
-BABY_USER_SHARE = 0.10    # share of households with a baby (only they have 'baby' orders)
-USER_TIME_STICKY = 0.55   # chance an order keeps the user's usual day / hour
+BABY_USER_SHARE = 0.10  # share of households with a baby (only they have 'baby' orders)
+USER_TIME_STICKY = 0.55  # chance an order keeps the user's usual day / hour
 CART_BONUS = {4: 0.5, 16: 0.3}  # produce, dairy eggs tend to go into the cart first
 CART_REORDER_BONUS = 0.7  # ... and so do the user's usual items (real: reorder 0.70 at 1st slot)
 
 # The real sample's headline figures (1,446 users, Kaggle layout; see --calibrate) that the
 # constants above are tuned to reach and that do not depend on the catalogue size: the
 # generator's own targets, checked by the tests without real data (tolerance REL_TOL).
-TARGETS = {"basket size mean": 9.75, "orders/user p50": 13.0, "days since prior mean": 10.37,
-           "days share <=7": 0.535}
+TARGETS = {
+    "basket size mean": 9.75,
+    "orders/user p50": 13.0,
+    "days since prior mean": 10.37,
+    "days share <=7": 0.535,
+}
 
 # Share of each day of week / hour of day in Instacart orders (aggregate shape).
 DOW_P = np.array([0.170, 0.175, 0.138, 0.129, 0.128, 0.135, 0.125])
-HOUR_P = np.array([6, 3, 2, 1, 2, 2, 9, 25, 52, 82, 93, 84, 80, 80, 84, 84, 77, 67, 50,
-                   42, 30, 20, 16, 10], dtype=float)
+HOUR_P = np.array(
+    [6, 3, 2, 1, 2, 2, 9, 25, 52, 82, 93, 84, 80, 80, 84, 84, 77, 67, 50, 42, 30, 20, 16, 10],
+    dtype=float,
+)
 HOUR_P /= HOUR_P.sum()
 
 # Instacart's 21 departments (Kaggle ids), the share of real prior rows in each
 # (the calibration target) and the share of the catalogue's products in each.
-DEPARTMENTS = ("frozen", "other", "bakery", "produce", "alcohol", "international",
-               "beverages", "pets", "dry goods pasta", "bulk", "personal care", "meat seafood",
-               "pantry", "breakfast", "canned goods", "dairy eggs", "household", "babies",
-               "snacks", "deli", "missing")
-DEPT_ROW_SHARE = np.array([0.0700, 0.0013, 0.0375, 0.2906, 0.0059, 0.0084, 0.0828, 0.0030,
-                           0.0258, 0.0013, 0.0133, 0.0213, 0.0587, 0.0236, 0.0318, 0.1684,
-                           0.0231, 0.0110, 0.0898, 0.0305, 0.0019])
-DEPT_PRODUCTS = np.array([4007, 548, 1516, 1684, 1054, 1139, 4365, 972, 1858, 38, 6563, 907,
-                          5371, 1115, 2092, 3449, 3085, 1081, 6264, 1322, 1258], dtype=float)
+DEPARTMENTS = (
+    "frozen",
+    "other",
+    "bakery",
+    "produce",
+    "alcohol",
+    "international",
+    "beverages",
+    "pets",
+    "dry goods pasta",
+    "bulk",
+    "personal care",
+    "meat seafood",
+    "pantry",
+    "breakfast",
+    "canned goods",
+    "dairy eggs",
+    "household",
+    "babies",
+    "snacks",
+    "deli",
+    "missing",
+)
+DEPT_ROW_SHARE = np.array(
+    [
+        0.0700,
+        0.0013,
+        0.0375,
+        0.2906,
+        0.0059,
+        0.0084,
+        0.0828,
+        0.0030,
+        0.0258,
+        0.0013,
+        0.0133,
+        0.0213,
+        0.0587,
+        0.0236,
+        0.0318,
+        0.1684,
+        0.0231,
+        0.0110,
+        0.0898,
+        0.0305,
+        0.0019,
+    ]
+)
+DEPT_PRODUCTS = np.array(
+    [
+        4007,
+        548,
+        1516,
+        1684,
+        1054,
+        1139,
+        4365,
+        972,
+        1858,
+        38,
+        6563,
+        907,
+        5371,
+        1115,
+        2092,
+        3449,
+        3085,
+        1081,
+        6264,
+        1322,
+        1258,
+    ],
+    dtype=float,
+)
 # Calibration correction per department (rows come out of the basket model off the
 # aisle weights: heavy produce staples saturate at one per basket, and the strong
 # occasion boost over-serves the occasion aisles). Fitted by iterating
 # DEPT_FIX *= (real / generated share) ** 0.8 at the real sample's size.
-DEPT_FIX = np.array([0.755, 1.642, 0.982, 1.195, 0.931, 0.683, 1.028, 1.857, 0.6, 1.878, 1.15,
-                     0.618, 0.931, 1.05, 2.028, 1.176, 0.817, 1.614, 0.675, 0.96, 2.062])
+DEPT_FIX = np.array(
+    [
+        0.755,
+        1.642,
+        0.982,
+        1.195,
+        0.931,
+        0.683,
+        1.028,
+        1.857,
+        0.6,
+        1.878,
+        1.15,
+        0.618,
+        0.931,
+        1.05,
+        2.028,
+        1.176,
+        0.817,
+        1.614,
+        0.675,
+        0.96,
+        2.062,
+    ]
+)
 
 # -----------------------------------------------------------------------------
 # vocabulary: aisle name ; department id ; weight within department ; base nouns ; modifiers
@@ -242,7 +342,7 @@ missing;21;1;Assorted Item|Seasonal Item|Mixed Pack|Special Order Item|Variety B
 # Department-level qualifiers (brand-ish adjectives) and sizes, used to expand names.
 QUALIFIERS = {
     "_": "Organic|Natural|Classic|Simple|Golden Valley|Harvest Farms|Blue Ridge|Sunny Meadow|"
-         "Green Acre|Cedar Creek|Prairie Gold|Store Brand|Premium",
+    "Green Acre|Cedar Creek|Prairie Gold|Store Brand|Premium",
     4: "Organic|Fresh|Local|Farm Fresh|Hydroponic|Heirloom|Sun Ripened|Greenhouse",
     16: "Organic|Grassfed|Farmhouse|Valley Fresh|Meadow Gold|Clover Hill|Store Brand|Whole Farm",
     11: "Gentle|Daily|Pure|Clinical|Naturals|Botanical|Everyday|Advanced|Essential",
@@ -262,38 +362,47 @@ SIZES = {
 
 # Latent order occasions and the aisles each one boosts (log-multiplier OCCASION_BETA).
 # 'weekly_restock' is the neutral baseline occasion: no aisle shift, bigger basket.
-OCCASIONS = ("weekly_restock", "weeknight_dinner", "healthy_eating", "party", "snacks",
-             "breakfast", "household", "baby")
+OCCASIONS = (
+    "weekly_restock",
+    "weeknight_dinner",
+    "healthy_eating",
+    "party",
+    "snacks",
+    "breakfast",
+    "household",
+    "baby",
+)
 # population mix; the neutral weekly_restock is rare (was 0.28) so occasions carry signal
 OCCASION_P = np.array([0.08, 0.25, 0.19, 0.08, 0.14, 0.13, 0.09, 0.04])
 OCCASION_AISLES = {
     "weekly_restock": "",
     "weeknight_dinner": "poultry|beef|pork|sausages hot dogs|fish seafood|dry pasta|pasta sauce|"
-                        "grains rice|boxed dinners|frozen meals|frozen pizza|fresh herbs|"
-                        "spices seasonings|marinades sauces|tortillas flatbreads|mexican foods|"
-                        "asian foods|soup broth",
+    "grains rice|boxed dinners|frozen meals|frozen pizza|fresh herbs|"
+    "spices seasonings|marinades sauces|tortillas flatbreads|mexican foods|"
+    "asian foods|soup broth",
     "healthy_eating": "fresh vegetables|packaged greens|fresh fruits|cut fruit vegetables|"
-                      "fresh herbs|yogurt|plant milks|tofu meat alternatives|grains rice|"
-                      "nuts seeds|granola|hummus dips salsa|eggs|frozen fruit",
+    "fresh herbs|yogurt|plant milks|tofu meat alternatives|grains rice|"
+    "nuts seeds|granola|hummus dips salsa|eggs|frozen fruit",
     "party": "chips|hummus dips salsa|beer|red wine|white wine|spirits|hard seltzer cider|"
-             "soft drinks|plates cups|popcorn pretzels|crackers|specialty cheese|deli meats|"
-             "candy chocolate|ice cream|frozen appetizers|sparkling water",
+    "soft drinks|plates cups|popcorn pretzels|crackers|specialty cheese|deli meats|"
+    "candy chocolate|ice cream|frozen appetizers|sparkling water",
     "snacks": "chips|crackers|cookies cakes|candy chocolate|nuts seeds|popcorn pretzels|"
-              "granola energy bars|fruit snacks|dried fruit trail mix|rice cakes|"
-              "energy sports drinks|ice cream",
+    "granola energy bars|fruit snacks|dried fruit trail mix|rice cakes|"
+    "energy sports drinks|ice cream",
     "breakfast": "cold cereal|hot cereal|granola|breakfast bars pastries|eggs|milk|bacon|"
-                 "coffee|juice nectars|sandwich breads|bagels|frozen breakfast|spreads|"
-                 "honey syrups|butter|cream creamers",
+    "coffee|juice nectars|sandwich breads|bagels|frozen breakfast|spreads|"
+    "honey syrups|butter|cream creamers",
     "household": "paper goods|laundry|dish detergent|cleaning supplies|trash bags food storage|"
-                 "air fresheners candles|batteries light bulbs|kitchen supplies|pest control|"
-                 "body wash soap|oral care|shampoo conditioner",
+    "air fresheners candles|batteries light bulbs|kitchen supplies|pest control|"
+    "body wash soap|oral care|shampoo conditioner",
     "baby": "baby food|diapers wipes|baby formula|baby care|fruit snacks|yogurt|milk|"
-            "fresh fruits|canned fruit",
+    "fresh fruits|canned fruit",
 }
 
 
 # -----------------------------------------------------------------------------
 # catalogue
+
 
 def _parse_aisles():
     rows = []
@@ -316,7 +425,7 @@ def _aisle_names(dept, nouns, mods, rng):
         [(q, m, n, s) for q in quals for n in nouns for m in mods for s in sizes],
     ]
     for li, combos in enumerate(levels):
-        for i in (rng.permutation(len(combos)) if li else range(len(combos))):
+        for i in rng.permutation(len(combos)) if li else range(len(combos)):
             words = [w for w in combos[i] if w]
             vocab = [set(w.lower().split()) for w in words]
             if any(vocab[j] & vocab[k] for j in range(len(words)) for k in range(j)):
@@ -334,8 +443,12 @@ def build_catalogue(n_products: int, seed: int = 42):
     share = np.zeros(len(spec))
     for d in range(1, 22):
         m = aisle_dept == d
-        share[m] = DEPT_PRODUCTS[d - 1] / DEPT_PRODUCTS.sum() * np.sqrt(aisle_w[m]) / np.sqrt(
-            aisle_w[m]).sum()
+        share[m] = (
+            DEPT_PRODUCTS[d - 1]
+            / DEPT_PRODUCTS.sum()
+            * np.sqrt(aisle_w[m])
+            / np.sqrt(aisle_w[m]).sum()
+        )
     counts = np.maximum(1, np.floor(share * n_products)).astype(int)
     counts[np.argsort(-share)[: max(0, n_products - counts.sum())]] += 1  # hand out remainder
     while counts.sum() > n_products:  # tiny catalogues: take back from the largest aisles
@@ -355,20 +468,22 @@ def build_catalogue(n_products: int, seed: int = 42):
         assert k == counts[a], f"aisle {aname!r} ran out of names"
     aisle_of, rank_of = np.array(aisle_of), np.array(rank_of)
     perm = rng.permutation(len(names))  # product_id order is unrelated to aisle, as in Kaggle
-    products = pd.DataFrame({
-        "product_id": np.arange(1, len(names) + 1),
-        "product_name": np.array(names, dtype=object)[perm],
-        "aisle_id": aisle_of[perm] + 1,
-        "department_id": aisle_dept[aisle_of[perm]],
-    })
-    aisles = pd.DataFrame({"aisle_id": np.arange(1, len(spec) + 1),
-                           "aisle": [s[0] for s in spec]})
+    products = pd.DataFrame(
+        {
+            "product_id": np.arange(1, len(names) + 1),
+            "product_name": np.array(names, dtype=object)[perm],
+            "aisle_id": aisle_of[perm] + 1,
+            "department_id": aisle_dept[aisle_of[perm]],
+        }
+    )
+    aisles = pd.DataFrame({"aisle_id": np.arange(1, len(spec) + 1), "aisle": [s[0] for s in spec]})
     departments = pd.DataFrame({"department_id": np.arange(1, 22), "department": DEPARTMENTS})
     return products, aisles, departments, rank_of[perm], aisle_w
 
 
 # -----------------------------------------------------------------------------
 # users and orders
+
 
 def _occasion_profile(aisle_names):
     """(n_occasions, n_aisles) 0/1 matrix of the aisles each occasion boosts."""
@@ -401,8 +516,9 @@ def _sticky(rng, p, n_orders, n_total):
     return np.where(rng.random(n_total) < USER_TIME_STICKY, usual, fresh)
 
 
-def _user_chunk(rng, n_ord, bmean, n_products, aisle_of_item, item_cdf, aisle_base, prof,
-                cart_bonus, item_vec):
+def _user_chunk(
+    rng, n_ord, bmean, n_products, aisle_of_item, item_cdf, aisle_base, prof, cart_bonus, item_vec
+):
     """Items for every order of a chunk of users, fully vectorised.
 
     Model: a user's repertoire ("pool") is drawn from (taste over aisles, boosted by the
@@ -460,8 +576,11 @@ def _user_chunk(rng, n_ord, bmean, n_products, aisle_of_item, item_cdf, aisle_ba
     ent_order = np.repeat(np.arange(n_tot), ent_n)
     ent_start = np.concatenate([[0], np.cumsum(ent_n)[:-1]])
     ent_pool = pool_start[order_user][ent_order] + np.arange(len(ent_order)) - ent_start[ent_order]
-    key = (pool_logw[ent_pool] + OCCASION_BETA * prof[occ[ent_order], pool_aisle[ent_pool]]
-           - np.log(-np.log(rng.random(len(ent_pool)))))
+    key = (
+        pool_logw[ent_pool]
+        + OCCASION_BETA * prof[occ[ent_order], pool_aisle[ent_pool]]
+        - np.log(-np.log(rng.random(len(ent_pool))))
+    )
     srt = np.argsort(ent_order + 1.0 / (1.0 + np.exp(np.clip(0.5 * key, -30, 30))))
     rank = np.arange(len(srt)) - ent_start[ent_order[srt]]
     keep = srt[rank < bsize[ent_order[srt]]]
@@ -474,8 +593,11 @@ def _user_chunk(rng, n_ord, bmean, n_products, aisle_of_item, item_cdf, aisle_ba
     reordered = np.empty(len(s), np.int8)
     reordered[s] = ~first
     # add_to_cart_order: usual items and produce/dairy first, with noise, ranked per order
-    ck = (CART_REORDER_BONUS * reordered + cart_bonus[pool_aisle[r_pool]]
-          + rng.standard_normal(len(keep)))
+    ck = (
+        CART_REORDER_BONUS * reordered
+        + cart_bonus[pool_aisle[r_pool]]
+        + rng.standard_normal(len(keep))
+    )
     srt = np.argsort(r_order + 1.0 / (1.0 + np.exp(np.clip(0.5 * ck, -30, 30))))
     r_order, r_pool, reordered = r_order[srt], r_pool[srt], reordered[srt]
     o_start = np.concatenate([[0], np.cumsum(np.bincount(r_order, minlength=n_tot))[:-1]])
@@ -484,12 +606,20 @@ def _user_chunk(rng, n_ord, bmean, n_products, aisle_of_item, item_cdf, aisle_ba
 
 
 def _write_csv(table: pa.Table, path: Path):
-    pacsv.write_csv(table, path, pacsv.WriteOptions(quoting_style="none", quoting_header="none",
-                                                    batch_size=1 << 16))
+    pacsv.write_csv(
+        table,
+        path,
+        pacsv.WriteOptions(quoting_style="none", quoting_header="none", batch_size=1 << 16),
+    )
 
 
-def generate(out_dir: str | Path, n_users: int = 5000, n_products: int = 10000, seed: int = 42,
-             progress: bool = True) -> Path:
+def generate(
+    out_dir: str | Path,
+    n_users: int = 5000,
+    n_products: int = 10000,
+    seed: int = 42,
+    progress: bool = True,
+) -> Path:
     """Write the 6 Kaggle CSVs + order_occasions.csv into out_dir (created), return out_dir.
 
     Written to a temp dir next to out_dir and renamed at the end, so a killed run never
@@ -529,8 +659,9 @@ def generate(out_dir: str | Path, n_users: int = 5000, n_products: int = 10000, 
     item_vec = np.random.default_rng([seed, 3]).standard_normal((P, LATENT_DIM))
 
     # per-user scalars and the orders table (all users at once: cheap)
-    n_ord = np.clip(np.round(np.exp(ORDERS_LOG_MU + ORDERS_LOG_SD * rng.standard_normal(
-        n_users))), 4, 100).astype(np.int64)
+    n_ord = np.clip(
+        np.round(np.exp(ORDERS_LOG_MU + ORDERS_LOG_SD * rng.standard_normal(n_users))), 4, 100
+    ).astype(np.int64)
     bmean = np.exp(BASKET_LOG_MU + BASKET_LOG_SD * rng.standard_normal(n_users)) + 1.0
     n_tot = int(n_ord.sum())
     user_id = np.repeat(np.arange(1, n_users + 1), n_ord)
@@ -553,15 +684,30 @@ def generate(out_dir: str | Path, n_users: int = 5000, n_products: int = 10000, 
         u1 = min(u0 + USER_CHUNK, n_users)
         crng = np.random.default_rng(seeds[c])
         occ, r_ord, r_item, cart, reord = _user_chunk(
-            crng, n_ord[u0:u1], bmean[u0:u1], P, aisle_of_sorted, item_cdf, aisle_base, prof,
-            cart_bonus, item_vec)
+            crng,
+            n_ord[u0:u1],
+            bmean[u0:u1],
+            P,
+            aisle_of_sorted,
+            item_cdf,
+            aisle_base,
+            prof,
+            cart_bonus,
+            item_vec,
+        )
         g = o_start[u0]
-        occasion[g:g + len(occ)] = occ
+        occasion[g : g + len(occ)] = occ
         r_ord = r_ord + g
         keep = eval_code[r_ord] != 2  # test orders have no items in the Kaggle release
-        parts.append((order_id[r_ord[keep]].astype(np.int32),
-                      (order[r_item[keep]] + 1).astype(np.int32),
-                      cart[keep].astype(np.int16), reord[keep], eval_code[r_ord[keep]] == 1))
+        parts.append(
+            (
+                order_id[r_ord[keep]].astype(np.int32),
+                (order[r_item[keep]] + 1).astype(np.int32),
+                cart[keep].astype(np.int16),
+                reord[keep],
+                eval_code[r_ord[keep]] == 1,
+            )
+        )
 
     # write everything into a temp dir, then rename
     out_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -571,30 +717,64 @@ def generate(out_dir: str | Path, n_users: int = 5000, n_products: int = 10000, 
         aisles.to_csv(tmp / "aisles.csv", index=False)
         departments.to_csv(tmp / "departments.csv", index=False)
         days_str = pc.binary_join_element_wise(
-            pc.cast(pa.array(days, mask=np.isnan(days)).cast(pa.int64()), pa.string()), ".0", "")
-        _write_csv(pa.table({
-            "order_id": order_id, "user_id": user_id,
-            "eval_set": pa.DictionaryArray.from_arrays(
-                eval_code.astype(np.int8), ["prior", "train", "test"]).cast(pa.string()),
-            "order_number": order_number, "order_dow": dow, "order_hour_of_day": hour,
-            "days_since_prior_order": days_str}), tmp / "orders.csv")
+            pc.cast(pa.array(days, mask=np.isnan(days)).cast(pa.int64()), pa.string()), ".0", ""
+        )
+        _write_csv(
+            pa.table(
+                {
+                    "order_id": order_id,
+                    "user_id": user_id,
+                    "eval_set": pa.DictionaryArray.from_arrays(
+                        eval_code.astype(np.int8), ["prior", "train", "test"]
+                    ).cast(pa.string()),
+                    "order_number": order_number,
+                    "order_dow": dow,
+                    "order_hour_of_day": hour,
+                    "days_since_prior_order": days_str,
+                }
+            ),
+            tmp / "orders.csv",
+        )
         occ_order = np.argsort(order_id)
-        _write_csv(pa.table({
-            "order_id": order_id[occ_order],
-            "occasion": pa.DictionaryArray.from_arrays(occasion[occ_order], list(OCCASIONS))
-            .cast(pa.string())}), tmp / "order_occasions.csv")
+        _write_csv(
+            pa.table(
+                {
+                    "order_id": order_id[occ_order],
+                    "occasion": pa.DictionaryArray.from_arrays(
+                        occasion[occ_order], list(OCCASIONS)
+                    ).cast(pa.string()),
+                }
+            ),
+            tmp / "order_occasions.csv",
+        )
         cols = [np.concatenate([p[i] for p in parts]) for i in range(5)]
         parts.clear()
         for name, sel in (("prior", ~cols[4]), ("train", cols[4])):
             oid, pid, cart, reord = (c[sel] for c in cols[:4])
             s = np.lexsort((cart, oid))  # Kaggle files are sorted by order, then cart position
-            _write_csv(pa.table({"order_id": oid[s], "product_id": pid[s],
-                                 "add_to_cart_order": cart[s], "reordered": reord[s]}),
-                       tmp / f"order_products__{name}.csv")
+            _write_csv(
+                pa.table(
+                    {
+                        "order_id": oid[s],
+                        "product_id": pid[s],
+                        "add_to_cart_order": cart[s],
+                        "reordered": reord[s],
+                    }
+                ),
+                tmp / f"order_products__{name}.csv",
+            )
             del oid, pid, cart, reord, s
         (tmp / "generator.json").write_text(
-            json.dumps({"version": GENERATOR_VERSION, "n_users": n_users,
-                        "n_products": n_products, "seed": seed}) + "\n")
+            json.dumps(
+                {
+                    "version": GENERATOR_VERSION,
+                    "n_users": n_users,
+                    "n_products": n_products,
+                    "seed": seed,
+                }
+            )
+            + "\n"
+        )
         if out_dir.exists():
             shutil.rmtree(out_dir)
         os.replace(tmp, out_dir)
@@ -607,15 +787,18 @@ def generate(out_dir: str | Path, n_users: int = 5000, n_products: int = 10000, 
 # -----------------------------------------------------------------------------
 # calibration against real rows
 
-REL_TOL = 0.15      # every figure within 15% of real (relative) ...
+REL_TOL = 0.15  # every figure within 15% of real (relative) ...
 ABS_TOL_DEPT = 0.0015  # ... or, for department shares, within 0.15 percentage points (tiny ones)
 
 
 def _stats(d: Path) -> dict[str, float]:
     """Headline statistics of a Kaggle-layout folder (prior orders only)."""
-    orders = pd.read_csv(d / "orders.csv", usecols=["order_id", "user_id", "days_since_prior_order"])
-    prior = pd.read_csv(d / "order_products__prior.csv",
-                        usecols=["order_id", "product_id", "reordered"])
+    orders = pd.read_csv(
+        d / "orders.csv", usecols=["order_id", "user_id", "days_since_prior_order"]
+    )
+    prior = pd.read_csv(
+        d / "order_products__prior.csv", usecols=["order_id", "product_id", "reordered"]
+    )
     products = pd.read_csv(d / "products.csv", usecols=["product_id", "department_id"])
     depts = pd.read_csv(d / "departments.csv")
     s: dict[str, float] = {}
@@ -631,10 +814,16 @@ def _stats(d: Path) -> dict[str, float]:
     s["days share <=7"] = (days <= 7).mean()
     cnt = prior.product_id.value_counts()
     s["top 1% of bought items: row share"] = cnt.iloc[: max(1, round(len(cnt) / 100))].sum() / len(
-        prior)
+        prior
+    )
     user = orders.set_index("order_id").user_id.reindex(prior.order_id).to_numpy()
-    s["distinct products/user mean"] = (pd.DataFrame({"u": user, "p": prior.product_id})
-                                        .drop_duplicates().groupby("u").size().mean())
+    s["distinct products/user mean"] = (
+        pd.DataFrame({"u": user, "p": prior.product_id})
+        .drop_duplicates()
+        .groupby("u")
+        .size()
+        .mean()
+    )
     s["items bought / catalogue"] = len(cnt) / len(products)
     dept = products.set_index("product_id").department_id.reindex(prior.product_id)
     share = dept.value_counts(normalize=True)
@@ -660,19 +849,22 @@ def calibration_table(generated_dir, real_dir) -> pd.DataFrame:
     return df
 
 
-BEHAVIOUR_ITEMS = 5000   # behaviour rows: the most bought 5,000 items, as the README's real table
-BEHAVIOUR_EPOCHS = 2     # two-tower: one seed, a short run (the same on both sides)
+BEHAVIOUR_ITEMS = 5000  # behaviour rows: the most bought 5,000 items, as the README's real table
+BEHAVIOUR_EPOCHS = 2  # two-tower: one seed, a short run (the same on both sides)
 
 
-def behaviour_stats(data_dir, n_items: int = BEHAVIOUR_ITEMS, epochs: int = BEHAVIOUR_EPOCHS,
-                    progress: bool = False) -> dict[str, float]:
+def behaviour_stats(
+    data_dir, n_items: int = BEHAVIOUR_ITEMS, epochs: int = BEHAVIOUR_EPOCHS, progress: bool = False
+) -> dict[str, float]:
     """How the project's own models behave on a Kaggle-layout folder: every user, the
     `n_items` most bought items, the interaction split, common's baselines, metrics and a
     short one-seed two-tower run. Used to compare generated with real rows at matched size."""
     import common  # lazy: common imports this module (the generator is the bottom floor)
+
     n_users = pd.read_csv(Path(data_dir) / "orders.csv", usecols=["user_id"]).user_id.nunique()
-    ds = common.load_dataset(data_dir, n_users=n_users, n_items=n_items, use_cache=False,
-                             verbose=False)
+    ds = common.load_dataset(
+        data_dir, n_users=n_users, n_items=n_items, use_cache=False, verbose=False
+    )
     split = common.split_interactions(ds.interactions, "interaction")
     feats = common.build_features(ds, split.train)
     users = split.eval_users()
@@ -681,24 +873,37 @@ def behaviour_stats(data_dir, n_items: int = BEHAVIOUR_ITEMS, epochs: int = BEHA
     pop = common.evaluate(base["popularity"], users, split, feats, n_boot=10)["all"]
     tt = {"recall@20": float("nan")}
     if epochs:  # epochs=0: no two-tower row (fast checks)
-        model = common.train_two_tower(ds, split, feats, common.TowerConfig(epochs=epochs),
-                                       progress=progress)
-        tt = common.evaluate(common.retrieve(model, users, 20)[0], users, split, feats,
-                             n_boot=10)["all"]
-    train_pairs = set(zip(split.train.user.to_numpy().tolist(), split.train.item.to_numpy().tolist()))
+        model = common.train_two_tower(
+            ds, split, feats, common.TowerConfig(epochs=epochs), progress=progress
+        )
+        tt = common.evaluate(common.retrieve(model, users, 20)[0], users, split, feats, n_boot=10)[
+            "all"
+        ]
+    train_pairs = set(
+        zip(split.train.user.to_numpy().tolist(), split.train.item.to_numpy().tolist())
+    )
     test_pairs = zip(split.test.user.to_numpy().tolist(), split.test.item.to_numpy().tolist())
     repeat = np.mean([p in train_pairs for p in test_pairs])
-    return {"top-frequency R@5": tf["recall@5"], "top-frequency R@10": tf["recall@10"],
-            "top-frequency R@20": tf["recall@20"], "top-frequency NDCG@10": tf["ndcg@10"],
-            "popularity R@20": pop["recall@20"], f"two-tower R@20 ({epochs} ep, 1 seed)": tt["recall@20"],
-            "held-out rows repeating a training pair": float(repeat),
-            "distinct held-out items/user mean": float(np.mean([len(split.truth[u]) for u in users]))}
+    return {
+        "top-frequency R@5": tf["recall@5"],
+        "top-frequency R@10": tf["recall@10"],
+        "top-frequency R@20": tf["recall@20"],
+        "top-frequency NDCG@10": tf["ndcg@10"],
+        "popularity R@20": pop["recall@20"],
+        f"two-tower R@20 ({epochs} ep, 1 seed)": tt["recall@20"],
+        "held-out rows repeating a training pair": float(repeat),
+        "distinct held-out items/user mean": float(np.mean([len(split.truth[u]) for u in users])),
+    }
 
 
 def behaviour_table(generated_dir, real_dir, **kw) -> pd.DataFrame:
     """Behaviour rows, generated vs real: cols generated, real, rel_diff, ok (|rel| <= 15%)."""
-    df = pd.DataFrame({"generated": pd.Series(behaviour_stats(generated_dir, **kw)),
-                       "real": pd.Series(behaviour_stats(real_dir, **kw))})
+    df = pd.DataFrame(
+        {
+            "generated": pd.Series(behaviour_stats(generated_dir, **kw)),
+            "real": pd.Series(behaviour_stats(real_dir, **kw)),
+        }
+    )
     df["rel_diff"] = (df.generated - df.real) / df.real
     df["ok"] = df.rel_diff.abs() <= REL_TOL
     return df
@@ -722,16 +927,21 @@ def occasion_signal(data_dir, k: int = 20) -> dict[str, float]:
                               with OCC_SHRINK pseudo-orders (ties: overall count, recency).
     """
     d = Path(data_dir)
-    orders = pd.read_csv(d / "orders.csv", usecols=["order_id", "user_id", "eval_set",
-                                                    "order_number"])
+    orders = pd.read_csv(
+        d / "orders.csv", usecols=["order_id", "user_id", "eval_set", "order_number"]
+    )
     orders = orders[orders.eval_set == "prior"].merge(pd.read_csv(d / "order_occasions.csv"))
-    rows = pd.read_csv(d / "order_products__prior.csv", usecols=["order_id", "product_id"]
-                       ).drop_duplicates().merge(orders[["order_id", "user_id", "order_number",
-                                                         "occasion"]])
+    rows = (
+        pd.read_csv(d / "order_products__prior.csv", usecols=["order_id", "product_id"])
+        .drop_duplicates()
+        .merge(orders[["order_id", "user_id", "order_number", "occasion"]])
+    )
     last = orders.groupby("user_id").order_number.transform("max") == orders.order_number
     target = orders[last].set_index("user_id").occasion
-    is_t = rows.order_number.to_numpy() == rows.user_id.map(
-        orders[last].set_index("user_id").order_number).to_numpy()
+    is_t = (
+        rows.order_number.to_numpy()
+        == rows.user_id.map(orders[last].set_index("user_id").order_number).to_numpy()
+    )
     hist, test = rows[~is_t], rows[is_t]
     truth = test.groupby("user_id").product_id.agg(set)
     users = truth.index.to_numpy()
@@ -740,28 +950,39 @@ def occasion_signal(data_dir, k: int = 20) -> dict[str, float]:
         return float(np.mean([len(truth[u] & set(top.get(u, ()))) / len(truth[u]) for u in users]))
 
     glob = hist.product_id.value_counts().index[:k].tolist()
-    by_occ = {o: g.product_id.value_counts().index[:k].tolist()
-              for o, g in hist.groupby("occasion")}
+    by_occ = {
+        o: g.product_id.value_counts().index[:k].tolist() for o, g in hist.groupby("occasion")
+    }
     # per (user, item): overall count, count in target-occasion orders, last order number
     h = hist.assign(same=(hist.occasion.to_numpy() == target.reindex(hist.user_id).to_numpy()))
-    ui = h.groupby(["user_id", "product_id"]).agg(n=("order_id", "size"), n_occ=("same", "sum"),
-                                                  last=("order_number", "max")).reset_index()
+    ui = (
+        h.groupby(["user_id", "product_id"])
+        .agg(n=("order_id", "size"), n_occ=("same", "sum"), last=("order_number", "max"))
+        .reset_index()
+    )
     n_ord = orders[~last].groupby("user_id").size()
-    n_same = orders[~last].assign(same=lambda o: o.occasion.to_numpy() == target.reindex(
-        o.user_id).to_numpy()).groupby("user_id").same.sum()
+    n_same = (
+        orders[~last]
+        .assign(same=lambda o: o.occasion.to_numpy() == target.reindex(o.user_id).to_numpy())
+        .groupby("user_id")
+        .same.sum()
+    )
     rate = ui.n / n_ord.reindex(ui.user_id).to_numpy()
-    ui["occ_score"] = (ui.n_occ + OCC_SHRINK * rate) / (n_same.reindex(ui.user_id).to_numpy()
-                                                       + OCC_SHRINK)
+    ui["occ_score"] = (ui.n_occ + OCC_SHRINK * rate) / (
+        n_same.reindex(ui.user_id).to_numpy() + OCC_SHRINK
+    )
 
     def top_by(cols):
         s = ui.sort_values(["user_id"] + cols, ascending=[True] + [False] * len(cols))
         s = s[s.groupby("user_id").cumcount() < k]
         return s.groupby("user_id").product_id.agg(list).to_dict()
 
-    return {"global popularity R@20": recall({u: glob for u in users}),
-            "occasion popularity R@20": recall({u: by_occ.get(target[u], []) for u in users}),
-            "top-frequency R@20": recall(top_by(["n", "last"])),
-            "occasion top-frequency R@20": recall(top_by(["occ_score", "n", "last"]))}
+    return {
+        "global popularity R@20": recall({u: glob for u in users}),
+        "occasion popularity R@20": recall({u: by_occ.get(target[u], []) for u in users}),
+        "top-frequency R@20": recall(top_by(["n", "last"])),
+        "occasion top-frequency R@20": recall(top_by(["occ_score", "n", "last"])),
+    }
 
 
 def _real_dir(arg: str | None) -> Path:
@@ -775,22 +996,41 @@ def _real_dir(arg: str | None) -> Path:
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", help="output folder for the Kaggle-layout CSVs (default data/sample; "
-                    "with --calibrate, reused if it already exists)")
-    ap.add_argument("--users", type=int, help="number of users (default 5000; with --calibrate, "
-                    "the real folder's user count)")
-    ap.add_argument("--products", type=int, help="catalogue size (default 10000; with "
-                    "--calibrate, the real catalogue size)")
+    ap = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument(
+        "--out",
+        help="output folder for the Kaggle-layout CSVs (default data/sample; "
+        "with --calibrate, reused if it already exists)",
+    )
+    ap.add_argument(
+        "--users",
+        type=int,
+        help="number of users (default 5000; with --calibrate, the real folder's user count)",
+    )
+    ap.add_argument(
+        "--products",
+        type=int,
+        help="catalogue size (default 10000; with --calibrate, the real catalogue size)",
+    )
     ap.add_argument("--seed", type=int, default=42, help="random seed; same seed -> same bytes")
-    ap.add_argument("--full", action="store_true",
-                    help=f"full Kaggle size: {FULL_USERS:,} users x {FULL_PRODUCTS:,} products")
-    ap.add_argument("--calibrate", action="store_true",
-                    help="print generated vs real statistics side by side (OK/OFF per row)")
+    ap.add_argument(
+        "--full",
+        action="store_true",
+        help=f"full Kaggle size: {FULL_USERS:,} users x {FULL_PRODUCTS:,} products",
+    )
+    ap.add_argument(
+        "--calibrate",
+        action="store_true",
+        help="print generated vs real statistics side by side (OK/OFF per row)",
+    )
     ap.add_argument("--real-dir", help=f"real Kaggle-layout folder (default ${DATA_ENV})")
-    ap.add_argument("--no-behaviour", action="store_true",
-                    help="with --calibrate: skip the behaviour rows (they train a two-tower)")
+    ap.add_argument(
+        "--no-behaviour",
+        action="store_true",
+        help="with --calibrate: skip the behaviour rows (they train a two-tower)",
+    )
     ap.add_argument("--json", help="with --calibrate: also write the table as JSON here")
     ap.add_argument("--quiet", action="store_true", help="no progress bar")
     args = ap.parse_args(argv)
@@ -809,8 +1049,10 @@ def main(argv=None):
         if gen.parent == Path(tmp):
             users = users or pd.read_csv(real / "orders.csv", usecols=["user_id"]).user_id.nunique()
             products = products or len(pd.read_csv(real / "products.csv", usecols=["product_id"]))
-            print(f"generating {users:,} users x {products:,} products, seed {args.seed} "
-                  f"(matched to the real folder's size unless --users/--products given)")
+            print(
+                f"generating {users:,} users x {products:,} products, seed {args.seed} "
+                f"(matched to the real folder's size unless --users/--products given)"
+            )
             generate(gen, users, products, args.seed, progress=not args.quiet)
         else:
             print(f"using existing sample {gen}")
@@ -818,21 +1060,28 @@ def main(argv=None):
         beh = None if args.no_behaviour else behaviour_table(gen, real)
         occ = occasion_signal(gen)
     _print_table(df)
-    print(f"{int(df.ok.sum())}/{len(df)} OK (|rel| <= {REL_TOL:.0%}; department shares also OK "
-          f"within {ABS_TOL_DEPT * 100:.2f} pp; top-1% is over the products actually bought)")
+    print(
+        f"{int(df.ok.sum())}/{len(df)} OK (|rel| <= {REL_TOL:.0%}; department shares also OK "
+        f"within {ABS_TOL_DEPT * 100:.2f} pp; top-1% is over the products actually bought)"
+    )
     if beh is not None:
-        print(f"\nbehaviour: every user, the {BEHAVIOUR_ITEMS:,} most bought items, interaction "
-              f"split, common's metrics")
+        print(
+            f"\nbehaviour: every user, the {BEHAVIOUR_ITEMS:,} most bought items, interaction "
+            f"split, common's metrics"
+        )
         _print_table(beh)
         print(f"{int(beh.ok.sum())}/{len(beh)} OK (|rel| <= {REL_TOL:.0%})")
-    print(f"\noccasion signal on the generated rows (each user's last prior order; goal: "
-          f"occasion popularity >= {OCC_POP_GOAL}x global, occasion top-frequency > top-frequency)")
+    print(
+        f"\noccasion signal on the generated rows (each user's last prior order; goal: "
+        f"occasion popularity >= {OCC_POP_GOAL}x global, occasion top-frequency > top-frequency)"
+    )
     print(pd.Series(occ).map("{:.4f}".format).to_string())
     print(f"ratio {occ['occasion popularity R@20'] / occ['global popularity R@20']:.2f}x")
     if args.json:
         tables = [df] + ([beh] if beh is not None else [])
-        Path(args.json).write_text(pd.concat(tables).reset_index(names="statistic").to_json(
-            orient="records", indent=1))
+        Path(args.json).write_text(
+            pd.concat(tables).reset_index(names="statistic").to_json(orient="records", indent=1)
+        )
 
 
 def _print_table(df: pd.DataFrame):

@@ -12,6 +12,7 @@ configuration, data summary, metrics, 95% bootstrap intervals, timings and the g
 commit. The split is always the project's one split (SPLIT_SEED=42); --seeds varies
 only the model's initialisation and batch order.
 """
+
 import argparse
 import time
 
@@ -20,25 +21,38 @@ import numpy as np
 import common as C
 
 # defaults (all overridable from the command line)
-SEEDS = 3                  # training seeds; headline numbers are mean ± std over them
-CANDIDATE_SETTINGS = ("faiss@20", "faiss@50+bought")   # the original study's, and the gap-closing one
+SEEDS = 3  # training seeds; headline numbers are mean ± std over them
+CANDIDATE_SETTINGS = (
+    "faiss@20",
+    "faiss@50+bought",
+)  # the original study's, and the gap-closing one
 RANKERS = ("lightgbm", "xgboost")
 QUICK = {"users": 600, "items": 1500, "seeds": 1, "epochs": 1, "rankers": "lightgbm"}
 QUESTION = "How far do two-tower retrieval and a GBDT re-ranker get beside strong simple baselines?"
-ORIGINAL_FINDING = ("two-tower R@20 0.188, NDCG@10 0.293 (2,000 heaviest users, 5,000 items); "
-                    "no top-frequency or TIFU-KNN baseline")
+ORIGINAL_FINDING = (
+    "two-tower R@20 0.188, NDCG@10 0.293 (2,000 heaviest users, 5,000 items); "
+    "no top-frequency or TIFU-KNN baseline"
+)
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     C.add_data_args(p)
     C.add_tower_args(p)
     C.add_experiment_args(p, seeds=SEEDS)
     r = p.add_argument_group("re-ranking")
-    r.add_argument("--rankers", default=",".join(RANKERS),
-                   help="comma list of lightgbm, xgboost; 'none' to skip the ranking stage")
-    r.add_argument("--candidates", default=",".join(CANDIDATE_SETTINGS),
-                   help="comma list of candidate settings: faiss@K or faiss@K+bought")
+    r.add_argument(
+        "--rankers",
+        default=",".join(RANKERS),
+        help="comma list of lightgbm, xgboost; 'none' to skip the ranking stage",
+    )
+    r.add_argument(
+        "--candidates",
+        default=",".join(CANDIDATE_SETTINGS),
+        help="comma list of candidate settings: faiss@K or faiss@K+bought",
+    )
     return C.parse_args_with_quick(p, argv, QUICK)
 
 
@@ -46,10 +60,14 @@ def main(argv=None):
     args = parse_args(argv)
     # options first, so a typo fails before any data is loaded
     cand_cfgs = [C.CandidateConfig.parse(c) for c in args.candidates.split(",") if c.strip()]
-    rankers = [] if args.rankers == "none" else [r.strip() for r in args.rankers.split(",") if r.strip()]
+    rankers = (
+        [] if args.rankers == "none" else [r.strip() for r in args.rankers.split(",") if r.strip()]
+    )
     if set(rankers) - set(RANKERS):
-        raise C.ConfigError(f"unknown ranker(s) {', '.join(sorted(set(rankers) - set(RANKERS)))} "
-                            f"(choose from {', '.join(RANKERS)} or none)")
+        raise C.ConfigError(
+            f"unknown ranker(s) {', '.join(sorted(set(rankers) - set(RANKERS)))} "
+            f"(choose from {', '.join(RANKERS)} or none)"
+        )
 
     # data, split, features, reference baselines
     exp = C.Experiment("two_tower", args, question=QUESTION, original_finding=ORIGINAL_FINDING)
@@ -57,27 +75,52 @@ def main(argv=None):
     exp.add_baselines()
 
     # two-tower per training seed, then each candidate setting x ranker
-    k_max = max([C.K_MAX, *[c.k for c in cand_cfgs]])   # one FAISS search serves every setting
+    k_max = max([C.K_MAX, *[c.k for c in cand_cfgs]])  # one FAISS search serves every setting
     rankers_info, towers = {}, []
     for seed in exp.seeds:
         model = exp.train(C.tower_config(args, seed))
-        towers.append({"seed": seed, "loaded_from_cache": model.loaded_from is not None,
-                       "epochs": model.training_log["epochs"]})
+        towers.append(
+            {
+                "seed": seed,
+                "loaded_from_cache": model.loaded_from is not None,
+                "epochs": model.training_log["epochs"],
+            }
+        )
         t0 = time.perf_counter()
         retrieved, scores = C.retrieve(model, exp.users, k_max)
         exp.timings.setdefault("retrieve_s", []).append(round(time.perf_counter() - t0, 2))
         exp.add("two-tower", retrieved, cand_recall=None)
         for cc in cand_cfgs if rankers else []:
-            out = C.rerank(model, exp.users, exp.feats, exp.split, cc, kinds=rankers,
-                           retrieved=(retrieved, scores), seed=seed)
+            out = C.rerank(
+                model,
+                exp.users,
+                exp.feats,
+                exp.split,
+                cc,
+                kinds=rankers,
+                retrieved=(retrieved, scores),
+                seed=seed,
+            )
             for kind, (ranked, info) in out.items():
                 label = f"two-tower {cc.name()} + {kind}"
                 exp.add(label, ranked, cand_recall=info["candidate_recall"])
                 exp.timings.setdefault("rank_s", []).append(info["stage_seconds"])
-                rankers_info.setdefault(label, {k: info[k] for k in (
-                    "feature_importance", "candidates_per_user", "train_seconds", "stage_seconds")})
+                rankers_info.setdefault(
+                    label,
+                    {
+                        k: info[k]
+                        for k in (
+                            "feature_importance",
+                            "candidates_per_user",
+                            "train_seconds",
+                            "stage_seconds",
+                        )
+                    },
+                )
     # the two-tower's own top-20 list is the faiss@20 candidate set
-    exp.cand_recall["two-tower"] = float(np.mean([r["all"]["recall@20"] for r in exp.runs["two-tower"]]))
+    exp.cand_recall["two-tower"] = float(
+        np.mean([r["all"]["recall@20"] for r in exp.runs["two-tower"]])
+    )
 
     # report
     exp.print_table()
@@ -89,12 +132,21 @@ def main(argv=None):
     references = [C.REFERENCE_BASELINE] + (["tifu-knn"] if "tifu-knn" in exp.runs else [])
     gains = {ref: exp.print_gains(models, ref) for ref in references}
     t = exp.timings
-    print(f"time: {time.perf_counter() - exp.t_start:.1f}s so far, training {np.sum(t['train_s']):.1f}s "
-          f"over {len(exp.seeds)} seed(s), ranking {np.sum(t.get('rank_s', [0])):.1f}s, "
-          f"baselines {t['baselines_s']:.1f}s")
-    exp.write({"tower_config": {**C.tower_config(args, exp.seeds[0]).key(), "seed": exp.seeds},
-               "logq_correction": args.logq, "gains": gains, "rankers": rankers_info,
-               "training": towers})
+    print(
+        f"time: {time.perf_counter() - exp.t_start:.1f}s so far, "
+        f"training {np.sum(t['train_s']):.1f}s "
+        f"over {len(exp.seeds)} seed(s), ranking {np.sum(t.get('rank_s', [0])):.1f}s, "
+        f"baselines {t['baselines_s']:.1f}s"
+    )
+    exp.write(
+        {
+            "tower_config": {**C.tower_config(args, exp.seeds[0]).key(), "seed": exp.seeds},
+            "logq_correction": args.logq,
+            "gains": gains,
+            "rankers": rankers_info,
+            "training": towers,
+        }
+    )
     return exp.summary()
 
 

@@ -53,27 +53,95 @@ from evals.prompt_registry import TEMPLATES
 
 RESULTS_PATH = ROOT / "evals" / "results" / "description_evals.json"
 TEMPLATE = "item_description"
-STOP = frozenset((  # words that say nothing about the product
-    "a", "also", "an", "and", "are", "as", "at", "be", "by", "can", "for", "from", "good",
-    "great", "has", "have", "ideal", "in", "into", "is", "it", "it's", "its", "of", "often",
-    "on", "or", "perfect", "that", "the", "their", "them", "these", "they", "this", "those",
-    "to", "typically", "use", "used", "uses", "using", "with", "you", "your"))
+STOP = frozenset(
+    (  # words that say nothing about the product
+        "a",
+        "also",
+        "an",
+        "and",
+        "are",
+        "as",
+        "at",
+        "be",
+        "by",
+        "can",
+        "for",
+        "from",
+        "good",
+        "great",
+        "has",
+        "have",
+        "ideal",
+        "in",
+        "into",
+        "is",
+        "it",
+        "it's",
+        "its",
+        "of",
+        "often",
+        "on",
+        "or",
+        "perfect",
+        "that",
+        "the",
+        "their",
+        "them",
+        "these",
+        "they",
+        "this",
+        "those",
+        "to",
+        "typically",
+        "use",
+        "used",
+        "uses",
+        "using",
+        "with",
+        "you",
+        "your",
+    )
+)
 _TOKEN = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
 _PROMPT = re.compile(r"Product: (?P<name>.*)\nAisle: (?P<aisle>.*)\nDepartment: (?P<dept>.*)\n")
 # Instacart's 21 department names (and the words they are matched by on token boundaries)
-DEPARTMENTS = ("frozen", "other", "bakery", "produce", "alcohol", "international", "beverages",
-               "pets", "dry goods pasta", "bulk", "personal care", "meat seafood", "pantry",
-               "breakfast", "canned goods", "dairy eggs", "household", "babies", "snacks",
-               "deli", "missing")
+DEPARTMENTS = (
+    "frozen",
+    "other",
+    "bakery",
+    "produce",
+    "alcohol",
+    "international",
+    "beverages",
+    "pets",
+    "dry goods pasta",
+    "bulk",
+    "personal care",
+    "meat seafood",
+    "pantry",
+    "breakfast",
+    "canned goods",
+    "dairy eggs",
+    "household",
+    "babies",
+    "snacks",
+    "deli",
+    "missing",
+)
 # words of a department name that are specific enough to flag another department's product
-DEPT_FLAG_WORDS = {"frozen": {"frozen"}, "alcohol": {"alcohol", "alcoholic"},
-                   "pets": {"pet", "pets", "dog", "cat"}, "babies": {"baby", "babies", "infant"},
-                   "personal care": {"shampoo", "deodorant", "toothpaste"},
-                   "household": {"detergent", "cleaning", "cleaner"}}
+DEPT_FLAG_WORDS = {
+    "frozen": {"frozen"},
+    "alcohol": {"alcohol", "alcoholic"},
+    "pets": {"pet", "pets", "dog", "cat"},
+    "babies": {"baby", "babies", "infant"},
+    "personal care": {"shampoo", "deodorant", "toothpaste"},
+    "household": {"detergent", "cleaning", "cleaner"},
+}
 
 
 # ---------------------------------------------------------------------------------------------
 # The description of an item: request, text, bulk generation, cache lookup
+
 
 def tokens(text: str) -> list[str]:
     """Lower-case word tokens; matching on these is matching on token boundaries."""
@@ -105,8 +173,9 @@ def item_fields(ds: C.Dataset, items: np.ndarray) -> list[tuple[str, str, str]]:
     return [(str(name[i]), str(aisle[i]), str(dept[i])) for i in items]
 
 
-def describe_items(ds: C.Dataset, items: np.ndarray, client, progress: bool = True,
-                   cached_only: bool = False) -> tuple[dict, dict]:
+def describe_items(
+    ds: C.Dataset, items: np.ndarray, client, progress: bool = True, cached_only: bool = False
+) -> tuple[dict, dict]:
     """{item: description text} for `items` through `client` (Claude: Message Batches; local:
     parallel with progress + ETA); cached answers cost nothing. cached_only: look up the
     cache and send nothing. Returns (texts, info): info has counts, tokens, seconds."""
@@ -122,13 +191,25 @@ def describe_items(ds: C.Dataset, items: np.ndarray, client, progress: bool = Tr
         if res is not None and res.ok and isinstance(res.data, dict):
             texts[int(i)] = description_text(res.data)
             n_in, n_out = n_in + res.input_tokens, n_out + res.output_tokens
-    info = {"items": len(items), "described": len(texts), "input_tokens": n_in,
-            "output_tokens": n_out, "seconds": round(time.perf_counter() - t0, 2)}
+    info = {
+        "items": len(items),
+        "described": len(texts),
+        "input_tokens": n_in,
+        "output_tokens": n_out,
+        "seconds": round(time.perf_counter() - t0, 2),
+    }
     if not cached_only:
         after = client.usage_report()
-        info["generated"] = (after["api_calls"] - before["api_calls"]) if client.backend == \
-            "local" else (after["batch_requests"] - before["batch_requests"]
-                          + after["api_calls"] - before["api_calls"])
+        info["generated"] = (
+            (after["api_calls"] - before["api_calls"])
+            if client.backend == "local"
+            else (
+                after["batch_requests"]
+                - before["batch_requests"]
+                + after["api_calls"]
+                - before["api_calls"]
+            )
+        )
         info["failed"] = after["failed"] - before["failed"]
     return texts, info
 
@@ -141,8 +222,9 @@ def cached_descriptions(cache_path: str | Path | None = None) -> list[dict]:
         return []
     db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
-        rows = db.execute("SELECT model, version, prompt, data FROM responses WHERE template=?",
-                          (TEMPLATE,)).fetchall()
+        rows = db.execute(
+            "SELECT model, version, prompt, data FROM responses WHERE template=?", (TEMPLATE,)
+        ).fetchall()
     except sqlite3.Error:
         rows = []
     finally:
@@ -152,9 +234,16 @@ def cached_descriptions(cache_path: str | Path | None = None) -> list[dict]:
         m = _PROMPT.search(prompt or "")
         if m is None or not data:
             continue
-        out.append({"model": model_name(model), "version": version, "name": m["name"],
-                    "aisle": m["aisle"], "department": m["dept"],
-                    "text": description_text(json.loads(data))})
+        out.append(
+            {
+                "model": model_name(model),
+                "version": version,
+                "name": m["name"],
+                "aisle": m["aisle"],
+                "department": m["dept"],
+                "text": description_text(json.loads(data)),
+            }
+        )
     return out
 
 
@@ -171,6 +260,7 @@ def model_name(identity: str) -> str:
 
 # ---------------------------------------------------------------------------------------------
 # Measures (model-free)
+
 
 def _content(words: list[str]) -> list[str]:
     return [w for w in words if w not in STOP and not w.isdigit()]
@@ -198,12 +288,13 @@ def contradiction(text_tokens: set, name: str, department: str) -> str | None:
 
 
 def distinct_n(docs: list[list[str]], n: int) -> float:
-    grams = [tuple(d[i:i + n]) for d in docs for i in range(len(d) - n + 1)]
+    grams = [tuple(d[i : i + n]) for d in docs for i in range(len(d) - n + 1)]
     return len(set(grams)) / len(grams) if grams else float("nan")
 
 
-def description_stats(texts: list[str], names: list[str], aisles: list[str],
-                      departments: list[str]) -> dict:
+def description_stats(
+    texts: list[str], names: list[str], aisles: list[str], departments: list[str]
+) -> dict:
     """The model-free measures over parallel lists (one entry per product)."""
     if not texts:
         return {"n": 0}
@@ -220,10 +311,12 @@ def description_stats(texts: list[str], names: list[str], aisles: list[str],
         "n": len(texts),
         "words": float(np.mean([len(d) for d in docs])),
         "distinct_tokens": float(np.mean([len(s) for s in sets])),
-        "distinct_1": distinct_n(docs, 1), "distinct_2": distinct_n(docs, 2),
+        "distinct_1": distinct_n(docs, 1),
+        "distinct_2": distinct_n(docs, 2),
         "ttr": float(np.mean([len(s) / len(d) if d else 0.0 for s, d in zip(sets, docs)])),
-        "grounded": float(np.mean([grounded(s, a, dp)
-                                   for s, a, dp in zip(sets, aisles, departments)])),
+        "grounded": float(
+            np.mean([grounded(s, a, dp) for s, a, dp in zip(sets, aisles, departments)])
+        ),
         "novel_word_share": float(np.mean(novel)),
         "contradiction": float(np.mean([f is not None for f in flags])),
         "contradiction_kinds": dict(Counter(f.split(":")[0] for f in flags if f)),
@@ -243,48 +336,72 @@ def template_similarity(texts: list[str], templates: list[str], progress: bool =
 # ---------------------------------------------------------------------------------------------
 # The evaluation run
 
+
 def judge(rows: list[dict], client, n: int, seed: int = C.RANDOM_SEED) -> dict:
     """LLM judge (prompt `description_judge`) on a seeded sample of n rows: mean score,
     share judged faithful, failures and the judge's cost."""
     rng = np.random.default_rng(seed)
     sample = [rows[j] for j in sorted(rng.choice(len(rows), min(n, len(rows)), replace=False))]
-    reqs = [TEMPLATES["description_judge"].request(
-        product_name=r["name"], aisle=r["aisle"], department=r["department"],
-        description=r["text"]) for r in sample]
+    reqs = [
+        TEMPLATES["description_judge"].request(
+            product_name=r["name"],
+            aisle=r["aisle"],
+            department=r["department"],
+            description=r["text"],
+        )
+        for r in sample
+    ]
     before = client.usage_report()
     res = client.complete_many(reqs, progress=True)
     after = client.usage_report()
     ok = [r.data for r in res if r.ok and isinstance(r.data, dict)]
-    cost = None if after["total_cost_usd"] is None else round(
-        after["total_cost_usd"] - (before["total_cost_usd"] or 0.0), 6)
-    return {"judge": client.label, "n": len(sample), "answered": len(ok),
-            "score": float(np.mean([d["score"] for d in ok])) if ok else float("nan"),
-            "faithful": float(np.mean([bool(d["faithful"]) for d in ok])) if ok else float("nan"),
-            "cost_usd": cost, "seconds": round(after["busy_s"] - before["busy_s"], 2)}
+    cost = (
+        None
+        if after["total_cost_usd"] is None
+        else round(after["total_cost_usd"] - (before["total_cost_usd"] or 0.0), 6)
+    )
+    return {
+        "judge": client.label,
+        "n": len(sample),
+        "answered": len(ok),
+        "score": float(np.mean([d["score"] for d in ok])) if ok else float("nan"),
+        "faithful": float(np.mean([bool(d["faithful"]) for d in ok])) if ok else float("nan"),
+        "cost_usd": cost,
+        "seconds": round(after["busy_s"] - before["busy_s"], 2),
+    }
 
 
-def evaluate_descriptions(cache_path: str | Path | None = None, judge_n: int = 0, client=None,
-                          out: str | Path | None = RESULTS_PATH, progress: bool = True,
-                          print_table: bool = True) -> dict:
+def evaluate_descriptions(
+    cache_path: str | Path | None = None,
+    judge_n: int = 0,
+    client=None,
+    out: str | Path | None = RESULTS_PATH,
+    progress: bool = True,
+    print_table: bool = True,
+) -> dict:
     """Quality of every cached description, per backend/model (+ prompt version). No API call
     unless judge_n > 0 and a client is given. Writes `out` (JSON) unless it is None."""
     rows = cached_descriptions(cache_path)
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
         groups.setdefault((r["model"], r["version"]), []).append(r)
-    report = {"cache": str(Path(cache_path or llm.default_cache_path()).name),
-              "current_version": TEMPLATES[TEMPLATE].version, "models": []}
+    report = {
+        "cache": str(Path(cache_path or llm.default_cache_path()).name),
+        "current_version": TEMPLATES[TEMPLATE].version,
+        "models": [],
+    }
     for (model, version), g in sorted(groups.items()):
         names = [r["name"] for r in g]
         aisles, depts = [r["aisle"] for r in g], [r["department"] for r in g]
         texts = [r["text"] for r in g]
         stats = description_stats(texts, names, aisles, depts)
         stats["sim_template"] = template_similarity(
-            texts, [f"{n}. {a}. {d}." for n, a, d in zip(names, aisles, depts)], progress)
-        tmpl = description_stats([f"{n}. {a}. {d}." for n, a, d in zip(names, aisles, depts)],
-                                 names, aisles, depts)
-        entry = {"model": model, "version": version, **stats,
-                 "template_words": tmpl["words"]}
+            texts, [f"{n}. {a}. {d}." for n, a, d in zip(names, aisles, depts)], progress
+        )
+        tmpl = description_stats(
+            [f"{n}. {a}. {d}." for n, a, d in zip(names, aisles, depts)], names, aisles, depts
+        )
+        entry = {"model": model, "version": version, **stats, "template_words": tmpl["words"]}
         if judge_n and client is not None:
             entry["judge"] = judge(g, client, judge_n)
         report["models"].append(entry)
@@ -302,29 +419,47 @@ def format_report(report: dict) -> str:
     rows = {}
     for m in report["models"]:
         name = f"{m['model']} ({m['version'][:6]})"
-        rows[name] = {"n": m["n"], "words": m["words"], "tmpl words": m["template_words"],
-                      "distinct-1": m["distinct_1"], "distinct-2": m["distinct_2"],
-                      "TTR": m["ttr"], "grounded": m["grounded"], "novel": m["novel_word_share"],
-                      "contradict": m["contradiction"], "sim tmpl": m["sim_template"],
-                      "dupes": m["duplicates"]}
+        rows[name] = {
+            "n": m["n"],
+            "words": m["words"],
+            "tmpl words": m["template_words"],
+            "distinct-1": m["distinct_1"],
+            "distinct-2": m["distinct_2"],
+            "TTR": m["ttr"],
+            "grounded": m["grounded"],
+            "novel": m["novel_word_share"],
+            "contradict": m["contradiction"],
+            "sim tmpl": m["sim_template"],
+            "dupes": m["duplicates"],
+        }
         if "judge" in m:
-            rows[name].update({"judge 1-5": m["judge"]["score"],
-                               "faithful": m["judge"]["faithful"]})
+            rows[name].update(
+                {"judge 1-5": m["judge"]["score"], "faithful": m["judge"]["faithful"]}
+            )
     cols = list(next(iter(rows.values())).keys())
     fmt = lambda v: f"{v:.0f}" if isinstance(v, int) else f"{v:.3f}"
     return C.format_table(rows, cols, fmt=fmt, first="backend/model (prompt version)")
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog="\n".join(__doc__.splitlines()[2:22]))
-    p.add_argument("--cache", default=None,
-                   help="LLM cache file to read (default $LLM_CACHE_PATH, else "
-                        "data/cache/llm_cache.sqlite)")
-    p.add_argument("--judge", type=int, default=0, metavar="N",
-                   help="also ask the LLM judge (prompt description_judge) about N sampled "
-                        "descriptions per model; needs --llm (default 0: no LLM call)")
+    p = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="\n".join(__doc__.splitlines()[2:22]),
+    )
+    p.add_argument(
+        "--cache",
+        default=None,
+        help="LLM cache file to read (default $LLM_CACHE_PATH, else data/cache/llm_cache.sqlite)",
+    )
+    p.add_argument(
+        "--judge",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also ask the LLM judge (prompt description_judge) about N sampled "
+        "descriptions per model; needs --llm (default 0: no LLM call)",
+    )
     p.add_argument("--out", default=str(RESULTS_PATH), help="results JSON path")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     llm.add_llm_args(p)

@@ -61,8 +61,10 @@ class Template:
         """The exact user prompt text; a missing or unknown field is a one-line error."""
         missing, extra = self.fields - values.keys(), values.keys() - self.fields
         if missing or extra:
-            raise ValueError(f"prompt {self.name}: missing fields {sorted(missing)}, "
-                             f"unknown fields {sorted(extra)}")
+            raise ValueError(
+                f"prompt {self.name}: missing fields {sorted(missing)}, "
+                f"unknown fields {sorted(extra)}"
+            )
         schema = json.dumps(self.schema, separators=(",", ":")) if self.schema else ""
         return self.text.format(schema=schema, **values)
 
@@ -70,12 +72,21 @@ class Template:
         """The rendered prompt as an llm.Request that carries this template's name and version."""
         ids = None
         if self.validator == "permutation":
-            ids = tuple(int(i) for i in re.findall(r"^\[(\d+)\]", str(values.get("candidates", "")),
-                                                   re.MULTILINE))
-        return llm.Request(prompt=self.render(**values), system=self.system, template=self.name,
-                           version=self.version, schema=self.schema,
-                           max_tokens=max_tokens or self.max_tokens, validator=self.validator,
-                           ids=ids, repair_truncated=self.repair_truncated)
+            ids = tuple(
+                int(i)
+                for i in re.findall(r"^\[(\d+)\]", str(values.get("candidates", "")), re.MULTILINE)
+            )
+        return llm.Request(
+            prompt=self.render(**values),
+            system=self.system,
+            template=self.name,
+            version=self.version,
+            schema=self.schema,
+            max_tokens=max_tokens or self.max_tokens,
+            validator=self.validator,
+            ids=ids,
+            repair_truncated=self.repair_truncated,
+        )
 
 
 def format_candidates(candidates) -> str:
@@ -91,54 +102,69 @@ _JSON_TAIL = "Reply with only a JSON object that matches this JSON Schema:\n{sch
 
 ITEM_DESCRIPTION = Template(
     name="item_description",
-    system=("You are a grocery catalogue copywriter. You describe products factually and "
-            "concisely for a recommender system. You answer with JSON only."),
-    text=("Describe this grocery product for a recommendation system.\n\n"
-          "Product: {product_name}\nAisle: {aisle}\nDepartment: {department}\n\n"
-          "Write one or two plain sentences on what the product is and how it is typically "
-          "used. List 3-8 short attributes (flavour, diet, form, format, price tier) and 1-5 "
-          "occasions or uses (breakfast, baking, lunchbox, party). Do not invent brand facts "
-          "you are unsure of.\n\n" + _JSON_TAIL),
-    schema={"type": "object",
-            "properties": {"description": {"type": "string", "minLength": 1},
-                           "attributes": {"type": "array", "items": {"type": "string"},
-                                          "maxItems": 8},
-                           "occasions": {"type": "array", "items": {"type": "string"},
-                                         "maxItems": 5}},
-            "required": ["description", "attributes", "occasions"],
-            "additionalProperties": False},
+    system=(
+        "You are a grocery catalogue copywriter. You describe products factually and "
+        "concisely for a recommender system. You answer with JSON only."
+    ),
+    text=(
+        "Describe this grocery product for a recommendation system.\n\n"
+        "Product: {product_name}\nAisle: {aisle}\nDepartment: {department}\n\n"
+        "Write one or two plain sentences on what the product is and how it is typically "
+        "used. List 3-8 short attributes (flavour, diet, form, format, price tier) and 1-5 "
+        "occasions or uses (breakfast, baking, lunchbox, party). Do not invent brand facts "
+        "you are unsure of.\n\n" + _JSON_TAIL
+    ),
+    schema={
+        "type": "object",
+        "properties": {
+            "description": {"type": "string", "minLength": 1},
+            "attributes": {"type": "array", "items": {"type": "string"}, "maxItems": 8},
+            "occasions": {"type": "array", "items": {"type": "string"}, "maxItems": 5},
+        },
+        "required": ["description", "attributes", "occasions"],
+        "additionalProperties": False,
+    },
     max_tokens=300,
     repair_truncated=True,  # a cut-off attributes/occasions list is still a usable answer
 )
 
 USER_NARRATION = Template(
     name="user_narration",
-    system=("You are an analyst who summarises grocery shoppers' tastes for a recommender "
-            "system. You write short, neutral, third-person profiles."),
-    text=("Here is a summary of one Instacart shopper's purchase history.\n\n"
-          "{purchase_summary}\n\n"
-          "In 3-5 sentences, describe this shopper's tastes and habits: the kinds of food they "
-          "favour, dietary patterns, how they shop (staples or variety, hints of household "
-          "size) and what they may want next. Do not list products verbatim and do not guess "
-          "anything about the person's identity."),
+    system=(
+        "You are an analyst who summarises grocery shoppers' tastes for a recommender "
+        "system. You write short, neutral, third-person profiles."
+    ),
+    text=(
+        "Here is a summary of one Instacart shopper's purchase history.\n\n"
+        "{purchase_summary}\n\n"
+        "In 3-5 sentences, describe this shopper's tastes and habits: the kinds of food they "
+        "favour, dietary patterns, how they shop (staples or variety, hints of household "
+        "size) and what they may want next. Do not list products verbatim and do not guess "
+        "anything about the person's identity."
+    ),
     max_tokens=250,
 )
 
-_RANKING_SCHEMA = {"type": "object",
-                   "properties": {"ranking": {"type": "array", "items": {"type": "integer"},
-                                              "minItems": 1}},
-                   "required": ["ranking"]}
-_RERANK_SYSTEM = ("You are a grocery recommendation engine. You rank candidate products by how "
-                  "likely this shopper is to buy them in their next order. You answer with "
-                  "JSON only.")
+_RANKING_SCHEMA = {
+    "type": "object",
+    "properties": {"ranking": {"type": "array", "items": {"type": "integer"}, "minItems": 1}},
+    "required": ["ranking"],
+}
+_RERANK_SYSTEM = (
+    "You are a grocery recommendation engine. You rank candidate products by how "
+    "likely this shopper is to buy them in their next order. You answer with "
+    "JSON only."
+)
 
 RERANKER = Template(
     name="reranker",
     system=_RERANK_SYSTEM,
-    text=("Shopper profile:\n{user_profile}\n\n"
-          "Candidate products, as [id] name (aisle):\n{candidates}\n\n"
-          "Rank all {n_candidates} candidates from most to least likely to be in this "
-          "shopper's next order. Use every id exactly once.\n\n" + _JSON_TAIL),
+    text=(
+        "Shopper profile:\n{user_profile}\n\n"
+        "Candidate products, as [id] name (aisle):\n{candidates}\n\n"
+        "Rank all {n_candidates} candidates from most to least likely to be in this "
+        "shopper's next order. Use every id exactly once.\n\n" + _JSON_TAIL
+    ),
     schema=_RANKING_SCHEMA,
     max_tokens=400,
     validator="permutation",
@@ -147,13 +173,15 @@ RERANKER = Template(
 RERANKER_CONTEXT = Template(
     name="reranker_context",
     system=_RERANK_SYSTEM,
-    text=("Shopper profile:\n{user_profile}\n\n"
-          "Next order context: {order_context}\n\n"
-          "Recent orders, most recent first:\n{recent_orders}\n\n"
-          "Candidate products, as [id] name (aisle):\n{candidates}\n\n"
-          "Rank all {n_candidates} candidates from most to least likely to be in this "
-          "shopper's next order, taking the order context and recent orders into account. "
-          "Use every id exactly once.\n\n" + _JSON_TAIL),
+    text=(
+        "Shopper profile:\n{user_profile}\n\n"
+        "Next order context: {order_context}\n\n"
+        "Recent orders, most recent first:\n{recent_orders}\n\n"
+        "Candidate products, as [id] name (aisle):\n{candidates}\n\n"
+        "Rank all {n_candidates} candidates from most to least likely to be in this "
+        "shopper's next order, taking the order context and recent orders into account. "
+        "Use every id exactly once.\n\n" + _JSON_TAIL
+    ),
     schema=_RANKING_SCHEMA,
     max_tokens=400,
     validator="permutation",
@@ -161,41 +189,66 @@ RERANKER_CONTEXT = Template(
 
 DESCRIPTION_JUDGE = Template(
     name="description_judge",
-    system=("You are a strict evaluator of product descriptions in a grocery catalogue. "
-            "You answer with JSON only."),
-    text=("Product: {product_name}\nAisle: {aisle}\nDepartment: {department}\n\n"
-          "Candidate description:\n{description}\n\n"
-          "Score the description from 1 (poor) to 5 (excellent) for faithfulness (no invented "
-          "facts), specificity and usefulness for recommending the product. Say whether it is "
-          "faithful and give a one-sentence reason.\n\n" + _JSON_TAIL),
-    schema={"type": "object",
-            "properties": {"score": {"type": "integer", "minimum": 1, "maximum": 5},
-                           "faithful": {"type": "boolean"},
-                           "reason": {"type": "string"}},
-            "required": ["score", "faithful", "reason"]},
+    system=(
+        "You are a strict evaluator of product descriptions in a grocery catalogue. "
+        "You answer with JSON only."
+    ),
+    text=(
+        "Product: {product_name}\nAisle: {aisle}\nDepartment: {department}\n\n"
+        "Candidate description:\n{description}\n\n"
+        "Score the description from 1 (poor) to 5 (excellent) for faithfulness (no invented "
+        "facts), specificity and usefulness for recommending the product. Say whether it is "
+        "faithful and give a one-sentence reason.\n\n" + _JSON_TAIL
+    ),
+    schema={
+        "type": "object",
+        "properties": {
+            "score": {"type": "integer", "minimum": 1, "maximum": 5},
+            "faithful": {"type": "boolean"},
+            "reason": {"type": "string"},
+        },
+        "required": ["score", "faithful", "reason"],
+    },
     max_tokens=200,
 )
 
 # Order occasions of the generated sample (sample_generator.OCCASIONS), plus "other".
-OCCASIONS = ("weekly_restock", "weeknight_dinner", "healthy_eating", "party", "snacks",
-             "breakfast", "household", "baby", "other")
+OCCASIONS = (
+    "weekly_restock",
+    "weeknight_dinner",
+    "healthy_eating",
+    "party",
+    "snacks",
+    "breakfast",
+    "household",
+    "baby",
+    "other",
+)
 
 OCCASION_LABEL = Template(
     name="occasion_label",
-    system=("You label grocery orders with the shopping occasion they serve, for a "
-            "recommender system. You answer with JSON only."),
-    text=("Items in one Instacart order, as name (aisle):\n{basket}\n\n"
-          "Which occasion does this order serve? weekly_restock: a broad stock-up of staples; "
-          "weeknight_dinner: ingredients for cooking dinner; healthy_eating: fresh produce, "
-          "lean and diet products; party: drinks, snacks and party food for guests; snacks: "
-          "mostly snacks and sweets; breakfast: breakfast foods; household: cleaning, paper "
-          "and personal care; baby: baby food and care; other: none of these. Give your "
-          "confidence from 0 to 1.\n\n" + _JSON_TAIL),
-    schema={"type": "object",
-            "properties": {"occasion": {"type": "string", "enum": list(OCCASIONS)},
-                           "confidence": {"type": "number", "minimum": 0, "maximum": 1}},
-            "required": ["occasion", "confidence"],
-            "additionalProperties": False},
+    system=(
+        "You label grocery orders with the shopping occasion they serve, for a "
+        "recommender system. You answer with JSON only."
+    ),
+    text=(
+        "Items in one Instacart order, as name (aisle):\n{basket}\n\n"
+        "Which occasion does this order serve? weekly_restock: a broad stock-up of staples; "
+        "weeknight_dinner: ingredients for cooking dinner; healthy_eating: fresh produce, "
+        "lean and diet products; party: drinks, snacks and party food for guests; snacks: "
+        "mostly snacks and sweets; breakfast: breakfast foods; household: cleaning, paper "
+        "and personal care; baby: baby food and care; other: none of these. Give your "
+        "confidence from 0 to 1.\n\n" + _JSON_TAIL
+    ),
+    schema={
+        "type": "object",
+        "properties": {
+            "occasion": {"type": "string", "enum": list(OCCASIONS)},
+            "confidence": {"type": "number", "minimum": 0, "maximum": 1},
+        },
+        "required": ["occasion", "confidence"],
+        "additionalProperties": False,
+    },
     max_tokens=60,
 )
 
@@ -203,18 +256,31 @@ OCCASION_LABEL = Template(
 # (local: logprobs of Yes/No; Claude: a 0-10 score). Always gives a full ordering.
 RERANK_POINTWISE = Template(
     name="rerank_pointwise",
-    system=("You are a grocery recommendation engine. You judge whether a shopper will buy "
-            "a product in their next order. You answer Yes or No."),
-    text=("Shopper profile:\n{user_profile}\n\n"
-          "Next order context: {order_context}\n\n"
-          "Candidate product: {candidate}\n\n"
-          "Will this shopper buy this product in their next order? Answer Yes or No."),
+    system=(
+        "You are a grocery recommendation engine. You judge whether a shopper will buy "
+        "a product in their next order. You answer Yes or No."
+    ),
+    text=(
+        "Shopper profile:\n{user_profile}\n\n"
+        "Next order context: {order_context}\n\n"
+        "Candidate product: {candidate}\n\n"
+        "Will this shopper buy this product in their next order? Answer Yes or No."
+    ),
     max_tokens=1,
 )
 
-TEMPLATES: dict[str, Template] = {t.name: t for t in (
-    ITEM_DESCRIPTION, USER_NARRATION, RERANKER, RERANKER_CONTEXT, DESCRIPTION_JUDGE,
-    OCCASION_LABEL, RERANK_POINTWISE)}
+TEMPLATES: dict[str, Template] = {
+    t.name: t
+    for t in (
+        ITEM_DESCRIPTION,
+        USER_NARRATION,
+        RERANKER,
+        RERANKER_CONTEXT,
+        DESCRIPTION_JUDGE,
+        OCCASION_LABEL,
+        RERANK_POINTWISE,
+    )
+}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -240,8 +306,11 @@ def load_history(path: Path | None = None) -> dict[str, list[dict]]:
 def stale(path: Path | None = None) -> list[str]:
     """Names whose current version is not yet in the history file."""
     history = load_history(path)
-    return [n for n, v in current_versions().items()
-            if v not in {e["version"] for e in history.get(n, [])}]
+    return [
+        n
+        for n, v in current_versions().items()
+        if v not in {e["version"] for e in history.get(n, [])}
+    ]
 
 
 def record_versions(path: Path | None = None, today: str | None = None) -> list[str]:
@@ -253,8 +322,9 @@ def record_versions(path: Path | None = None, today: str | None = None) -> list[
     today = today or dt.date.today().isoformat()
     changed = stale(path)
     for name in changed:
-        history.setdefault(name, []).append({"version": TEMPLATES[name].version,
-                                             "first_seen": today})
+        history.setdefault(name, []).append(
+            {"version": TEMPLATES[name].version, "first_seen": today}
+        )
     if changed or not path.exists():
         path.write_text(json.dumps(history, indent=2, sort_keys=True) + "\n")
     return changed
@@ -274,8 +344,10 @@ def main(argv: list[str] | None = None) -> int:
         state = "NOT RECORDED" if name in todo else f"{len(seen)} version(s) in history"
         print(f"{name:20s} {version}  {state}")
     if todo:
-        print(f"{VERSIONS_PATH} is stale; run: uv run python -m evals.prompt_registry "
-              "--update", file=sys.stderr)
+        print(
+            f"{VERSIONS_PATH} is stale; run: uv run python -m evals.prompt_registry --update",
+            file=sys.stderr,
+        )
     return 1 if todo else 0
 
 

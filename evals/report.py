@@ -49,7 +49,7 @@ MARKER_DIR = ".overnight"
 BASELINES = ("random", "popularity", "top-frequency", "top-frequency + popular", "tifu-knn")
 # the original study's final gate alphas (../shared/EXPERIMENTS.md), drawn as references
 ORIGINAL_ALPHA = {"frozen": 0.986, "trainable": 0.889}
-MAX_ARMS = 24   # rows of one metrics table / plot
+MAX_ARMS = 24  # rows of one metrics table / plot
 
 
 # ---------------------------------------------------------------------------------------------
@@ -103,12 +103,15 @@ def script_constants(name: str) -> dict:
         out["QUESTION"] = re.sub(r"^Question:\s*", "", paras[0])
     finding = next((p for p in paras if "Original finding" in p), None)
     if finding:
-        finding = finding[finding.index("Original finding"):]
+        finding = finding[finding.index("Original finding") :]
         out["ORIGINAL_FINDING"] = re.split(r"(?<=[.!?\"])\s+(?=[A-Z])", finding)[0]
     for node in tree.body:
-        if isinstance(node, ast.Assign) and len(node.targets) == 1 and \
-                isinstance(node.targets[0], ast.Name) and \
-                node.targets[0].id in ("QUESTION", "ORIGINAL_FINDING"):
+        if (
+            isinstance(node, ast.Assign)
+            and len(node.targets) == 1
+            and isinstance(node.targets[0], ast.Name)
+            and node.targets[0].id in ("QUESTION", "ORIGINAL_FINDING")
+        ):
             try:
                 out[node.targets[0].id] = ast.literal_eval(node.value)
             except ValueError:
@@ -142,6 +145,7 @@ def usage_dicts(tree) -> list[dict]:
         elif isinstance(x, list):
             for v in x:
                 walk(v)
+
     walk(tree)
     return found
 
@@ -149,10 +153,12 @@ def usage_dicts(tree) -> list[dict]:
 def llm_skipped(d: dict) -> str | None:
     """Why the experiment skipped its LLM arms, wherever its JSON says it."""
     note = get(d, "notes", "llm")
-    note = note[len("skipped: "):] if isinstance(note, str) and note.startswith("skipped") \
-        else None
-    return (d.get("llm_skipped") or get(d, "llm", "skipped") or get(d, "llm_labels", "skipped")
-            or note)
+    note = (
+        note[len("skipped: ") :] if isinstance(note, str) and note.startswith("skipped") else None
+    )
+    return (
+        d.get("llm_skipped") or get(d, "llm", "skipped") or get(d, "llm_labels", "skipped") or note
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -173,8 +179,10 @@ def md_table(header: list[str], rows: list[list]) -> str:
     esc = lambda s: str(s).replace("|", "\\|").replace("\n", " ")
     numeric = lambda v: str(v)[:1] in set("0123456789+-[$.") or str(v) == "-"
     right = [i > 0 and all(numeric(r[i]) for r in rows if i < len(r)) for i in range(len(header))]
-    lines = ["| " + " | ".join(esc(h) for h in header) + " |",
-             "|" + "|".join("---:" if r else "---" for r in right) + "|"]
+    lines = [
+        "| " + " | ".join(esc(h) for h in header) + " |",
+        "|" + "|".join("---:" if r else "---" for r in right) + "|",
+    ]
     lines += ["| " + " | ".join(esc(c) for c in r) + " |" for r in rows]
     return "\n".join(lines)
 
@@ -203,16 +211,34 @@ def metrics_table(d: dict) -> str:
     rows = []
     for arm, s in list(metrics.items())[:MAX_ARMS]:
         ci = get(s, "ci95_first_seed", "recall@10")
-        rows.append([arm + (f" [{labels[arm]}]" if arm in labels else ""),
-                     mean_std(s, "all", "recall@10"),
-                     f"[{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "-",
-                     mean_std(s, "all", "recall@20"), mean_std(s, "all", "ndcg@10"),
-                     mean_std(s, "repeat", "recall@20"), mean_std(s, "explore", "recall@20"),
-                     num(cands.get(arm)), num(get(s, "all", "n_users"))])
+        rows.append(
+            [
+                arm + (f" [{labels[arm]}]" if arm in labels else ""),
+                mean_std(s, "all", "recall@10"),
+                f"[{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "-",
+                mean_std(s, "all", "recall@20"),
+                mean_std(s, "all", "ndcg@10"),
+                mean_std(s, "repeat", "recall@20"),
+                mean_std(s, "explore", "recall@20"),
+                num(cands.get(arm)),
+                num(get(s, "all", "n_users")),
+            ]
+        )
     more = len(metrics) - MAX_ARMS
-    return md_table(["arm", "R@10", "R@10 95% CI", "R@20", "NDCG@10", "R@20 repeat",
-                     "R@20 explore", "cand. recall", "users"], rows) + \
-        (f"\n\n_{more} more arms in the JSON._" if more > 0 else "")
+    return md_table(
+        [
+            "arm",
+            "R@10",
+            "R@10 95% CI",
+            "R@20",
+            "NDCG@10",
+            "R@20 repeat",
+            "R@20 explore",
+            "cand. recall",
+            "users",
+        ],
+        rows,
+    ) + (f"\n\n_{more} more arms in the JSON._" if more > 0 else "")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -221,8 +247,10 @@ def metrics_table(d: dict) -> str:
 
 def _plt():
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
     return plt
 
 
@@ -239,7 +267,7 @@ def plot_metrics(name: str, d: dict, out_dir: Path) -> str | None:
         s = metrics[arm]
         m = s["all"]["recall@10"]["mean"]
         ci = get(s, "ci95_first_seed", "recall@10")
-        colour = ("#e07b39" if arm in labels else "#9a9a9a" if arm in BASELINES else "#3b75af")
+        colour = "#e07b39" if arm in labels else "#9a9a9a" if arm in BASELINES else "#3b75af"
         xerr = [[max(m - ci[0], 0)], [max(ci[1] - m, 0)]] if ci else None
         ax.barh(i, m, color=colour, xerr=xerr, capsize=3, ecolor="black")
         seeds = [r.get("recall@10") for r in s.get("per_seed") or [] if r.get("recall@10")]
@@ -249,9 +277,12 @@ def plot_metrics(name: str, d: dict, out_dir: Path) -> str | None:
     ax.set_yticklabels(arms, fontsize=8)
     ax.invert_yaxis()
     ax.set_xlabel("Recall@10")
-    ax.set_title(f"{name}: Recall@10 per arm\nbar: mean over seeds | whisker: 95% bootstrap CI "
-                 "over users (first seed) | dots: seeds\ngrey: simple baselines | orange: LLM "
-                 "arms | blue: models", fontsize=8)
+    ax.set_title(
+        f"{name}: Recall@10 per arm\nbar: mean over seeds | whisker: 95% bootstrap CI "
+        "over users (first seed) | dots: seeds\ngrey: simple baselines | orange: LLM "
+        "arms | blue: models",
+        fontsize=8,
+    )
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
     fname = f"plot_{name}_metrics.png"
@@ -274,17 +305,21 @@ def plot_alpha(d: dict, out_dir: Path) -> str | None:
         ep = list(range(1, n + 1))
         cols = [[s[e] for s in per_seed] for e in range(n)]
         mean = [sum(c) / len(c) for c in cols]
-        line, = ax.plot(ep, mean, marker="o", label=f"{arm} ({len(per_seed)} seed(s))")
+        (line,) = ax.plot(ep, mean, marker="o", label=f"{arm} ({len(per_seed)} seed(s))")
         if len(per_seed) > 1:
-            ax.fill_between(ep, [min(c) for c in cols], [max(c) for c in cols],
-                            color=line.get_color(), alpha=0.2)
+            ax.fill_between(
+                ep,
+                [min(c) for c in cols],
+                [max(c) for c in cols],
+                color=line.get_color(),
+                alpha=0.2,
+            )
     longest = max(len(s) for c in curves.values() for s in c)
     ax.set_xticks(range(1, longest + 1))
     ax.set_xlim(0.5, longest + 0.5)
     for k, v in ORIGINAL_ALPHA.items():
         ax.axhline(v, ls="--", lw=0.8, color="grey")
-        ax.text(0.55, v, f" original study, {k} head: {v}", fontsize=7, va="bottom",
-                color="grey")
+        ax.text(0.55, v, f" original study, {k} head: {v}", fontsize=7, va="bottom", color="grey")
     ax.axhline(0.5, ls=":", lw=0.8, color="black")
     ax.set_ylim(0, 1.05)
     ax.set_xlabel("epoch")
@@ -307,8 +342,11 @@ def plot_context(d: dict, out_dir: Path) -> str | None:
         return None
     plt = _plt()
     fig, axes = plt.subplots(1, len(controls), figsize=(6 * len(controls), 4), squeeze=False)
-    series = [("noise floor", "noise floor (shuffles)"), ("vs none", "vs no context"),
-              ("vs placebo", "vs placebo")]
+    series = [
+        ("noise floor", "noise floor (shuffles)"),
+        ("vs none", "vs no context"),
+        ("vs placebo", "vs placebo"),
+    ]
     for ax, (cset, rows) in zip(axes[0], controls.items()):
         conds = list(rows)
         w = 0.8 / len(series)
@@ -323,8 +361,11 @@ def plot_context(d: dict, out_dir: Path) -> str | None:
         ax.set_title(f"{cset}", fontsize=9)
         ax.legend(fontsize=7)
         ax.grid(axis="y", alpha=0.3)
-    fig.suptitle("exp3: context sensitivity; a shift is real only where 'vs no context' is "
-                 "well below the noise floor and below 'vs placebo'", fontsize=9)
+    fig.suptitle(
+        "exp3: context sensitivity; a shift is real only where 'vs no context' is "
+        "well below the noise floor and below 'vs placebo'",
+        fontsize=9,
+    )
     fig.tight_layout()
     fname = "plot_reranker_context.png"
     fig.savefig(out_dir / fname, dpi=110)
@@ -338,34 +379,51 @@ def plot_descriptions(exp1: dict | None, evals_run: dict | None, out_dir: Path) 
     if not stats and not models:
         return None
     plt = _plt()
-    panels = [p for p in (("exp1 description statistics", stats), ("description evals", models))
-              if p[1]]
+    panels = [
+        p for p in (("exp1 description statistics", stats), ("description evals", models)) if p[1]
+    ]
     fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 4), squeeze=False)
     for ax, (title, src) in zip(axes[0], panels):
         if isinstance(src, dict):
             names = list(src)
             bars = {"words": [get(src[n], "words") for n in names]}
-            shares = {"mentions aisle/dept": [get(src[n], "grounded") for n in names],
-                      "words not in name/aisle/dept": [get(src[n], "novel_word_share")
-                                                       for n in names]}
+            shares = {
+                "mentions aisle/dept": [get(src[n], "grounded") for n in names],
+                "words not in name/aisle/dept": [get(src[n], "novel_word_share") for n in names],
+            }
         else:
             names = [f"{m.get('model')} ({str(m.get('version'))[:6]})" for m in src]
-            bars = {"words": [m.get("words") for m in src],
-                    "template words": [m.get("template_words") for m in src]}
-            shares = {"grounded": [m.get("grounded") for m in src],
-                      "contradicts": [m.get("contradiction") for m in src],
-                      "similarity to template": [m.get("sim_template") for m in src]}
+            bars = {
+                "words": [m.get("words") for m in src],
+                "template words": [m.get("template_words") for m in src],
+            }
+            shares = {
+                "grounded": [m.get("grounded") for m in src],
+                "contradicts": [m.get("contradiction") for m in src],
+                "similarity to template": [m.get("sim_template") for m in src],
+            }
         x = range(len(names))
         w = 0.7 / len(bars)
         for j, (lab, vals) in enumerate(bars.items()):
-            ax.bar([i + (j - (len(bars) - 1) / 2) * w for i in x], [v or 0 for v in vals],
-                   width=w, alpha=0.6, label=f"{lab} (left)")
+            ax.bar(
+                [i + (j - (len(bars) - 1) / 2) * w for i in x],
+                [v or 0 for v in vals],
+                width=w,
+                alpha=0.6,
+                label=f"{lab} (left)",
+            )
         ax.set_xlim(-0.6, len(names) - 0.4)
         ax.set_ylabel("mean words per text")
         ax2 = ax.twinx()
         for lab, vals in shares.items():
-            ax2.plot(list(x), [v if v is not None else float("nan") for v in vals], marker="o",
-                     ls="none", markersize=8, label=f"{lab} (right)")
+            ax2.plot(
+                list(x),
+                [v if v is not None else float("nan") for v in vals],
+                marker="o",
+                ls="none",
+                markersize=8,
+                label=f"{lab} (right)",
+            )
         ax2.set_ylim(0, 1.05)
         ax2.set_ylabel("share")
         ax.set_xticks(list(x))
@@ -400,36 +458,83 @@ def extra_blocks(name: str, d: dict) -> list[str]:
     if name == "llm_item_enrichment":
         stats = d.get("description_stats") or {}
         if stats:
-            out.append("Description statistics:\n\n" + md_table(
-                ["text", "words", "distinct tokens", "mentions aisle/dept",
-                 "words not in name/aisle/dept"],
-                [[k, num(v.get("words"), 1), num(v.get("distinct_tokens")),
-                  num(v.get("grounded")), num(v.get("novel_word_share"))]
-                 for k, v in stats.items()]))
+            out.append(
+                "Description statistics:\n\n"
+                + md_table(
+                    [
+                        "text",
+                        "words",
+                        "distinct tokens",
+                        "mentions aisle/dept",
+                        "words not in name/aisle/dept",
+                    ],
+                    [
+                        [
+                            k,
+                            num(v.get("words"), 1),
+                            num(v.get("distinct_tokens")),
+                            num(v.get("grounded")),
+                            num(v.get("novel_word_share")),
+                        ]
+                        for k, v in stats.items()
+                    ],
+                )
+            )
         if d.get("cost"):
             out.append("Cost: " + ", ".join(f"{k} {num(v)}" for k, v in d["cost"].items()))
     elif name == "llm_user_narration":
         cp = d.get("category_precision") or {}
         if cp:
-            out.append("Category precision@10 (share of the top 10 in the user's top "
-                       "categories; mean and 95% CI over users):\n\n" + md_table(
-                           ["arm", "mean", "95% CI", "users"],
-                           [[a, num(v.get("mean")),
-                             f"[{v['ci95'][0]:.3f}, {v['ci95'][1]:.3f}]" if v.get("ci95") else
-                             "-", num(v.get("users"))] for a, v in cp.items()]))
+            out.append(
+                "Category precision@10 (share of the top 10 in the user's top "
+                "categories; mean and 95% CI over users):\n\n"
+                + md_table(
+                    ["arm", "mean", "95% CI", "users"],
+                    [
+                        [
+                            a,
+                            num(v.get("mean")),
+                            f"[{v['ci95'][0]:.3f}, {v['ci95'][1]:.3f}]" if v.get("ci95") else "-",
+                            num(v.get("users")),
+                        ]
+                        for a, v in cp.items()
+                    ],
+                )
+            )
     elif name == "llm_reranker":
         for cset, rows in (d.get("controls") or {}).items():
             if not rows:
                 continue
             rbo = lambda r, k: num(get(r, k, "rbo"))
-            out.append(f"Controls, {cset} (RBO agreement; noise floor = two shuffles of the "
-                       "same prompt):\n\n" + md_table(
-                           ["condition", "R@10", "NDCG@10", "noise floor", "vs none",
-                            "vs placebo", "fit@10", "failed per 100"],
-                           [[c, num(r.get("R@10")), num(r.get("NDCG@10")),
-                             rbo(r, "noise floor"), rbo(r, "vs none"), rbo(r, "vs placebo"),
-                             num(r.get("fit share top-10")), num(r.get("failed per 100"), 1)]
-                            for c, r in rows.items()]))
+            out.append(
+                f"Controls, {cset} (RBO agreement; noise floor = two shuffles of the "
+                "same prompt):\n\n"
+                + md_table(
+                    [
+                        "condition",
+                        "R@10",
+                        "NDCG@10",
+                        "noise floor",
+                        "vs none",
+                        "vs placebo",
+                        "fit@10",
+                        "failed per 100",
+                    ],
+                    [
+                        [
+                            c,
+                            num(r.get("R@10")),
+                            num(r.get("NDCG@10")),
+                            rbo(r, "noise floor"),
+                            rbo(r, "vs none"),
+                            rbo(r, "vs placebo"),
+                            num(r.get("fit share top-10")),
+                            num(r.get("failed per 100"), 1),
+                        ]
+                        for c, r in rows.items()
+                    ],
+                )
+            )
         if d.get("cost"):
             out.append("Cost: " + ", ".join(f"{k} {num(v)}" for k, v in d["cost"].items()))
     elif name == "exp5_dual_head":
@@ -440,10 +545,17 @@ def extra_blocks(name: str, d: dict) -> list[str]:
             for arm, v in val.items():
                 vs = [x for x in (v if isinstance(v, list) else [v]) if x is not None]
                 fin = [c[-1] for c in curves.get(arm) or [] if c]
-                rows.append([arm, num(sum(vs) / len(vs)) if vs else "-",
-                             num(sum(fin) / len(fin)) if fin else "-"])
-            out.append("Validation loss and final alpha (mean over seeds):\n\n" +
-                       md_table(["arm", "val loss", "final alpha"], rows))
+                rows.append(
+                    [
+                        arm,
+                        num(sum(vs) / len(vs)) if vs else "-",
+                        num(sum(fin) / len(fin)) if fin else "-",
+                    ]
+                )
+            out.append(
+                "Validation loss and final alpha (mean over seeds):\n\n"
+                + md_table(["arm", "val loss", "final alpha"], rows)
+            )
     notes = d.get("notes")
     if isinstance(notes, str) and notes:
         out.append(f"Notes: {notes}")
@@ -474,8 +586,9 @@ def step_status(marker: dict) -> tuple[str, str]:
     return "failed", f"exit {st}: {marker.get('reason', '')}".strip()
 
 
-def experiment_section(name: str, title: str, results_dir: Path, marker: dict,
-                       plots: dict, notes: list, plot_dir: Path) -> tuple[str, dict | None]:
+def experiment_section(
+    name: str, title: str, results_dir: Path, marker: dict, plots: dict, notes: list, plot_dir: Path
+) -> tuple[str, dict | None]:
     lines = [f"## {title} (`{name}.py`)", ""]
     path = find_results(results_dir, name, marker)
     d, err = read_json(path) if path else (None, None)
@@ -493,9 +606,11 @@ def experiment_section(name: str, title: str, results_dir: Path, marker: dict,
         lines.append(f"**Status: {status}** - {detail}{log_note}.")
         lines.append("")
         if d is not None:
-            lines.append(f"> The results below are from an earlier run "
-                         f"({get(d, 'provenance', 'time_utc', default='time unknown')}), "
-                         "not from this one.")
+            lines.append(
+                f"> The results below are from an earlier run "
+                f"({get(d, 'provenance', 'time_utc', default='time unknown')}), "
+                "not from this one."
+            )
             lines.append("")
     elif status == "skipped" and d is None:
         lines.append(f"**Status: skipped** - {detail}.")
@@ -513,13 +628,18 @@ def experiment_section(name: str, title: str, results_dir: Path, marker: dict,
     data = d.get("data") or {}
     split = d.get("split") or {}
     seeds = d.get("seeds") or []
-    bits = [f"`{path.name}`", data.get("source", "data ?"),
-            f"{num(data.get('users'))} users x {num(data.get('items'))} items",
-            f"split {split.get('mode', '?')}", f"{num(split.get('eval_users'))} evaluation users",
-            f"{len(seeds)} seed(s)", "quick settings" if opts.get("quick") else None,
-            f"{seconds(get(d, 'timings', 'total_s'))}",
-            f"commit {str(get(d, 'provenance', 'git_commit') or '?')[:10]}"
-            + (" (dirty)" if get(d, "provenance", "git_dirty") else "")]
+    bits = [
+        f"`{path.name}`",
+        data.get("source", "data ?"),
+        f"{num(data.get('users'))} users x {num(data.get('items'))} items",
+        f"split {split.get('mode', '?')}",
+        f"{num(split.get('eval_users'))} evaluation users",
+        f"{len(seeds)} seed(s)",
+        "quick settings" if opts.get("quick") else None,
+        f"{seconds(get(d, 'timings', 'total_s'))}",
+        f"commit {str(get(d, 'provenance', 'git_commit') or '?')[:10]}"
+        + (" (dirty)" if get(d, "provenance", "git_dirty") else ""),
+    ]
     lines.append("Run: " + " | ".join(b for b in bits if b))
     lines.append("")
     verdicts = d.get("verdicts") if isinstance(d.get("verdicts"), list) else None
@@ -529,8 +649,11 @@ def experiment_section(name: str, title: str, results_dir: Path, marker: dict,
         lines.append("")
         lines += [f"- `{v}`" for v in verdicts]
     else:
-        lines.append(f"**Verdict.** `{verdict}`" if verdict else
-                     "**Verdict.** _none recorded (a reference run states no verdict)_")
+        lines.append(
+            f"**Verdict.** `{verdict}`"
+            if verdict
+            else "**Verdict.** _none recorded (a reference run states no verdict)_"
+        )
     lines.append("")
     skipped = llm_skipped(d)
     if skipped:
@@ -538,11 +661,11 @@ def experiment_section(name: str, title: str, results_dir: Path, marker: dict,
         lines.append("")
     lines.append(metrics_table(d))
     lines.append("")
-    for fname in [try_plot(plot_metrics, name, d, plot_dir, notes=notes),
-                  try_plot(plot_alpha, d, plot_dir, notes=notes)
-                  if name == "exp5_dual_head" else None,
-                  try_plot(plot_context, d, plot_dir, notes=notes)
-                  if name == "llm_reranker" else None]:
+    for fname in [
+        try_plot(plot_metrics, name, d, plot_dir, notes=notes),
+        try_plot(plot_alpha, d, plot_dir, notes=notes) if name == "exp5_dual_head" else None,
+        try_plot(plot_context, d, plot_dir, notes=notes) if name == "llm_reranker" else None,
+    ]:
         if fname:
             plots.setdefault(name, []).append(fname)
             lines += [f"![{fname}]({fname})", ""]
@@ -563,8 +686,11 @@ def evals_section(evals_dir: Path, marker: dict) -> tuple[str, dict | None]:
     lines = ["## Evaluations (`evals/run_evals.py`)", ""]
     status, detail = step_status(marker)
     if status in ("failed", "interrupted"):
-        lines += [f"**Status: {status}** - {detail}"
-                  + (f" (log: `{marker['log']}`)." if marker.get("log") else "."), ""]
+        lines += [
+            f"**Status: {status}** - {detail}"
+            + (f" (log: `{marker['log']}`)." if marker.get("log") else "."),
+            "",
+        ]
     runs = latest_eval_runs(evals_dir)
     if not runs:
         lines += ["**Status: not run** - no eval run in `evals/results/`.", ""]
@@ -573,10 +699,13 @@ def evals_section(evals_dir: Path, marker: dict) -> tuple[str, dict | None]:
     if d is None:
         lines += [f"Latest eval run `{runs[-1].name}` unreadable: {err}.", ""]
         return "\n".join(lines), None
-    lines += [f"Latest run `{runs[-1].name}` (commit "
-              f"{str(get(d, 'provenance', 'git_commit') or '?')[:10]}; prompt versions "
-              + ", ".join(f"{k} {v}" for k, v in (d.get("prompt_versions") or {}).items())
-              + ").", ""]
+    lines += [
+        f"Latest run `{runs[-1].name}` (commit "
+        f"{str(get(d, 'provenance', 'git_commit') or '?')[:10]}; prompt versions "
+        + ", ".join(f"{k} {v}" for k, v in (d.get("prompt_versions") or {}).items())
+        + ").",
+        "",
+    ]
     parts = d.get("parts") or {}
     desc = parts.get("descriptions")
     if desc is None:
@@ -584,14 +713,38 @@ def evals_section(evals_dir: Path, marker: dict) -> tuple[str, dict | None]:
     elif desc.get("skipped"):
         lines += [f"Descriptions: skipped - {desc['skipped']}.", ""]
     else:
-        lines += ["Description quality (per backend/model and prompt version):", "", md_table(
-            ["model (version)", "n", "words", "template words", "distinct-2", "grounded",
-             "contradicts", "sim template", "duplicates"],
-            [[f"{m.get('model')} ({str(m.get('version'))[:6]})", num(m.get("n")),
-              num(m.get("words"), 1), num(m.get("template_words"), 1),
-              num(m.get("distinct_2")), num(m.get("grounded")), num(m.get("contradiction")),
-              num(m.get("sim_template")), num(m.get("duplicates"))]
-             for m in desc.get("models", [])]), ""]
+        lines += [
+            "Description quality (per backend/model and prompt version):",
+            "",
+            md_table(
+                [
+                    "model (version)",
+                    "n",
+                    "words",
+                    "template words",
+                    "distinct-2",
+                    "grounded",
+                    "contradicts",
+                    "sim template",
+                    "duplicates",
+                ],
+                [
+                    [
+                        f"{m.get('model')} ({str(m.get('version'))[:6]})",
+                        num(m.get("n")),
+                        num(m.get("words"), 1),
+                        num(m.get("template_words"), 1),
+                        num(m.get("distinct_2")),
+                        num(m.get("grounded")),
+                        num(m.get("contradiction")),
+                        num(m.get("sim_template")),
+                        num(m.get("duplicates")),
+                    ]
+                    for m in desc.get("models", [])
+                ],
+            ),
+            "",
+        ]
     rr = parts.get("reranker")
     if rr is None:
         lines += ["Reranker answers: not evaluated in this run.", ""]
@@ -599,25 +752,46 @@ def evals_section(evals_dir: Path, marker: dict) -> tuple[str, dict | None]:
         lines += [f"Reranker answers: skipped - {rr['skipped']}.", ""]
     else:
         h, rp = rr.get("hallucination") or {}, rr.get("repairs_per_100_answers") or {}
-        lines += [f"Reranker answers: {num(rr.get('answers'))} answers from "
-                  f"{num(rr.get('users'))} users ({', '.join(rr.get('models') or [])}); "
-                  "hallucination " + ", ".join(f"{k} {num(v)}" for k, v in h.items())
-                  + "; repairs per 100 answers " +
-                  ", ".join(f"{k} {num(v)}" for k, v in rp.items()) + ".", ""]
+        lines += [
+            f"Reranker answers: {num(rr.get('answers'))} answers from "
+            f"{num(rr.get('users'))} users ({', '.join(rr.get('models') or [])}); "
+            "hallucination "
+            + ", ".join(f"{k} {num(v)}" for k, v in h.items())
+            + "; repairs per 100 answers "
+            + ", ".join(f"{k} {num(v)}" for k, v in rp.items())
+            + ".",
+            "",
+        ]
     if len(runs) > 1:
         try:
             from evals.run_evals import compare_runs
+
             prev, _ = read_json(runs[-2])
             rows = compare_runs(prev or {}, d)
             flagged = [r for r in rows if r["regression"]]
             changed = [r for r in rows if r["delta"] != 0]
-            lines += [f"Against the previous run `{runs[-2].name}`: {len(rows)} metrics, "
-                      f"{len(changed)} changed, {len(flagged)} outside the earlier 95% interval"
-                      + (":" if flagged else "."), ""]
+            lines += [
+                f"Against the previous run `{runs[-2].name}`: {len(rows)} metrics, "
+                f"{len(changed)} changed, {len(flagged)} outside the earlier 95% interval"
+                + (":" if flagged else "."),
+                "",
+            ]
             if flagged:
-                lines += [md_table(["metric", "earlier", "later", "delta"],
-                                   [[r["metric"], num(r["earlier"], 4), num(r["later"], 4),
-                                     f"{r['delta']:+.4f}"] for r in flagged[:15]]), ""]
+                lines += [
+                    md_table(
+                        ["metric", "earlier", "later", "delta"],
+                        [
+                            [
+                                r["metric"],
+                                num(r["earlier"], 4),
+                                num(r["later"], 4),
+                                f"{r['delta']:+.4f}",
+                            ]
+                            for r in flagged[:15]
+                        ],
+                    ),
+                    "",
+                ]
         except Exception as e:  # noqa: BLE001
             lines += [f"Comparison with the previous run failed: {e}.", ""]
     return "\n".join(lines), d
@@ -630,18 +804,26 @@ def cost_section(results: dict, markers: dict) -> str:
         m, d = markers.get(step, {}), results.get(step)
         wall = m.get("wall_s") or get(d or {}, "timings", "total_s")
         us = usage_dicts(d) if d else []
-        backend = ", ".join(sorted({f"{u.get('backend')}: {u.get('label') or u.get('model')}"
-                                    for u in us})) or \
-            (f"skipped ({llm_skipped(d)})" if d and llm_skipped(d) else "-")
+        backend = ", ".join(
+            sorted({f"{u.get('backend')}: {u.get('label') or u.get('model')}" for u in us})
+        ) or (f"skipped ({llm_skipped(d)})" if d and llm_skipped(d) else "-")
         s = lambda k, us=us: sum(int(u.get(k) or 0) for u in us)
         usd = [u.get("total_cost_usd") for u in us if u.get("total_cost_usd") is not None]
         status, _ = step_status(m)
-        rows.append([step, status, seconds(wall), backend, num(s("api_calls")) if us else "-",
-                     num(s("cached")) if us else "-",
-                     num(s("input_tokens") + s("batch_input_tokens")) if us else "-",
-                     num(s("output_tokens") + s("batch_output_tokens")) if us else "-",
-                     f"${sum(usd):.4f}" if usd else "-",
-                     seconds(sum(float(u.get("busy_s") or 0) for u in us)) if us else "-"])
+        rows.append(
+            [
+                step,
+                status,
+                seconds(wall),
+                backend,
+                num(s("api_calls")) if us else "-",
+                num(s("cached")) if us else "-",
+                num(s("input_tokens") + s("batch_input_tokens")) if us else "-",
+                num(s("output_tokens") + s("batch_output_tokens")) if us else "-",
+                f"${sum(usd):.4f}" if usd else "-",
+                seconds(sum(float(u.get("busy_s") or 0) for u in us)) if us else "-",
+            ]
+        )
         try:
             tot["wall"] += float(wall or 0)
         except ValueError:
@@ -650,14 +832,41 @@ def cost_section(results: dict, markers: dict) -> str:
         tot["out"] += s("output_tokens") + s("batch_output_tokens")
         tot["calls"] += s("api_calls")
         tot["usd"] += sum(usd)
-    rows.append(["total", "", seconds(tot["wall"]), "", num(tot["calls"]), "", num(tot["in"]),
-                 num(tot["out"]), f"${tot['usd']:.4f}", ""])
-    return ("## Cost: tokens, dollars and wall time per step\n\n"
-            + md_table(["step", "status", "wall time", "LLM backend: model", "API/model calls",
-                        "cache hits", "tokens in", "tokens out", "dollars", "LLM busy"], rows)
-            + "\n\n(wall time: the step's own run as run_overnight.sh measured it, else the "
-              "JSON's timings; a skipped step shows the time of the run that produced its "
-              "results. Local model: dollars 0, its cost is the LLM busy time.)\n")
+    rows.append(
+        [
+            "total",
+            "",
+            seconds(tot["wall"]),
+            "",
+            num(tot["calls"]),
+            "",
+            num(tot["in"]),
+            num(tot["out"]),
+            f"${tot['usd']:.4f}",
+            "",
+        ]
+    )
+    return (
+        "## Cost: tokens, dollars and wall time per step\n\n"
+        + md_table(
+            [
+                "step",
+                "status",
+                "wall time",
+                "LLM backend: model",
+                "API/model calls",
+                "cache hits",
+                "tokens in",
+                "tokens out",
+                "dollars",
+                "LLM busy",
+            ],
+            rows,
+        )
+        + "\n\n(wall time: the step's own run as run_overnight.sh measured it, else the "
+        "JSON's timings; a skipped step shows the time of the run that produced its "
+        "results. Local model: dollars 0, its cost is the LLM busy time.)\n"
+    )
 
 
 def build_report(results_dir: Path, evals_dir: Path, out: Path | None = None) -> Path:
@@ -669,33 +878,49 @@ def build_report(results_dir: Path, evals_dir: Path, out: Path | None = None) ->
     plots: dict = {}
     sections, results = [], {}
     for name, title in EXPERIMENTS:
-        text, d = experiment_section(name, title, results_dir, markers[name], plots, notes,
-                                     out.parent)
+        text, d = experiment_section(
+            name, title, results_dir, markers[name], plots, notes, out.parent
+        )
         sections.append(text)
         results[name] = d
     ev_text, ev = evals_section(evals_dir, markers["evals"])
-    desc_plot = try_plot(plot_descriptions, results.get("llm_item_enrichment"), ev, out.parent,
-                         notes=notes)
+    desc_plot = try_plot(
+        plot_descriptions, results.get("llm_item_enrichment"), ev, out.parent, notes=notes
+    )
     # header: how this report was produced
     llm_line = next((m["llm_status"] for m in markers.values() if m.get("llm_status")), None)
     modes = {m["mode"] for s, m in markers.items() if m.get("mode") and s in dict(EXPERIMENTS)}
-    head = ["# Study report", "",
-            f"Built {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} by `evals/report.py` "
-            "from the results JSONs (nothing recomputed)."
-            + (f" Settings: {' and '.join(sorted(modes))}." if modes else ""), ""]
+    head = [
+        "# Study report",
+        "",
+        f"Built {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} by `evals/report.py` "
+        "from the results JSONs (nothing recomputed)."
+        + (f" Settings: {' and '.join(sorted(modes))}." if modes else ""),
+        "",
+    ]
     if llm_line:
         head += [f"LLM: {llm_line}.", ""]
     if "quick" in modes:
-        head += [("> Quick settings (`run_overnight.sh --quick`): small samples, one or two "
-                  "seeds, a handful of LLM users. A first look, not the study's numbers."), ""]
+        head += [
+            (
+                "> Quick settings (`run_overnight.sh --quick`): small samples, one or two "
+                "seeds, a handful of LLM users. A first look, not the study's numbers."
+            ),
+            "",
+        ]
     step_rows = []
     for s in STEPS:
         m = markers[s]
         status, detail = step_status(m)
-        step_rows.append([s, status, detail, seconds(m.get("wall_s")),
-                          f"`{m['log']}`" if m.get("log") else "-"])
-    head += ["## Steps", "", md_table(["step", "status", "detail", "wall time", "log"],
-                                      step_rows), ""]
+        step_rows.append(
+            [s, status, detail, seconds(m.get("wall_s")), f"`{m['log']}`" if m.get("log") else "-"]
+        )
+    head += [
+        "## Steps",
+        "",
+        md_table(["step", "status", "detail", "wall time", "log"], step_rows),
+        "",
+    ]
     verdict_rows = []
     for name, title in EXPERIMENTS[1:]:
         d = results.get(name)
@@ -715,15 +940,26 @@ def build_report(results_dir: Path, evals_dir: Path, out: Path | None = None) ->
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog="\n".join(__doc__.splitlines()[2:]))
-    p.add_argument("--results", default=str(ROOT / "results"),
-                   help="folder of the results JSONs (and of the step markers); default results/")
-    p.add_argument("--evals", default=str(ROOT / "evals" / "results"),
-                   help="folder of the eval runs (default evals/results/)")
-    p.add_argument("--out", default=None,
-                   help="report path (default <results>/REPORT.md); the PNGs go beside it")
+    p = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="\n".join(__doc__.splitlines()[2:]),
+    )
+    p.add_argument(
+        "--results",
+        default=str(ROOT / "results"),
+        help="folder of the results JSONs (and of the step markers); default results/",
+    )
+    p.add_argument(
+        "--evals",
+        default=str(ROOT / "evals" / "results"),
+        help="folder of the eval runs (default evals/results/)",
+    )
+    p.add_argument(
+        "--out",
+        default=None,
+        help="report path (default <results>/REPORT.md); the PNGs go beside it",
+    )
     args = p.parse_args(argv)
     if not Path(args.results).is_dir():
         print(f"error: no results folder {args.results}", file=sys.stderr)

@@ -49,15 +49,17 @@ class EvalError(Exception):
 # the parts of a run
 
 
-def descriptions_part(judge_n: int = 0, client=None, cache: str | None = None,
-                      progress: bool = True) -> dict:
+def descriptions_part(
+    judge_n: int = 0, client=None, cache: str | None = None, progress: bool = True
+) -> dict:
     """evals/description_evals.py over the cached descriptions (no API call unless judging)."""
     try:
         from evals import description_evals as D
     except ImportError as e:
         return {"skipped": f"not available yet: evals/description_evals.py ({e})"}
-    rep = D.evaluate_descriptions(cache, judge_n, client, out=None, progress=progress,
-                                  print_table=True)
+    rep = D.evaluate_descriptions(
+        cache, judge_n, client, out=None, progress=progress, print_table=True
+    )
     if not rep.get("models"):
         rep["skipped"] = "no cached item descriptions (run llm_item_enrichment.py with an LLM)"
     return rep
@@ -99,10 +101,16 @@ def study_part(results_dir: Path = RESULTS_DIR) -> dict:
         arms = {}
         for arm, s in d["metrics"].items():
             ci = s.get("ci95_first_seed") or {}
-            arms[arm] = {m: {"mean": _first(s, "all", m, "mean"), "ci95": ci.get(m)}
-                         for m in STUDY_METRICS if _first(s, "all", m, "mean") is not None}
-        out[path.name] = {"verdict": d.get("verdict"),
-                          "commit": _first(d, "provenance", "git_commit"), "arms": arms}
+            arms[arm] = {
+                m: {"mean": _first(s, "all", m, "mean"), "ci95": ci.get(m)}
+                for m in STUDY_METRICS
+                if _first(s, "all", m, "mean") is not None
+            }
+        out[path.name] = {
+            "verdict": d.get("verdict"),
+            "commit": _first(d, "provenance", "git_commit"),
+            "arms": arms,
+        }
     return out
 
 
@@ -121,10 +129,12 @@ def run(args) -> Path:
     try:
         if args.descriptions:
             print("== descriptions (evals/description_evals.py)")
-            parts["descriptions"] = descriptions_part(args.judge, client, args.cache,
-                                                      not args.quiet)
-            models["descriptions"] = sorted({m["model"] for m in
-                                             parts["descriptions"].get("models", [])})
+            parts["descriptions"] = descriptions_part(
+                args.judge, client, args.cache, not args.quiet
+            )
+            models["descriptions"] = sorted(
+                {m["model"] for m in parts["descriptions"].get("models", [])}
+            )
             if client is not None:
                 judge = client.usage_report()
         if args.reranker:
@@ -138,24 +148,37 @@ def run(args) -> Path:
         if "skipped" in part:
             print(f"{name}: skipped: {part['skipped']}")
     parts["study"] = study_part(Path(args.results_dir))
-    used = [*(DESCRIPTION_PROMPTS if args.descriptions else ()),
-            *(RERANKER_PROMPTS if args.reranker else ())]
+    used = [
+        *(DESCRIPTION_PROMPTS if args.descriptions else ()),
+        *(RERANKER_PROMPTS if args.reranker else ()),
+    ]
     run_id = time.strftime("%Y%m%d-%H%M%S")
     out = Path(args.out_dir) / f"run_{run_id}.json"
-    if out.exists():                       # two runs in the same second
+    if out.exists():  # two runs in the same second
         run_id += f"-{time.time_ns() % 1000:03d}"
         out = out.with_name(f"run_{run_id}.json")
     backend = judge.get("backend") if judge and "backend" in judge else None
     model = judge.get("model") if judge and "model" in judge else None
-    C.write_results(out, {
-        "run_id": run_id, "parts": parts,
-        "prompt_versions": versions_used(*used), "current_prompt_versions": current_versions(),
-        "models_evaluated": models,
-        "backend": backend or "none (no LLM call: evaluations of saved answers)",
-        "model": model, "judge": judge,
-        "options": {"descriptions": args.descriptions, "judge": args.judge,
-                    "reranker": args.reranker, "reranker_users": args.reranker_users,
-                    "answers": Path(args.answers).name if args.answers else None}})
+    C.write_results(
+        out,
+        {
+            "run_id": run_id,
+            "parts": parts,
+            "prompt_versions": versions_used(*used),
+            "current_prompt_versions": current_versions(),
+            "models_evaluated": models,
+            "backend": backend or "none (no LLM call: evaluations of saved answers)",
+            "model": model,
+            "judge": judge,
+            "options": {
+                "descriptions": args.descriptions,
+                "judge": args.judge,
+                "reranker": args.reranker,
+                "reranker_users": args.reranker_users,
+                "answers": Path(args.answers).name if args.answers else None,
+            },
+        },
+    )
     print(f"results: {_show(out)}")
     return out
 
@@ -177,8 +200,12 @@ def list_runs(runs_dir: Path = RUNS_DIR) -> list[Path]:
 
 def resolve_run(name: str, runs_dir: Path = RUNS_DIR) -> Path:
     """A run by path, file name or run id (20260101-120000)."""
-    for cand in (Path(name), Path(runs_dir) / name, Path(runs_dir) / f"run_{name}.json",
-                 Path(runs_dir) / f"{name}.json"):
+    for cand in (
+        Path(name),
+        Path(runs_dir) / name,
+        Path(runs_dir) / f"run_{name}.json",
+        Path(runs_dir) / f"{name}.json",
+    ):
         if cand.is_file():
             return cand
     raise EvalError(f"no eval run {name!r} (see --list)")
@@ -189,8 +216,11 @@ def flatten(tree, prefix: str = "") -> dict:
     with its interval; lists of dicts with a 'model' key are keyed by model (and version)."""
     out = {}
     if isinstance(tree, dict):
-        if "mean" in tree and isinstance(tree.get("mean"), (int, float)) and \
-                not isinstance(tree.get("mean"), bool):
+        if (
+            "mean" in tree
+            and isinstance(tree.get("mean"), (int, float))
+            and not isinstance(tree.get("mean"), bool)
+        ):
             ci = tree.get("ci95")
             ok = isinstance(ci, (list, tuple)) and len(ci) == 2 and None not in ci
             out[prefix] = (float(tree["mean"]), list(ci) if ok else None)
@@ -216,8 +246,16 @@ def compare_runs(a: dict, b: dict) -> list[dict]:
     for key in sorted(set(fa) & set(fb)):
         (va, ci), (vb, _) = fa[key], fb[key]
         left = None if ci is None else not (ci[0] <= vb <= ci[1])
-        rows.append({"metric": key, "earlier": va, "later": vb, "delta": vb - va,
-                     "earlier_ci95": ci, "regression": left})
+        rows.append(
+            {
+                "metric": key,
+                "earlier": va,
+                "later": vb,
+                "delta": vb - va,
+                "earlier_ci95": ci,
+                "regression": left,
+            }
+        )
     return rows
 
 
@@ -225,20 +263,33 @@ def format_compare(rows: list[dict], name_a: str, name_b: str, show_all: bool = 
     changed = [r for r in rows if r["delta"] != 0 or r["regression"]]
     flagged = [r for r in rows if r["regression"]]
     shown = rows if show_all else changed
-    lines = [(f"compare {name_a} (earlier) -> {name_b} (later): {len(rows)} metrics in both, "
-              f"{len(changed)} changed, {len(flagged)} left the earlier 95% interval")]
+    lines = [
+        (
+            f"compare {name_a} (earlier) -> {name_b} (later): {len(rows)} metrics in both, "
+            f"{len(changed)} changed, {len(flagged)} left the earlier 95% interval"
+        )
+    ]
     if shown:
         w = max(len("metric"), *(len(r["metric"]) for r in shown))
-        lines.append(f"{'metric':<{w}}  {'earlier':>9}  {'later':>9}  {'delta':>9}  "
-                     f"{'earlier 95% CI':>19}  flag")
+        lines.append(
+            f"{'metric':<{w}}  {'earlier':>9}  {'later':>9}  {'delta':>9}  "
+            f"{'earlier 95% CI':>19}  flag"
+        )
         for r in shown:
-            ci = "-" if r["earlier_ci95"] is None else \
-                f"[{r['earlier_ci95'][0]:.4f}, {r['earlier_ci95'][1]:.4f}]"
+            ci = (
+                "-"
+                if r["earlier_ci95"] is None
+                else f"[{r['earlier_ci95'][0]:.4f}, {r['earlier_ci95'][1]:.4f}]"
+            )
             flag = "REGRESSION?" if r["regression"] else "-" if r["regression"] is None else "ok"
-            lines.append(f"{r['metric']:<{w}}  {r['earlier']:>9.4f}  {r['later']:>9.4f}  "
-                         f"{r['delta']:>+9.4f}  {ci:>19}  {flag}")
-    lines.append("(flag: REGRESSION? = the later value is outside the earlier run's 95% "
-                 "interval, in either direction; '-' = the metric has no interval)")
+            lines.append(
+                f"{r['metric']:<{w}}  {r['earlier']:>9.4f}  {r['later']:>9.4f}  "
+                f"{r['delta']:>+9.4f}  {ci:>19}  {flag}"
+            )
+    lines.append(
+        "(flag: REGRESSION? = the later value is outside the earlier run's 95% "
+        "interval, in either direction; '-' = the metric has no interval)"
+    )
     return "\n".join(lines)
 
 
@@ -250,8 +301,10 @@ def compare(names: list[str], runs_dir: Path = RUNS_DIR, show_all: bool = False)
     else:
         runs = list_runs(runs_dir)
         if len(runs) < 2:
-            raise EvalError(f"--compare needs two eval runs in {_show(runs_dir)}, found "
-                            f"{len(runs)} (run --descriptions or --reranker first)")
+            raise EvalError(
+                f"--compare needs two eval runs in {_show(runs_dir)}, found "
+                f"{len(runs)} (run --descriptions or --reranker first)"
+            )
         pa, pb = runs[-2], runs[-1]
     try:
         a, b = (json.loads(p.read_text()) for p in (pa, pb))
@@ -266,33 +319,65 @@ def compare(names: list[str], runs_dir: Path = RUNS_DIR, show_all: bool = False)
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog="\n".join(__doc__.splitlines()[2:]))
-    p.add_argument("--descriptions", action="store_true",
-                   help="quality of the cached LLM item descriptions (no API call)")
-    p.add_argument("--judge", type=int, default=0, metavar="N",
-                   help="with --descriptions: ask the LLM judge about N descriptions per model "
-                        "(API or local model calls; needs --llm)")
+    p = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="\n".join(__doc__.splitlines()[2:]),
+    )
+    p.add_argument(
+        "--descriptions",
+        action="store_true",
+        help="quality of the cached LLM item descriptions (no API call)",
+    )
+    p.add_argument(
+        "--judge",
+        type=int,
+        default=0,
+        metavar="N",
+        help="with --descriptions: ask the LLM judge about N descriptions per model "
+        "(API or local model calls; needs --llm)",
+    )
     p.add_argument("--cache", default=None, help="LLM cache file (default: llm.py's)")
-    p.add_argument("--reranker", action="store_true",
-                   help="evaluate the saved answers of llm_reranker.py (no API call)")
-    p.add_argument("--reranker-users", type=int, default=None, metavar="N",
-                   help="with --reranker: only the first N users of the answers file")
-    p.add_argument("--answers", default=None,
-                   help="reranker answers JSONL (default: the newest in results/)")
-    p.add_argument("--compare", nargs="*", metavar="RUN", default=None,
-                   help="compare the latest eval run with the previous one, or two named runs")
+    p.add_argument(
+        "--reranker",
+        action="store_true",
+        help="evaluate the saved answers of llm_reranker.py (no API call)",
+    )
+    p.add_argument(
+        "--reranker-users",
+        type=int,
+        default=None,
+        metavar="N",
+        help="with --reranker: only the first N users of the answers file",
+    )
+    p.add_argument(
+        "--answers", default=None, help="reranker answers JSONL (default: the newest in results/)"
+    )
+    p.add_argument(
+        "--compare",
+        nargs="*",
+        metavar="RUN",
+        default=None,
+        help="compare the latest eval run with the previous one, or two named runs",
+    )
     p.add_argument("--all", action="store_true", help="with --compare: show unchanged metrics too")
     p.add_argument("--list", action="store_true", help="list the eval runs on file")
     p.add_argument("--out-dir", default=str(RUNS_DIR), help="where run JSONs go and are read from")
-    p.add_argument("--results-dir", default=str(RESULTS_DIR),
-                   help="experiment results read for the study snapshot")
+    p.add_argument(
+        "--results-dir",
+        default=str(RESULTS_DIR),
+        help="experiment results read for the study snapshot",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.add_argument("--llm", choices=["auto", "claude", "local", "none"], default=None,
-                   help="backend of the --judge calls (default $LLM_BACKEND, else auto)")
-    p.add_argument("--no-llm", dest="llm", action="store_const", const="none",
-                   help="same as --llm none")
+    p.add_argument(
+        "--llm",
+        choices=["auto", "claude", "local", "none"],
+        default=None,
+        help="backend of the --judge calls (default $LLM_BACKEND, else auto)",
+    )
+    p.add_argument(
+        "--no-llm", dest="llm", action="store_const", const="none", help="same as --llm none"
+    )
     p.add_argument("--llm-model", default=None, help="model of the --judge calls")
     args = p.parse_args(argv)
     if args.reranker_users is not None and args.reranker_users < 1:

@@ -1,4 +1,5 @@
 """Shared fixtures (one small generated sample per test session) and helpers."""
+
 import dataclasses
 import os
 from pathlib import Path
@@ -14,8 +15,13 @@ import sample_generator as sg
 @pytest.fixture(scope="session")
 def small_sample_dir(tmp_path_factory) -> Path:
     """A 300-user x 1,500-product generated sample in Kaggle layout (seed 1)."""
-    return sg.generate(tmp_path_factory.mktemp("gen") / "sample", n_users=300, n_products=1500,
-                       seed=1, progress=False)
+    return sg.generate(
+        tmp_path_factory.mktemp("gen") / "sample",
+        n_users=300,
+        n_products=1500,
+        seed=1,
+        progress=False,
+    )
 
 
 def real_data_dir() -> Path:
@@ -41,8 +47,14 @@ def with_held_out_rows_altered(ds: common.Dataset, mode: str, seed: int = 0):
     inter = ds.interactions.copy()
     inter["reordered"] = kaggle_reordered(inter)
     base = dataclasses.replace(ds, interactions=inter)
-    held = np.flatnonzero(~np.isin(np.arange(len(inter)), common.split_interactions(
-        inter.assign(row=np.arange(len(inter))), mode).train["row"].to_numpy()))
+    held = np.flatnonzero(
+        ~np.isin(
+            np.arange(len(inter)),
+            common.split_interactions(inter.assign(row=np.arange(len(inter))), mode)
+            .train["row"]
+            .to_numpy(),
+        )
+    )
     assert 0 < len(held) < len(inter)
     rng = np.random.default_rng(seed)
     mod = inter.copy()
@@ -51,7 +63,7 @@ def with_held_out_rows_altered(ds: common.Dataset, mode: str, seed: int = 0):
     mod["item"] = item.astype(inter["item"].dtype)
     mod.loc[held, "add_to_cart_order"] = mod.loc[held, "add_to_cart_order"] + 7
     days = mod["days_since_prior_order"].to_numpy().copy()
-    days[held] = np.where(np.isnan(days[held]), 4.0, (days[held] + 11.0) % 31.0)   # all differ
+    days[held] = np.where(np.isnan(days[held]), 4.0, (days[held] + 11.0) % 31.0)  # all differ
     mod["days_since_prior_order"] = days.astype(inter["days_since_prior_order"].dtype)
     mod.loc[held, "order_dow"] = (mod.loc[held, "order_dow"] + 3) % 7
     mod.loc[held, "order_hour_of_day"] = (mod.loc[held, "order_hour_of_day"] + 5) % 24

@@ -36,12 +36,14 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Self
 
-HTTP_FAULTS = {"429": (429, "rate_limit_error", "This request would exceed your rate limit"),
-               "529": (529, "overloaded_error", "Overloaded"),
-               "500": (500, "api_error", "Internal server error"),
-               "401": (401, "authentication_error", "invalid x-api-key"),
-               "403": (403, "permission_error", "Your API key does not have permission"),
-               "404": (404, "not_found_error", "model: claude-does-not-exist")}
+HTTP_FAULTS = {
+    "429": (429, "rate_limit_error", "This request would exceed your rate limit"),
+    "529": (529, "overloaded_error", "Overloaded"),
+    "500": (500, "api_error", "Internal server error"),
+    "401": (401, "authentication_error", "invalid x-api-key"),
+    "403": (403, "permission_error", "Your API key does not have permission"),
+    "404": (404, "not_found_error", "model: claude-does-not-exist"),
+}
 CONTENT_FAULTS = ("malformed", "prose", "truncate", "bad_ranking")
 TIMESTAMP = "2025-01-01T00:00:00Z"
 
@@ -83,8 +85,10 @@ def _fake_value(schema: dict, rng: random.Random, prompt: str, name: str = ""):
         n = min(max(schema.get("minItems", 0), 3), schema.get("maxItems", 3))
         return [_fake_value(schema.get("items", {}), rng, prompt, name) for _ in range(n)]
     if kind == "string":
-        return f"{name or 'text'} {rng.choice(['crisp', 'sweet', 'organic', 'family'])} " \
-               f"{rng.randrange(1000)}"
+        return (
+            f"{name or 'text'} {rng.choice(['crisp', 'sweet', 'organic', 'family'])} "
+            f"{rng.randrange(1000)}"
+        )
     if kind == "integer":
         return rng.randint(schema.get("minimum", 0), schema.get("maximum", 100))
     if kind == "number":
@@ -99,7 +103,7 @@ def answer_for(prompt: str) -> str:
     rng = random.Random(hashlib.sha256(prompt.encode()).digest())
     marker = prompt.find("JSON Schema:")
     if marker >= 0:
-        rest = prompt[marker + len("JSON Schema:"):].lstrip()
+        rest = prompt[marker + len("JSON Schema:") :].lstrip()
         schema, _ = json.JSONDecoder().raw_decode(rest)
         return json.dumps(_fake_value(schema, rng, prompt))
     words = ["staples", "fresh produce", "snacks", "dairy", "organic", "frozen meals"]
@@ -109,9 +113,17 @@ def answer_for(prompt: str) -> str:
 class FakeAnthropic:
     """The server. Use as a context manager; `base_url` goes to anthropic.Anthropic/llm.LLM."""
 
-    def __init__(self, *, fault_rates: dict[str, float] | None = None, seed: int = 0,
-                 retry_after: float = 0.02, slow_delay: float = 1.0, batch_polls: int = 2,
-                 latency: float = 0.0, cache_read_tokens: int = 0):
+    def __init__(
+        self,
+        *,
+        fault_rates: dict[str, float] | None = None,
+        seed: int = 0,
+        retry_after: float = 0.02,
+        slow_delay: float = 1.0,
+        batch_polls: int = 2,
+        latency: float = 0.0,
+        cache_read_tokens: int = 0,
+    ):
         self.fault_rates = fault_rates or {}
         self.seed = seed
         self.retry_after = retry_after  # what 429/529 answers put in their retry-after header
@@ -171,7 +183,11 @@ class FakeAnthropic:
         """The scripted fault that applies to this request, else a rate-drawn one, else None."""
         with self.lock:
             for f in self.faults:
-                if f.times > 0 and f.endpoint == endpoint and (f.match is None or f.match in prompt):
+                if (
+                    f.times > 0
+                    and f.endpoint == endpoint
+                    and (f.match is None or f.match in prompt)
+                ):
                     f.times -= 1
                     self.faults_served[f.kind] += 1
                     return f
@@ -210,32 +226,52 @@ class FakeAnthropic:
             text = f"Here is the JSON you asked for:\n```json\n{text}\n```\nHope this helps."
         budget = params["max_tokens"] * 4  # the fake counts four characters per token
         if kind == "truncate" or len(text) > budget:
-            text, stop = text[:min(budget, int(len(text) * 0.8))], "max_tokens"
+            text, stop = text[: min(budget, int(len(text) * 0.8))], "max_tokens"
         n_in = _tokens(_text_of(params.get("system", "")) + prompt)
-        return {"id": f"msg_{uuid.uuid4().hex[:24]}", "type": "message", "role": "assistant",
-                "model": params["model"], "content": [{"type": "text", "text": text}],
-                "stop_reason": stop, "stop_sequence": None,
-                "usage": {"input_tokens": n_in, "output_tokens": min(_tokens(text),
-                                                                     params["max_tokens"]),
-                          "cache_creation_input_tokens": 0,
-                          "cache_read_input_tokens": self.cache_read_tokens}}
+        return {
+            "id": f"msg_{uuid.uuid4().hex[:24]}",
+            "type": "message",
+            "role": "assistant",
+            "model": params["model"],
+            "content": [{"type": "text", "text": text}],
+            "stop_reason": stop,
+            "stop_sequence": None,
+            "usage": {
+                "input_tokens": n_in,
+                "output_tokens": min(_tokens(text), params["max_tokens"]),
+                "cache_creation_input_tokens": 0,
+                "cache_read_input_tokens": self.cache_read_tokens,
+            },
+        }
 
     def batch_object(self, batch_id: str) -> dict:
         b = self.batches[batch_id]
         ended = b["polls"] >= self.batch_polls
         n = len(b["requests"])
-        counts = {"processing": 0 if ended else n, "succeeded": 0, "errored": 0,
-                  "canceled": 0, "expired": 0}
+        counts = {
+            "processing": 0 if ended else n,
+            "succeeded": 0,
+            "errored": 0,
+            "canceled": 0,
+            "expired": 0,
+        }
         if ended:
             for line in self.batch_results(batch_id):
                 counts["succeeded" if line["result"]["type"] == "succeeded" else "errored"] += 1
-        return {"id": batch_id, "type": "message_batch",
-                "processing_status": "ended" if ended else "in_progress",
-                "request_counts": counts, "created_at": b["created_at"],
-                "expires_at": "2025-01-02T00:00:00Z", "ended_at": TIMESTAMP if ended else None,
-                "archived_at": None, "cancel_initiated_at": None,
-                "results_url": f"{self.base_url}/v1/messages/batches/{batch_id}/results"
-                if ended else None}
+        return {
+            "id": batch_id,
+            "type": "message_batch",
+            "processing_status": "ended" if ended else "in_progress",
+            "request_counts": counts,
+            "created_at": b["created_at"],
+            "expires_at": "2025-01-02T00:00:00Z",
+            "ended_at": TIMESTAMP if ended else None,
+            "archived_at": None,
+            "cancel_initiated_at": None,
+            "results_url": f"{self.base_url}/v1/messages/batches/{batch_id}/results"
+            if ended
+            else None,
+        }
 
     def batch_results(self, batch_id: str) -> list[dict]:
         """The results of a batch, computed once (faults included) when it ends."""
@@ -247,8 +283,13 @@ class FakeAnthropic:
                 prompt = "".join(_text_of(m.get("content")) for m in p["messages"])
                 fault = self.pick_fault("batch_item", prompt)
                 if fault and fault.kind == "batch_error":
-                    result = {"type": "errored", "error": {"type": "error", "error": {
-                        "type": "api_error", "message": "Internal server error"}}}
+                    result = {
+                        "type": "errored",
+                        "error": {
+                            "type": "error",
+                            "error": {"type": "api_error", "message": "Internal server error"},
+                        },
+                    }
                 else:
                     result = {"type": "succeeded", "message": self.message(p, fault)}
                 lines.append({"custom_id": r["custom_id"], "result": result})
@@ -271,8 +312,13 @@ def _handler(server: FakeAnthropic):
         def log_message(self, *args) -> None:  # keep test output clean
             pass
 
-        def _send(self, status: int, body, headers: dict | None = None,
-                  content_type: str = "application/json") -> None:
+        def _send(
+            self,
+            status: int,
+            body,
+            headers: dict | None = None,
+            content_type: str = "application/json",
+        ) -> None:
             data = body if isinstance(body, bytes) else json.dumps(body).encode()
             try:
                 self.send_response(status)
@@ -287,8 +333,15 @@ def _handler(server: FakeAnthropic):
                 pass  # the client gave up (timeout): nothing to deliver
 
         def _error(self, status: int, kind: str, message: str, headers=None) -> None:
-            self._send(status, {"type": "error", "error": {"type": kind, "message": message},
-                                "request_id": f"req_{uuid.uuid4().hex[:20]}"}, headers)
+            self._send(
+                status,
+                {
+                    "type": "error",
+                    "error": {"type": kind, "message": message},
+                    "request_id": f"req_{uuid.uuid4().hex[:20]}",
+                },
+                headers,
+            )
 
         def _http_fault(self, fault: Fault | None) -> bool:
             """Answer with an HTTP-level fault if there is one; True when it was sent."""
@@ -338,8 +391,9 @@ def _handler(server: FakeAnthropic):
             """API version 2026-10-21 refuses sampling parameters, as the real API does."""
             bad = [k for k in ("temperature", "top_p", "top_k") if k in params]
             if bad and self.headers.get("anthropic-version", "") >= "2026-10-21":
-                self._error(400, "invalid_request_error",
-                            f"{bad[0]}: Extra inputs are not permitted")
+                self._error(
+                    400, "invalid_request_error", f"{bad[0]}: Extra inputs are not permitted"
+                )
                 return True
             return False
 
@@ -384,16 +438,25 @@ def _handler(server: FakeAnthropic):
                     return
                 reqs = body.get("requests") or []
                 if not reqs or len({r.get("custom_id") for r in reqs}) != len(reqs):
-                    return self._error(400, "invalid_request_error",
-                                       "requests: custom_id values must be unique and non-empty")
+                    return self._error(
+                        400,
+                        "invalid_request_error",
+                        "requests: custom_id values must be unique and non-empty",
+                    )
                 if any(self._sampling_rejected(r.get("params", {})) for r in reqs):
                     return
                 batch_id = f"msgbatch_{uuid.uuid4().hex[:24]}"
-                created = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + \
-                    f".{int(time.time() * 1e6) % 1_000_000:06d}Z"
+                created = (
+                    time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime())
+                    + f".{int(time.time() * 1e6) % 1_000_000:06d}Z"
+                )
                 with server.lock:
-                    server.batches[batch_id] = {"requests": reqs, "polls": 0, "results": None,
-                                                "created_at": created}
+                    server.batches[batch_id] = {
+                        "requests": reqs,
+                        "polls": 0,
+                        "results": None,
+                        "created_at": created,
+                    }
                 return self._send(200, server.batch_object(batch_id))
             self._error(404, "not_found_error", f"no route {self.path}")
 
@@ -404,9 +467,15 @@ def _handler(server: FakeAnthropic):
                 with server.lock:
                     ids = list(server.batches)[::-1]  # newest first, as the API lists them
                     data = [server.batch_object(i) for i in ids]
-                return self._send(200, {"data": data, "has_more": False,
-                                        "first_id": ids[0] if ids else None,
-                                        "last_id": ids[-1] if ids else None})
+                return self._send(
+                    200,
+                    {
+                        "data": data,
+                        "has_more": False,
+                        "first_id": ids[0] if ids else None,
+                        "last_id": ids[-1] if ids else None,
+                    },
+                )
             m = re.fullmatch(r"/v1/messages/batches/(msgbatch_[0-9a-f]+)(/results)?", self.path)
             if not m or m.group(1) not in server.batches:
                 return self._error(404, "not_found_error", f"no such batch: {self.path}")

@@ -7,7 +7,8 @@
 The working tree's source files (git's tracked + untracked-not-ignored files, as they are
 now; no data, caches or .venv) are copied once into a temporary folder. For each mutation
 (file, old snippet, new snippet, test files) that snapshot is copied again, the snippet is
-replaced in the copy, and the named test files run there with `pytest -x`. A mutation is *caught* when a test fails on the mutated copy and
+replaced in the copy, and the named test files run there with `pytest -x`. A mutation is
+*caught* when a test fails on the mutated copy and
 that same test passes on an unmutated copy (so a test that is failing or flaky anyway does
 not count). A mutation whose old snippet is no longer in the file "did not apply": the
 code drifted and the mutation must be updated; that counts as a failure too, so drift is
@@ -17,6 +18,7 @@ mutation was caught.
 Not part of the default test run (pytest collects only test_*.py). $INSTACART_DATA_DIR is
 passed through: with it set the real-data tests run as well (slower).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,125 +34,191 @@ from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-SKIP_DIRS = {".git", ".venv", "data", "results", "cache", "logs", "__pycache__", ".pytest_cache",
-             ".ruff_cache"}
+SKIP_DIRS = {
+    ".git",
+    ".venv",
+    "data",
+    "results",
+    "cache",
+    "logs",
+    "__pycache__",
+    ".pytest_cache",
+    ".ruff_cache",
+}
 
 
 @dataclass
 class Mutation:
     name: str
-    what: str           # the bug, in words
-    file: str           # path relative to the repo root
-    old: str            # must occur exactly once in the file
+    what: str  # the bug, in words
+    file: str  # path relative to the repo root
+    old: str  # must occur exactly once in the file
     new: str
-    tests: tuple        # test files to run
+    tests: tuple  # test files to run
 
 
 M = Mutation
 MUTATIONS = [
     # --- leakage: features must come from training rows only (common.py section 4)
-    M("pop-all-rows", "item popularity feature computed from all rows, not training rows",
-      "common.py",
-      "    pop = np.bincount(i, minlength=I).astype(np.float32)\n",
-      "    pop = np.bincount(ds.interactions[\"item\"].to_numpy(), minlength=I).astype(np.float32)\n",
-      ("tests/test_data.py", "tests/test_rankers.py")),
-    M("gap-all-orders", "user gap features (days between orders) computed from all orders",
-      "common.py",
-      "    gap = orders.groupby(\"user\")[\"days_since_prior_order\"]",
-      "    gap = ds.interactions.drop_duplicates(\"order_id\").groupby(\"user\")"
-      "[\"days_since_prior_order\"]",
-      ("tests/test_data.py",)),
-    M("shares-all-rows", "a feature from all rows: user department shares",
-      "common.py",
-      "_shares(dept[i], u, U, ds.n_departments + 1)",
-      "_shares(dept[ds.interactions[\"item\"].to_numpy()], ds.interactions[\"user\"].to_numpy(), "
-      "U, ds.n_departments + 1)",
-      ("tests/test_data.py", "tests/test_rankers.py")),
-    M("pairs-all-rows", "a feature from all rows: user x item purchase history",
-      "common.py",
-      "    pairs = _pair_features(train, orders)",
-      "    pairs = _pair_features(ds.interactions, ds.interactions.drop_duplicates(\"order_id\"))",
-      ("tests/test_rankers.py", "tests/test_data.py")),
-    M("kaggle-reordered", "reorder rates read Kaggle's reordered flag (whole history)",
-      "common.py",
-      "    reordered = reordered_in_rows(train)\n",
-      "    reordered = train[\"reordered\"].to_numpy()\n",
-      ("tests/test_data.py", "tests/test_rankers.py")),
+    M(
+        "pop-all-rows",
+        "item popularity feature computed from all rows, not training rows",
+        "common.py",
+        "    pop = np.bincount(i, minlength=I).astype(np.float32)\n",
+        '    pop = np.bincount(ds.interactions["item"].to_numpy(), minlength=I)'
+        ".astype(np.float32)\n",
+        ("tests/test_data.py", "tests/test_rankers.py"),
+    ),
+    M(
+        "gap-all-orders",
+        "user gap features (days between orders) computed from all orders",
+        "common.py",
+        '    gap = orders.groupby("user")["days_since_prior_order"]',
+        '    gap = ds.interactions.drop_duplicates("order_id").groupby("user")'
+        '["days_since_prior_order"]',
+        ("tests/test_data.py",),
+    ),
+    M(
+        "shares-all-rows",
+        "a feature from all rows: user department shares",
+        "common.py",
+        "_shares(dept[i], u, U, ds.n_departments + 1)",
+        '_shares(dept[ds.interactions["item"].to_numpy()], ds.interactions["user"].to_numpy(), '
+        "U, ds.n_departments + 1)",
+        ("tests/test_data.py", "tests/test_rankers.py"),
+    ),
+    M(
+        "pairs-all-rows",
+        "a feature from all rows: user x item purchase history",
+        "common.py",
+        "    pairs = _pair_features(train, orders)",
+        '    pairs = _pair_features(ds.interactions, ds.interactions.drop_duplicates("order_id"))',
+        ("tests/test_rankers.py", "tests/test_data.py"),
+    ),
+    M(
+        "kaggle-reordered",
+        "reorder rates read Kaggle's reordered flag (whole history)",
+        "common.py",
+        "    reordered = reordered_in_rows(train)\n",
+        '    reordered = train["reordered"].to_numpy()\n',
+        ("tests/test_data.py", "tests/test_rankers.py"),
+    ),
     # --- loading (section 2)
-    M("no-duplicate-order-check", "duplicate order_id check in the loader removed",
-      "common.py",
-      "    if orders[\"order_id\"].duplicated().any():\n",
-      "    if False and orders[\"order_id\"].duplicated().any():\n",
-      ("tests/test_data.py",)),
-    M("no-eval-set-check", "an unknown eval_set value silently dropped",
-      "common.py",
-      "    bad = ~orders[\"eval_set\"].isin(EVAL_SETS)\n",
-      "    bad = orders[\"eval_set\"].isin([])\n",
-      ("tests/test_data.py",)),
+    M(
+        "no-duplicate-order-check",
+        "duplicate order_id check in the loader removed",
+        "common.py",
+        '    if orders["order_id"].duplicated().any():\n',
+        '    if False and orders["order_id"].duplicated().any():\n',
+        ("tests/test_data.py",),
+    ),
+    M(
+        "no-eval-set-check",
+        "an unknown eval_set value silently dropped",
+        "common.py",
+        '    bad = ~orders["eval_set"].isin(EVAL_SETS)\n',
+        '    bad = orders["eval_set"].isin([])\n',
+        ("tests/test_data.py",),
+    ),
     # --- the split (section 3)
-    M("split-fraction", "interaction split holds out 25% instead of test_frac",
-      "common.py",
-      "[: round(test_frac * n)]",
-      "[: round(0.25 * n)]",
-      ("tests/test_data.py",)),
+    M(
+        "split-fraction",
+        "interaction split holds out 25% instead of test_frac",
+        "common.py",
+        "[: round(test_frac * n)]",
+        "[: round(0.25 * n)]",
+        ("tests/test_data.py",),
+    ),
     # --- metrics (section 5)
-    M("precision-non-padded", "Precision@K divides by the non-padded slots of a short list",
-      "common.py",
-      "out[f\"precision@{k}\"] = np.where(valid, h / k, np.nan)",
-      "out[f\"precision@{k}\"] = np.where(valid, h / np.maximum((ranked[:, :k] >= 0).sum(1), 1), "
-      "np.nan)",
-      ("tests/test_metrics.py",)),
-    M("ndcg-ideal-cutoff", "NDCG's ideal DCG over min(|truth|, max K) instead of min(|truth|, K)",
-      "common.py",
-      "ideal[np.minimum(sizes, k).astype(int)]",
-      "ideal[np.minimum(sizes, kmax).astype(int)]",
-      ("tests/test_metrics.py",)),
+    M(
+        "precision-non-padded",
+        "Precision@K divides by the non-padded slots of a short list",
+        "common.py",
+        'out[f"precision@{k}"] = np.where(valid, h / k, np.nan)',
+        'out[f"precision@{k}"] = np.where(valid, h / np.maximum((ranked[:, :k] >= 0).sum(1), 1), '
+        "np.nan)",
+        ("tests/test_metrics.py",),
+    ),
+    M(
+        "ndcg-ideal-cutoff",
+        "NDCG's ideal DCG over min(|truth|, max K) instead of min(|truth|, K)",
+        "common.py",
+        "ideal[np.minimum(sizes, k).astype(int)]",
+        "ideal[np.minimum(sizes, kmax).astype(int)]",
+        ("tests/test_metrics.py",),
+    ),
     # --- two-tower loss (section 7)
-    M("logq-sign", "logQ correction applied with the wrong sign",
-      "common.py",
-      "logits - log_q[it][None, :]",
-      "logits + log_q[it][None, :]",
-      ("tests/test_two_tower.py",)),
-    M("no-item-mask", "InfoNCE: a batch's repeated items count as negatives (mask dropped)",
-      "common.py",
-      "F.cross_entropy(lu.masked_fill(same_item, float(\"-inf\")), target)",
-      "F.cross_entropy(lu, target)",
-      ("tests/test_two_tower.py",)),
-    M("no-user-mask", "InfoNCE: a batch's repeated users count as negatives (mask dropped)",
-      "common.py",
-      "F.cross_entropy(logits.T.masked_fill(same_user, float(\"-inf\")), target)",
-      "F.cross_entropy(logits.T, target)",
-      ("tests/test_two_tower.py",)),
+    M(
+        "logq-sign",
+        "logQ correction applied with the wrong sign",
+        "common.py",
+        "logits - log_q[it][None, :]",
+        "logits + log_q[it][None, :]",
+        ("tests/test_two_tower.py",),
+    ),
+    M(
+        "no-item-mask",
+        "InfoNCE: a batch's repeated items count as negatives (mask dropped)",
+        "common.py",
+        'F.cross_entropy(lu.masked_fill(same_item, float("-inf")), target)',
+        "F.cross_entropy(lu, target)",
+        ("tests/test_two_tower.py",),
+    ),
+    M(
+        "no-user-mask",
+        "InfoNCE: a batch's repeated users count as negatives (mask dropped)",
+        "common.py",
+        'F.cross_entropy(logits.T.masked_fill(same_user, float("-inf")), target)',
+        "F.cross_entropy(logits.T, target)",
+        ("tests/test_two_tower.py",),
+    ),
     # --- re-ranking (section 8)
-    M("ranker-every-fold", "ranker trained on every fold (a user's labels train its own ranker)",
-      "common.py",
-      "        tr = (fold_row != f) & (pos_per_user > 0)\n",
-      "        tr = pos_per_user > 0\n",
-      ("tests/test_rankers.py",)),
+    M(
+        "ranker-every-fold",
+        "ranker trained on every fold (a user's labels train its own ranker)",
+        "common.py",
+        "        tr = (fold_row != f) & (pos_per_user > 0)\n",
+        "        tr = pos_per_user > 0\n",
+        ("tests/test_rankers.py",),
+    ),
     # --- other engineers' files
-    M("llm-cache-key-no-model", "LLM cache key ignores the model",
-      "llm.py",
-      "    blob = {\"model\": model, \"template\": req.template,",
-      "    blob = {\"template\": req.template,",
-      ("tests/test_llm.py",)),
-    M("generator-basket-45", "generator basket size +45%",
-      "sample_generator.py",
-      "    bsize = np.minimum(1 + rng.poisson(lam), pool_size[order_user])\n",
-      "    bsize = np.minimum(np.round(1.45 * (1 + rng.poisson(lam))).astype(np.int64), "
-      "pool_size[order_user])\n",
-      ("tests/test_sample_generator.py",)),
+    M(
+        "llm-cache-key-no-model",
+        "LLM cache key ignores the model",
+        "llm.py",
+        '    blob = {"model": model, "template": req.template,',
+        '    blob = {"template": req.template,',
+        ("tests/test_llm.py",),
+    ),
+    M(
+        "generator-basket-45",
+        "generator basket size +45%",
+        "sample_generator.py",
+        "    bsize = np.minimum(1 + rng.poisson(lam), pool_size[order_user])\n",
+        "    bsize = np.minimum(np.round(1.45 * (1 + rng.poisson(lam))).astype(np.int64), "
+        "pool_size[order_user])\n",
+        ("tests/test_sample_generator.py",),
+    ),
 ]
 
 
 def source_files() -> list[Path]:
     """The working tree's source files (as they are now, edits included), relative paths."""
     try:
-        out = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-                             cwd=REPO, capture_output=True, check=True, timeout=60).stdout
+        out = subprocess.run(
+            ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+            cwd=REPO,
+            capture_output=True,
+            check=True,
+            timeout=60,
+        ).stdout
         files = [Path(p) for p in out.decode().split("\0") if p]
-    except (OSError, subprocess.SubprocessError):      # a source copy without .git
-        files = [p.relative_to(REPO) for p in REPO.rglob("*")
-                 if p.is_file() and not SKIP_DIRS.intersection(p.relative_to(REPO).parts)]
+    except (OSError, subprocess.SubprocessError):  # a source copy without .git
+        files = [
+            p.relative_to(REPO)
+            for p in REPO.rglob("*")
+            if p.is_file() and not SKIP_DIRS.intersection(p.relative_to(REPO).parts)
+        ]
     return [f for f in files if (REPO / f).is_file()]
 
 
@@ -161,19 +229,23 @@ def snapshot(files: list[Path], dest: Path) -> list[Path]:
         (dest / f).parent.mkdir(parents=True, exist_ok=True)
         try:
             shutil.copy2(REPO / f, dest / f)
-        except FileNotFoundError:          # deleted since it was listed
+        except FileNotFoundError:  # deleted since it was listed
             continue
         copied.append(f)
     return copied
 
 
 def run_pytest(where: Path, targets: list[str], timeout: int) -> tuple[int, str]:
-    env = {**os.environ, "INSTACART_CACHE_DIR": str(where / "data" / "cache"),
-           "PYTHONDONTWRITEBYTECODE": "1"}
+    env = {
+        **os.environ,
+        "INSTACART_CACHE_DIR": str(where / "data" / "cache"),
+        "PYTHONDONTWRITEBYTECODE": "1",
+    }
     cmd = [sys.executable, "-m", "pytest", "-x", "-q", "-rfE", "-p", "no:cacheprovider", *targets]
     try:
-        p = subprocess.run(cmd, cwd=where, env=env, capture_output=True, text=True,
-                           timeout=timeout, check=False)
+        p = subprocess.run(
+            cmd, cwd=where, env=env, capture_output=True, text=True, timeout=timeout, check=False
+        )
         return p.returncode, p.stdout + p.stderr
     except subprocess.TimeoutExpired as e:
         return -1, f"timed out after {timeout}s\n{e.stdout or ''}"
@@ -194,8 +266,11 @@ def check(m: Mutation, clean: Path, work: Path, timeout: int) -> dict:
     text = (clean / m.file).read_text()
     n = text.count(m.old)
     if n != 1:
-        res["note"] = ("did not apply: old snippet not found in " + m.file if n == 0 else
-                       f"did not apply: old snippet found {n} times in {m.file}")
+        res["note"] = (
+            "did not apply: old snippet not found in " + m.file
+            if n == 0
+            else f"did not apply: old snippet found {n} times in {m.file}"
+        )
         return res
     d = work / m.name
     shutil.copytree(clean, d)
@@ -228,8 +303,9 @@ def check(m: Mutation, clean: Path, work: Path, timeout: int) -> dict:
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--only", nargs="+", metavar="NAME", help="run only these mutations")
     p.add_argument("--jobs", type=int, default=2, help="mutations run in parallel (default 2)")
     p.add_argument("--timeout", type=int, default=600, help="seconds per pytest run")
@@ -238,8 +314,9 @@ def main() -> int:
     chosen = [m for m in MUTATIONS if not args.only or m.name in args.only]
     unknown = set(args.only or ()) - {m.name for m in MUTATIONS}
     if unknown:
-        print(f"error: unknown mutation(s) {', '.join(sorted(unknown))} (see --list)",
-              file=sys.stderr)
+        print(
+            f"error: unknown mutation(s) {', '.join(sorted(unknown))} (see --list)", file=sys.stderr
+        )
         return 2
     if args.list:
         for m in chosen:
@@ -251,26 +328,36 @@ def main() -> int:
         work = Path(tmp)
         clean = work / "_clean"
         files = snapshot(files, clean)
-        print(f"{len(chosen)} mutations, {len(files)} source files copied per run, "
-              f"{args.jobs} at a time ...", flush=True)
+        print(
+            f"{len(chosen)} mutations, {len(files)} source files copied per run, "
+            f"{args.jobs} at a time ...",
+            flush=True,
+        )
         results = {}
         with cf.ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
             futs = {pool.submit(check, m, clean, work, args.timeout): m for m in chosen}
             for fut in cf.as_completed(futs):
                 r = fut.result()
                 results[r["name"]] = r
-                print(f"  {r['name']}: {'caught' if r['caught'] else 'NOT CAUGHT'}"
-                      f" ({r.get('seconds', 0)}s)", flush=True)
+                print(
+                    f"  {r['name']}: {'caught' if r['caught'] else 'NOT CAUGHT'}"
+                    f" ({r.get('seconds', 0)}s)",
+                    flush=True,
+                )
     rows = [results[m.name] for m in chosen]
     w = max(len(r["what"]) for r in rows)
     print(f"\n{'mutation':{w}s} | caught? | failing test")
     print(f"{'-' * w}-|---------|-------------")
     for r in rows:
-        print(f"{r['what']:{w}s} | {'yes' if r['caught'] else 'NO':7s} | "
-              f"{r['test']}{'  (' + r['note'] + ')' if r['note'] else ''}")
+        print(
+            f"{r['what']:{w}s} | {'yes' if r['caught'] else 'NO':7s} | "
+            f"{r['test']}{'  (' + r['note'] + ')' if r['note'] else ''}"
+        )
     missed = [r["name"] for r in rows if not r["caught"]]
-    print(f"\n{len(rows) - len(missed)}/{len(rows)} caught in {time.perf_counter() - t0:.0f}s"
-          + (f"; not caught: {', '.join(missed)}" if missed else ""))
+    print(
+        f"\n{len(rows) - len(missed)}/{len(rows)} caught in {time.perf_counter() - t0:.0f}s"
+        + (f"; not caught: {', '.join(missed)}" if missed else "")
+    )
     return 1 if missed else 0
 
 

@@ -72,13 +72,13 @@ def raw_rows(data_dir: Path) -> pd.DataFrame:
 # bad input: every problem is one line naming the file and the problem
 TINY = {
     "orders.csv": "order_id,user_id,eval_set,order_number,order_dow,order_hour_of_day,"
-                  "days_since_prior_order\n"
-                  "1,1,prior,1,0,10,\n2,1,prior,2,1,11,7.0\n"
-                  "3,2,prior,1,2,12,\n4,2,train,2,3,13,5.0\n",
+    "days_since_prior_order\n"
+    "1,1,prior,1,0,10,\n2,1,prior,2,1,11,7.0\n"
+    "3,2,prior,1,2,12,\n4,2,train,2,3,13,5.0\n",
     "order_products__prior.csv": "order_id,product_id,add_to_cart_order,reordered\n"
-                                 "1,1,1,0\n1,2,2,0\n2,1,1,1\n3,3,1,0\n",
+    "1,1,1,0\n1,2,2,0\n2,1,1,1\n3,3,1,0\n",
     "products.csv": "product_id,product_name,aisle_id,department_id\n"
-                    "1,Milk,1,1\n2,Bread,2,1\n3,Eggs,1,2\n",
+    "1,Milk,1,1\n2,Bread,2,1\n3,Eggs,1,2\n",
     "aisles.csv": "aisle_id,aisle\n1,dairy\n2,bakery\n",
     "departments.csv": "department_id,department\n1,food\n2,other\n",
 }
@@ -114,45 +114,91 @@ def test_tiny_folder_loads(tmp_path):
 
 PRIOR_HEAD = "order_id,product_id,add_to_cart_order,reordered\n"
 PRODUCTS_HEAD = "product_id,product_name,aisle_id,department_id\n"
-ORDERS_NO_DAYS = ("order_id,user_id,eval_set,order_number,order_dow,order_hour_of_day\n"
-                  "1,1,prior,1,0,1\n")
+ORDERS_NO_DAYS = (
+    "order_id,user_id,eval_set,order_number,order_dow,order_hour_of_day\n1,1,prior,1,0,1\n"
+)
 
 
-@pytest.mark.parametrize("case, fragments", [
-    ({"products": None}, ["products.csv", "file not found"]),
-    ({"orders": ORDERS_NO_DAYS}, ["orders.csv", "missing column", "days_since_prior_order"]),
-    ({"aisles": "aisle_id,aisle_name\n1,dairy\n2,bakery\n"},               # misnamed column
-     ["aisles.csv", "missing column", "aisle", "aisle_name"]),
-    ({"order_products_prior": PRIOR_HEAD + "1,x1,1,0\n"},                   # non-numeric id
-     ["order_products__prior.csv", "product_id", "x1"]),
-    ({"order_products_prior": PRIOR_HEAD + "1,1,1,0\n99,2,1,0\n"},
-     ["order_products__prior.csv", "unknown order_id", "99", "orders.csv"]),
-    ({"order_products_prior": PRIOR_HEAD + "1,1,1,0\n1,77,2,0\n"},
-     ["order_products__prior.csv", "unknown product_id", "77", "products.csv"]),
-    ({"products": PRODUCTS_HEAD + "1,Milk,1,1\n2,Bread,9,1\n3,Eggs,1,2\n"},
-     ["products.csv", "unknown aisle_id", "9", "aisles.csv"]),
-    ({"products": PRODUCTS_HEAD + "1,Milk,1,1\n2,Bread,2,1\n2,Eggs,1,2\n"},
-     ["products.csv", "duplicated product_id"]),
-    ({"departments": "department_id,department\n"}, ["departments.csv", "no rows"]),
-    ({"departments": ""}, ["departments.csv", "missing column"]),                 # 0 bytes
-    ({"orders": TINY["orders.csv"].replace(",prior,", ",train,")},   # no prior order at all
-     ["order_products__prior.csv", "orders.csv", "no prior-order rows"]),
-    ({"order_products_prior": PRIOR_HEAD + "1,1,1,0\n1,,2,0\n"},          # empty id
-     ["order_products__prior.csv", "1 empty 'product_id'"]),
-    ({"orders": TINY["orders.csv"].replace("3,2,prior,1,2,12,", ",2,prior,1,2,12,")},
-     ["orders.csv", "1 empty 'order_id'"]),
-    ({"orders": TINY["orders.csv"].replace("4,2,train,", "2,2,train,")},  # order 2 twice
-     ["orders.csv", "duplicated order_id"]),
-    ({"products": PRODUCTS_HEAD + "1,Milk,1,1\n2,Bread,2,1\n3,Eggs,1,9\n"},
-     ["products.csv", "unknown department_id", "9", "departments.csv"]),
-    ({"orders": TINY["orders.csv"].replace("4,2,train,", "4,2,Train,")},  # not a silent drop
-     ["orders.csv", "1 row(s) with eval_set 'Train'", "prior, train, test"]),
-    ({"orders": TINY["orders.csv"].replace("2,1,prior,2,1,11,7.0", "2,1,prior,2,1,11,-7.0")},
-     ["orders.csv", "1 row(s) with negative days_since_prior_order", "-7"]),
-], ids=["missing-file", "missing-column", "misnamed-column", "non-numeric-id", "unknown-order",
-        "unknown-product", "unknown-aisle", "duplicate-product", "header-only", "zero-bytes",
-        "empty-sample", "empty-product-id", "empty-order-id", "duplicate-order",
-        "unknown-department", "bad-eval-set", "negative-days"])
+@pytest.mark.parametrize(
+    "case, fragments",
+    [
+        ({"products": None}, ["products.csv", "file not found"]),
+        ({"orders": ORDERS_NO_DAYS}, ["orders.csv", "missing column", "days_since_prior_order"]),
+        (
+            {"aisles": "aisle_id,aisle_name\n1,dairy\n2,bakery\n"},  # misnamed column
+            ["aisles.csv", "missing column", "aisle", "aisle_name"],
+        ),
+        (
+            {"order_products_prior": PRIOR_HEAD + "1,x1,1,0\n"},  # non-numeric id
+            ["order_products__prior.csv", "product_id", "x1"],
+        ),
+        (
+            {"order_products_prior": PRIOR_HEAD + "1,1,1,0\n99,2,1,0\n"},
+            ["order_products__prior.csv", "unknown order_id", "99", "orders.csv"],
+        ),
+        (
+            {"order_products_prior": PRIOR_HEAD + "1,1,1,0\n1,77,2,0\n"},
+            ["order_products__prior.csv", "unknown product_id", "77", "products.csv"],
+        ),
+        (
+            {"products": PRODUCTS_HEAD + "1,Milk,1,1\n2,Bread,9,1\n3,Eggs,1,2\n"},
+            ["products.csv", "unknown aisle_id", "9", "aisles.csv"],
+        ),
+        (
+            {"products": PRODUCTS_HEAD + "1,Milk,1,1\n2,Bread,2,1\n2,Eggs,1,2\n"},
+            ["products.csv", "duplicated product_id"],
+        ),
+        ({"departments": "department_id,department\n"}, ["departments.csv", "no rows"]),
+        ({"departments": ""}, ["departments.csv", "missing column"]),  # 0 bytes
+        (
+            {"orders": TINY["orders.csv"].replace(",prior,", ",train,")},  # no prior order at all
+            ["order_products__prior.csv", "orders.csv", "no prior-order rows"],
+        ),
+        (
+            {"order_products_prior": PRIOR_HEAD + "1,1,1,0\n1,,2,0\n"},  # empty id
+            ["order_products__prior.csv", "1 empty 'product_id'"],
+        ),
+        (
+            {"orders": TINY["orders.csv"].replace("3,2,prior,1,2,12,", ",2,prior,1,2,12,")},
+            ["orders.csv", "1 empty 'order_id'"],
+        ),
+        (
+            {"orders": TINY["orders.csv"].replace("4,2,train,", "2,2,train,")},  # order 2 twice
+            ["orders.csv", "duplicated order_id"],
+        ),
+        (
+            {"products": PRODUCTS_HEAD + "1,Milk,1,1\n2,Bread,2,1\n3,Eggs,1,9\n"},
+            ["products.csv", "unknown department_id", "9", "departments.csv"],
+        ),
+        (
+            {"orders": TINY["orders.csv"].replace("4,2,train,", "4,2,Train,")},  # not a silent drop
+            ["orders.csv", "1 row(s) with eval_set 'Train'", "prior, train, test"],
+        ),
+        (
+            {"orders": TINY["orders.csv"].replace("2,1,prior,2,1,11,7.0", "2,1,prior,2,1,11,-7.0")},
+            ["orders.csv", "1 row(s) with negative days_since_prior_order", "-7"],
+        ),
+    ],
+    ids=[
+        "missing-file",
+        "missing-column",
+        "misnamed-column",
+        "non-numeric-id",
+        "unknown-order",
+        "unknown-product",
+        "unknown-aisle",
+        "duplicate-product",
+        "header-only",
+        "zero-bytes",
+        "empty-sample",
+        "empty-product-id",
+        "empty-order-id",
+        "duplicate-order",
+        "unknown-department",
+        "bad-eval-set",
+        "negative-days",
+    ],
+)
 def test_bad_input_is_one_line(tmp_path, case, fragments):
     d = tiny_dir(tmp_path, **case)
     one_line_error(lambda: load(d, full=True), *fragments)
@@ -161,14 +207,19 @@ def test_bad_input_is_one_line(tmp_path, case, fragments):
 def test_bad_options_are_one_line(tmp_path):
     d = tiny_dir(tmp_path)
     one_line_error(lambda: load(tmp_path / "nope"), "nope", "data directory not found")
-    cfg = {"exc": ConfigError}          # a bad option is a configuration error, not a data one
+    cfg = {"exc": ConfigError}  # a bad option is a configuration error, not a data one
     one_line_error(lambda: load(d, n_users=0), "n_users", "positive", "0", **cfg)
     one_line_error(lambda: load(d, n_users=-5), "n_users", "positive", "-5", **cfg)
-    one_line_error(lambda: load(d, user_sampling="loudest"), "unknown user sampling", "loudest",
-                   **cfg)
+    one_line_error(
+        lambda: load(d, user_sampling="loudest"), "unknown user sampling", "loudest", **cfg
+    )
     ds = load(d, full=True)
-    one_line_error(lambda: common.split_interactions(ds.interactions, "weekly"),
-                   "unknown split", "weekly", **cfg)
+    one_line_error(
+        lambda: common.split_interactions(ds.interactions, "weekly"),
+        "unknown split",
+        "weekly",
+        **cfg,
+    )
     one_line_error(lambda: common.split_interactions(ds.interactions.iloc[:0]), "empty")
 
 
@@ -181,7 +232,7 @@ def compress(d: Path, name: str, how: str, extra_member: bool = False):
     else:
         with zipfile.ZipFile(d / f"{name}.zip", "w", zipfile.ZIP_DEFLATED) as z:
             z.writestr(name, text)
-            if extra_member:                         # what a zip made on macOS carries
+            if extra_member:  # what a zip made on macOS carries
                 z.writestr(f"__MACOSX/._{name}", b"\x00\x05junk")
 
 
@@ -227,8 +278,14 @@ def test_zip_and_gz_files_are_read_directly(tmp_path, gen_dir):
 
 def test_script_error_is_one_line_exit_2():
     code = "import common; common.main_guard(lambda: common.load_dataset('/nonexistent'))"
-    p = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
-                       timeout=60, check=False)
+    p = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert p.returncode == 2, p.stderr
     lines = p.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), p.stderr
@@ -250,7 +307,7 @@ def test_heaviest_and_random_users(data_dir):
     raw = raw_rows(data_dir)
     per_user = raw.groupby("user_id").size().reset_index(name="n")
     expected = per_user.sort_values(["n", "user_id"], ascending=[False, True]).user_id[:50]
-    n_products = raw.product_id.nunique()       # keep every product: no user can drop out
+    n_products = raw.product_id.nunique()  # keep every product: no user can drop out
     heavy = load(data_dir, n_users=50, n_items=n_products, user_sampling="heaviest")
     rand = load(data_dir, n_users=50, n_items=n_products, user_sampling="random")
     assert set(heavy.user_ids) == set(expected)
@@ -265,28 +322,37 @@ def test_items_are_the_most_purchased_among_chosen_users(data_dir):
     chosen = per_user.sort_values(["n", "user_id"], ascending=[False, True]).user_id[:40]
     counts = raw[raw.user_id.isin(chosen)].groupby("product_id").size().reset_index(name="n")
     top = counts.sort_values(["n", "product_id"], ascending=[False, True]).product_id[:100]
-    assert ds.items["product_id"].tolist() == top.tolist()   # in order: index 0 most bought
+    assert ds.items["product_id"].tolist() == top.tolist()  # in order: index 0 most bought
     assert ds.interactions["item"].between(0, ds.n_items - 1).all()
     kept = raw[raw.user_id.isin(chosen) & raw.product_id.isin(top)]
-    got = pd.DataFrame({"order_id": ds.interactions["order_id"].to_numpy(np.int64),
-                        "product_id": ds.items["product_id"].to_numpy(np.int64)[
-                            ds.interactions["item"]]})
+    got = pd.DataFrame(
+        {
+            "order_id": ds.interactions["order_id"].to_numpy(np.int64),
+            "product_id": ds.items["product_id"].to_numpy(np.int64)[ds.interactions["item"]],
+        }
+    )
     want = kept[["order_id", "product_id"]].astype(np.int64)
-    pd.testing.assert_frame_equal(got.sort_values([*got]).reset_index(drop=True),
-                                  want.sort_values([*want]).reset_index(drop=True))
+    pd.testing.assert_frame_equal(
+        got.sort_values([*got]).reset_index(drop=True),
+        want.sort_values([*want]).reset_index(drop=True),
+    )
 
 
 def test_item_and_user_indices_map_back_to_the_source(data_dir):
     ds = load(data_dir, n_users=80, n_items=300, seed=3)
     raw = raw_rows(data_dir)
-    got = pd.DataFrame({"order_id": ds.interactions["order_id"],
-                        "user_id": ds.user_ids[ds.interactions["user"]],
-                        "product_id": ds.items["product_id"].to_numpy()[ds.interactions["item"]]})
+    got = pd.DataFrame(
+        {
+            "order_id": ds.interactions["order_id"],
+            "user_id": ds.user_ids[ds.interactions["user"]],
+            "product_id": ds.items["product_id"].to_numpy()[ds.interactions["item"]],
+        }
+    )
     merged = got.merge(raw, on=["order_id", "product_id"], how="left", suffixes=("", "_raw"))
     assert len(merged) == len(got) and (merged.user_id == merged.user_id_raw).all()
     inter = ds.interactions
     keys = inter[["user", "order_number", "add_to_cart_order"]].to_numpy()
-    assert (np.diff(keys[:, 0]) >= 0).all()                        # sorted by user, then order
+    assert (np.diff(keys[:, 0]) >= 0).all()  # sorted by user, then order
     same_user = np.diff(keys[:, 0]) == 0
     assert (np.diff(keys[:, 1])[same_user] >= 0).all()
 
@@ -298,7 +364,7 @@ def test_row_layout_does_not_matter(gen_dir, tmp_path, layout):
     d = tmp_path / layout
     shutil.copytree(gen_dir, d)
     prior = pd.read_csv(d / "order_products__prior.csv")
-    if layout == "orders-reversed":      # orders in another sequence, each still in one piece
+    if layout == "orders-reversed":  # orders in another sequence, each still in one piece
         prior = prior.sort_values(["order_id", "add_to_cart_order"], ascending=[False, True])
     else:
         prior = prior.sample(frac=1.0, random_state=0)
@@ -326,6 +392,7 @@ def test_cache_hit_returns_identical_frames(gen_dir, tmp_cache, monkeypatch):
 
     def no_csv(*_):
         raise AssertionError("the CSVs were read again: the cache was not used")
+
     monkeypatch.setattr(common, "read_kaggle_dir", no_csv)
     b = common.load_dataset(gen_dir, n_users=50, n_items=300, verbose=False)
     assert b.key == a.key
@@ -351,7 +418,7 @@ def test_cache_is_never_stale(gen_dir, tmp_path):
     first = lines[1].split(",")
     assert first[3].strip() in ("0", "1")
     lines[1] = ",".join(first[:3] + ["1\n" if first[3].strip() == "0" else "0\n"])
-    prior.write_text("".join(lines[:-1]))          # one row flipped, the last row dropped
+    prior.write_text("".join(lines[:-1]))  # one row flipped, the last row dropped
     st = prior.stat()
     os.utime(prior, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
     a2 = common.load_dataset(d, full=True, verbose=False)
@@ -383,8 +450,10 @@ def test_temporal_split_holds_out_each_users_last_order(gen_ds):
     multi = last[last > first].index
     assert set(held.index) == set(multi)
     assert (held["min"] == last[held.index]).all() and (held["max"] == last[held.index]).all()
-    assert (held["size"] == (inter.order_number == inter.user.map(last)).groupby(
-        inter.user).sum()[held.index]).all()
+    assert (
+        held["size"]
+        == (inter.order_number == inter.user.map(last)).groupby(inter.user).sum()[held.index]
+    ).all()
     assert (s.train.groupby("user")["order_number"].max()[held.index] < last[held.index]).all()
     assert len(s.train) + len(s.test) == len(inter)
     check_truth(s)
@@ -401,8 +470,15 @@ def check_truth(s: common.Split):
 # ----------------------------------------------------------------------------
 # THE LEAKAGE TEST: held-out rows never reach a feature
 def assert_features_equal(a: common.Features, b: common.Features):
-    for name in ("user", "item", "item_aisle", "item_dept", "bought_indptr", "bought_items",
-                 "bought_counts"):
+    for name in (
+        "user",
+        "item",
+        "item_aisle",
+        "item_dept",
+        "bought_indptr",
+        "bought_items",
+        "bought_counts",
+    ):
         np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
     pd.testing.assert_frame_equal(a.pairs, b.pairs)
     assert a.user_names == b.user_names and a.item_names == b.item_names
@@ -441,21 +517,23 @@ def test_held_out_rows_change_no_feature(data_dir, mode):
     r = train_rows[len(train_rows) // 2]
     ctl.loc[r, "item"] = (ctl.loc[r, "item"] + 1) % ds.n_items
     ctl_ds = dataclasses.replace(ds, interactions=ctl)
-    assert features_differ(base_f, common.build_features(
-        ctl_ds, common.split_interactions(ctl, mode).train))
+    assert features_differ(
+        base_f, common.build_features(ctl_ds, common.split_interactions(ctl, mode).train)
+    )
 
 
 def test_reorder_rates_ignore_kaggles_flag():
     """Kaggle's flag says 'bought before' over the whole history; a training row whose only
     earlier purchase was held out must count as a first purchase in the reorder rates."""
     nan = float("nan")
-    ds = tiny_dataset([(0, 0, 1, 1, 0, nan), (0, 0, 2, 1, 1, 7.0), (0, 1, 2, 2, 0, 7.0),
-                       (0, 1, 3, 1, 1, 5.0)])
-    train = ds.interactions.iloc[1:]          # the first purchase of item 0 is held out
+    ds = tiny_dataset(
+        [(0, 0, 1, 1, 0, nan), (0, 0, 2, 1, 1, 7.0), (0, 1, 2, 2, 0, 7.0), (0, 1, 3, 1, 1, 5.0)]
+    )
+    train = ds.interactions.iloc[1:]  # the first purchase of item 0 is held out
     np.testing.assert_array_equal(common.reordered_in_rows(train), [0, 0, 1])
     np.testing.assert_array_equal(common.reordered_in_rows(ds.interactions), [0, 1, 0, 1])
     f = common.build_features(ds, train)
-    assert f.user[0, f.user_names.index("reorder_rate")] == pytest.approx(1 / 3)   # Kaggle: 2/3
+    assert f.user[0, f.user_names.index("reorder_rate")] == pytest.approx(1 / 3)  # Kaggle: 2/3
     assert f.item[0, f.item_names.index("item_reorder_rate")] == pytest.approx(0.0)  # Kaggle: 1
     assert f.item[1, f.item_names.index("item_reorder_rate")] == pytest.approx(0.5)
 
@@ -474,8 +552,8 @@ def test_feature_shapes_and_values(gen_ds):
     assert np.isfinite(f.pairs[common.PAIR_COLUMNS].to_numpy()).all()
     assert len(f.item_text) == I and f.item_aisle.shape == f.item_dept.shape == (I,)
     has_rows = np.bincount(s.train["user"], minlength=U) > 0
-    dept = f.user[:, 8:8 + n_dept]
-    aisle = f.user[:, 8 + n_dept:]
+    dept = f.user[:, 8 : 8 + n_dept]
+    aisle = f.user[:, 8 + n_dept :]
     np.testing.assert_allclose(dept[has_rows].sum(1), 1.0, atol=1e-5)
     np.testing.assert_allclose(aisle[has_rows].sum(1), 1.0, atol=1e-5)
     # pairs: one row per distinct training (user, item), sorted; bought_* matches the pairs
@@ -490,28 +568,55 @@ def test_feature_shapes_and_values(gen_ds):
 
 def tiny_dataset(rows: list[tuple]) -> common.Dataset:
     """A hand-built Dataset: rows of (user, item, order_number, cart, reordered, days)."""
-    inter = pd.DataFrame(rows, columns=["user", "item", "order_number", "add_to_cart_order",
-                                        "reordered", "days_since_prior_order"])
+    inter = pd.DataFrame(
+        rows,
+        columns=[
+            "user",
+            "item",
+            "order_number",
+            "add_to_cart_order",
+            "reordered",
+            "days_since_prior_order",
+        ],
+    )
     inter["order_id"] = inter["user"] * 100 + inter["order_number"]
     inter["order_dow"], inter["order_hour_of_day"] = 0, 10
-    items = pd.DataFrame({"product_id": [11, 12, 13], "product_name": ["Milk", "Bread", "Eggs"],
-                          "aisle_id": [1, 2, 1], "aisle": ["dairy", "bakery", "dairy"],
-                          "department_id": [1, 1, 2], "department": ["food", "food", "other"]})
-    return common.Dataset(inter, items, np.array([1, 2]), n_aisles=2, n_departments=2,
-                          source="hand-built", sampling={"mode": "full"})
+    items = pd.DataFrame(
+        {
+            "product_id": [11, 12, 13],
+            "product_name": ["Milk", "Bread", "Eggs"],
+            "aisle_id": [1, 2, 1],
+            "aisle": ["dairy", "bakery", "dairy"],
+            "department_id": [1, 1, 2],
+            "department": ["food", "food", "other"],
+        }
+    )
+    return common.Dataset(
+        inter,
+        items,
+        np.array([1, 2]),
+        n_aisles=2,
+        n_departments=2,
+        source="hand-built",
+        sampling={"mode": "full"},
+    )
 
 
 def test_pair_features_by_hand():
     nan = float("nan")
     # user 0: four orders (days since prior: -, 7, 10, 5); item 0 in orders 1, 3, 4;
     # item 1 in orders 1, 2; item 2 never. User 1: one order with items 2 and 0.
-    ds = tiny_dataset([
-        (0, 0, 1, 1, 0, nan), (0, 1, 1, 2, 0, nan),
-        (0, 1, 2, 1, 1, 7.0),
-        (0, 0, 3, 2, 1, 10.0),
-        (0, 0, 4, 3, 1, 5.0),
-        (1, 2, 1, 1, 0, nan), (1, 0, 1, 2, 0, nan),
-    ])
+    ds = tiny_dataset(
+        [
+            (0, 0, 1, 1, 0, nan),
+            (0, 1, 1, 2, 0, nan),
+            (0, 1, 2, 1, 1, 7.0),
+            (0, 0, 3, 2, 1, 10.0),
+            (0, 0, 4, 3, 1, 5.0),
+            (1, 2, 1, 1, 0, nan),
+            (1, 0, 1, 2, 0, nan),
+        ]
+    )
     f = common.build_features(ds, ds.interactions)
     p = f.pairs.set_index(["user", "item"])
     assert list(p.index) == [(0, 0), (0, 1), (1, 0), (1, 2)]
@@ -522,8 +627,9 @@ def test_pair_features_by_hand():
         (1, 2): (1, 1.0, 0, 1, 1.0, 1.0, 0.0),
     }
     for key, values in exp.items():
-        np.testing.assert_allclose(p.loc[key, common.PAIR_COLUMNS].to_numpy(float), values,
-                                   rtol=1e-6, err_msg=str(key))
+        np.testing.assert_allclose(
+            p.loc[key, common.PAIR_COLUMNS].to_numpy(float), values, rtol=1e-6, err_msg=str(key)
+        )
     items, counts = f.bought(0)
     assert items.tolist() == [0, 1] and counts.tolist() == [3, 2]
     # user features: 4 orders, 5 rows; dept shares: user 0 bought 3 dept-1 rows... of items
@@ -544,13 +650,17 @@ def test_user_and_item_features_by_hand():
     """Every user and item feature on a hand-made history, with one purchase of order 1 and
     the whole of order 2 held out (what build_features must not see)."""
     nan = float("nan")
-    ds = tiny_dataset([
-        (0, 0, 1, 1, 0, nan), (0, 1, 1, 2, 0, nan),    # order 1: item 0 held out, item 1 kept
-        (0, 1, 2, 1, 1, 7.0),                           # order 2: held out
-        (0, 0, 3, 2, 1, 10.0),
-        (0, 0, 4, 3, 1, 5.0),
-        (1, 2, 1, 1, 0, nan), (1, 0, 1, 2, 0, nan),
-    ])
+    ds = tiny_dataset(
+        [
+            (0, 0, 1, 1, 0, nan),
+            (0, 1, 1, 2, 0, nan),  # order 1: item 0 held out, item 1 kept
+            (0, 1, 2, 1, 1, 7.0),  # order 2: held out
+            (0, 0, 3, 2, 1, 10.0),
+            (0, 0, 4, 3, 1, 5.0),
+            (1, 2, 1, 1, 0, nan),
+            (1, 0, 1, 2, 0, nan),
+        ]
+    )
     train = ds.interactions.drop(index=[0, 2])
     f = common.build_features(ds, train)
     user = dict(zip(f.user_names, f.user[0].astype(float)))
@@ -558,24 +668,31 @@ def test_user_and_item_features_by_hand():
     assert user["log_orders"] == pytest.approx(np.log1p(3))
     assert user["log_rows"] == pytest.approx(np.log1p(3))
     assert user["log_basket"] == pytest.approx(np.log1p(3 / 3))
-    assert user["reorder_rate"] == pytest.approx(1 / 3)        # only order 4's item 0
-    assert user["gap_mean"] == pytest.approx(7.5 / 30)          # mean(10, 5); order 1 has none
+    assert user["reorder_rate"] == pytest.approx(1 / 3)  # only order 4's item 0
+    assert user["gap_mean"] == pytest.approx(7.5 / 30)  # mean(10, 5); order 1 has none
     assert user["gap_std"] == pytest.approx(np.sqrt(12.5) / 30)  # sample std (ddof 1)
-    assert user["variety"] == pytest.approx(2 / 3)             # 2 distinct items / 3 rows
+    assert user["variety"] == pytest.approx(2 / 3)  # 2 distinct items / 3 rows
     assert user["log_distinct"] == pytest.approx(np.log1p(2))
-    assert user["dept_share_1"] == pytest.approx(1.0) and user["aisle_share_1"] == pytest.approx(2 / 3)
+    assert user["dept_share_1"] == pytest.approx(1.0) and user["aisle_share_1"] == pytest.approx(
+        2 / 3
+    )
     user1 = dict(zip(f.user_names, f.user[1].astype(float)))
     assert user1["log_basket"] == pytest.approx(np.log1p(2))
-    assert user1["gap_mean"] == pytest.approx(15 / 30)         # no gap known: 15 days
+    assert user1["gap_mean"] == pytest.approx(15 / 30)  # no gap known: 15 days
     assert user1["gap_std"] == 0.0 and user1["reorder_rate"] == 0.0
     assert user1["variety"] == pytest.approx(1.0)
     exp = {  # item: log_pop, log_buyers, item_reorder_rate, log_mean_cart, buys_per_buyer
         0: (np.log1p(3), np.log1p(2), 1 / 3, np.log1p(7 / 3), 3 / 2),  # carts 2, 3 (u0), 2 (u1)
-        1: (np.log1p(1), np.log1p(1), 0.0, np.log1p(2), 1.0),         # order 2's row held out
+        1: (np.log1p(1), np.log1p(1), 0.0, np.log1p(2), 1.0),  # order 2's row held out
         2: (np.log1p(1), np.log1p(1), 0.0, np.log1p(1), 1.0),
     }
-    assert f.item_names == ["log_pop", "log_buyers", "item_reorder_rate", "log_mean_cart",
-                            "buys_per_buyer"]
+    assert f.item_names == [
+        "log_pop",
+        "log_buyers",
+        "item_reorder_rate",
+        "log_mean_cart",
+        "buys_per_buyer",
+    ]
     for item, values in exp.items():
         np.testing.assert_allclose(f.item[item], values, rtol=1e-6, err_msg=str(item))
     # an item nobody bought in training: zeros, not NaN

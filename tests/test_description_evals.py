@@ -1,5 +1,6 @@
 """evals/description_evals.py: token-boundary matching, the model-free measures by hand, and
 reading cached descriptions per model without any API call (loopback fake server)."""
+
 from __future__ import annotations
 
 import json
@@ -36,11 +37,14 @@ def test_contradiction_flags():
 def test_description_stats_by_hand():
     """Bug caught: distinct-n, duplicates or novel-word share computed wrongly."""
     texts = ["red apple crisp", "red apple crisp", "fresh tart green fruit"]
-    names, aisles, depts = ["Apple", "Apple Two", "Green Apple"], ["fresh fruits"] * 3, \
-        ["produce"] * 3
+    names, aisles, depts = (
+        ["Apple", "Apple Two", "Green Apple"],
+        ["fresh fruits"] * 3,
+        ["produce"] * 3,
+    )
     s = D.description_stats(texts, names, aisles, depts)
     assert s["n"] == 3 and s["words"] == pytest.approx((3 + 3 + 4) / 3)
-    assert s["distinct_1"] == pytest.approx(7 / 10)       # red apple crisp fresh tart green fruit
+    assert s["distinct_1"] == pytest.approx(7 / 10)  # red apple crisp fresh tart green fruit
     assert s["distinct_2"] == pytest.approx(5 / 7)
     assert s["duplicates"] == pytest.approx(2 / 3)
     # only 'fresh' of aisle 'fresh fruits' grounds text 3; 'fruit' is not the token 'fruits'
@@ -53,14 +57,19 @@ def test_reads_cached_descriptions_per_model_without_api_calls(tmp_path, monkeyp
     """Bug caught: the evals calling the API (or loading a model) to read descriptions;
     rows of different models mixed into one line."""
     monkeypatch.setattr(llm, "ENV_FILES", [])
-    monkeypatch.setattr(C, "embed_texts", lambda texts, **kw: np.ones((len(texts), 384),
-                                                                      np.float32) / 384 ** .5)
+    monkeypatch.setattr(
+        C, "embed_texts", lambda texts, **kw: np.ones((len(texts), 384), np.float32) / 384**0.5
+    )
     cache = tmp_path / "c.sqlite"
     with FakeAnthropic() as server:
         for model in ("claude-haiku-4-5-20251001", "claude-other"):
             c = llm.LLM(model, api_key=KEY, base_url=server.base_url, cache_path=cache)
-            c.complete_many([D.description_request(f"Product {i}", "tea", "beverages")
-                             for i in range(5 if model.endswith("1") else 3)])
+            c.complete_many(
+                [
+                    D.description_request(f"Product {i}", "tea", "beverages")
+                    for i in range(5 if model.endswith("1") else 3)
+                ]
+            )
             c.close()
         sent = sum(server.counts.values())
         report = D.evaluate_descriptions(cache, out=tmp_path / "e.json", progress=False)
@@ -75,8 +84,10 @@ def test_reads_cached_descriptions_per_model_without_api_calls(tmp_path, monkeyp
 
 def test_judge_reports_score_and_cost(tmp_path, monkeypatch):
     monkeypatch.setattr(llm, "ENV_FILES", [])
-    rows = [{"name": f"P{i}", "aisle": "tea", "department": "beverages",
-             "text": f"A tea number {i}."} for i in range(6)]
+    rows = [
+        {"name": f"P{i}", "aisle": "tea", "department": "beverages", "text": f"A tea number {i}."}
+        for i in range(6)
+    ]
     with FakeAnthropic() as server:
         c = llm.LLM(api_key=KEY, base_url=server.base_url, cache_path=tmp_path / "c.sqlite")
         j = D.judge(rows, c, 4)

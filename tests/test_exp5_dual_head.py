@@ -1,4 +1,5 @@
 """Experiment 5 (exp5_dual_head.py): dual-head item tower, gate, PCA head, 'destroyed?' metrics."""
+
 import json
 
 import numpy as np
@@ -8,8 +9,22 @@ import torch
 import common as C
 import exp5_dual_head as X
 
-TINY = ["--users", "80", "--items", "300", "--epochs", "2", "--seeds", "1", "--batch-size", "256",
-        "--threads", "1", "--no-tifu", "--quiet"]
+TINY = [
+    "--users",
+    "80",
+    "--items",
+    "300",
+    "--epochs",
+    "2",
+    "--seeds",
+    "1",
+    "--batch-size",
+    "256",
+    "--threads",
+    "1",
+    "--no-tifu",
+    "--quiet",
+]
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +51,7 @@ def test_overlap_and_cka_reference_values():
     a = rng.normal(size=(300, 20))
     q, _ = np.linalg.qr(rng.normal(size=(20, 20)))
     assert X.neighbour_overlap(a, a) == 1.0 and X.neighbour_overlap(a, 3 * a @ q) == 1.0
-    assert X.linear_cka(a, 3 * a @ q) == pytest.approx(1.0)      # rotation and scale invariant
+    assert X.linear_cka(a, 3 * a @ q) == pytest.approx(1.0)  # rotation and scale invariant
     b = rng.normal(size=(300, 20))
     assert X.neighbour_overlap(a, b) < 0.08 and X.linear_cka(a, b) < 0.3
 
@@ -47,17 +62,17 @@ def test_semantic_head_starts_as_the_pca_projection_not_random(setup):
     head = m.semantic_vectors()
     pca = (text - kw["mean"]) @ kw["comps"].T
     np.testing.assert_allclose(head, pca / np.linalg.norm(pca, axis=1, keepdims=True), atol=1e-5)
-    assert X.neighbour_overlap(head, text) > 0.4            # a random matrix gives ~0.05
+    assert X.neighbour_overlap(head, text) > 0.4  # a random matrix gives ~0.05
 
 
 def test_heads_are_normalised_before_the_gate(setup):
     m = model(setup, "trainable")
     before = m.embed_items()
-    with torch.no_grad():                                   # a scale gap between the heads ...
+    with torch.no_grad():  # a scale gap between the heads ...
         m.item_tower.semantic.weight.mul_(50.0)
         m.item_tower.semantic.bias.mul_(50.0)
-    np.testing.assert_allclose(m.embed_items(), before, atol=1e-5)   # ... must not move the mix
-    assert m.item_tower.alpha() == pytest.approx(0.5)       # gate starts neutral
+    np.testing.assert_allclose(m.embed_items(), before, atol=1e-5)  # ... must not move the mix
+    assert m.item_tower.alpha() == pytest.approx(0.5)  # gate starts neutral
 
 
 def test_frozen_head_stays_fixed_trainable_moves_and_alpha_is_logged(setup):
@@ -66,11 +81,11 @@ def test_frozen_head_stays_fixed_trainable_moves_and_alpha_is_logged(setup):
     for mode in ("frozen", "trainable"):
         m = model(setup, mode)
         w0 = m.item_tower.semantic.weight.detach().clone()
-        m.fit(split.train.iloc[:3000], progress=False)   # a few steps are enough
+        m.fit(split.train.iloc[:3000], progress=False)  # a few steps are enough
         out[mode] = (w0, m)
         alphas = [e["alpha"] for e in m.training_log["epochs"]]
         assert len(alphas) == cfg.epochs and all(0 < a < 1 for a in alphas)
-        assert alphas[-1] != 0.5                             # the gate learns
+        assert alphas[-1] != 0.5  # the gate learns
     w0, m = out["frozen"]
     assert torch.equal(m.item_tower.semantic.weight, w0)
     w0, m = out["trainable"]
@@ -80,13 +95,24 @@ def test_frozen_head_stays_fixed_trainable_moves_and_alpha_is_logged(setup):
 def test_smoke_end_to_end(small_sample_dir, tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(C, "CACHE_DIR", tmp_path / "cache")
     out = tmp_path / "r.json"
-    X.main(["--data-dir", str(small_sample_dir), *TINY, "--dim", "16", "--hidden", "32",
-            "--out", str(out)])
+    X.main(
+        [
+            "--data-dir",
+            str(small_sample_dir),
+            *TINY,
+            "--dim",
+            "16",
+            "--hidden",
+            "32",
+            "--out",
+            str(out),
+        ]
+    )
     r = json.loads(out.read_text())
     text = capsys.readouterr().out
     assert set(X.ARMS) <= set(r["metrics"])
     assert {f"{a} (cold items)" for a in X.ARMS} <= set(r["metrics"])
-    assert all(len(c[0]) == 2 for c in r["alpha_curves"].values())   # one alpha per epoch
+    assert all(len(c[0]) == 2 for c in r["alpha_curves"].values())  # one alpha per epoch
     assert r["alpha_curves"]["semantic only"][0] == [1.0, 1.0]
     sp = r["spaces"]["trainable semantic"][0]
     assert sp["head_before"]["overlap@10"] == pytest.approx(r["pca_space"]["overlap@10"])

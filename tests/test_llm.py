@@ -55,8 +55,13 @@ def make_client(server, tmp_path, monkeypatch):
     clients = []
 
     def make(**kw):
-        kw = {"api_key": KEY, "base_url": server.base_url, "cache_path": tmp_path / "c.sqlite",
-              "timeout": 5.0, **kw}
+        kw = {
+            "api_key": KEY,
+            "base_url": server.base_url,
+            "cache_path": tmp_path / "c.sqlite",
+            "timeout": 5.0,
+            **kw,
+        }
         clients.append(llm.LLM(**kw))
         return clients[-1]
 
@@ -94,20 +99,32 @@ def test_temperature_is_opt_in_under_the_sampling_api_version(server, make_clien
     # The fake rejects it like the real API under the SDK's default version.
     sdk = anthropic.Anthropic(api_key=KEY, base_url=server.base_url, max_retries=0)
     with pytest.raises(anthropic.BadRequestError, match="temperature"):
-        sdk.messages.create(model=llm.DEFAULT_MODEL, max_tokens=10, extra_body={"temperature": 0},
-                            messages=[{"role": "user", "content": "hi"}])
+        sdk.messages.create(
+            model=llm.DEFAULT_MODEL,
+            max_tokens=10,
+            extra_body={"temperature": 0},
+            messages=[{"role": "user", "content": "hi"}],
+        )
 
 
 def test_fake_answers_every_registry_template_validly():
     for t in TEMPLATES.values():
-        values = {f: "[3] Milk (dairy)\n[7] Bread (bakery)" if f == "candidates" else "x"
-                  for f in t.fields}
+        values = {
+            f: "[3] Milk (dairy)\n[7] Bread (bakery)" if f == "candidates" else "x"
+            for f in t.fields
+        }
         text = answer_for(t.render(**values))
         if t.schema:
             assert llm.validate(json.loads(text), t.schema) is None, t.name
-    ranking = json.loads(answer_for(TEMPLATES["reranker"].render(
-        user_profile="p", n_candidates=2, candidates=format_candidates(
-            [(3, "Milk", "dairy"), (7, "Bread", "bakery")]))))["ranking"]
+    ranking = json.loads(
+        answer_for(
+            TEMPLATES["reranker"].render(
+                user_profile="p",
+                n_candidates=2,
+                candidates=format_candidates([(3, "Milk", "dairy"), (7, "Bread", "bakery")]),
+            )
+        )
+    )["ranking"]
     assert sorted(ranking) == [3, 7]
 
 
@@ -195,8 +212,9 @@ def test_parse_json_repairs_only_what_is_safe():
     assert repair == "truncated_list" and err is None and data["occasions"] == ["x", "y"]
     # Off unless the template opts in: the truncated answer is then an error (re-asked).
     assert llm.parse_json(good[:-4], schema, True, repair_truncated=False)[2].startswith(
-        "truncated")
-    cut_early = good[:good.index('"attributes"') + 20]  # occasions never written
+        "truncated"
+    )
+    cut_early = good[: good.index('"attributes"') + 20]  # occasions never written
     assert llm.parse_json(cut_early, schema, True)[2].startswith("truncated; schema")
     assert llm.parse_json("{'description': 'd'", schema, False)[2].startswith("invalid JSON")
 
@@ -205,8 +223,7 @@ def test_validate_rejects_schema_violations():
     s = TEMPLATES["description_judge"].schema
     assert llm.validate({"score": 3, "faithful": True, "reason": "r"}, s) is None
     assert "maximum" in llm.validate({"score": 9, "faithful": True, "reason": "r"}, s)
-    assert "not of type 'integer'" in llm.validate({"score": True, "faithful": 1,
-                                                    "reason": "r"}, s)
+    assert "not of type 'integer'" in llm.validate({"score": True, "faithful": 1, "reason": "r"}, s)
     assert "required" in llm.validate({"score": 3}, s)
 
 
@@ -222,8 +239,7 @@ def test_validate_uses_full_json_schema():
 
 def test_trailing_comma_repair_leaves_strings_alone():
     """Audit 7: the repair removed ', ]' inside string values too."""
-    schema = {"type": "object", "properties": {"d": {"type": "string"},
-                                               "a": {"type": "array"}}}
+    schema = {"type": "object", "properties": {"d": {"type": "string"}, "a": {"type": "array"}}}
     text = '{"d": "sizes: [S, M, ] and {x, }", "a": [1, 2, ],}'
     data, repair, err = llm.parse_json(text, schema, False)
     assert err is None and repair == "trailing_comma"
@@ -295,11 +311,14 @@ def test_second_run_makes_zero_requests(server, make_client):
 def test_cache_key_covers_model_version_prompt_and_decoding():
     r = item(1)
     base = llm.cache_key("m", r)
-    variants = [llm.cache_key("m2", r), llm.cache_key("m", item(2)),
-                llm.cache_key("m", item(1, max_tokens=99)),
-                llm.cache_key("m", llm.Request(**{**r.__dict__, "version": "other"})),
-                llm.cache_key("m", llm.Request(**{**r.__dict__, "system": "s"})),
-                llm.cache_key("m", llm.Request(**{**r.__dict__, "temperature": 0.0}))]
+    variants = [
+        llm.cache_key("m2", r),
+        llm.cache_key("m", item(2)),
+        llm.cache_key("m", item(1, max_tokens=99)),
+        llm.cache_key("m", llm.Request(**{**r.__dict__, "version": "other"})),
+        llm.cache_key("m", llm.Request(**{**r.__dict__, "system": "s"})),
+        llm.cache_key("m", llm.Request(**{**r.__dict__, "temperature": 0.0})),
+    ]
     assert base == llm.cache_key("m", item(1)) and base not in variants
     assert len(set(variants)) == len(variants)
 
@@ -309,7 +328,8 @@ def test_cache_rows_record_prompt_version(make_client):
     client.complete(item(1))
     with sqlite3.connect(client.cache.path) as db:
         assert db.execute("SELECT template, version FROM responses").fetchall() == [
-            ("item_description", ITEM.version)]
+            ("item_description", ITEM.version)
+        ]
     assert client.usage_report()["prompt_versions"] == {"item_description": ITEM.version}
 
 
@@ -317,9 +337,21 @@ def test_resume_after_kill_pays_only_for_missing(tmp_path):
     """SIGKILL a worker process mid-run; the rerun sends exactly the unanswered prompts."""
     cache = tmp_path / "c.sqlite"
     with FakeAnthropic(latency=0.05) as srv:
-        cmd = [sys.executable, str(ROOT / "tests" / "llm_demo.py"), "worker", "--base-url",
-               srv.base_url, "--cache", str(cache), "--report", str(tmp_path / "r.json"),
-               "--n", "60", "--workers", "4"]
+        cmd = [
+            sys.executable,
+            str(ROOT / "tests" / "llm_demo.py"),
+            "worker",
+            "--base-url",
+            srv.base_url,
+            "--cache",
+            str(cache),
+            "--report",
+            str(tmp_path / "r.json"),
+            "--n",
+            "60",
+            "--workers",
+            "4",
+        ]
         proc = subprocess.Popen(cmd)
         rows = 0
         while proc.poll() is None and rows < 15:
@@ -341,6 +373,7 @@ def test_resume_after_kill_pays_only_for_missing(tmp_path):
     # A fresh server for the rerun: a request of the killed worker that was still in flight
     # cannot land in its counters (it did on the old server, 1 run in 3 under load).
     import llm_demo
+
     with FakeAnthropic() as srv:
         client = llm.LLM(api_key=KEY, base_url=srv.base_url, cache_path=cache)
         results = client.complete_many(llm_demo.demo_requests("sync", 60))
@@ -350,7 +383,7 @@ def test_resume_after_kill_pays_only_for_missing(tmp_path):
         client.close()
 
 
-# --- batches ---------------------------------------------------------------------------------------
+# --- batches --------------------------------------------------------------------------------------
 
 
 def test_batch_submit_poll_collect_at_half_price(server, make_client):
@@ -372,8 +405,9 @@ def test_batch_submit_poll_collect_at_half_price(server, make_client):
 
 def test_batch_resumes_from_stored_id(server, make_client):
     server.batch_polls = 4
-    first = make_client().run_batch([item(i) for i in range(10)], poll_interval=0.01,
-                                    max_wait=0)  # "interrupted" right after submitting
+    first = make_client().run_batch(
+        [item(i) for i in range(10)], poll_interval=0.01, max_wait=0
+    )  # "interrupted" right after submitting
     assert all(r.error == "batch_pending" for r in first)
     client = make_client()
     results = client.run_batch([item(i) for i in range(10)], poll_interval=0.01)
@@ -391,8 +425,9 @@ def test_batch_failures_fall_back_to_single_calls(server, make_client):
     assert client.usage_report()["reasks"] == 2
     no_fallback = make_client(cache_path=client.cache.path.with_name("other.sqlite"))
     server.add_fault("batch_error", endpoint="batch_item", match="Product 3\n")
-    results = no_fallback.run_batch([item(i) for i in range(6)], poll_interval=0.01,
-                                    sync_fallback=False)
+    results = no_fallback.run_batch(
+        [item(i) for i in range(6)], poll_interval=0.01, sync_fallback=False
+    )
     assert [r.ok for r in results] == [True, True, True, False, True, True]
     assert no_fallback.usage_report()["failure_reasons"] == {"batch_item": 1}
 
@@ -404,7 +439,7 @@ def test_batch_poll_survives_errors(server, make_client):
     assert all(r.ok for r in results)
 
 
-# --- accounting --------------------------------------------------------------------------------------
+# --- accounting -----------------------------------------------------------------------------------
 
 
 def test_dollars_price_table():
@@ -422,12 +457,13 @@ def test_usage_report_matches_what_the_server_billed(server, make_client):
     assert rep["input_tokens"] == server.tokens_billed["input_tokens"]  # re-asks are paid too
     assert rep["output_tokens"] == server.tokens_billed["output_tokens"]
     assert rep["cost_usd"] == pytest.approx(
-        (rep["input_tokens"] * 1 + rep["output_tokens"] * 5) / 1e6, abs=1e-6)
+        (rep["input_tokens"] * 1 + rep["output_tokens"] * 5) / 1e6, abs=1e-6
+    )
     assert (rep["requests"], rep["api_calls"], rep["retries"], rep["reasks"]) == (12, 13, 1, 1)
     json.dumps(rep)  # results-JSON friendly
 
 
-# --- keys ----------------------------------------------------------------------------------------------
+# --- keys -----------------------------------------------------------------------------------------
 
 
 def test_no_key_path(monkeypatch, tmp_path):
@@ -459,8 +495,7 @@ def test_env_files_root_then_home_never_override(monkeypatch, tmp_path):
     assert os.environ["ANTHROPIC_API_KEY"] == "sk-from-env"
 
 
-def test_key_is_never_written_anywhere(server, make_client, tmp_path, caplog, capsys,
-                                       monkeypatch):
+def test_key_is_never_written_anywhere(server, make_client, tmp_path, caplog, capsys, monkeypatch):
     caplog.set_level(logging.DEBUG)  # SDK and httpx debug logs included
     monkeypatch.setenv("ANTHROPIC_API_KEY", KEY)
     server.add_fault("429", retry_after=0.01)
@@ -471,21 +506,29 @@ def test_key_is_never_written_anywhere(server, make_client, tmp_path, caplog, ca
     results += client.run_batch([item(i) for i in range(5, 9)], poll_interval=0.01)
     with socket.socket() as sock:  # a port where nothing listens
         sock.bind(("127.0.0.1", 0))
-        bad = make_client(api_key=None, base_url=f"http://127.0.0.1:{sock.getsockname()[1]}",
-                          max_retries=0)
+        bad = make_client(
+            api_key=None, base_url=f"http://127.0.0.1:{sock.getsockname()[1]}", max_retries=0
+        )
         results.append(bad.complete(item(99)))
     server.add_fault("529", retry_after=0.01)
     with pytest.raises(anthropic.APIStatusError) as e:  # an SDK error a script might print
         client.client.with_options(max_retries=0).messages.create(
-            **llm.message_params(client.model, item(1)))
+            **llm.message_params(client.model, item(1))
+        )
     print(e.value, repr(e.value), e.value.body)
     assert KEY in server.api_keys  # it was used...
     report = tmp_path / "results.json"
-    report.write_text(json.dumps({"llm": client.usage_report(), "repr": repr(client),
-                                  "errors": [r.error for r in results]}))
+    report.write_text(
+        json.dumps(
+            {
+                "llm": client.usage_report(),
+                "repr": repr(client),
+                "errors": [r.error for r in results],
+            }
+        )
+    )
     client.close()
-    texts = {"log": caplog.text, "out": "".join(capsys.readouterr()),
-             "results": report.read_text()}
+    texts = {"log": caplog.text, "out": "".join(capsys.readouterr()), "results": report.read_text()}
     for f in tmp_path.iterdir():  # cache DB, its WAL, the results JSON
         texts[f.name] = f.read_bytes().decode("latin-1")
     assert sum(not r.ok for r in results) == 3 and "c.sqlite" in texts
@@ -545,8 +588,9 @@ def test_unknown_batch_id_is_lost_not_polled_forever(server, make_client):
     client = make_client()
     reqs = [item(i) for i in range(4)]
     keys = [llm.cache_key(client.identity, r) for r in reqs]
-    client.cache.add_batch("msgbatch_0123456789abcdef01234567", client.identity,
-                           dict(zip(keys, reqs)))
+    client.cache.add_batch(
+        "msgbatch_0123456789abcdef01234567", client.identity, dict(zip(keys, reqs))
+    )
     results = client.run_batch(reqs, poll_interval=0.01, max_wait=10)
     assert all(r.ok for r in results)
     assert client.cache.batch_status("msgbatch_0123456789abcdef01234567") == "lost"
@@ -580,8 +624,7 @@ def test_timed_out_submit_adopts_the_created_batch(server, make_client):
     server.add_fault("slow", endpoint="batch_create", delay=1.5)
     client = make_client(timeout=0.5)
     t0 = time.monotonic()
-    results = client.run_batch([item(i) for i in range(5)], poll_interval=0.01,
-                               orphan_wait=10)
+    results = client.run_batch([item(i) for i in range(5)], poll_interval=0.01, orphan_wait=10)
     assert all(r.ok for r in results)
     time.sleep(max(0.0, t0 + 2.0 - time.monotonic()))  # the slow create has surely landed
     assert len(server.batches) == 1  # no second batch
@@ -613,18 +656,21 @@ def test_old_cache_layout_is_moved_aside(tmp_path, caplog):
     assert "layout version 0" in caplog.text
 
 
-def test_failed_cache_write_returns_the_paid_answer_loudly(server, make_client, monkeypatch,
-                                                           caplog):
+def test_failed_cache_write_returns_the_paid_answer_loudly(
+    server, make_client, monkeypatch, caplog
+):
     client = make_client()
 
     def broken(*a, **kw):
         raise sqlite3.OperationalError("disk I/O error")
+
     monkeypatch.setattr(client.cache, "put", broken)
     res = client.complete(item(1))
     assert res.ok and res.data is not None
     assert client.usage_report()["cache_write_failures"] == 1
-    assert any(r.levelno == logging.ERROR and "paid answer" in r.getMessage()
-               for r in caplog.records)
+    assert any(
+        r.levelno == logging.ERROR and "paid answer" in r.getMessage() for r in caplog.records
+    )
 
 
 def test_usage_is_persisted_with_prompt_cache_fields(server, make_client):
@@ -654,11 +700,14 @@ def test_long_retry_after_is_capped_and_logged(server, make_client, caplog):
 def test_setup_logging_once_for_every_script(tmp_path):
     """Audit 8: llm.py's log lines reached no log; a second setup must not double them."""
     log_file = tmp_path / "logs" / "run.log"
-    code = (f"import logging, llm; llm.setup_logging(r'{log_file}'); "
-            f"llm.setup_logging(r'{log_file}'); logging.getLogger('llm').info('hello from llm'); "
-            "logging.getLogger('httpx').info('chatty')")
-    p = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
-                       check=True)
+    code = (
+        f"import logging, llm; llm.setup_logging(r'{log_file}'); "
+        f"llm.setup_logging(r'{log_file}'); logging.getLogger('llm').info('hello from llm'); "
+        "logging.getLogger('httpx').info('chatty')"
+    )
+    p = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
+    )
     text = log_file.read_text()
     assert text.count("hello from llm") == 1 and "INFO llm: hello from llm" in text
     assert p.stderr.count("hello from llm") == 1 and "chatty" not in text
@@ -669,6 +718,7 @@ def test_setup_logging_once_for_every_script(tmp_path):
 
 def _args(argv, monkeypatch, env=None):
     import argparse
+
     for name in ("LLM_BACKEND", "ANTHROPIC_API_KEY"):
         monkeypatch.setenv(name, "")
         monkeypatch.delenv(name)
@@ -685,14 +735,15 @@ def test_llm_option_and_env(monkeypatch):
     assert _args(["--no-llm"], monkeypatch).llm == "none"
     assert _args([], monkeypatch, {"LLM_BACKEND": "local"}).llm == "local"
     assert llm.client_from_args(_args(["--no-llm"], monkeypatch)) == (
-        None, "LLM arms disabled (--llm none)")
+        None,
+        "LLM arms disabled (--llm none)",
+    )
     client, why = llm.client_from_args(_args(["--llm", "claude"], monkeypatch))
     assert client is None and "ANTHROPIC_API_KEY" in why and "\n" not in why
 
 
 def test_auto_prefers_claude_with_a_key(monkeypatch, tmp_path, server):
-    args = _args([], monkeypatch, {"ANTHROPIC_API_KEY": KEY, "ANTHROPIC_BASE_URL":
-                                   server.base_url})
+    args = _args([], monkeypatch, {"ANTHROPIC_API_KEY": KEY, "ANTHROPIC_BASE_URL": server.base_url})
     client, why = llm.client_from_args(args, cache_path=tmp_path / "c.sqlite")
     assert client.backend == "fake" and client.label == llm.DEFAULT_MODEL
     assert llm.DEFAULT_MODEL in why
@@ -717,8 +768,14 @@ def test_default_cache_lives_in_data_cache(monkeypatch, tmp_path):
 
 def test_claude_yes_probability_is_a_cached_score(server, make_client):
     t = TEMPLATES["rerank_pointwise"]
-    reqs = [t.request(user_profile="likes snacks", order_context="party",
-                      candidate=f"Chips {i} (chips pretzels)") for i in range(3)]
+    reqs = [
+        t.request(
+            user_profile="likes snacks",
+            order_context="party",
+            candidate=f"Chips {i} (chips pretzels)",
+        )
+        for i in range(3)
+    ]
     client = make_client()
     p = client.yes_probability(reqs)
     assert all(0 <= x <= 1 for x in p)

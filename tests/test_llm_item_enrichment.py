@@ -1,6 +1,7 @@
 """Experiment 1 (llm_item_enrichment.py): the text tower, zero-shot vectors, the item set, and
 the script end to end against the loopback fake Anthropic server (offline, fast: the sentence
 model is replaced by a deterministic hash embedding)."""
+
 from __future__ import annotations
 
 import hashlib
@@ -20,8 +21,18 @@ KEY = "sk-ant-test-0123456789"
 
 def hash_embed(texts, batch_size=128, progress=True, cache_dir=None):
     """Stand-in for common.embed_texts: a unit vector per text, fixed by its hash."""
-    out = np.stack([np.random.default_rng(int(hashlib.sha1(t.encode()).hexdigest()[:8], 16))
-                    .standard_normal(384) for t in texts]) if texts else np.zeros((0, 384))
+    out = (
+        np.stack(
+            [
+                np.random.default_rng(
+                    int(hashlib.sha1(t.encode()).hexdigest()[:8], 16)
+                ).standard_normal(384)
+                for t in texts
+            ]
+        )
+        if texts
+        else np.zeros((0, 384))
+    )
     return (out / np.linalg.norm(out, axis=1, keepdims=True)).astype(np.float32)
 
 
@@ -51,8 +62,23 @@ def env(small_sample_dir, tmp_path, monkeypatch):
 
 
 def argv(small_sample_dir, out, *extra):
-    return ["--data-dir", str(small_sample_dir), "--users", "300", "--items", "600",
-            "--seeds", "1", "--threads", "1", "--quiet", "--no-tifu", "--out", str(out), *extra]
+    return [
+        "--data-dir",
+        str(small_sample_dir),
+        "--users",
+        "300",
+        "--items",
+        "600",
+        "--seeds",
+        "1",
+        "--threads",
+        "1",
+        "--quiet",
+        "--no-tifu",
+        "--out",
+        str(out),
+        *extra,
+    ]
 
 
 def test_text_item_tower_reads_the_frozen_text(data):
@@ -60,10 +86,20 @@ def test_text_item_tower_reads_the_frozen_text(data):
     ds, _, feats = data
     cfg = C.TowerConfig(epochs=1, hidden=16, dim=8)
     rng = np.random.default_rng(0)
-    a = E.TextTwoTower(cfg, feats, ds.n_users, ds.n_items, text_emb=rng.standard_normal(
-        (ds.n_items, 384)).astype(np.float32))
-    b = E.TextTwoTower(cfg, feats, ds.n_users, ds.n_items, text_emb=rng.standard_normal(
-        (ds.n_items, 384)).astype(np.float32))
+    a = E.TextTwoTower(
+        cfg,
+        feats,
+        ds.n_users,
+        ds.n_items,
+        text_emb=rng.standard_normal((ds.n_items, 384)).astype(np.float32),
+    )
+    b = E.TextTwoTower(
+        cfg,
+        feats,
+        ds.n_users,
+        ds.n_items,
+        text_emb=rng.standard_normal((ds.n_items, 384)).astype(np.float32),
+    )
     assert not np.allclose(a.embed_items(), b.embed_items())
     # the text is frozen: not a parameter the optimiser would update
     assert not any(p is a.item_tower.text for p in a.item_tower.parameters())
@@ -87,7 +123,7 @@ def test_search_and_baselines_stay_inside_the_item_set(data):
     items = np.sort(feats.popularity_order()[:50])
     users = C.restrict_truth(split, items).eval_users()[:40]
     emb = hash_embed([str(i) for i in range(ds.n_items)])
-    ranked = E.search(emb[users % ds.n_items], emb, items)
+    ranked = C.search(emb[users % ds.n_items], emb, items)
     assert np.isin(ranked, items).all()
     for name, r in E.baselines_on(feats, users, items).items():
         assert np.isin(r[r >= 0], items).all(), name
@@ -107,8 +143,8 @@ def test_descriptions_are_keyed_by_product_not_position(env, data):
         fwd, _ = D.describe_items(ds, items, client, progress=False)
         rev, info = D.describe_items(ds, items[::-1], client, progress=False)
         assert fwd == rev and set(fwd) == set(items.tolist())
-        assert info["generated"] == 0       # the second call came from the cache
-        for i, text in fwd.items():         # each text answers its own product's prompt
+        assert info["generated"] == 0  # the second call came from the cache
+        for i, text in fwd.items():  # each text answers its own product's prompt
             prompt = D.description_request(*D.item_fields(ds, np.array([i]))[0]).prompt
             want = json.loads(answer_for(prompt))
             assert text == D.description_text(want)
@@ -129,12 +165,12 @@ def test_script_with_fake_llm_then_rerun_makes_no_call(env, small_sample_dir, ca
     assert res["cost"]["usd_per_1000_items_batches"] > 0
     assert res["item_set"]["items"] == 60 and "--limit" in printed
     assert res["verdict"].startswith("verdict: ") and res["verdict"] in printed
-    for arm in ("zero-shot purchases x description", "random"):   # restricted to the set
+    for arm in ("zero-shot purchases x description", "random"):  # restricted to the set
         assert res["metrics"][arm]["all"]["n_users"] == res["metrics"]["random"]["all"]["n_users"]
     sent = server.counts.copy()
     assert sum(sent.values()) > 0
     E.main(argv(small_sample_dir, out, "--llm", "claude", "--limit", "60", "--no-train"))
-    assert server.counts == sent           # every description came from the cache
+    assert server.counts == sent  # every description came from the cache
     assert json.loads(out.read_text())["metrics"] == res["metrics"]
 
 
@@ -143,9 +179,27 @@ def test_script_without_llm_skips_the_llm_arms(env, small_sample_dir, capsys):
     text tower would load the plain tower's weights)."""
     server, tmp = env
     out = tmp / "r.json"
-    E.main(argv(small_sample_dir, out, "--no-llm", "--limit", "40", "--epochs", "1",
-                "--hidden", "16", "--dim", "8", "--batch-size", "4096", "--users", "100",
-                "--items", "300"))
+    E.main(
+        argv(
+            small_sample_dir,
+            out,
+            "--no-llm",
+            "--limit",
+            "40",
+            "--epochs",
+            "1",
+            "--hidden",
+            "16",
+            "--dim",
+            "8",
+            "--batch-size",
+            "4096",
+            "--users",
+            "100",
+            "--items",
+            "300",
+        )
+    )
     printed = capsys.readouterr().out
     res = json.loads(out.read_text())
     assert "LLM arms skipped" in printed and res["llm_skipped"]

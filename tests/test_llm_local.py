@@ -16,7 +16,8 @@ TINY = llm.TINY_LOCAL_MODEL
 
 pytestmark = pytest.mark.skipif(
     not (llm.local_runtime_installed() and llm.local_model_installed(TINY)),
-    reason="xllamacpp or the tiny model packages are not installed (uv sync)")
+    reason="xllamacpp or the tiny model packages are not installed (uv sync)",
+)
 
 
 @pytest.fixture(scope="module")
@@ -32,8 +33,11 @@ def client(cache_path):
 
 
 BASKET = "Eggs (eggs)\nBacon (hot dogs bacon sausage)\nBagels (breakfast bakery)"
-CANDS = [(11, "Tortilla Chips", "chips pretzels"), (12, "Cola", "soft drinks"),
-         (13, "Baby Wipes", "diapers wipes")]
+CANDS = [
+    (11, "Tortilla Chips", "chips pretzels"),
+    (12, "Cola", "soft drinks"),
+    (13, "Baby Wipes", "diapers wipes"),
+]
 
 
 def occasion():
@@ -41,15 +45,24 @@ def occasion():
 
 
 def rerank():
-    return TEMPLATES["reranker"].request(user_profile="Hosts parties on weekends.",
-                                         candidates=format_candidates(CANDS), n_candidates=3,
-                                         max_tokens=40)
+    return TEMPLATES["reranker"].request(
+        user_profile="Hosts parties on weekends.",
+        candidates=format_candidates(CANDS),
+        n_candidates=3,
+        max_tokens=40,
+    )
 
 
 def pointwise():
     t = TEMPLATES["rerank_pointwise"]
-    return [t.request(user_profile="Hosts parties on weekends.", order_context="party",
-                      candidate=f"{name} ({aisle})") for _, name, aisle in CANDS[:2]]
+    return [
+        t.request(
+            user_profile="Hosts parties on weekends.",
+            order_context="party",
+            candidate=f"{name} ({aisle})",
+        )
+        for _, name, aisle in CANDS[:2]
+    ]
 
 
 def test_identity_and_report(client):
@@ -63,8 +76,9 @@ def test_identity_and_report(client):
 def test_constrained_json_answer_then_cache_hit(client):
     res = client.complete(occasion())
     assert res.ok and not res.cached, res.error
-    assert res.data["occasion"] in TEMPLATES["occasion_label"].schema["properties"][
-        "occasion"]["enum"]
+    assert (
+        res.data["occasion"] in TEMPLATES["occasion_label"].schema["properties"]["occasion"]["enum"]
+    )
     assert llm.validate(res.data, TEMPLATES["occasion_label"].schema) is None
     calls = client.usage_report()["api_calls"]
     again = client.complete(occasion())
@@ -92,8 +106,7 @@ def test_yes_probability_from_logprobs_and_cached(client):
 
 def test_cache_key_separates_models(client):
     req = occasion()
-    assert llm.cache_key(client.identity, req) != llm.cache_key(f"claude:{llm.DEFAULT_MODEL}",
-                                                                req)
+    assert llm.cache_key(client.identity, req) != llm.cache_key(f"claude:{llm.DEFAULT_MODEL}", req)
     other = f"local:{llm.LOCAL_MODELS[llm.DEFAULT_LOCAL_MODEL]['sha256']}"
     assert llm.cache_key(client.identity, req) != llm.cache_key(other, req)
 
@@ -105,6 +118,7 @@ def test_auto_without_key_uses_the_local_model(monkeypatch):
         def __init__(self, model=None, *, backend, **kw):
             seen.update(model=model, backend=backend, **kw)
             self.backend, self.label = backend, f"local {model}"
+
     for name in ("ANTHROPIC_API_KEY", "LLM_BACKEND"):
         monkeypatch.setenv(name, "")
         monkeypatch.delenv(name)

@@ -1,5 +1,6 @@
 """llm_reranker.py end to end on a small generated sample: --llm none, and the LLM arms
 through the real anthropic SDK against the loopback fake API (offline)."""
+
 import json
 import sys
 from pathlib import Path
@@ -34,10 +35,31 @@ def env(tmp_path, monkeypatch, shared_cache):
 
 
 def argv(data_dir, tmp, *extra):
-    return ["--data-dir", str(data_dir), "--users", "200", "--items", "1000", "--epochs", "1",
-            "--seeds", "1", "--no-tifu", "--threads", "1", "--quiet", "--split", "temporal",
-            "--candidate-sets", "faiss@20", "--out", str(tmp / "r.json"),
-            "--answers", str(tmp / "answers.jsonl"), *extra]
+    return [
+        "--data-dir",
+        str(data_dir),
+        "--users",
+        "200",
+        "--items",
+        "1000",
+        "--epochs",
+        "1",
+        "--seeds",
+        "1",
+        "--no-tifu",
+        "--threads",
+        "1",
+        "--quiet",
+        "--split",
+        "temporal",
+        "--candidate-sets",
+        "faiss@20",
+        "--out",
+        str(tmp / "r.json"),
+        "--answers",
+        str(tmp / "answers.jsonl"),
+        *extra,
+    ]
 
 
 def test_llm_none_still_compares_the_rankers(small_sample_dir, env, capsys):
@@ -53,15 +75,28 @@ def test_llm_none_still_compares_the_rankers(small_sample_dir, env, capsys):
     assert res["candidate_recall"]["faiss@20: lightgbm"] == pytest.approx(order)
 
 
-def test_llm_arms_through_the_fake_api_with_malformed_permutations(small_sample_dir, env,
-                                                                   monkeypatch, capsys):
+def test_llm_arms_through_the_fake_api_with_malformed_permutations(
+    small_sample_dir, env, monkeypatch, capsys
+):
     with FakeAnthropic() as server:
         monkeypatch.setenv("ANTHROPIC_API_KEY", KEY)
         monkeypatch.setenv("ANTHROPIC_BASE_URL", server.base_url)
         # two answers with a duplicated and a missing id: repaired and counted, not re-asked
         server.add_fault("bad_ranking", times=2)
-        X.main(argv(small_sample_dir, env, "--llm", "claude", "--eval-users", "4",
-                    "--shuffles", "2", "--mode", "listwise"))
+        X.main(
+            argv(
+                small_sample_dir,
+                env,
+                "--llm",
+                "claude",
+                "--eval-users",
+                "4",
+                "--shuffles",
+                "2",
+                "--mode",
+                "listwise",
+            )
+        )
         sent = server.total_requests
     out = capsys.readouterr().out
     res = json.loads((env / "r.json").read_text())
@@ -72,7 +107,7 @@ def test_llm_arms_through_the_fake_api_with_malformed_permutations(small_sample_
     assert sum(r["repairs"]["duplicate"] for r in recs) == 2
     assert sum(r["repairs"]["missing"] for r in recs) == 2
     assert res["llm_answers"]["faiss@20"]["duplicate"] == 2
-    for r in recs:   # every parsed ranking is a permutation of the candidates
+    for r in recs:  # every parsed ranking is a permutation of the candidates
         assert sorted(r["parsed"]) == sorted(r["candidates"])
         assert sorted(r["shown"]) == sorted(r["candidates"])
     # the same shuffle is shown under every condition; shuffles differ
@@ -93,8 +128,20 @@ def test_llm_arms_through_the_fake_api_with_malformed_permutations(small_sample_
     # a rerun of the unchanged experiment makes no LLM call
     with FakeAnthropic() as server2:
         monkeypatch.setenv("ANTHROPIC_BASE_URL", server2.base_url)
-        X.main(argv(small_sample_dir, env, "--llm", "claude", "--eval-users", "4",
-                    "--shuffles", "2", "--mode", "listwise"))
+        X.main(
+            argv(
+                small_sample_dir,
+                env,
+                "--llm",
+                "claude",
+                "--eval-users",
+                "4",
+                "--shuffles",
+                "2",
+                "--mode",
+                "listwise",
+            )
+        )
         assert server2.total_requests == 0
 
 
@@ -102,8 +149,11 @@ def test_pointwise_mode_scores_every_candidate(small_sample_dir, env, monkeypatc
     with FakeAnthropic() as server:
         monkeypatch.setenv("ANTHROPIC_API_KEY", KEY)
         monkeypatch.setenv("ANTHROPIC_BASE_URL", server.base_url)
-        X.main(argv(small_sample_dir, env, "--llm", "claude", "--eval-users", "2",
-                    "--mode", "pointwise"))
+        X.main(
+            argv(
+                small_sample_dir, env, "--llm", "claude", "--eval-users", "2", "--mode", "pointwise"
+            )
+        )
     recs = [json.loads(x) for x in (env / "answers.jsonl").read_text().splitlines()]
     assert len(recs) == 2 * 4 and all(r["mode"] == "pointwise" for r in recs)
     r = recs[0]
@@ -115,23 +165,25 @@ def test_pointwise_mode_scores_every_candidate(small_sample_dir, env, monkeypatc
 
 
 def test_borda_and_placebo_helpers():
-    assert X.borda([[3, 1, 2], [3, 2, 1]], [1, 2, 3]) == [3, 1, 2]   # tie 1/2: candidate order
+    assert X.borda([[3, 1, 2], [3, 2, 1]], [1, 2, 3]) == [3, 1, 2]  # tie 1/2: candidate order
     assert X.borda([], [5, 4]) == [5, 4]
     t = "the shopper says this order is for: party."
     assert len(X.placebo_like(t)) == len(t) and "party" not in X.placebo_like(t)
 
 
 def test_bad_options_fail_in_one_line(small_sample_dir, env, capsys):
-    for bad in (["--candidate-sets", "faiss@10"], ["--shuffles", "0"],
-                ["--candidate-sets", "bogus"]):
+    for bad in (
+        ["--candidate-sets", "faiss@10"],
+        ["--shuffles", "0"],
+        ["--candidate-sets", "bogus"],
+    ):
         with pytest.raises(SystemExit) as e:
             common.main_guard(lambda bad=bad: X.main(["--data-dir", str(small_sample_dir), *bad]))
         assert e.value.code == 2
         assert capsys.readouterr().err.startswith("error: ")
 
 
-def test_target_order_context_comes_from_the_held_out_order_not_its_items(small_sample_dir,
-                                                                         env):
+def test_target_order_context_comes_from_the_held_out_order_not_its_items(small_sample_dir, env):
     ds = common.load_dataset(small_sample_dir, 200, 1000)
     split = common.split_interactions(ds.interactions, "temporal")
     users = split.eval_users()[:5]

@@ -1,6 +1,7 @@
 """Experiment 2 (llm_user_narration.py): profiles from training rows only, category
 precision, and the script end to end against the loopback fake Anthropic server (offline;
 the sentence model is replaced by a deterministic hash embedding)."""
+
 from __future__ import annotations
 
 import hashlib
@@ -21,8 +22,18 @@ KEY = "sk-ant-test-0123456789"
 
 def hash_embed(texts, batch_size=128, progress=True, cache_dir=None):
     """Stand-in for common.embed_texts: a unit vector per text, fixed by its hash."""
-    out = np.stack([np.random.default_rng(int(hashlib.sha1(t.encode()).hexdigest()[:8], 16))
-                    .standard_normal(384) for t in texts]) if texts else np.zeros((0, 384))
+    out = (
+        np.stack(
+            [
+                np.random.default_rng(
+                    int(hashlib.sha1(t.encode()).hexdigest()[:8], 16)
+                ).standard_normal(384)
+                for t in texts
+            ]
+        )
+        if texts
+        else np.zeros((0, 384))
+    )
     return (out / np.linalg.norm(out, axis=1, keepdims=True)).astype(np.float32)
 
 
@@ -51,9 +62,24 @@ def env(small_sample_dir, tmp_path, monkeypatch):
 
 
 def argv(small_sample_dir, out, *extra):
-    return ["--data-dir", str(small_sample_dir), "--users", "300", "--items", "600",
-            "--seeds", "1", "--threads", "1", "--quiet", "--no-tifu", "--no-train",
-            "--out", str(out), *extra]
+    return [
+        "--data-dir",
+        str(small_sample_dir),
+        "--users",
+        "300",
+        "--items",
+        "600",
+        "--seeds",
+        "1",
+        "--threads",
+        "1",
+        "--quiet",
+        "--no-tifu",
+        "--no-train",
+        "--out",
+        str(out),
+        *extra,
+    ]
 
 
 @pytest.mark.parametrize("mode", ["interaction", "temporal"])
@@ -63,11 +89,14 @@ def test_changing_a_held_out_row_changes_no_profile(data, mode):
     ds = data[0]
     base, altered, _ = with_held_out_rows_altered(ds, mode)
     users = np.arange(ds.n_users)
-    facts = [C.user_profile_facts(d, C.split_interactions(d.interactions, mode).train, users)
-             for d in (base, altered)]
+    facts = [
+        C.user_profile_facts(d, C.split_interactions(d.interactions, mode).train, users)
+        for d in (base, altered)
+    ]
     assert facts[0] == facts[1]
-    assert [C.profile_template_text(f) for f in facts[0]] == \
-        [C.profile_template_text(f) for f in facts[1]]
+    assert [C.profile_template_text(f) for f in facts[0]] == [
+        C.profile_template_text(f) for f in facts[1]
+    ]
     # and the held-out rows do matter when they are (wrongly) included
     leaky = C.user_profile_facts(altered, altered.interactions, users)
     assert leaky != facts[1]
@@ -103,7 +132,7 @@ def test_script_with_fake_llm_then_rerun_makes_no_call(env, small_sample_dir, da
     descriptions not used, a rerun that pays again."""
     server, tmp = env
     ds = data[0]
-    client = llm.LLM()                      # an earlier experiment 1 described 80 items
+    client = llm.LLM()  # an earlier experiment 1 described 80 items
     D.describe_items(ds, np.arange(80), client, progress=False)
     client.close()
     out = tmp / "r.json"
@@ -111,8 +140,13 @@ def test_script_with_fake_llm_then_rerun_makes_no_call(env, small_sample_dir, da
     printed = capsys.readouterr().out
     res = json.loads(out.read_text())
     arms = res["metrics"]
-    assert {"template profile x template items", "LLM narration x template items",
-            "LLM narration x descriptions", "popularity", "top-frequency"} <= set(arms)
+    assert {
+        "template profile x template items",
+        "LLM narration x template items",
+        "LLM narration x descriptions",
+        "popularity",
+        "top-frequency",
+    } <= set(arms)
     assert res["produced_by"]["LLM narration x template items"] == llm.DEFAULT_MODEL
     assert arms["template profile x template items"]["all"]["n_users"] == 60
     assert "80 items with a cached" in printed

@@ -1,4 +1,4 @@
-"""Tests of evals/prompt_registry.py: versions are content hashes and the history file is current."""
+"""Tests of evals/prompt_registry.py: versions are content hashes, the history file is current."""
 
 from __future__ import annotations
 
@@ -20,9 +20,15 @@ def test_versions_file_is_up_to_date_with_the_code():
 
 
 def test_registry_holds_the_experiment_templates():
-    assert set(reg.TEMPLATES) >= {"item_description", "user_narration", "reranker",
-                                  "reranker_context", "description_judge", "occasion_label",
-                                  "rerank_pointwise"}
+    assert set(reg.TEMPLATES) >= {
+        "item_description",
+        "user_narration",
+        "reranker",
+        "reranker_context",
+        "description_judge",
+        "occasion_label",
+        "rerank_pointwise",
+    }
     structured = {n for n, t in reg.TEMPLATES.items() if t.schema}
     # free text: the narration; yes/no: the pointwise reranker (llm.LLM.yes_probability)
     assert structured == set(reg.TEMPLATES) - {"user_narration", "rerank_pointwise"}
@@ -51,8 +57,10 @@ def test_history_records_changes_and_a_revert_reports_the_old_version(tmp_path, 
     assert reg.current_versions()["reranker"] == original.version
     assert reg.record_versions(path, today="2025-03-01") == []  # nothing new to record
     history = json.loads(path.read_text())["reranker"]
-    assert history == [{"version": original.version, "first_seen": "2025-01-01"},
-                       {"version": edited.version, "first_seen": "2025-02-01"}]
+    assert history == [
+        {"version": original.version, "first_seen": "2025-01-01"},
+        {"version": edited.version, "first_seen": "2025-02-01"},
+    ]
 
 
 def test_cli_fails_when_the_file_is_stale(tmp_path, monkeypatch, capsys):
@@ -81,10 +89,16 @@ def test_request_carries_name_version_schema_and_text():
     req = t.request(user_profile="likes fruit", candidates=cands, n_candidates=2)
     assert isinstance(req, llm.Request)
     assert (req.template, req.version, req.schema, req.system) == (
-        "reranker", t.version, t.schema, t.system)
+        "reranker",
+        t.version,
+        t.schema,
+        t.system,
+    )
     assert req.prompt == t.render(user_profile="likes fruit", candidates=cands, n_candidates=2)
-    assert t.request(max_tokens=50, user_profile="p", candidates=cands,
-                     n_candidates=2).max_tokens == 50
+    assert (
+        t.request(max_tokens=50, user_profile="p", candidates=cands, n_candidates=2).max_tokens
+        == 50
+    )
 
 
 def test_rankings_carry_the_permutation_validator_and_never_repair_truncation():
@@ -94,12 +108,16 @@ def test_rankings_carry_the_permutation_validator_and_never_repair_truncation():
         assert t.validator == "permutation" and not t.repair_truncated
     req = reg.TEMPLATES["reranker"].request(user_profile="p", candidates=cands, n_candidates=2)
     assert req.ids == (12, 5) and req.validator == "permutation" and not req.repair_truncated
-    assert reg.TEMPLATES["item_description"].request(
-        product_name="x", aisle="y", department="z").repair_truncated
+    assert (
+        reg.TEMPLATES["item_description"]
+        .request(product_name="x", aisle="y", department="z")
+        .repair_truncated
+    )
 
 
 def test_occasion_label_schema_lists_the_generator_occasions():
     import sample_generator
+
     enum = reg.TEMPLATES["occasion_label"].schema["properties"]["occasion"]["enum"]
     assert set(sample_generator.OCCASIONS) <= set(enum)
     prompt = reg.TEMPLATES["occasion_label"].render(basket="Eggs (eggs)")

@@ -10,7 +10,7 @@ from conftest import with_held_out_rows_altered
 
 import common as c
 
-SMALL = {"n_estimators": 40, "num_leaves": 15, "min_child_samples": 10}   # lightgbm, for speed
+SMALL = {"n_estimators": 40, "num_leaves": 15, "min_child_samples": 10}  # lightgbm, for speed
 SMALL_XGB = {"n_estimators": 40, "max_depth": 4}
 
 
@@ -60,11 +60,11 @@ def test_candidates_faiss_only_and_bought(data):
         u = users[j]
         got = both[both["user"] == u]
         hist = feats.bought(int(u))[0]
-        assert set(got["item"]) == set(ret[j, :10]) | set(hist)        # every bought item is in
+        assert set(got["item"]) == set(ret[j, :10]) | set(hist)  # every bought item is in
         assert set(got.loc[got["from_bought"], "item"]) == set(hist)
         h_only = got[~got["from_faiss"]]
         assert (h_only["tt_rank"] == 11).all() and h_only["tt_score"].isna().all()
-        assert list(got["item"][:10]) == list(ret[j, :10])            # FAISS order first
+        assert list(got["item"][:10]) == list(ret[j, :10])  # FAISS order first
     # the top-N variant: the user's N most bought items, as the top-frequency baseline orders them
     top5 = c.build_candidates(ret, sc, users, feats, c.CandidateConfig(10, bought=5))
     tf = c.top_frequency_ranking(feats, users, k=5)
@@ -79,11 +79,20 @@ def test_candidates_faiss_only_and_bought(data):
 
 
 def test_candidate_recall_hand_check(data):
-    ds, split, feats, users, ret, sc = data.ds, data.split, data.feats, data.users, data.ret, data.sc
+    ds, split, feats, users, ret, sc = (
+        data.ds,
+        data.split,
+        data.feats,
+        data.users,
+        data.ret,
+        data.sc,
+    )
     u0, u1 = int(users[0]), int(users[1])
     t0, t1 = split.truth[u0], split.truth[u1]
     other = np.setdiff1d(np.arange(ds.n_items), np.concatenate([t0, t1]))[:3]
-    cands = c.pd.DataFrame({"user": [u0, u0, u0, u1], "item": [t0[0], other[0], other[1], other[2]]})
+    cands = c.pd.DataFrame(
+        {"user": [u0, u0, u0, u1], "item": [t0[0], other[0], other[1], other[2]]}
+    )
     # u0 finds 1 of its |t0| items, u1 none: recall = (1/|t0| + 0) / 2
     assert c.candidate_recall(cands, np.array([u0, u1]), split) == pytest.approx(1 / len(t0) / 2)
     full = c.pd.DataFrame({"user": np.repeat(u0, len(t0)), "item": t0})
@@ -142,8 +151,9 @@ def test_ranker_features_ignore_held_out_rows(data, mode):
     row = train_rows[len(train_rows) // 3]
     ctl.loc[row, "item"] = (ctl.loc[row, "item"] + 1) % ds.n_items
     ctl_split = c.split_interactions(ctl, mode)
-    X_ctl, _ = c.ranker_features(cands, c.build_features(replace(ds, interactions=ctl),
-                                                         ctl_split.train), model)
+    X_ctl, _ = c.ranker_features(
+        cands, c.build_features(replace(ds, interactions=ctl), ctl_split.train), model
+    )
     assert not same_matrix(X, X_ctl)
 
 
@@ -153,14 +163,14 @@ def test_both_kinds_run_shapes_padding_determinism(data, ranked_setup, kind, par
     cands, X, names = ranked_setup
     r1, info = c.rank_with_gbdt(cands, X, names, users, split, kind, params=params)
     assert r1.shape == (len(users), c.K_MAX) and r1.dtype == np.int64
-    for j in (0, 5, len(users) - 1):     # each list: distinct candidates of that user
+    for j in (0, 5, len(users) - 1):  # each list: distinct candidates of that user
         row = r1[j][r1[j] >= 0]
         assert len(row) == len(set(row))
         assert set(row) <= set(cands.loc[cands["user"] == users[j], "item"])
     assert info["n_candidates"] == len(cands) and len(info["feature_importance"]) == 10
     assert set(info["feature_importance"]) <= set(names)
     r2, _ = c.rank_with_gbdt(cands, X, names, users, split, kind, params=params)
-    assert np.array_equal(r1, r2)                                    # same seed -> same lists
+    assert np.array_equal(r1, r2)  # same seed -> same lists
     # a user with fewer than k candidates gets -1 padding; a shuffled `users` gives the same rows
     few = c.build_candidates(ret, sc, users, feats, c.CandidateConfig(8))
     Xf, nf = c.ranker_features(few, feats)
@@ -210,7 +220,7 @@ def test_no_label_leakage_cross_fitting(data, ranked_setup, kind, params):
     rng = np.random.default_rng(7)
     truth2, test2 = {}, split.test.copy()
     for u, t in split.truth.items():
-        if u in fold_a:   # new held-out items: random candidates of that user, not its old truth
+        if u in fold_a:  # new held-out items: random candidates of that user, not its old truth
             mine = cands.loc[cands["user"] == u, "item"].to_numpy()
             new = rng.choice(np.setdiff1d(mine, t), size=min(len(t), 5), replace=False)
             truth2[u] = np.sort(new)
@@ -223,8 +233,8 @@ def test_no_label_leakage_cross_fitting(data, ranked_setup, kind, params):
     r1, _ = c.rank_with_gbdt(cands, X, names, users, split, kind, params=params)
     r2, _ = c.rank_with_gbdt(cands, X, names, users, split2, kind, params=params)
     a = fold == 0
-    assert np.array_equal(r1[a], r2[a])            # fold A: untouched by its own labels
-    assert not np.array_equal(r1[~a], r2[~a])      # control: the test can fail
+    assert np.array_equal(r1[a], r2[a])  # fold A: untouched by its own labels
+    assert not np.array_equal(r1[~a], r2[~a])  # control: the test can fail
     # and one fold: all users trained and scored by one model, which does leak
     # (guarded: folds must be >= 2)
     with pytest.raises(ValueError):
@@ -254,8 +264,15 @@ def test_rerank_end_to_end_with_model_scores(data):
     ret = np.argsort(-sc, axis=1, kind="stable")[:, :30]
     sc = np.take_along_axis(sc, ret, 1)
     cfg = c.CandidateConfig(30, bought=True)
-    out = c.rerank(model, users, feats, split, cfg, retrieved=(ret, sc),
-                   params={"lightgbm": SMALL, "xgboost": SMALL_XGB})
+    out = c.rerank(
+        model,
+        users,
+        feats,
+        split,
+        cfg,
+        retrieved=(ret, sc),
+        params={"lightgbm": SMALL, "xgboost": SMALL_XGB},
+    )
     assert set(out) == {"lightgbm", "xgboost"}
     for ranked, info in out.values():
         assert ranked.shape == (len(users), c.K_MAX)

@@ -1,6 +1,7 @@
 """evals/report.py on small hand-made results: every experiment gets a section (a missing, a
 failed and an unreadable one say so), tables come from the JSON, plots are written and
 linked, the cost table adds up the LLM usage found anywhere in a JSON, once."""
+
 import json
 from pathlib import Path
 
@@ -12,30 +13,55 @@ from evals import report as R
 def summary(r10: float, std: float | None = 0.01, ci=(0.1, 0.2), n: int = 50) -> dict:
     """A common.summarize()-shaped entry."""
     m = lambda v: {"mean": v, "std": std}
-    part = {"recall@5": m(r10 / 2), "recall@10": m(r10), "recall@20": m(r10 * 1.5),
-            "ndcg@10": m(r10 * 2), "n_users": n}
-    return {"all": part, "repeat": part, "explore": part,
-            "ci95_first_seed": {"recall@10": list(ci)},
-            "per_seed": [{"recall@10": r10 - 0.01}, {"recall@10": r10 + 0.01}]}
+    part = {
+        "recall@5": m(r10 / 2),
+        "recall@10": m(r10),
+        "recall@20": m(r10 * 1.5),
+        "ndcg@10": m(r10 * 2),
+        "n_users": n,
+    }
+    return {
+        "all": part,
+        "repeat": part,
+        "explore": part,
+        "ci95_first_seed": {"recall@10": list(ci)},
+        "per_seed": [{"recall@10": r10 - 0.01}, {"recall@10": r10 + 0.01}],
+    }
 
 
 def usage(calls: int, tin: int, tout: int, usd: float) -> dict:
-    return {"backend": "claude", "model": "claude-haiku", "label": "claude-haiku",
-            "api_calls": calls, "cached": 1, "input_tokens": tin, "output_tokens": tout,
-            "batch_input_tokens": 0, "batch_output_tokens": 0, "total_cost_usd": usd,
-            "busy_s": 2.0}
+    return {
+        "backend": "claude",
+        "model": "claude-haiku",
+        "label": "claude-haiku",
+        "api_calls": calls,
+        "cached": 1,
+        "input_tokens": tin,
+        "output_tokens": tout,
+        "batch_input_tokens": 0,
+        "batch_output_tokens": 0,
+        "total_cost_usd": usd,
+        "busy_s": 2.0,
+    }
 
 
 def experiment(name: str, **extra) -> dict:
-    return {"experiment": name, "question": f"Question of {name}?",
-            "original_finding": f"finding of {name}", "options": {"quick": True},
-            "data": {"source": "generated sample", "users": 300, "items": 1500},
-            "split": {"mode": "interaction", "eval_users": 50}, "seeds": [42, 43],
-            "metrics": {"popularity": summary(0.05), "two-tower": summary(0.1234, 0.0042)},
-            "candidate_recall": {"two-tower": 0.5}, "produced_by": {},
-            "verdict": f"verdict: refuted - {name} numbers", "timings": {"total_s": 12.5},
-            "provenance": {"git_commit": "abcdef1234567", "time_utc": "2026-01-01T00:00:00Z"},
-            **extra}
+    return {
+        "experiment": name,
+        "question": f"Question of {name}?",
+        "original_finding": f"finding of {name}",
+        "options": {"quick": True},
+        "data": {"source": "generated sample", "users": 300, "items": 1500},
+        "split": {"mode": "interaction", "eval_users": 50},
+        "seeds": [42, 43],
+        "metrics": {"popularity": summary(0.05), "two-tower": summary(0.1234, 0.0042)},
+        "candidate_recall": {"two-tower": 0.5},
+        "produced_by": {},
+        "verdict": f"verdict: refuted - {name} numbers",
+        "timings": {"total_s": 12.5},
+        "provenance": {"git_commit": "abcdef1234567", "time_utc": "2026-01-01T00:00:00Z"},
+        **extra,
+    }
 
 
 @pytest.fixture
@@ -48,35 +74,63 @@ def study(tmp_path):
     files = {
         "two_tower": experiment("two_tower", verdict=None),
         "llm_item_enrichment": experiment(
-            "llm_item_enrichment", llm=u, cost={"usd_per_1000_items_batches": 0.5},
-            description_stats={"template": {"words": 10.0, "distinct_tokens": 50,
-                                            "grounded": 1.0, "novel_word_share": 0.0},
-                               "description [haiku]": {"words": 60.0, "distinct_tokens": 400,
-                                                       "grounded": 0.9,
-                                                       "novel_word_share": 0.6}},
-            produced_by={"two-tower": "claude-haiku"}),
-        "llm_reranker": experiment("llm_reranker", llm=usage(5, 500, 100, 0.05),
-                                   verdicts=["verdict: refuted - a", "verdict: confirmed - b"],
-                                   controls={"faiss@20": {
-                                       "none": {"R@10": 0.1, "noise floor": {"rbo": 0.8}},
-                                       "context": {"R@10": 0.12, "noise floor": {"rbo": 0.8},
-                                                   "vs none": {"rbo": 0.6},
-                                                   "vs placebo": {"rbo": 0.65}}}}),
+            "llm_item_enrichment",
+            llm=u,
+            cost={"usd_per_1000_items_batches": 0.5},
+            description_stats={
+                "template": {
+                    "words": 10.0,
+                    "distinct_tokens": 50,
+                    "grounded": 1.0,
+                    "novel_word_share": 0.0,
+                },
+                "description [haiku]": {
+                    "words": 60.0,
+                    "distinct_tokens": 400,
+                    "grounded": 0.9,
+                    "novel_word_share": 0.6,
+                },
+            },
+            produced_by={"two-tower": "claude-haiku"},
+        ),
+        "llm_reranker": experiment(
+            "llm_reranker",
+            llm=usage(5, 500, 100, 0.05),
+            verdicts=["verdict: refuted - a", "verdict: confirmed - b"],
+            controls={
+                "faiss@20": {
+                    "none": {"R@10": 0.1, "noise floor": {"rbo": 0.8}},
+                    "context": {
+                        "R@10": 0.12,
+                        "noise floor": {"rbo": 0.8},
+                        "vs none": {"rbo": 0.6},
+                        "vs placebo": {"rbo": 0.65},
+                    },
+                }
+            },
+        ),
         # the same usage under two keys (as synthetic_context writes it) counts once
-        "exp5_dual_head": experiment("exp5_dual_head",
-                                     alpha_curves={"frozen semantic": [[0.5, 0.6], [0.5, 0.7]],
-                                                   "trainable": [[0.5, 0.4], [0.5, 0.45]]},
-                                     val_loss={"frozen semantic": [2.5, 2.6]},
-                                     llm=u, llm_labels={"usage": u}),
+        "exp5_dual_head": experiment(
+            "exp5_dual_head",
+            alpha_curves={
+                "frozen semantic": [[0.5, 0.6], [0.5, 0.7]],
+                "trainable": [[0.5, 0.4], [0.5, 0.45]],
+            },
+            val_loss={"frozen semantic": [2.5, 2.6]},
+            llm=u,
+            llm_labels={"usage": u},
+        ),
     }
     for name, d in files.items():
         (res / f"{name}_generated_interaction.json").write_text(json.dumps(d))
         (res / ".overnight" / f"{name}.marker").write_text(
             f"step={name}\nstatus=0\nwall_s=30\nresults=results/{name}_generated_interaction"
-            f".json\nlog=logs/{name}.log\ncommand={name}.py --quick --llm none\n")
+            f".json\nlog=logs/{name}.log\ncommand={name}.py --quick --llm none\n"
+        )
     (res / ".overnight" / "llm_user_narration.marker").write_text(
         "step=llm_user_narration\nstatus=1\nwall_s=3\nreason=exit 1: error: boom in narration"
-        "\nlog=logs/llm_user_narration.log\n")
+        "\nlog=logs/llm_user_narration.log\n"
+    )
     return res
 
 
@@ -121,11 +175,12 @@ def test_missing_and_failed_experiments_say_so(study):
 
 def test_failed_step_with_old_results_is_marked_stale(study):
     (study / "llm_user_narration_generated_interaction.json").write_text(
-        json.dumps(experiment("llm_user_narration")))
+        json.dumps(experiment("llm_user_narration"))
+    )
     text, _ = build(study)
     s = section(text, "llm_user_narration.py")
     assert "**Status: failed**" in s and "from an earlier run" in s
-    assert "| two-tower | 0.123 ± 0.004 |" in s          # the old table is still shown
+    assert "| two-tower | 0.123 ± 0.004 |" in s  # the old table is still shown
 
 
 def test_unreadable_results_and_interrupted_step(study):
@@ -139,8 +194,12 @@ def test_unreadable_results_and_interrupted_step(study):
 def test_plots_are_written_and_linked(study):
     text, out = build(study)
     pngs = sorted(p.name for p in out.parent.glob("*.png"))
-    assert {"plot_exp5_alpha.png", "plot_reranker_context.png", "plot_descriptions.png",
-            "plot_two_tower_metrics.png"} <= set(pngs)
+    assert {
+        "plot_exp5_alpha.png",
+        "plot_reranker_context.png",
+        "plot_descriptions.png",
+        "plot_two_tower_metrics.png",
+    } <= set(pngs)
     for png in pngs:
         assert f"]({png})" in text
         assert (out.parent / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -164,7 +223,7 @@ def test_cost_table_adds_usage_once_per_json(study):
     # exp5 has the same usage dict under two keys: counted once
     assert "| 10 | 1 | 1,000 | 200 | $0.2500 |" in row("exp5_dual_head")
     assert "$0.0500" in row("llm_reranker")
-    assert "| 30 s |" in row("two_tower")            # wall time from the step marker
+    assert "| 30 s |" in row("two_tower")  # wall time from the step marker
     total = row("total")
     assert "$0.5500" in total and "| 25 |" in total and "2,500" in total
 
@@ -172,4 +231,4 @@ def test_cost_table_adds_usage_once_per_json(study):
 def test_empty_results_folder_still_gives_a_report(tmp_path):
     (tmp_path / "results").mkdir()
     text, _ = build(tmp_path / "results")
-    assert text.count("**Status: not run**") == len(R.EXPERIMENTS) + 1   # + the evals
+    assert text.count("**Status: not run**") == len(R.EXPERIMENTS) + 1  # + the evals

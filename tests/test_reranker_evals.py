@@ -1,4 +1,5 @@
 """evals/reranker_evals.py: agreement measures, permutation repair, evaluations of answers."""
+
 import json
 
 import numpy as np
@@ -13,7 +14,7 @@ def test_rbo_identical_disjoint_and_top_weighted():
     assert R.rbo(a, list(range(100, 120))) == pytest.approx(0.0)
     top_swap = [1, 0, *a[2:]]
     tail_swap = [*a[:18], 19, 18]
-    assert R.rbo(a, top_swap) < R.rbo(a, tail_swap) < 1.0   # the top weighs more
+    assert R.rbo(a, top_swap) < R.rbo(a, tail_swap) < 1.0  # the top weighs more
 
 
 def test_jaccard_and_kendall_tau():
@@ -27,7 +28,7 @@ def test_jaccard_and_kendall_tau():
 def test_repair_counts_each_kind_and_appends_in_candidate_order():
     cands = [10, 20, 30, 40, 50, 60]
     rep = R.repair_permutation([30, 99, 30, 10, 50, "x"], cands)
-    assert rep.ranking == [30, 10, 50, 20, 40, 60]      # missing appended in candidate order
+    assert rep.ranking == [30, 10, 50, 20, 40, 60]  # missing appended in candidate order
     assert (rep.unknown, rep.duplicate, rep.missing, rep.failed) == (2, 1, 3, False)
     ok = R.repair_permutation([60, 50, 40, 30, 20, 10], cands)
     assert ok.ranking == [60, 50, 40, 30, 20, 10] and not ok.repaired
@@ -35,7 +36,7 @@ def test_repair_counts_each_kind_and_appends_in_candidate_order():
 
 def test_more_than_half_missing_is_a_failure_not_a_ranking():
     cands = list(range(10))
-    assert R.repair_permutation([0, 1, 2, 3], cands).failed        # 6 of 10 missing
+    assert R.repair_permutation([0, 1, 2, 3], cands).failed  # 6 of 10 missing
     assert not R.repair_permutation([0, 1, 2, 3, 4], cands).failed  # exactly half
     assert R.repair_permutation(None, cands).ranking is None
 
@@ -43,29 +44,42 @@ def test_more_than_half_missing_is_a_failure_not_a_ranking():
 def test_reason_matching_is_token_bounded():
     words = R.attribute_words("Green Tea Bags", "tea", "beverages")
     assert R.names_attribute("because they drink Tea daily", words)
-    assert not R.names_attribute("a steak dinner", {"tea"})        # 'tea' inside 'steak'
+    assert not R.names_attribute("a steak dinner", {"tea"})  # 'tea' inside 'steak'
     assert not R.names_attribute("greenery", words)
 
 
 def _rec(user, cond, shuffle, shown, parsed, repairs=None, **kw):
     cands = [1, 2, 3, 4, 5, 6]
-    return {"user": user, "set": "faiss@20", "condition": cond, "shuffle": shuffle,
-            "mode": "listwise", "model": "fake", "candidates": cands, "shown": shown,
-            "names": [f"item {i}" for i in cands], "aisles": ["tea"] * 6,
-            "departments": ["beverages"] * 6, "context": "", "raw": json.dumps(
-                {"ranking": parsed}), "parsed": parsed,
-            "repairs": repairs or {"unknown": 0, "duplicate": 0, "missing": 0,
-                                   "failed": False}, **kw}
+    return {
+        "user": user,
+        "set": "faiss@20",
+        "condition": cond,
+        "shuffle": shuffle,
+        "mode": "listwise",
+        "model": "fake",
+        "candidates": cands,
+        "shown": shown,
+        "names": [f"item {i}" for i in cands],
+        "aisles": ["tea"] * 6,
+        "departments": ["beverages"] * 6,
+        "context": "",
+        "raw": json.dumps({"ranking": parsed}),
+        "parsed": parsed,
+        "repairs": repairs or {"unknown": 0, "duplicate": 0, "missing": 0, "failed": False},
+        **kw,
+    }
 
 
 def test_evaluate_answers_rates_noise_floor_and_shift(tmp_path):
     a, b = [1, 2, 3, 4, 5, 6], [6, 5, 4, 3, 2, 1]
-    recs = [_rec(0, "none", 0, a, a), _rec(0, "none", 1, b, a),          # stable: floor 1
-            _rec(0, "context", 0, a, b, {"unknown": 1, "duplicate": 0, "missing": 1,
-                                         "failed": False}),
-            _rec(0, "context", 1, b, b),
-            _rec(1, "none", 0, a, None, {"failed": True}),
-            _rec(1, "none", 1, b, b, reason="likes tea")]
+    recs = [
+        _rec(0, "none", 0, a, a),
+        _rec(0, "none", 1, b, a),  # stable: floor 1
+        _rec(0, "context", 0, a, b, {"unknown": 1, "duplicate": 0, "missing": 1, "failed": False}),
+        _rec(0, "context", 1, b, b),
+        _rec(1, "none", 0, a, None, {"failed": True}),
+        _rec(1, "none", 1, b, b, reason="likes tea"),
+    ]
     res = R.evaluate_answers(recs)
     assert res["hallucination"]["answers_with_unknown_ids_pct"] == pytest.approx(100 / 6, abs=0.01)
     assert res["repairs_per_100_answers"]["failed"] == pytest.approx(100 / 6, abs=0.01)
@@ -73,7 +87,7 @@ def test_evaluate_answers_rates_noise_floor_and_shift(tmp_path):
     blk = res["per_set"]["faiss@20 (listwise)"]
     assert blk["noise_floor"]["none"]["rbo"] == pytest.approx(1.0)
     assert blk["shift_vs_none"]["context"]["tau"] == pytest.approx(-1.0)
-    assert blk["echo_tau"]["context"] == pytest.approx(0.0)   # one echo (+1), one reversal (-1)
+    assert blk["echo_tau"]["context"] == pytest.approx(0.0)  # one echo (+1), one reversal (-1)
     assert res["reasoning_alignment"]["share_naming_top_item_attribute"] == 1.0
     path = tmp_path / "answers.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in recs))

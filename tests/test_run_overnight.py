@@ -1,6 +1,7 @@
 """run_overnight.sh: order, statuses, resumability. The real script runs in a temporary copy
 of the repository layout whose steps are tiny fake scripts (OVERNIGHT_PYTHON = this Python),
 so each test takes about a second and needs neither data nor models."""
+
 import os
 import shutil
 import signal
@@ -11,11 +12,17 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-EXPERIMENTS = ["two_tower", "llm_item_enrichment", "llm_user_narration", "llm_reranker",
-               "synthetic_context", "exp5_dual_head"]
+EXPERIMENTS = [
+    "two_tower",
+    "llm_item_enrichment",
+    "llm_user_narration",
+    "llm_reranker",
+    "synthetic_context",
+    "exp5_dual_head",
+]
 LLM_STEPS = {"llm_item_enrichment", "llm_user_narration", "llm_reranker", "synthetic_context"}
 
-FAKE = r'''
+FAKE = r"""
 import json, os, signal, sys, time
 from pathlib import Path
 sys.path.insert(0, os.getcwd())
@@ -37,7 +44,7 @@ else:
     out = Path("results") / f"{name}_generated_interaction.json"
 out.parent.mkdir(parents=True, exist_ok=True)
 out.write_text(json.dumps({"experiment": name, "argv": sys.argv[1:], "t": time.time_ns()}))
-'''
+"""
 
 
 @pytest.fixture
@@ -55,16 +62,27 @@ def repo(tmp_path):
         "import os\n"
         "def llm_available():\n    return bool(os.environ.get('ANTHROPIC_API_KEY'))\n"
         "def local_status():\n"
-        "    return None if os.environ.get('FAKE_LOCAL') else 'local model not installed'\n")
+        "    return None if os.environ.get('FAKE_LOCAL') else 'local model not installed'\n"
+    )
     return tmp_path
 
 
 def run(repo, *args, env=None, check=True):
-    e = {k: v for k, v in os.environ.items()
-         if not k.startswith(("FAKE_", "LLM_BACKEND", "ANTHROPIC_API_KEY"))}
+    e = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("FAKE_", "LLM_BACKEND", "ANTHROPIC_API_KEY"))
+    }
     e.update({"OVERNIGHT_PYTHON": sys.executable, **(env or {})})
-    p = subprocess.run(["bash", str(repo / "run_overnight.sh"), *args], cwd=repo, env=e,
-                       capture_output=True, text=True, timeout=60, check=False)
+    p = subprocess.run(
+        ["bash", str(repo / "run_overnight.sh"), *args],
+        cwd=repo,
+        env=e,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     if check:
         assert p.returncode == 0, p.stdout + p.stderr
     return p
@@ -118,20 +136,19 @@ def test_rerun_skips_finished_steps_and_redoes_the_failed_one(repo):
 
 
 def test_killed_run_resumes_where_it_stopped(repo):
-    run(repo, "--llm", "none")             # results of other settings are already there
+    run(repo, "--llm", "none")  # results of other settings are already there
     calls(repo)
-    p = run(repo, "--quick", "--llm", "none", env={"FAKE_KILL": "llm_user_narration"},
-            check=False)
+    p = run(repo, "--quick", "--llm", "none", env={"FAKE_KILL": "llm_user_narration"}, check=False)
     assert p.returncode == -signal.SIGKILL
     assert calls(repo) == ["two_tower", "llm_item_enrichment", "llm_user_narration"]
     run(repo, "--quick", "--llm", "none")
-    assert calls(repo) == ALL[2:]          # the killed step is not taken as done
+    assert calls(repo) == ALL[2:]  # the killed step is not taken as done
 
 
 def test_changed_options_rerun(repo):
     run(repo, "--quick", "--llm", "none")
     calls(repo)
-    run(repo, "--llm", "none")             # full settings after quick: a new configuration
+    run(repo, "--llm", "none")  # full settings after quick: a new configuration
     assert calls(repo) == ALL
     p = run(repo, "--llm", "local", "--dry-run")
     assert "two_tower: skipped: up to date" in p.stdout
@@ -139,9 +156,9 @@ def test_changed_options_rerun(repo):
 
 
 def test_llm_backend_that_auto_resolves_to_reruns_only_the_llm_steps(repo):
-    run(repo, "--llm", "auto")             # no key, no local model: LLM arms skipped
+    run(repo, "--llm", "auto")  # no key, no local model: LLM arms skipped
     calls(repo)
-    p = run(repo, "--llm", "auto", env={"FAKE_LOCAL": "1"})   # same options, now local
+    p = run(repo, "--llm", "auto", env={"FAKE_LOCAL": "1"})  # same options, now local
     assert "LLM: local" in p.stdout
     assert "llm_reranker: running" in p.stdout
     # the backend --llm auto resolves to reaches only the LLM steps
@@ -152,11 +169,11 @@ def test_edited_code_reruns_the_steps_that_run_it(repo):
     run(repo, "--llm", "none")
     calls(repo)
     with open(repo / "exp5_dual_head.py", "a") as f:
-        f.write("# edited\n")              # an uncommitted edit of one script
+        f.write("# edited\n")  # an uncommitted edit of one script
     p = run(repo, "--llm", "none")
     assert "exp5_dual_head: running" in p.stdout and "two_tower: skipped: up to date" in p.stdout
     assert calls(repo) == ["exp5_dual_head", "run_evals", "report"]
-    (repo / "common.py").write_text("# shared code, edited\n")   # shared code: every step
+    (repo / "common.py").write_text("# shared code, edited\n")  # shared code: every step
     run(repo, "--llm", "none")
     assert calls(repo) == ALL
 
@@ -196,7 +213,7 @@ def test_options_reach_the_steps(repo, tmp_path):
         assert args[args.index("--data-dir") + 1] == str(data)
         assert args[args.index("--threads") + 1] == "1"
         assert ("--llm" in args) == (s in LLM_STEPS)
-        assert ("--quick" in args) == (s != "two_tower")   # two_tower.py has no --quick
+        assert ("--quick" in args) == (s != "two_tower")  # two_tower.py has no --quick
     assert "--seeds" in lines["two_tower"] and "--reranker-users" in lines["run_evals"]
 
 

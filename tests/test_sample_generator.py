@@ -13,7 +13,7 @@ import sample_generator as sg
 FILES = sg.KAGGLE_FILES + ("order_occasions.csv",)
 HEADERS = {
     "orders.csv": "order_id,user_id,eval_set,order_number,order_dow,order_hour_of_day,"
-                  "days_since_prior_order",
+    "days_since_prior_order",
     "order_products__prior.csv": "order_id,product_id,add_to_cart_order,reordered",
     "order_products__train.csv": "order_id,product_id,add_to_cart_order,reordered",
     "products.csv": "product_id,product_name,aisle_id,department_id",
@@ -39,8 +39,9 @@ def test_same_seed_identical_different_seed_differs(small, tmp_path):
     for f in FILES:
         assert filecmp.cmp(small / f, again / f, shallow=False), f
     assert not filecmp.cmp(small / "orders.csv", other / "orders.csv", shallow=False)
-    assert not filecmp.cmp(small / "order_products__prior.csv",
-                           other / "order_products__prior.csv", shallow=False)
+    assert not filecmp.cmp(
+        small / "order_products__prior.csv", other / "order_products__prior.csv", shallow=False
+    )
     assert not list(tmp_path.glob(".*tmp*")), "temp dirs left behind"
 
 
@@ -83,8 +84,10 @@ def test_orders_values(frames):
 def test_order_products(frames):
     o, p = frames["orders.csv"], frames["products.csv"]
     es = o.set_index("order_id").eval_set
-    for name, kind in (("order_products__prior.csv", "prior"),
-                       ("order_products__train.csv", "train")):
+    for name, kind in (
+        ("order_products__prior.csv", "prior"),
+        ("order_products__train.csv", "train"),
+    ):
         op = frames[name]
         assert (es.reindex(op.order_id) == kind).all(), name
         assert op.product_id.isin(p.product_id).all()
@@ -98,7 +101,8 @@ def test_order_products(frames):
     assert set(train.order_id) == set(o.order_id[o.eval_set == "train"])
     # reordered == 1 exactly when the user bought the product in an earlier order
     rows = pd.concat([frames["order_products__prior.csv"], train]).merge(
-        o[["order_id", "user_id", "order_number"]])
+        o[["order_id", "user_id", "order_number"]]
+    )
     rows = rows.sort_values(["user_id", "product_id", "order_number"])
     expect = rows.duplicated(["user_id", "product_id"]).astype(int)
     assert (rows.reordered == expect).all()
@@ -125,8 +129,12 @@ def test_small_sizes_and_full_catalogue_names(tmp_path):
 
 
 def test_occasion_shifts_aisle_mix(frames):
-    rows = frames["order_products__prior.csv"].merge(frames["products.csv"]).merge(
-        frames["order_occasions.csv"]).merge(frames["aisles.csv"])
+    rows = (
+        frames["order_products__prior.csv"]
+        .merge(frames["products.csv"])
+        .merge(frames["order_occasions.csv"])
+        .merge(frames["aisles.csv"])
+    )
     share = pd.crosstab(rows.occasion, rows.aisle, normalize="index")
     base = rows.aisle.value_counts(normalize=True)
     assert share.loc["party", "chips"] > 1.5 * base["chips"]
@@ -151,17 +159,25 @@ def test_occasion_carries_signal(small):
 REAL = os.environ.get(sg.DATA_ENV)
 
 
-@pytest.mark.skipif(not (REAL and all((Path(REAL) / f).is_file() for f in sg.KAGGLE_FILES)),
-                    reason=f"${sg.DATA_ENV} does not point at the real Kaggle-layout folder")
+@pytest.mark.skipif(
+    not (REAL and all((Path(REAL) / f).is_file() for f in sg.KAGGLE_FILES)),
+    reason=f"${sg.DATA_ENV} does not point at the real Kaggle-layout folder",
+)
 def test_calibration_against_real(tmp_path):
     real = Path(REAL)
     n_users = pd.read_csv(real / "orders.csv", usecols=["user_id"]).user_id.nunique()
     n_products = len(pd.read_csv(real / "products.csv", usecols=["product_id"]))
     gen = sg.generate(tmp_path / "g", n_users, n_products, seed=42, progress=False)
     t = sg.calibration_table(gen, real)
-    headline = ["basket size mean", "reorder rate", "orders/user p50", "days since prior mean",
-                "days share <=7", "top 1% of bought items: row share",
-                "distinct products/user mean"]
+    headline = [
+        "basket size mean",
+        "reorder rate",
+        "orders/user p50",
+        "days since prior mean",
+        "days share <=7",
+        "top 1% of bought items: row share",
+        "distinct products/user mean",
+    ]
     assert t.loc[headline, "ok"].all(), t.loc[headline]
     dept = t[t.index.str.startswith("dept ")]
     assert ((dept.generated - dept.real).abs() < 0.01).all(), dept

@@ -1,4 +1,5 @@
 """Two-tower model: the in-batch loss, determinism, saving, FAISS retrieval, the script."""
+
 import json
 import os
 import subprocess
@@ -39,6 +40,7 @@ def test_repeated_items_and_users_are_not_negatives(setup, purchases):
 
 def test_logq_changes_the_loss(setup):
     import torch
+
     ds, _, feats = setup
     model = C.TwoTower(C.TowerConfig(**TINY), feats, ds.n_users, ds.n_items)
     u, i = np.arange(16), np.arange(16) * 3
@@ -62,13 +64,17 @@ def infonce_by_hand(ue, ie, users, items, temperature, log_q=None) -> float:
             cols = [j for j in range(n) if j == r or not same[r, j]]
             total += np.log(np.exp(scores[r, cols]).sum()) - scores[r, r]
         return total / n
-    return (cross_entropy(u2i, items[:, None] == items[None, :])
-            + cross_entropy(logits.T, users[:, None] == users[None, :])) / 2
+
+    return (
+        cross_entropy(u2i, items[:, None] == items[None, :])
+        + cross_entropy(logits.T, users[:, None] == users[None, :])
+    ) / 2
 
 
 @pytest.mark.parametrize("purchases", ["none", "centroid"])
 def test_infonce_and_logq_by_hand_on_three_rows(setup, purchases):
     import torch
+
     ds, _, feats = setup
     torch.manual_seed(0)
     model = C.TwoTower(C.TowerConfig(purchases=purchases, **TINY), feats, ds.n_users, ds.n_items)
@@ -76,9 +82,11 @@ def test_infonce_and_logq_by_hand_on_three_rows(setup, purchases):
     rng = np.random.default_rng(0)
     log_q = np.log(rng.dirichlet(np.full(ds.n_items, 0.3)) + 1e-6).astype(np.float32)
     log_q_t = torch.as_tensor(log_q)
-    batches = {"distinct": (np.array([3, 7, 11]), np.array([0, 40, 9])),
-               "repeated item": (np.array([3, 7, 11]), np.array([40, 9, 40])),
-               "repeated user": (np.array([7, 3, 7]), np.array([0, 40, 9]))}
+    batches = {
+        "distinct": (np.array([3, 7, 11]), np.array([0, 40, 9])),
+        "repeated item": (np.array([3, 7, 11]), np.array([40, 9, 40])),
+        "repeated user": (np.array([7, 3, 7]), np.array([0, 40, 9])),
+    }
     for name, (u, i) in batches.items():
         ue, ie = model.embed_users(u), ie_all[i]
         for lq, lq_t in ((None, None), (log_q, log_q_t)):
@@ -100,8 +108,9 @@ def test_same_seed_same_numbers_and_saved_model_reloads(setup):
     np.testing.assert_array_equal(a.embed_items(), b.embed_items())
     np.testing.assert_array_equal(a.embed_users(users), b.embed_users(users))
     assert a.training_log["epochs"][0]["val_loss"] == b.training_log["epochs"][0]["val_loss"]
-    other = C.train_two_tower(ds, split, feats, C.TowerConfig(**{**TINY, "seed": 7}),
-                              use_saved=False, progress=False)
+    other = C.train_two_tower(
+        ds, split, feats, C.TowerConfig(**{**TINY, "seed": 7}), use_saved=False, progress=False
+    )
     assert not np.array_equal(a.embed_items(), other.embed_items())
     loaded = C.train_two_tower(ds, split, feats, cfg, use_saved=True, progress=False)
     assert loaded.loaded_from is not None
@@ -113,7 +122,9 @@ def test_same_seed_same_numbers_and_saved_model_reloads(setup):
 def test_embeddings_are_unit_norm_and_faiss_is_exact(setup):
     ds, split, feats = setup
     users = split.eval_users()
-    model = C.train_two_tower(ds, split, feats, C.TowerConfig(**TINY), use_saved=False, progress=False)
+    model = C.train_two_tower(
+        ds, split, feats, C.TowerConfig(**TINY), use_saved=False, progress=False
+    )
     ue, ie = model.embed_users(users), model.embed_items()
     assert ue.shape == (len(users), 16) and ie.shape == (ds.n_items, 16)
     np.testing.assert_allclose(np.linalg.norm(ie, axis=1), 1.0, atol=1e-5)
@@ -129,13 +140,35 @@ def test_script_runs_end_to_end(small_sample_dir, tmp_path):
     """two_tower.py end to end, one seed (determinism is checked in-process above), in a
     temp cache; needs no .git folder (a source copy has none: the commit is then null)."""
     out = tmp_path / "r.json"
-    cmd = [sys.executable, "two_tower.py", "--data-dir", str(small_sample_dir), "--users", "300",
-           "--items", "1500", "--epochs", "1", "--hidden", "32", "--seeds", "1", "--quiet",
-           "--retrain", "--no-cache", "--rankers", "lightgbm", "--candidates", "faiss@20+bought",
-           "--out", str(out)]
-    env = {**os.environ, "INSTACART_CACHE_DIR": str(tmp_path / "cache")}   # not the repo's data/
-    p = subprocess.run(cmd, cwd=C.REPO, capture_output=True, text=True, timeout=300, check=False,
-                       env=env)
+    cmd = [
+        sys.executable,
+        "two_tower.py",
+        "--data-dir",
+        str(small_sample_dir),
+        "--users",
+        "300",
+        "--items",
+        "1500",
+        "--epochs",
+        "1",
+        "--hidden",
+        "32",
+        "--seeds",
+        "1",
+        "--quiet",
+        "--retrain",
+        "--no-cache",
+        "--rankers",
+        "lightgbm",
+        "--candidates",
+        "faiss@20+bought",
+        "--out",
+        str(out),
+    ]
+    env = {**os.environ, "INSTACART_CACHE_DIR": str(tmp_path / "cache")}  # not the repo's data/
+    p = subprocess.run(
+        cmd, cwd=C.REPO, capture_output=True, text=True, timeout=300, check=False, env=env
+    )
     assert p.returncode == 0, p.stderr[-2000:]
     assert "top-frequency + popular" in p.stdout and "two-tower" in p.stdout
     a = json.loads(out.read_text())
