@@ -104,30 +104,6 @@ STOP = frozenset(
 )
 _TOKEN = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
 _PROMPT = re.compile(r"Product: (?P<name>.*)\nAisle: (?P<aisle>.*)\nDepartment: (?P<dept>.*)\n")
-# Instacart's 21 department names (and the words they are matched by on token boundaries)
-DEPARTMENTS = (
-    "frozen",
-    "other",
-    "bakery",
-    "produce",
-    "alcohol",
-    "international",
-    "beverages",
-    "pets",
-    "dry goods pasta",
-    "bulk",
-    "personal care",
-    "meat seafood",
-    "pantry",
-    "breakfast",
-    "canned goods",
-    "dairy eggs",
-    "household",
-    "babies",
-    "snacks",
-    "deli",
-    "missing",
-)
 # words of a department name that are specific enough to flag another department's product
 DEPT_FLAG_WORDS = {
     "frozen": {"frozen"},

@@ -186,8 +186,8 @@ MUTATIONS = [
         "llm-cache-key-no-model",
         "LLM cache key ignores the model",
         "llm.py",
-        '    blob = {"model": model, "template": req.template,',
-        '    blob = {"template": req.template,',
+        '        "model": model,\n        "template": req.template,\n',
+        '        "template": req.template,\n',
         ("tests/test_llm.py",),
     ),
     M(
