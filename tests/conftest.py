@@ -1,15 +1,20 @@
 """Shared fixtures (one small generated sample per test session) and helpers."""
 
 import dataclasses
+import hashlib
 import os
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from fake_anthropic import FakeAnthropic
 
 import common
+import llm
 import sample_generator as sg
+
+FAKE_KEY = "sk-ant-test-0123456789"  # what the loopback fake server accepts; not a real key
 
 
 @pytest.fixture(scope="session")
@@ -70,3 +75,34 @@ def with_held_out_rows_altered(ds: common.Dataset, mode: str, seed: int = 0):
     mod["reordered"] = kaggle_reordered(mod)
     assert (mod["item"].to_numpy()[held] != inter["item"].to_numpy()[held]).all()
     return base, dataclasses.replace(ds, interactions=mod), held
+
+
+def hash_embed(texts, batch_size=128, progress=True, cache_dir=None):
+    """Stand-in for common.embed_texts in fast tests: a unit vector per text, fixed by its hash."""
+    if not texts:
+        return np.zeros((0, 384), np.float32)
+    out = np.stack(
+        [
+            np.random.default_rng(
+                int(hashlib.sha1(t.encode()).hexdigest()[:8], 16)
+            ).standard_normal(384)
+            for t in texts
+        ]
+    )
+    return (out / np.linalg.norm(out, axis=1, keepdims=True)).astype(np.float32)
+
+
+@pytest.fixture
+def fake_llm_env(tmp_path, monkeypatch):
+    """An experiment's main() against the loopback fake Anthropic server: a fresh data cache
+    and LLM cache under tmp_path, hash embeddings, no .env read. Yields (server, tmp_path)."""
+    monkeypatch.setattr(common, "CACHE_DIR", tmp_path / "cache")
+    monkeypatch.setattr(common, "embed_texts", hash_embed)
+    monkeypatch.setattr(llm, "ENV_FILES", [])
+    for v in ("LLM_MODEL", "LLM_BACKEND"):
+        monkeypatch.delenv(v, raising=False)
+    with FakeAnthropic(batch_polls=0) as server:
+        monkeypatch.setenv("ANTHROPIC_API_KEY", FAKE_KEY)
+        monkeypatch.setenv("ANTHROPIC_BASE_URL", server.base_url)
+        monkeypatch.setenv("LLM_CACHE_PATH", str(tmp_path / "llm.sqlite"))
+        yield server, tmp_path

@@ -4,36 +4,17 @@ model is replaced by a deterministic hash embedding)."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 
 import numpy as np
 import pytest
-from fake_anthropic import FakeAnthropic, answer_for
+from conftest import hash_embed
+from fake_anthropic import answer_for
 
 import common as C
 import llm
 import llm_item_enrichment as E
 from evals import description_evals as D
-
-KEY = "sk-ant-test-0123456789"
-
-
-def hash_embed(texts, batch_size=128, progress=True, cache_dir=None):
-    """Stand-in for common.embed_texts: a unit vector per text, fixed by its hash."""
-    out = (
-        np.stack(
-            [
-                np.random.default_rng(
-                    int(hashlib.sha1(t.encode()).hexdigest()[:8], 16)
-                ).standard_normal(384)
-                for t in texts
-            ]
-        )
-        if texts
-        else np.zeros((0, 384))
-    )
-    return (out / np.linalg.norm(out, axis=1, keepdims=True)).astype(np.float32)
 
 
 @pytest.fixture(scope="module")
@@ -44,21 +25,6 @@ def data(small_sample_dir, tmp_path_factory):
     split = C.split_interactions(ds.interactions)
     yield ds, split, C.build_features(ds, split.train)
     mp.undo()
-
-
-@pytest.fixture
-def env(small_sample_dir, tmp_path, monkeypatch):
-    """Fake server + fresh LLM cache + fake embeddings + a tmp data cache for main()."""
-    monkeypatch.setattr(C, "CACHE_DIR", tmp_path / "cache")
-    monkeypatch.setattr(C, "embed_texts", hash_embed)
-    monkeypatch.setattr(llm, "ENV_FILES", [])
-    for v in ("LLM_MODEL", "LLM_BACKEND"):
-        monkeypatch.delenv(v, raising=False)
-    with FakeAnthropic(batch_polls=0) as server:
-        monkeypatch.setenv("ANTHROPIC_API_KEY", KEY)
-        monkeypatch.setenv("ANTHROPIC_BASE_URL", server.base_url)
-        monkeypatch.setenv("LLM_CACHE_PATH", str(tmp_path / "llm.sqlite"))
-        yield server, tmp_path
 
 
 def argv(small_sample_dir, out, *extra):
@@ -133,9 +99,9 @@ def test_search_and_baselines_stay_inside_the_item_set(data):
     np.testing.assert_array_equal(top, full)
 
 
-def test_descriptions_are_keyed_by_product_not_position(env, data):
+def test_descriptions_are_keyed_by_product_not_position(fake_llm_env, data):
     """Bug caught: descriptions matched to items by list position (the original's defect)."""
-    _, tmp = env
+    _, tmp = fake_llm_env
     ds = data[0]
     client = llm.LLM(cache_path=tmp / "d.sqlite")
     try:
@@ -152,9 +118,9 @@ def test_descriptions_are_keyed_by_product_not_position(env, data):
         client.close()
 
 
-def test_script_with_fake_llm_then_rerun_makes_no_call(env, small_sample_dir, capsys):
+def test_script_with_fake_llm_then_rerun_makes_no_call(fake_llm_env, small_sample_dir, capsys):
     """Bugs caught: no LLM arm / no label / no cost; a rerun that pays again."""
-    server, tmp = env
+    server, tmp = fake_llm_env
     out = tmp / "r.json"
     E.main(argv(small_sample_dir, out, "--llm", "claude", "--limit", "60", "--no-train"))
     printed = capsys.readouterr().out
@@ -174,10 +140,10 @@ def test_script_with_fake_llm_then_rerun_makes_no_call(env, small_sample_dir, ca
     assert json.loads(out.read_text())["metrics"] == res["metrics"]
 
 
-def test_script_without_llm_skips_the_llm_arms(env, small_sample_dir, capsys):
+def test_script_without_llm_skips_the_llm_arms(fake_llm_env, small_sample_dir, capsys):
     """Bugs caught: an LLM arm run without an LLM; trained variants saved under one key (the
     text tower would load the plain tower's weights)."""
-    server, tmp = env
+    server, tmp = fake_llm_env
     out = tmp / "r.json"
     E.main(
         argv(
@@ -211,7 +177,7 @@ def test_script_without_llm_skips_the_llm_arms(env, small_sample_dir, capsys):
     assert sum(server.counts.values()) == 0
 
 
-def test_bad_option_is_one_line_error(env, small_sample_dir, capsys):
+def test_bad_option_is_one_line_error(fake_llm_env, small_sample_dir, capsys):
     with pytest.raises(SystemExit) as e:
         C.main_guard(lambda: E.main(argv(small_sample_dir, "x.json", "--limit", "3")))
     assert e.value.code == 2 and "--limit" in capsys.readouterr().err

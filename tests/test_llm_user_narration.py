@@ -4,37 +4,16 @@ the sentence model is replaced by a deterministic hash embedding)."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 
 import numpy as np
 import pytest
 from conftest import with_held_out_rows_altered
-from fake_anthropic import FakeAnthropic
 
 import common as C
 import llm
 import llm_user_narration as N
 from evals import description_evals as D
-
-KEY = "sk-ant-test-0123456789"
-
-
-def hash_embed(texts, batch_size=128, progress=True, cache_dir=None):
-    """Stand-in for common.embed_texts: a unit vector per text, fixed by its hash."""
-    out = (
-        np.stack(
-            [
-                np.random.default_rng(
-                    int(hashlib.sha1(t.encode()).hexdigest()[:8], 16)
-                ).standard_normal(384)
-                for t in texts
-            ]
-        )
-        if texts
-        else np.zeros((0, 384))
-    )
-    return (out / np.linalg.norm(out, axis=1, keepdims=True)).astype(np.float32)
 
 
 @pytest.fixture(scope="module")
@@ -45,20 +24,6 @@ def data(small_sample_dir, tmp_path_factory):
     split = C.split_interactions(ds.interactions)
     yield ds, split
     mp.undo()
-
-
-@pytest.fixture
-def env(small_sample_dir, tmp_path, monkeypatch):
-    monkeypatch.setattr(C, "CACHE_DIR", tmp_path / "cache")
-    monkeypatch.setattr(C, "embed_texts", hash_embed)
-    monkeypatch.setattr(llm, "ENV_FILES", [])
-    for v in ("LLM_MODEL", "LLM_BACKEND"):
-        monkeypatch.delenv(v, raising=False)
-    with FakeAnthropic(batch_polls=0) as server:
-        monkeypatch.setenv("ANTHROPIC_API_KEY", KEY)
-        monkeypatch.setenv("ANTHROPIC_BASE_URL", server.base_url)
-        monkeypatch.setenv("LLM_CACHE_PATH", str(tmp_path / "llm.sqlite"))
-        yield server, tmp_path
 
 
 def argv(small_sample_dir, out, *extra):
@@ -127,10 +92,12 @@ def test_top_department_and_category_precision_by_hand(data):
     assert N.category_precision(ds, ranked, t)[0] == pytest.approx(3 / 10)
 
 
-def test_script_with_fake_llm_then_rerun_makes_no_call(env, small_sample_dir, data, capsys):
+def test_script_with_fake_llm_then_rerun_makes_no_call(
+    fake_llm_env, small_sample_dir, data, capsys
+):
     """Bugs caught: narration arm missing or unlabelled, no paired verdict, cached item
     descriptions not used, a rerun that pays again."""
-    server, tmp = env
+    server, tmp = fake_llm_env
     ds = data[0]
     client = llm.LLM()  # an earlier experiment 1 described 80 items
     D.describe_items(ds, np.arange(80), client, progress=False)
@@ -160,8 +127,8 @@ def test_script_with_fake_llm_then_rerun_makes_no_call(env, small_sample_dir, da
     assert server.counts == sent
 
 
-def test_script_without_llm(env, small_sample_dir, capsys):
-    server, tmp = env
+def test_script_without_llm(fake_llm_env, small_sample_dir, capsys):
+    server, tmp = fake_llm_env
     out = tmp / "r.json"
     N.main(argv(small_sample_dir, out, "--llm", "none", "--eval-users", "30"))
     printed = capsys.readouterr().out
