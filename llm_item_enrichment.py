@@ -40,8 +40,8 @@ import torch
 from scipy import sparse
 
 import common as C
+import descriptions as D
 import llm
-from evals import description_evals as D
 from evals.prompt_registry import versions_used
 
 # ---------------------------------------------------------------------------------------------

@@ -36,8 +36,8 @@ import argparse
 import numpy as np
 
 import common as C
+import descriptions as D
 import llm
-from evals import description_evals as D
 from evals.prompt_registry import TEMPLATES, versions_used
 
 # ---------------------------------------------------------------------------------------------

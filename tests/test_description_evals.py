@@ -10,6 +10,7 @@ import pytest
 from fake_anthropic import FakeAnthropic
 
 import common as C
+import descriptions as S
 import llm
 from evals import description_evals as D
 
@@ -18,16 +19,16 @@ KEY = "sk-ant-test-0123456789"
 
 def test_words_match_on_token_boundaries():
     """Bug caught: substring matching ('tea' found in 'steak', 'pet' in 'carpet')."""
-    assert not D.grounded(set(D.tokens("A juicy steak.")), "tea", "beverages")
-    assert D.grounded(set(D.tokens("Green TEA, loose leaf.")), "tea", "beverages")
-    assert D.grounded(set(D.tokens("Keep in the dairy case")), "milk", "dairy eggs")
-    assert D.contradiction(set(D.tokens("Cleans carpets")), "Rug Shampoo", "household") is None
+    assert not S.grounded(set(S.tokens("A juicy steak.")), "tea", "beverages")
+    assert S.grounded(set(S.tokens("Green TEA, loose leaf.")), "tea", "beverages")
+    assert S.grounded(set(S.tokens("Keep in the dairy case")), "milk", "dairy eggs")
+    assert S.contradiction(set(S.tokens("Cleans carpets")), "Rug Shampoo", "household") is None
 
 
 def test_contradiction_flags():
     """Bug caught: organic flagged for an organic product, or another department's word
     not flagged."""
-    flag = lambda text, name, dept: D.contradiction(set(D.tokens(text)), name, dept)
+    flag = lambda text, name, dept: S.contradiction(set(S.tokens(text)), name, dept)
     assert flag("An organic whole milk.", "Whole Milk", "dairy eggs") == "organic"
     assert flag("An organic whole milk.", "Organic Whole Milk", "dairy eggs") is None
     assert flag("Keep frozen until use.", "Whole Milk", "dairy eggs") == "department:frozen"
@@ -42,7 +43,7 @@ def test_description_stats_by_hand():
         ["fresh fruits"] * 3,
         ["produce"] * 3,
     )
-    s = D.description_stats(texts, names, aisles, depts)
+    s = S.description_stats(texts, names, aisles, depts)
     assert s["n"] == 3 and s["words"] == pytest.approx((3 + 3 + 4) / 3)
     assert s["distinct_1"] == pytest.approx(7 / 10)  # red apple crisp fresh tart green fruit
     assert s["distinct_2"] == pytest.approx(5 / 7)
@@ -66,7 +67,7 @@ def test_reads_cached_descriptions_per_model_without_api_calls(tmp_path, monkeyp
             c = llm.LLM(model, api_key=KEY, base_url=server.base_url, cache_path=cache)
             c.complete_many(
                 [
-                    D.description_request(f"Product {i}", "tea", "beverages")
+                    S.description_request(f"Product {i}", "tea", "beverages")
                     for i in range(5 if model.endswith("1") else 3)
                 ]
             )

@@ -12,9 +12,9 @@ from conftest import hash_embed
 from fake_anthropic import answer_for
 
 import common as C
+import descriptions as D
 import llm
 import llm_item_enrichment as E
-from evals import description_evals as D
 
 
 @pytest.fixture(scope="module")

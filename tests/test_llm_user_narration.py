@@ -11,9 +11,9 @@ import pytest
 from conftest import with_held_out_rows_altered
 
 import common as C
+import descriptions as D
 import llm
 import llm_user_narration as N
-from evals import description_evals as D
 
 
 @pytest.fixture(scope="module")
