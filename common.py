@@ -2296,6 +2296,7 @@ def rerank(
 TABLE_COLUMNS = ["R@5", "R@10", "R@20", "NDCG@10", "R@20 repeat", "R@20 explore", "cand. recall"]
 REFERENCE_BASELINE = "top-frequency + popular"  # the strong simple baseline of paired gains
 VERDICTS = ("confirmed", "refuted", "inconclusive")
+MIN_VERDICT_USERS = 200  # LLM arms: EXPERIMENTS.md's minimum evaluation users for a finding
 
 
 def add_experiment_args(parser, seeds: int = 3):
@@ -2575,10 +2576,18 @@ class Experiment:
             )
         return out
 
-    def verdict(self, status: str, sentence: str) -> str:
-        """The closing line every experiment prints (EXPERIMENTS.md)."""
+    def verdict(self, status: str, sentence: str, n_users: int | None = None) -> str:
+        """The closing line every experiment prints (EXPERIMENTS.md). An LLM arm's verdict
+        passes `n_users`: below MIN_VERDICT_USERS a confirmed / refuted is reported as
+        inconclusive (a smoke run is not a finding), with the reason in the line."""
         if status not in VERDICTS:
             raise ConfigError(f"verdict must be one of {', '.join(VERDICTS)}")
+        if n_users is not None and n_users < MIN_VERDICT_USERS and status != "inconclusive":
+            sentence += (
+                f" [would read '{status}', but {n_users} users < {MIN_VERDICT_USERS}: "
+                "not a finding]"
+            )
+            status = "inconclusive"
         self.verdict_line = f"verdict: {status} - {sentence}"
         print(self.verdict_line)
         return self.verdict_line

@@ -1125,9 +1125,10 @@ class LocalBackend:
             body.update(max_tokens=1, logprobs=True, top_logprobs=20)
         elif req.schema is not None:
             schema = req.schema
-            if req.validator == "permutation" and req.ids:
-                # Constrain the ids themselves (the grammar cannot enforce uniqueness; the
-                # permutation validator still checks it).
+            if req.ids and "ranking" in schema.get("properties", {}):
+                # Constrain the ids themselves, whoever validates the answer (the grammar
+                # cannot enforce uniqueness; the permutation validator or the caller's
+                # counted repair still checks it).
                 schema = json.loads(json.dumps(schema))
                 schema["properties"]["ranking"].update(
                     items={"type": "integer", "enum": list(req.ids)},

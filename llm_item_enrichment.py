@@ -458,6 +458,7 @@ def main(argv=None):
                 f"[{gc['ci95'][0]:+.4f}, {gc['ci95'][1]:+.4f}]; original: 0.0019 vs 0.0010, "
                 "'marginal'"
             ),
+            n_users=g["n_users"],
         )
     else:
         exp.verdict(

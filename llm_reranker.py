@@ -235,9 +235,10 @@ def llm_rerank(
                             candidates=lines,
                             n_candidates=len(shown),
                         )
-                    # schema only: the permutation check and its counted repairs are ours
-                    # (repair_permutation), so a near-permutation is kept, not re-asked
-                    reqs.append(dataclasses.replace(req, validator=None, ids=None))
+                    # the ids still constrain a local model's answer, but the permutation
+                    # check and its counted repairs are ours (repair_permutation), so a
+                    # near-permutation is kept, not re-asked
+                    reqs.append(dataclasses.replace(req, validator=None))
                 else:
                     for i in shown:
                         reqs.append(
@@ -772,6 +773,7 @@ def verdicts(exp, sets, client, why, shift_stats, has_occ, gains):
         f"R@10 {fmt_ci(g)} over {exp.gain(ctx_arm, lgbm)['n_users']} users "
         f"('competitive' = interval above -{COMPETITIVE_MARGIN}); {base} "
         f"{fmt_ci(g_order)}",
+        n_users=exp.gain(ctx_arm, lgbm)["n_users"],
     )
     st = shift_stats.get(first, {})
     sh = st.get("extra_shift_context_vs_placebo")
@@ -802,7 +804,7 @@ def verdicts(exp, sets, client, why, shift_stats, has_occ, gains):
             "confirmed" if real else "refuted" if sh["ci95"][1] < SHIFT_MARGIN else "inconclusive"
         )
         text += " (no positive control on these rows: no true occasions)"
-    s2 = exp.verdict(status, text)
+    s2 = exp.verdict(status, text, n_users=sh["n"])
     return s1, s2
 
 

@@ -275,6 +275,7 @@ def main(argv=None):
                 f"{d.mean():+.3f}, 95% CI [{lo:+.3f}, {hi:+.3f}], {len(d)} users; base rate "
                 f"{base.mean():.3f}); original 0.767 vs 0.167 on 6 users"
             ),
+            n_users=len(d),
         )
     else:
         r10 = exp.summary()[t_arm]["all"]["recall@10"]["mean"]

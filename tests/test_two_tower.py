@@ -176,3 +176,14 @@ def test_script_runs_end_to_end(small_sample_dir, tmp_path):
     assert "git_commit" in a["provenance"] and a["provenance"]["versions"]["torch"]
     assert "ci95_first_seed" in a["metrics"]["two-tower"]
     assert any("lightgbm" in name for name in a["metrics"])
+
+
+def test_llm_verdict_below_the_minimum_users_is_inconclusive(capsys):
+    """Bug caught: a smoke run's 'confirmed' / 'refuted' reported as a finding."""
+    exp = object.__new__(C.Experiment)  # verdict() needs no data
+    line = exp.verdict("refuted", "LLM minus LightGBM -0.08", n_users=2)
+    assert line.startswith("verdict: inconclusive - ") and "2 users < 200" in line
+    assert exp.verdict("refuted", "x", n_users=C.MIN_VERDICT_USERS).startswith("verdict: refuted")
+    assert exp.verdict("confirmed", "x").startswith("verdict: confirmed")  # training arms
+    with pytest.raises(C.ConfigError):
+        exp.verdict("maybe", "x")
