@@ -387,7 +387,8 @@ def verdict(exp, gains, sgains, base_std):
     is the one over training seeds (it holds seed noise, which the first seed's paired interval
     over users does not); with one seed, the paired interval. Confirmed when it lies below 0,
     refuted when it rules out a drop of MIN_EFFECT, else inconclusive. The truth arms say
-    whether a real occasion signal helps: paired interval above 0 AND every seed's gain > 0."""
+    whether a real occasion signal helps: paired interval above 0, every seed's gain > 0, and
+    a paired interval over users above its random-label control's."""
 
     def ci(a):
         return sgains[a]["ci95"] or gains[a][METRIC]["ci95"]
@@ -409,17 +410,27 @@ def verdict(exp, gains, sgains, base_std):
     )
     truth_arms = [a for a in ("true fractions", "context true") if a in gains]
     if truth_arms:
+        # a truth arm helps only if it also beats its random-label control on every seed
+        # (a random context can "help" too, through extra capacity or noise)
+        control = {"true fractions": "random fractions", "context true": "context random"}
+
+        def beats_control(a):  # paired over users (first seed), interval above 0
+            c = control[a]
+            return c not in exp.runs or exp.gain(a, c, (METRIC,))[METRIC]["ci95"][0] > 0
+
         helps = [
             a
             for a in truth_arms
-            if gains[a][METRIC]["ci95"][0] > 0 and min(sgains[a]["per_seed"]) > 0
+            if gains[a][METRIC]["ci95"][0] > 0
+            and min(sgains[a]["per_seed"]) > 0
+            and beats_control(a)
         ]
         s += "; true occasions: " + ", ".join(f"{a} {fmt(a)}" for a in truth_arms)
         s += (
             " - a real occasion signal helps, so the original negative result is about random "
             "labels (noise), not about labels being synthetic"
             if helps
-            else " - no arm with true occasions gains on every seed"
+            else " - no arm with true occasions beats both the baseline and its random control"
         )
     if "context random" in gains:
         s += f"; context random {fmt('context random')}"
