@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import llm
+import sample_generator
 
 VERSIONS_PATH = Path(__file__).resolve().parent / "prompt_versions.json"
 
@@ -212,18 +213,8 @@ DESCRIPTION_JUDGE = Template(
     max_tokens=200,
 )
 
-# Order occasions of the generated sample (sample_generator.OCCASIONS), plus "other".
-OCCASIONS = (
-    "weekly_restock",
-    "weeknight_dinner",
-    "healthy_eating",
-    "party",
-    "snacks",
-    "breakfast",
-    "household",
-    "baby",
-    "other",
-)
+# Order occasions of the generated sample (defined once, by the generator), plus "other".
+OCCASIONS = (*sample_generator.OCCASIONS, "other")
 
 OCCASION_LABEL = Template(
     name="occasion_label",
