@@ -15,7 +15,8 @@ usage() {
     cat <<'EOF'
 usage: bash run_overnight.sh [--quick] [--data-dir DIR] [--llm auto|claude|local|none]
                              [--no-llm] [--split interaction|temporal] [--threads N]
-                             [--steps LIST] [--force] [--dry-run] [-h|--help]
+                             [--steps LIST] [--args STEP="OPTIONS"]... [--force] [--dry-run]
+                             [-h|--help]
 
 Runs the study in order, each step with its own log under logs/ and a one-line status:
   two_tower  llm_item_enrichment  llm_user_narration  llm_reranker  synthetic_context
@@ -32,6 +33,10 @@ options:
   --split S        the split passed to every experiment (default: the scripts' default)
   --threads N      torch CPU threads per step (default: torch's choice)
   --steps LIST     comma list of steps to consider (default: all, in the order above)
+  --args STEP="OPTIONS"
+                   extra options for one step's script, e.g. sizes for a local-model run:
+                   --args llm_reranker="--eval-users 100" (repeatable; part of the step's
+                   command line, so changing them reruns the step)
   --force          rerun the selected steps even when their results are up to date
   --dry-run        print what would run or be skipped, run nothing
   -h, --help       this help
@@ -63,19 +68,27 @@ MARKERS=results/.overnight
 SUMMARY=logs/overnight_summary.txt
 
 QUICK=0 FORCE=0 DRY=0 DATA_DIR="" LLM=${LLM_BACKEND:-auto} SPLIT="" THREADS="" STEPS=""
+declare -A STEP_ARGS=()
+add_step_args() {   # STEP=OPTIONS
+    local step=${1%%=*}
+    [[ $1 == *=* && " ${ALL_STEPS[*]} " == *" $step "* ]] ||
+        die "--args needs STEP=OPTIONS with a step among: ${ALL_STEPS[*]}"
+    STEP_ARGS[$step]=${1#*=}
+}
 while [[ $# -gt 0 ]]; do
     case $1 in
         --quick) QUICK=1 ;;
         --force) FORCE=1 ;;
         --dry-run) DRY=1 ;;
         --no-llm) LLM=none ;;
-        --data-dir|--llm|--split|--threads|--steps)
+        --data-dir|--llm|--split|--threads|--steps|--args)
             [[ $# -ge 2 && -n $2 ]] || die "$1 needs a value (see --help)"
             case $1 in
                 --data-dir) DATA_DIR=$2 ;; --llm) LLM=$2 ;; --split) SPLIT=$2 ;;
-                --threads) THREADS=$2 ;; --steps) STEPS=$2 ;;
+                --threads) THREADS=$2 ;; --steps) STEPS=$2 ;; --args) add_step_args "$2" ;;
             esac
             shift ;;
+        --args=*) add_step_args "${1#*=}" ;;
         --data-dir=*) DATA_DIR=${1#*=} ;;
         --llm=*) LLM=${1#*=} ;;
         --split=*) SPLIT=${1#*=} ;;
@@ -200,11 +213,19 @@ build_cmd() {   # sets CMD (script + options) for step $1
             CMD=("$s.py")
             [[ $QUICK -eq 1 ]] && CMD+=(--quick) ;;
     esac
-    case $s in evals|report) return ;; esac
+    case $s in evals|report) append_step_args "$s"; return ;; esac
     [[ $LLM_STEPS == *" $s "* ]] && CMD+=(--llm "$LLM")
     [[ -n $DATA_DIR ]] && CMD+=(--data-dir "$DATA_DIR")
     [[ -n $SPLIT ]] && CMD+=(--split "$SPLIT")
     [[ -n $THREADS ]] && CMD+=(--threads "$THREADS")
+    append_step_args "$s"
+}
+append_step_args() {   # the step's --args options, word-split
+    local extra
+    if [[ -n ${STEP_ARGS[$1]:-} ]]; then
+        read -r -a extra <<< "${STEP_ARGS[$1]}"
+        CMD+=("${extra[@]}")
+    fi
     return 0
 }
 
