@@ -182,3 +182,17 @@ def test_calibration_against_real(tmp_path):
     dept = t[t.index.str.startswith("dept ")]
     assert ((dept.generated - dept.real).abs() < 0.01).all(), dept
     assert t.ok.mean() >= 0.9, t[~t.ok]
+
+
+def test_calibration_reads_kaggle_zip_files(small, tmp_path):
+    """Kaggle ships name.csv.zip: --calibrate reads those as it reads plain .csv."""
+    import zipfile
+
+    zipped = tmp_path / "zipped"
+    zipped.mkdir()
+    for f in sg.KAGGLE_FILES:
+        with zipfile.ZipFile(zipped / f"{f}.zip", "w", zipfile.ZIP_DEFLATED) as z:
+            z.write(small / f, arcname=f)
+    assert sg._real_dir(str(zipped)) == zipped  # no "lacks orders.csv" exit
+    t = sg.calibration_table(small, zipped)
+    assert (t.rel_diff.fillna(0).abs() < 1e-12).all(), t
