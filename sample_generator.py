@@ -807,9 +807,7 @@ def _read(d: Path, name: str, **kw) -> pd.DataFrame:
 def _stats(d: Path) -> dict[str, float]:
     """Headline statistics of a Kaggle-layout folder (prior orders only)."""
     orders = _read(d, "orders.csv", usecols=["order_id", "user_id", "days_since_prior_order"])
-    prior = _read(
-        d, "order_products__prior.csv", usecols=["order_id", "product_id", "reordered"]
-    )
+    prior = _read(d, "order_products__prior.csv", usecols=["order_id", "product_id", "reordered"])
     products = _read(d, "products.csv", usecols=["product_id", "department_id"])
     depts = _read(d, "departments.csv")
     s: dict[str, float] = {}
