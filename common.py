@@ -2473,6 +2473,33 @@ def table_row(s: dict, cand_recall=None) -> dict:
     }
 
 
+PIPELINE_SCRIPT = "two_tower"  # whose best pipeline row every experiment table carries
+SAME_DATA_KEYS = ("source", "sampling", "users", "items", "rows")
+
+
+def pipeline_reference(
+    data: dict, split_mode: str, split_seed: int, results_dir: Path | None = None
+) -> tuple[str, dict, Path] | None:
+    """The best pipeline row of two_tower.py's results on the same data and split (highest
+    mean NDCG@10 among its two-tower arms): (row label, its summarize() dict, the file), or
+    None when two_tower.py has not been run on this data and split. A reference only: its
+    per-user lists are not saved, so no paired gain is computed against it."""
+    src = "generated" if "generated" in data["source"] else "csv"
+    path = Path(results_dir or RESULTS_DIR) / f"{PIPELINE_SCRIPT}_{src}_{split_mode}.json"
+    try:
+        r = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    same = all(r.get("data", {}).get(k) == data.get(k) for k in SAME_DATA_KEYS)
+    if not same or r.get("split", {}).get("seed") != split_seed:
+        return None
+    arms = {a: m for a, m in r.get("metrics", {}).items() if a.startswith("two-tower")}
+    if not arms:
+        return None
+    best = max(arms, key=lambda a: arms[a]["all"]["ndcg@10"]["mean"])
+    return f"{PIPELINE_SCRIPT}.py best: {best}", arms[best], path
+
+
 class Experiment:
     """The protocol every script shares: data -> the one split -> features (training rows
     only) -> reference baselines -> arms -> table, paired gains, verdict, results JSON.
@@ -2514,6 +2541,19 @@ class Experiment:
         self.labels: dict[str, str] = {}  # arm -> who produced it (an LLM's name)
         self.timings: dict[str, float] = {}
         self.verdict_line = None
+        # two_tower.py's best pipeline row on this data and split, when it has been run
+        ref = (
+            None
+            if name == PIPELINE_SCRIPT
+            else pipeline_reference(self.ds.summary(), self.split.mode, self.split.seed)
+        )
+        self.references = {} if ref is None else {ref[0]: ref[1]}
+        self.reference_note = (
+            f"{ref[0]}: from {ref[2].name} (reference row; no paired gains)"
+            if ref
+            else f"no {PIPELINE_SCRIPT}.py results on this data and split: run it first for "
+            "the best pipeline reference row"
+        )
         print(
             f"{name}: {self.ds.source} | split {self.split.mode} (split seed {self.split.seed}): "
             f"{len(self.split.train):,} train rows, {len(self.split.test):,} held-out rows, "
@@ -2580,7 +2620,10 @@ class Experiment:
 
     def table(self, arms=None, columns=TABLE_COLUMNS) -> str:
         rows = {}
-        for arm, s in self.summary().items():
+        summary = self.summary()
+        if arms is None:  # the full table also carries two_tower.py's best pipeline row
+            summary = {**self.references, **summary}
+        for arm, s in summary.items():
             if arms is None or arm in arms:
                 name = arm + (f" [{self.labels[arm]}]" if arm in self.labels else "")
                 rows[name] = {
@@ -2594,6 +2637,8 @@ class Experiment:
         if title:
             print(title)
         print(self.table(arms, columns))
+        if arms is None:
+            print(f"({self.reference_note})")
         n = len(self.seeds)
         print(
             f"(mean±std over {n} training seed(s) for trained arms; repeat = held-out items "
@@ -2672,6 +2717,7 @@ class Experiment:
                 "seeds": self.seeds,
                 "device": self.device,
                 "metrics": self.summary(),
+                "references": self.references,
                 "candidate_recall": self.cand_recall,
                 "produced_by": self.labels,
                 "verdict": self.verdict_line,

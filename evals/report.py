@@ -203,17 +203,35 @@ def seconds(v) -> str:
     return f"{v:.0f} s" if v < 120 else f"{v / 60:.1f} min"
 
 
-def metrics_table(d: dict) -> str:
+def pipeline_references(d: dict, results_dir: Path) -> dict:
+    """two_tower.py's best pipeline row on the same data and split: the one the results
+    file recorded, else looked up now (results written before the row existed)."""
+    if isinstance(d.get("references"), dict):
+        return d["references"]
+    if d.get("experiment") == "two_tower" or not get(d, "data", "source"):
+        return {}
+    import common  # lazy: torch is imported only for this fallback
+
+    ref = common.pipeline_reference(
+        d["data"], get(d, "split", "mode"), get(d, "split", "seed"), results_dir
+    )
+    return {} if ref is None else {ref[0]: ref[1]}
+
+
+def metrics_table(d: dict, results_dir: Path | None = None) -> str:
     metrics = d.get("metrics") or {}
     if not metrics:
         return "_No metrics in the results file._"
     labels, cands = d.get("produced_by") or {}, d.get("candidate_recall") or {}
+    refs = pipeline_references(d, results_dir) if results_dir else d.get("references") or {}
     rows = []
-    for arm, s in list(metrics.items())[:MAX_ARMS]:
+    for arm, s in list({**refs, **metrics}.items())[: MAX_ARMS + len(refs)]:
         ci = get(s, "ci95_first_seed", "recall@10")
         rows.append(
             [
-                arm + (f" [{labels[arm]}]" if arm in labels else ""),
+                arm
+                + (f" [{labels[arm]}]" if arm in labels else "")
+                + (" (reference)" if arm in refs else ""),
                 mean_std(s, "all", "recall@10"),
                 f"[{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "-",
                 mean_std(s, "all", "recall@20"),
@@ -659,7 +677,7 @@ def experiment_section(
     if skipped:
         lines.append(f"LLM arms skipped: {skipped}.")
         lines.append("")
-    lines.append(metrics_table(d))
+    lines.append(metrics_table(d, results_dir))
     lines.append("")
     for fname in [
         try_plot(plot_metrics, name, d, plot_dir, notes=notes),

@@ -199,6 +199,30 @@ MUTATIONS = [
         "pool_size[order_user])\n",
         ("tests/test_sample_generator.py",),
     ),
+    M(
+        "loss-user-gather",
+        "a batch's repeated users get another user's vector (dedupe gather wrong)",
+        "common.py",
+        "        ue = ue[torch.as_tensor(inverse.reshape(-1), device=d)]\n",
+        "        ue = ue[torch.as_tensor(np.sort(inverse.reshape(-1)), device=d)]\n",
+        ("tests/test_two_tower.py",),
+    ),
+    M(
+        "pipeline-reference-any-data",
+        "two_tower.py's reference row taken from a run on other data",
+        "common.py",
+        '    same = all(r.get("data", {}).get(k) == data.get(k) for k in SAME_DATA_KEYS)\n',
+        "    same = True\n",
+        ("tests/test_two_tower.py",),
+    ),
+    M(
+        "calibrate-plain-csv-only",
+        "--calibrate cannot read Kaggle's .csv.zip",
+        "sample_generator.py",
+        '    for suffix in ("", ".zip", ".gz"):\n',
+        '    for suffix in ("",):\n',
+        ("tests/test_sample_generator.py",),
+    ),
 ]
 
 

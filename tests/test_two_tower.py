@@ -187,3 +187,32 @@ def test_llm_verdict_below_the_minimum_users_is_inconclusive(capsys):
     assert exp.verdict("confirmed", "x").startswith("verdict: confirmed")  # training arms
     with pytest.raises(C.ConfigError):
         exp.verdict("maybe", "x")
+
+
+def test_pipeline_reference_is_the_best_row_on_the_same_data_and_split(tmp_path):
+    """Every experiment table carries two_tower.py's best pipeline row, but only from a
+    run on the same data and split: another sample or split must give no row."""
+
+    def arm(ndcg):
+        return {"all": {"ndcg@10": {"mean": ndcg, "std": 0.0}}}
+
+    data = {"source": "generated sample (v)", "sampling": {"n_users": 9}, "users": 9}
+    data.update(items=5, rows=40, orders=7, load_seconds=0.1)
+    results = {
+        "data": {**data, "load_seconds": 3.0},  # load time is not part of "same data"
+        "split": {"mode": "interaction", "seed": 42},
+        "metrics": {
+            "top-frequency": arm(0.9),  # a baseline, not a pipeline row
+            "two-tower": arm(0.3),
+            "two-tower faiss@50+bought + lightgbm": arm(0.5),
+            "two-tower faiss@20 + xgboost": arm(0.4),
+        },
+    }
+    (tmp_path / "two_tower_generated_interaction.json").write_text(json.dumps(results))
+    label, summary, path = C.pipeline_reference(data, "interaction", 42, tmp_path)
+    assert path.name == "two_tower_generated_interaction.json"
+    assert label == "two_tower.py best: two-tower faiss@50+bought + lightgbm"
+    assert summary["all"]["ndcg@10"]["mean"] == 0.5
+    assert C.pipeline_reference({**data, "rows": 41}, "interaction", 42, tmp_path) is None
+    assert C.pipeline_reference(data, "interaction", 7, tmp_path) is None
+    assert C.pipeline_reference(data, "temporal", 42, tmp_path) is None
