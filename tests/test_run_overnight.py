@@ -57,12 +57,14 @@ def repo(tmp_path):
     for name in ("run_evals", "report"):
         (tmp_path / "evals" / f"{name}.py").write_text(FAKE)
     (tmp_path / "common.py").write_text("# shared code\n")
-    # llm.py stand-in: the two functions run_overnight.sh asks which backend --llm auto means
+    # llm.py stand-in: run_overnight.sh asks llm.resolve_backend what --llm means
     (tmp_path / "llm.py").write_text(
         "import os\n"
-        "def llm_available():\n    return bool(os.environ.get('ANTHROPIC_API_KEY'))\n"
-        "def local_status():\n"
-        "    return None if os.environ.get('FAKE_LOCAL') else 'local model not installed'\n"
+        "def resolve_backend(choice):\n"
+        "    if choice == 'none':\n        return None, 'LLM arms disabled (--llm none)'\n"
+        "    if choice in ('auto', 'local') and os.environ.get('FAKE_LOCAL'):\n"
+        "        return 'local', ''\n"
+        "    return None, 'local model not installed'\n"
     )
     return tmp_path
 
