@@ -239,9 +239,15 @@ def main(argv=None):
     )
     print(C.format_table(rows, ["cat. precision@10", "95% CI", "users"], first="arm"))
     print()
-    gains = {}
+    # paired gains only between arms that rank the same items: the x descriptions arms rank
+    # the described subset with truth restricted to it, another denominator than the tower's
+    gains = {}  # reference -> {arm: paired gain}
+    full_items = [a for a in text_arms if a.endswith("x template items")]
     if "two-tower user tower" in exp.lists:
-        gains = exp.print_gains(text_arms, "two-tower user tower")
+        gains["two-tower user tower"] = exp.print_gains(full_items, "two-tower user tower")
+    narr_d, tmpl_d = "LLM narration x descriptions", "template profile x descriptions"
+    if narr_d in exp.lists and tmpl_d in exp.lists:
+        gains[tmpl_d] = exp.print_gains([narr_d], tmpl_d)
 
     # --- 6. verdict: template vs narration category precision, paired over users -----------
     extra = {

@@ -122,6 +122,12 @@ def test_script_with_fake_llm_then_rerun_makes_no_call(
     assert "base rate (random catalogue item)" in cp
     assert res["verdict"].split()[1] in ("confirmed", "refuted", "inconclusive")
     assert "paired difference" in res["verdict"] and res["verdict"] in printed
+    # paired gains only between arms ranking the same items (the described subset has
+    # another truth and denominator than the two-tower's whole catalogue)
+    vs_tower = res["gains"]["two-tower user tower"]
+    assert "LLM narration x template items" in vs_tower
+    assert not [a for a in vs_tower if a.endswith("x descriptions")]
+    assert set(res["gains"]["template profile x descriptions"]) == {"LLM narration x descriptions"}
     sent = server.counts.copy()
     N.main(argv(small_sample_dir, out, "--llm", "claude", "--eval-users", "60"))
     assert server.counts == sent
