@@ -269,30 +269,35 @@ def main(argv=None):
             )
 
     # --- 6. trained arms (two-tower, + frozen text input) --------------------------------
-    if not args.no_train:
+    def trained_arms(prefix, arm_users, arm_split, variant=None, **train_kw):
+        """The tower without text and with each text source, per seed, scored on `items`."""
         for seed in exp.seeds:
             cfg = C.tower_config(args, seed)
-            m = exp.train(cfg)
+            m = exp.train(cfg, variant=variant, **train_kw)
             exp.add(
-                "two-tower (no text)",
-                C.search(m.embed_users(users), m.embed_items(), items),
-                users,
-                split_s,
+                f"{prefix}two-tower (no text)",
+                C.search(m.embed_users(arm_users), m.embed_items(), items),
+                arm_users,
+                arm_split,
             )
             for s in sources:
                 m = exp.train(
                     cfg,
+                    **train_kw,
                     model_cls=TextTwoTower,
                     text_emb=emb[s],
-                    variant={"text": s, "text_hash": text_hash(texts[s])},
+                    variant={**(variant or {}), "text": s, "text_hash": text_hash(texts[s])},
                 )
                 exp.add(
-                    f"two-tower + text x {s}",
-                    C.search(m.embed_users(users), m.embed_items(), items),
-                    users,
-                    split_s,
+                    f"{prefix}two-tower + text x {s}",
+                    C.search(m.embed_users(arm_users), m.embed_items(), items),
+                    arm_users,
+                    arm_split,
                     label=label.get(s),
                 )
+
+    if not args.no_train:
+        trained_arms("", users, split_s)
 
     # --- 7. cold start: text is the only signal about a cold item -------------------------
     cold_users = cold.eval_users()
@@ -315,31 +320,7 @@ def main(argv=None):
             cold_arms.append(arm)
     if not args.no_train:
         cold_key = {"cold_items": text_hash([str(i) for i in cold_items])}
-        for seed in exp.seeds:
-            cfg = C.tower_config(args, seed)
-            m = exp.train(cfg, feats=feats_c, train=cold.train, variant=cold_key)
-            exp.add(
-                "cold: two-tower (no text)",
-                C.search(m.embed_users(cold_users), m.embed_items(), items),
-                cold_users,
-                cold,
-            )
-            for s in sources:
-                m = exp.train(
-                    cfg,
-                    feats=feats_c,
-                    train=cold.train,
-                    model_cls=TextTwoTower,
-                    text_emb=emb[s],
-                    variant={**cold_key, "text": s, "text_hash": text_hash(texts[s])},
-                )
-                exp.add(
-                    f"cold: two-tower + text x {s}",
-                    C.search(m.embed_users(cold_users), m.embed_items(), items),
-                    cold_users,
-                    cold,
-                    label=label.get(s),
-                )
+        trained_arms("cold: ", cold_users, cold, cold_key, feats=feats_c, train=cold.train)
         cold_arms += ["cold: two-tower (no text)"] + [
             f"cold: two-tower + text x {s}" for s in sources
         ]

@@ -401,30 +401,21 @@ def main(argv=None):
         retrieved, scores = C.retrieve(model, exp.users, k_max)
         for cc in sets:
             name = cc.name()
-            if cc.bought_n() == 0:
+            faiss_only = cc.bought_n() == 0  # faiss@K: its own top-20 is the candidate list
+            out = C.rerank(
+                model,
+                exp.users,
+                exp.feats,
+                exp.split,
+                dataclasses.replace(cc, k=N_CANDIDATES) if faiss_only else cc,
+                kinds=RANKERS,
+                retrieved=(retrieved, scores),
+                seed=seed,
+            )
+            if faiss_only:
                 top = retrieved[:, :N_CANDIDATES]
-                out = C.rerank(
-                    model,
-                    exp.users,
-                    exp.feats,
-                    exp.split,
-                    dataclasses.replace(cc, k=N_CANDIDATES),
-                    kinds=RANKERS,
-                    retrieved=(retrieved, scores),
-                    seed=seed,
-                )
                 order_arm = f"{name}: candidate order (FAISS)"
             else:
-                out = C.rerank(
-                    model,
-                    exp.users,
-                    exp.feats,
-                    exp.split,
-                    cc,
-                    kinds=RANKERS,
-                    retrieved=(retrieved, scores),
-                    seed=seed,
-                )
                 top = out["lightgbm"][0][:, :N_CANDIDATES]
                 order_arm = f"{name}: candidate order (LightGBM top-{N_CANDIDATES})"
             ceil = float(
