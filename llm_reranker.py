@@ -245,7 +245,7 @@ def llm_rerank(
                             TEMPLATES["rerank_pointwise"].request(
                                 user_profile=profiles[j],
                                 order_context=ctx or "not given",
-                                candidate=f"[{pid[i]}] {names[i]} ({aisles[i]})",
+                                candidate=f"{names[i]} ({aisles[i]})",
                             )
                         )
                 plan.append((c, j, s, shown))
@@ -378,11 +378,12 @@ def main(argv=None):
     # data, split, features, reference baselines
     exp = C.Experiment("llm_reranker", args)
     exp.add_baselines()
-    client, why = llm.client_from_args(args, n_threads=args.threads)
-    mode = (
-        args.mode
-        if args.mode != "auto"
-        else ("pointwise" if client is not None and client.backend == "local" else "listwise")
+    backend, _ = llm.resolve_backend(getattr(args, "llm", None))
+    mode = args.mode if args.mode != "auto" else ("pointwise" if backend == "local" else "listwise")
+    # pointwise on the local model: one slot, so the 20 calls of a list reuse one cached
+    # prefix (4 slots each evaluate it again: 2.5 vs 3.1 calls/s measured on 2 cores)
+    client, why = llm.client_from_args(
+        args, n_threads=args.threads, n_parallel=1 if mode == "pointwise" else 4
     )
     print(f"LLM: {why}" + (f"; mode {mode}" if client else "; LLM arms skipped"))
 

