@@ -203,6 +203,8 @@ class Request:
     ids: tuple[int, ...] | None = None
     repair_truncated: bool = False
     mode: str = "generate"
+    # > 0: the same prompt asked again as a separate cache entry (a repeat for a noise floor)
+    repeat: int = 0
 
 
 @dataclass
@@ -240,6 +242,7 @@ def cache_key(model: str, req: Request) -> str:
         ("ids", None),
         ("repair_truncated", False),
         ("mode", "generate"),
+        ("repeat", 0),
     ):
         if getattr(req, k) != default:
             blob[k] = list(req.ids) if k == "ids" else getattr(req, k)
@@ -1489,6 +1492,7 @@ class LLM:
                 max_tokens=1,
                 temperature=r.temperature,
                 mode="yes_no",
+                repeat=r.repeat,
             )
         return Request(
             prompt=r.prompt + SCORE_SUFFIX,
@@ -1498,6 +1502,7 @@ class LLM:
             schema=SCORE_SCHEMA,
             max_tokens=20,
             temperature=r.temperature,
+            repeat=r.repeat,
         )
 
     # --- the Message Batches API --------------------------------------------------------------

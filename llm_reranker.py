@@ -47,6 +47,9 @@ CANDIDATE_SETS = ("faiss@20", "faiss@50+bought")  # the original setting; the pi
 RANKERS = ("lightgbm", "xgboost")
 EVAL_USERS = 200  # users the LLM arms rank (seeded sample of the evaluation users)
 SHUFFLES = 3  # seeded shuffles of each list (position bias, noise floor)
+# pointwise: the no-context lists of this many users are scored a second time (a separate
+# cache entry), the noise floor of a mode whose shuffles all send the same prompts
+REPEAT_USERS = 20
 RECENT_ORDERS = 3  # training orders shown with the context, most recent first
 RECENT_ITEMS = 8  # items listed per recent order
 COMPETITIVE_MARGIN = 0.01  # "competitive": LLM - LightGBM R@10 interval above -1 point
@@ -199,9 +202,22 @@ def fmt_ci(g: dict, digits: int = 3) -> str:
 
 
 def llm_rerank(
-    client, mode, ds, split, users, cands, contexts, recent, shuffles, set_name, answers_f, progress
+    client,
+    mode,
+    ds,
+    split,
+    users,
+    cands,
+    contexts,
+    recent,
+    shuffles,
+    set_name,
+    answers_f,
+    progress,
+    repeat=0,
 ):
-    """Rank each user's candidates (item indices, candidate order) under every condition.
+    """Rank each user's candidates (item indices, candidate order) under every condition;
+    `repeat` > 0 asks every prompt again as a separate cache entry (noise floor).
 
     Returns {condition: {"borda": [u][list], "shuffles": [[u][list] per shuffle],
     "failed": [u][shuffle] bool}} and the stats of the answers (repairs, failures)."""
@@ -238,16 +254,15 @@ def llm_rerank(
                     # the ids still constrain a local model's answer, but the permutation
                     # check and its counted repairs are ours (repair_permutation), so a
                     # near-permutation is kept, not re-asked
-                    reqs.append(dataclasses.replace(req, validator=None))
+                    reqs.append(dataclasses.replace(req, validator=None, repeat=repeat))
                 else:
                     for i in shown:
-                        reqs.append(
-                            TEMPLATES["rerank_pointwise"].request(
-                                user_profile=profiles[j],
-                                order_context=ctx or "not given",
-                                candidate=f"{names[i]} ({aisles[i]})",
-                            )
+                        req = TEMPLATES["rerank_pointwise"].request(
+                            user_profile=profiles[j],
+                            order_context=ctx or "not given",
+                            candidate=f"{names[i]} ({aisles[i]})",
                         )
+                        reqs.append(dataclasses.replace(req, repeat=repeat))
                 plan.append((c, j, s, shown))
     t0 = time.perf_counter()
     if mode == "listwise":
@@ -288,6 +303,7 @@ def llm_rerank(
             "aisles": [str(aisles[i]) for i in cands[j]],
             "departments": [str(depts[i]) for i in cands[j]],
             "context": contexts[c][j],
+            "repeat": repeat,
         }
         stats["answers"] += 1
         if mode == "listwise":
@@ -432,7 +448,7 @@ def main(argv=None):
             cand_top.setdefault(name, (top, order_arm, ceil))
 
     # stage 2: the LLM arms (first seed's candidates, llm_users)
-    llm_info, controls, shift_stats = {}, {}, {}
+    llm_info, controls, shift_stats, repeat_info = {}, {}, {}, {}
     has_occ = exp.ds.occasions is not None and exp.split.mode == "temporal"
     answers_path = None
     if client is not None and n_llm:
@@ -523,6 +539,27 @@ def main(argv=None):
                 exp.add(
                     f"{name}: candidate order [LLM users]", pad(cands), llm_users, cand_recall=ceil
                 )
+                repeat = None
+                if mode == "pointwise":
+                    # the noise floor: the first users' no-context prompts asked again
+                    k = min(REPEAT_USERS, n_llm)
+                    rep, st_rep = llm_rerank(
+                        client,
+                        mode,
+                        exp.ds,
+                        exp.split,
+                        llm_users[:k],
+                        cands[:k],
+                        {"none": contexts["none"][:k]},
+                        recent[:k],
+                        1,
+                        name,
+                        f,
+                        progress=not args.quiet,
+                        repeat=1,
+                    )
+                    repeat = rep["none"]["shuffles"][0]
+                    repeat_info[name] = {"users": k, **st_rep}
                 controls[name], shift_stats[name] = control_rows(
                     exp,
                     name,
@@ -534,6 +571,7 @@ def main(argv=None):
                     n_sh,
                     ceil,
                     client.label,
+                    repeat,
                 )
         exp.timings["llm_s"] = round(time.perf_counter() - t0, 2)
 
@@ -573,6 +611,7 @@ def main(argv=None):
             "controls": controls,
             "context_shift": shift_stats,
             "llm_answers": llm_info,
+            "noise_floor_repeat": repeat_info,
             "cost": cost,
             "gains": gains,
             "answers_file": answers_path.name if answers_path else None,
@@ -587,9 +626,11 @@ def main(argv=None):
     return exp.summary()
 
 
-def control_rows(exp, name, res, cands, users, contexts, tgt, n_sh, ceil, label):
+def control_rows(exp, name, res, cands, users, contexts, tgt, n_sh, ceil, label, repeat=None):
     """Add each condition's Borda arm to the table; return the controls rows and the paired
-    context-shift statistics (per-user agreement differences)."""
+    context-shift statistics (per-user agreement differences). The noise floor: shuffle 1 vs
+    2 of the same prompt, or (`repeat`, the first users' no-context lists scored again) the
+    no-context answer vs its repeat."""
     truths = [exp.split.truth[int(u)] for u in users]
     fit_aisles = None
     if tgt is not None:
@@ -610,13 +651,7 @@ def control_rows(exp, name, res, cands, users, contexts, tgt, n_sh, ceil, label)
             shuffle_r10.append(
                 float(np.nanmean(C.per_user_metrics(pad(lists), truths)["recall@10"]))
             )
-        noise = [
-            agreement(res[c]["shuffles"][0][j], res[c]["shuffles"][1][j])
-            for j in range(len(users))
-            if n_sh > 1
-            and res[c]["shuffles"][0][j] is not None
-            and res[c]["shuffles"][1][j] is not None
-        ]
+        noise = noise_floor(res[c]["shuffles"], repeat if c == "none" else None)
         shift = {}
         for other in ("none", "placebo"):
             if other == c or other not in contexts:
@@ -671,15 +706,18 @@ def control_rows(exp, name, res, cands, users, contexts, tgt, n_sh, ceil, label)
         stats["extra_shift_context_vs_placebo"] = paired_mean_ci(
             per_user[("placebo", "none")] - per_user[("context", "none")]
         )
-    if n_sh > 1:
-        nf = [
-            agreement(res["none"]["shuffles"][0][j], res["none"]["shuffles"][1][j])["rbo"]
-            for j in range(len(users))
-            if res["none"]["shuffles"][0][j] is not None
-            and res["none"]["shuffles"][1][j] is not None
-        ]
-        stats["noise_floor_rbo"] = float(np.mean(nf)) if nf else None
+    nf = noise_floor(res["none"]["shuffles"], repeat)
+    if nf:
+        stats["noise_floor_rbo"] = float(np.mean([a["rbo"] for a in nf]))
+        stats["noise_floor_users"] = len(nf)
     return rows, stats
+
+
+def noise_floor(shuffles, repeat=None) -> list:
+    """Per-user agreement between two answers to the same prompts: shuffle 1 vs 2, or the
+    first shuffle vs `repeat` (lists of the first len(repeat) users); failed answers skipped."""
+    second = repeat if repeat is not None else shuffles[1] if len(shuffles) > 1 else []
+    return [agreement(a, b) for a, b in zip(shuffles[0], second) if a is not None and b is not None]
 
 
 def print_controls(name, rows, label, mode, shuffles):
@@ -707,7 +745,8 @@ def print_controls(name, rows, label, mode, shuffles):
         )
     print(
         "  (spread: max - min R@10 over shuffles, position bias; noise floor: shuffle 1 vs 2 "
-        "of the same prompt; vs none / vs placebo: same shuffle, other condition; fit@10: "
+        "of the same prompt (pointwise: the first users' no-context prompts asked again); "
+        "vs none / vs placebo: same shuffle, other condition; fit@10: "
         "share of the top-10 in aisles of the true occasion; ceiling: candidate recall)"
     )
 

@@ -18,12 +18,12 @@ the raw answer, the parsed ranking and its repair counts) and reports, without a
   the list) and the agreement between shuffles of the same prompt;
 - context sensitivity against the noise floor: agreement (RBO, Jaccard@10, Kendall tau)
   between the no-context and each context condition on the same shuffle, beside the
-  agreement between two shuffles of the same condition (the noise floor).
+  agreement between two shuffles, or a repeat, of the same condition (the noise floor).
 
-Writes evals/results/reranker_evals.json and prints a table. This module is also the one
-home of the ranking-agreement measures (`rbo`, `jaccard_at`, `kendall_tau`, `agreement`) and
-of the permutation repair (`repair_permutation`, where repairs are counted) that
-llm_reranker.py uses; it imports nothing from the experiment scripts.
+Writes evals/results/reranker_evals.json and prints a table. The ranking-agreement measures
+(`rbo`, `jaccard_at`, `kendall_tau`, `agreement`) live in common.py and the permutation
+repair (`repair_permutation`, where repairs are counted) in llm.py, beside llm_reranker.py's
+use of them; this module imports nothing from the experiment scripts.
 `evals/run_evals.py --reranker --reranker-users N` calls `run(users=N)`.
 """
 
@@ -181,7 +181,10 @@ def evaluate_answers(recs: list[dict]) -> dict:
     for r in recs:
         if r.get("parsed"):
             s = f"{r['set']} ({r.get('mode', 'listwise')})"
-            by_key.setdefault((s, r["condition"], r["user"]), {})[r["shuffle"]] = r
+            # a repeat (the same prompt asked again) is its own slot beside the shuffles
+            by_key.setdefault((s, r["condition"], r["user"]), {})[
+                (r["shuffle"], r.get("repeat", 0))
+            ] = r
     sets = sorted({k[0] for k in by_key})
     out["per_set"] = {}
     for s in sets:

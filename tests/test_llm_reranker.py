@@ -154,8 +154,17 @@ def test_pointwise_mode_scores_every_candidate(small_sample_dir, env, monkeypatc
                 small_sample_dir, env, "--llm", "claude", "--eval-users", "2", "--mode", "pointwise"
             )
         )
+        n_requests = server.total_requests
     recs = [json.loads(x) for x in (env / "answers.jsonl").read_text().splitlines()]
-    assert len(recs) == 2 * 4 and all(r["mode"] == "pointwise" for r in recs)
+    assert all(r["mode"] == "pointwise" for r in recs)
+    main, repeats = [r for r in recs if not r["repeat"]], [r for r in recs if r["repeat"]]
+    assert len(main) == 2 * 4
+    # the noise floor: each user's no-context list scored again, sent (not read from the cache)
+    assert len(repeats) == 2 and {r["condition"] for r in repeats} == {"none"}
+    assert n_requests == (2 * 4 + 2) * 20
+    out = json.loads((env / "r.json").read_text())
+    assert out["context_shift"]["faiss@20"]["noise_floor_users"] == 2
+    assert out["controls"]["faiss@20"]["none"]["noise floor"]["rbo"] is not None
     r = recs[0]
     scores = {int(k): v for k, v in r["scores"].items()}
     assert set(scores) == set(r["candidates"])

@@ -95,6 +95,19 @@ def test_evaluate_answers_rates_noise_floor_and_shift(tmp_path):
     assert out["users"] == 1 and json.loads((tmp_path / "e.json").read_text())["answers"] == 4
 
 
+def test_pointwise_repeat_is_the_noise_floor_and_does_not_replace_the_answer():
+    a, b = [1, 2, 3, 4, 5, 6], [6, 5, 4, 3, 2, 1]
+    pw = {"mode": "pointwise", "set": "faiss@20"}
+    recs = [
+        {**_rec(0, "none", 0, a, a), **pw, "repeat": 0},
+        {**_rec(0, "none", 0, a, b), **pw, "repeat": 1},  # the same prompts asked again
+        {**_rec(0, "context", 0, a, a), **pw, "repeat": 0},
+    ]
+    blk = R.evaluate_answers(recs)["per_set"]["faiss@20 (pointwise)"]
+    assert blk["noise_floor"]["none"]["tau"] == pytest.approx(-1.0)
+    assert blk["shift_vs_none"]["context"]["tau"] == pytest.approx(1.0)  # vs the first answer
+
+
 def test_missing_answers_file_is_a_one_line_error(tmp_path, capsys):
     assert R.main(["--answers", str(tmp_path / "none.jsonl")]) == 2
     assert "no reranker answers" in capsys.readouterr().err
