@@ -88,7 +88,10 @@ def _first(d: dict, *keys):
 
 def study_part(results_dir: Path = RESULTS_DIR) -> dict:
     """Headline metrics of every experiment's results JSON: {file: {arm: {metric: {mean,
-    ci95}}}}, read from the files (nothing recomputed)."""
+    ci95}}}}, read from the files (nothing recomputed), with the data they were measured on
+    (the keys by which common.pipeline_reference matches data) as one string."""
+    import common as C
+
     out = {}
     for path in sorted(Path(results_dir).glob("*.json")):
         try:
@@ -106,7 +109,9 @@ def study_part(results_dir: Path = RESULTS_DIR) -> dict:
                 for m in STUDY_METRICS
                 if _first(s, "all", m, "mean") is not None
             }
+        data = d.get("data") if isinstance(d.get("data"), dict) else {}
         out[path.name] = {
+            "data": " ".join(f"{k}={data.get(k)}" for k in C.SAME_DATA_KEYS),
             "verdict": d.get("verdict"),
             "commit": _first(d, "provenance", "git_commit"),
             "arms": arms,
@@ -240,12 +245,17 @@ def flatten(tree, prefix: str = "") -> dict:
 
 def compare_runs(a: dict, b: dict) -> list[dict]:
     """One row per metric present in both runs: earlier, later, delta, earlier interval,
-    regression (later value outside the earlier run's 95% interval; None without one)."""
+    regression (later value outside the earlier run's 95% interval; None without one, and
+    None where the study file was measured on other data in the two runs: data_changed)."""
     fa, fb = flatten(a.get("parts", {})), flatten(b.get("parts", {}))
+    sa, sb = (r.get("parts", {}).get("study", {}) for r in (a, b))
+    moved = {f for f in set(sa) & set(sb) if sa[f].get("data") != sb[f].get("data")}
     rows = []
     for key in sorted(set(fa) & set(fb)):
         (va, ci), (vb, _) = fa[key], fb[key]
-        left = None if ci is None else not (ci[0] <= vb <= ci[1])
+        parts = key.split("/")
+        data_changed = parts[0] == "study" and len(parts) > 1 and parts[1] in moved
+        left = None if ci is None or data_changed else not (ci[0] <= vb <= ci[1])
         rows.append(
             {
                 "metric": key,
@@ -254,19 +264,22 @@ def compare_runs(a: dict, b: dict) -> list[dict]:
                 "delta": vb - va,
                 "earlier_ci95": ci,
                 "regression": left,
+                "data_changed": data_changed,
             }
         )
     return rows
 
 
 def format_compare(rows: list[dict], name_a: str, name_b: str, show_all: bool = False) -> str:
-    changed = [r for r in rows if r["delta"] != 0 or r["regression"]]
+    changed = [r for r in rows if r["delta"] != 0 or r["regression"] or r["data_changed"]]
     flagged = [r for r in rows if r["regression"]]
+    moved = [r for r in rows if r["data_changed"]]
     shown = rows if show_all else changed
     lines = [
         (
             f"compare {name_a} (earlier) -> {name_b} (later): {len(rows)} metrics in both, "
             f"{len(changed)} changed, {len(flagged)} left the earlier 95% interval"
+            + (f", {len(moved)} measured on other data (not compared)" if moved else "")
         )
     ]
     if shown:
@@ -281,14 +294,23 @@ def format_compare(rows: list[dict], name_a: str, name_b: str, show_all: bool = 
                 if r["earlier_ci95"] is None
                 else f"[{r['earlier_ci95'][0]:.4f}, {r['earlier_ci95'][1]:.4f}]"
             )
-            flag = "REGRESSION?" if r["regression"] else "-" if r["regression"] is None else "ok"
+            flag = (
+                "DATA CHANGED"
+                if r["data_changed"]
+                else "REGRESSION?"
+                if r["regression"]
+                else "-"
+                if r["regression"] is None
+                else "ok"
+            )
             lines.append(
                 f"{r['metric']:<{w}}  {r['earlier']:>9.4f}  {r['later']:>9.4f}  "
                 f"{r['delta']:>+9.4f}  {ci:>19}  {flag}"
             )
     lines.append(
         "(flag: REGRESSION? = the later value is outside the earlier run's 95% "
-        "interval, in either direction; '-' = the metric has no interval)"
+        "interval, in either direction; DATA CHANGED = the two runs' results file was "
+        "measured on other data, so no flag; '-' = the metric has no interval)"
     )
     return "\n".join(lines)
 

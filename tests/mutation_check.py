@@ -223,6 +223,23 @@ MUTATIONS = [
         '    for suffix in ("",):\n',
         ("tests/test_sample_generator.py",),
     ),
+    # --- experiment 3's controls
+    M(
+        "repeat-from-cache",
+        "a pointwise repeat (noise floor) is read from the cache, not asked again",
+        "llm.py",
+        '        ("repeat", 0),\n',
+        "",
+        ("tests/test_llm_reranker.py",),
+    ),
+    M(
+        "evals-repeat-overwrites",
+        "reranker_evals: a repeat answer replaces the first answer to the same prompt",
+        "evals/reranker_evals.py",
+        '                (r["shuffle"], r.get("repeat", 0))\n',
+        '                (r["shuffle"])\n',
+        ("tests/test_reranker_evals.py",),
+    ),
 ]
 
 

@@ -13,7 +13,9 @@ from evals import run_evals as E
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def run_file(d: Path, run_id: str, r10: float, ci=(0.10, 0.14), words: float = 60.0) -> Path:
+def run_file(
+    d: Path, run_id: str, r10: float, ci=(0.10, 0.14), words: float = 60.0, data: str = "users=1500"
+) -> Path:
     p = d / f"run_{run_id}.json"
     p.write_text(
         json.dumps(
@@ -25,7 +27,8 @@ def run_file(d: Path, run_id: str, r10: float, ci=(0.10, 0.14), words: float = 6
                     },
                     "study": {
                         "two_tower.json": {
-                            "arms": {"two-tower": {"recall@10": {"mean": r10, "ci95": list(ci)}}}
+                            "data": data,
+                            "arms": {"two-tower": {"recall@10": {"mean": r10, "ci95": list(ci)}}},
                         }
                     },
                 },
@@ -47,6 +50,15 @@ def test_regression_flag_only_when_the_later_value_leaves_the_earlier_interval(t
     rows = {r["metric"]: r for r in E.compare([], tmp_path)}
     r = rows["study/two_tower.json/arms/two-tower/recall@10"]
     assert r["regression"] is True and r["delta"] == pytest.approx(-0.04)
+
+
+def test_compare_does_not_flag_a_study_file_measured_on_other_data(tmp_path, capsys):
+    run_file(tmp_path, "20260101-000000", 0.12)
+    run_file(tmp_path, "20260102-000000", 0.30, data="users=1446")  # the real rows, say
+    rows = {r["metric"]: r for r in E.compare([], tmp_path)}
+    r = rows["study/two_tower.json/arms/two-tower/recall@10"]
+    assert r["data_changed"] and r["regression"] is None
+    assert "1 measured on other data (not compared)" in capsys.readouterr().out
 
 
 def test_compare_latest_pair_or_two_named_runs(tmp_path, capsys):
