@@ -509,8 +509,20 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = build_parser()
+    # two_tower passes its options on; argparse's REMAINDER does not take a first word that
+    # starts with '--' (`two_tower --data-dir DIR` failed), so unknown options are kept here
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command != "two_tower":
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if args.command == "two_tower":
+        args.script_args = [*extra, *args.script_args]
+    return args
+
+
 def main(argv=None):
-    args = build_parser().parse_args(argv)
+    args = parse_args(argv)
     result = COMMANDS[args.command](args)
     out = Path(args.json)
     out.parent.mkdir(parents=True, exist_ok=True)

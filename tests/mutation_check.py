@@ -223,6 +223,14 @@ MUTATIONS = [
         '    for suffix in ("",):\n',
         ("tests/test_sample_generator.py",),
     ),
+    M(
+        "benchmark-drops-options",
+        "benchmark.py two_tower: options for two_tower.py are refused, not passed on",
+        "benchmark.py",
+        "    args, extra = parser.parse_known_args(argv)\n",
+        "    args, extra = parser.parse_args(argv), []\n",
+        ("tests/test_benchmark.py",),
+    ),
     # --- experiment 3's controls
     M(
         "repeat-from-cache",
