@@ -203,8 +203,16 @@ MUTATIONS = [
         "loss-user-gather",
         "a batch's repeated users get another user's vector (dedupe gather wrong)",
         "common.py",
-        "        ue = ue[torch.as_tensor(inverse.reshape(-1), device=d)]\n",
-        "        ue = ue[torch.as_tensor(np.sort(inverse.reshape(-1)), device=d)]\n",
+        "ue = ue[torch.as_tensor(inverse.reshape(-1), device=d)] / self.cfg.temperature",
+        "ue = ue[torch.as_tensor(np.sort(inverse.reshape(-1)), device=d)] / self.cfg.temperature",
+        ("tests/test_two_tower.py",),
+    ),
+    M(
+        "bought-rows-shifted",
+        "user tower: each user's purchase positions shifted by the user's own length",
+        "common.py",
+        "np.repeat(ptr[users] - np.cumsum(lens) + lens, lens)",
+        "np.repeat(ptr[users] - np.cumsum(lens), lens)",
         ("tests/test_two_tower.py",),
     ),
     M(

@@ -99,6 +99,25 @@ def test_infonce_and_logq_by_hand_on_three_rows(setup, purchases):
         assert abs(plus - minus) > 0.05, name
 
 
+def test_centroid_is_the_weighted_mean_of_the_users_training_items(setup):
+    """The user tower's centroid input, checked by hand: for each user (any order, repeats
+    allowed) the log(1 + count)-weighted mean of the item tower's vectors of exactly that
+    user's training items, weights summing to 1."""
+    ds, _, feats = setup
+    model = C.TwoTower(C.TowerConfig(purchases="centroid", **TINY), feats, ds.n_users, ds.n_items)
+    users = np.array([7, 2, 11, 2, 0, 150])
+    seen = []
+    hook = model.user_tower.register_forward_pre_hook(lambda m, a: seen.append(a[5].numpy()))
+    model.embed_users(users)
+    hook.remove()
+    ie, ptr = model.embed_items(), feats.bought_indptr
+    for r, u in enumerate(users):
+        items = feats.bought_items[ptr[u] : ptr[u + 1]]
+        w = np.log1p(feats.bought_counts[ptr[u] : ptr[u + 1]])
+        assert len(items) > 0
+        np.testing.assert_allclose(seen[0][r], (w / w.sum()) @ ie[items], rtol=1e-5, atol=1e-6)
+
+
 def test_same_seed_same_numbers_and_saved_model_reloads(setup):
     ds, split, feats = setup
     users = split.eval_users()
