@@ -2374,7 +2374,9 @@ def parse_args_with_quick(parser, argv, quick: dict):
         "--quick",
         action="store_true",
         help="smoke run of about a minute: "
-        + ", ".join(f"--{k.replace('_', '-')} {v}" for k, v in quick.items()),
+        + ", ".join(
+            f"--{k.replace('_', '-')}" + ("" if v is True else f" {v}") for k, v in quick.items()
+        ),
     )
     args = parser.parse_args(argv)
     if args.quick:
@@ -2476,6 +2478,15 @@ def table_row(s: dict, cand_recall=None) -> dict:
         "R@20 explore": ms("explore", "recall@20"),
         "cand. recall": cand_recall,
     }
+
+
+def sample_users(users: np.ndarray, n: int, seed: int = RANDOM_SEED) -> np.ndarray:
+    """A seeded sample of `n` of `users` (all of them when n is 0 or >= their number),
+    sorted. It is a prefix of one seeded permutation, so samples are nested: a larger run
+    scores every user of a smaller one and reuses its cached LLM answers."""
+    users = np.asarray(users)
+    n = len(users) if n == 0 else min(n, len(users))
+    return np.sort(np.random.default_rng(seed).permutation(users)[:n])
 
 
 PIPELINE_SCRIPT = "two_tower"  # whose best pipeline row every experiment table carries

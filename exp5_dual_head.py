@@ -48,6 +48,7 @@ MODES = dict(zip(ARMS, ("collab", "frozen", "trainable", "semantic")))
 NEIGHBOURS = 10  # overlap@10 of nearest-neighbour sets
 SPACE_ITEMS = 3000  # items (seeded sample) the overlap / CKA are measured on
 MIN_EFFECT = 0.005  # R@10 gain that matters
+QUICK = {"users": 300, "items": 1500, "epochs": 1, "seeds": 2}
 
 
 def parse_args(argv=None):
@@ -59,13 +60,8 @@ def parse_args(argv=None):
     C.add_experiment_args(p, seeds=SEEDS)
     g = p.add_argument_group("experiment 5")
     g.add_argument("--no-cold", action="store_true", help="skip the cold-start item arms")
-    g.add_argument(
-        "--quick", action="store_true", help="smoke run: 300 users, 1,500 items, 1 epoch, 2 seeds"
-    )
     p.set_defaults(epochs=EPOCHS)
-    args = p.parse_args(argv)
-    if args.quick:
-        args.users, args.items, args.epochs, args.seeds = 300, 1500, 1, min(args.seeds, 2)
+    args = C.parse_args_with_quick(p, argv, QUICK)
     if args.seeds < 1:
         raise C.ConfigError("--seeds must be >= 1")
     return args

@@ -160,15 +160,7 @@ def parse_args(argv=None):
         action="store_true",
         help="skip the trained two-tower arms (zero-shot and cold zero-shot only)",
     )
-    g.add_argument(
-        "--quick",
-        action="store_true",
-        help="smoke run of about a minute: " + ", ".join(f"--{k} {v}" for k, v in QUICK.items()),
-    )
-    args = p.parse_args(argv)
-    if args.quick:
-        for k, v in QUICK.items():
-            setattr(args, k, v if k != "limit" else min(args.limit or v, v))
+    args = C.parse_args_with_quick(p, argv, QUICK)
     if args.limit is not None and args.limit < 2 * C.K_MAX:
         raise C.ConfigError(f"--limit must be at least {2 * C.K_MAX} items")
     if not 0 < args.cold_frac < 1:

@@ -58,6 +58,15 @@ PLACEBO_TEXT = (
     "This order is placed through the usual app in the usual way, like any other "
     "ordinary order on an ordinary day. "
 )
+QUICK = {
+    "users": 400,
+    "items": 1500,
+    "epochs": 1,
+    "seeds": 1,
+    "eval_users": 2,
+    "shuffles": 2,
+    "no_tifu": True,
+}
 CONDITION_NAMES = {
     "none": "no context",
     "context": "context",
@@ -109,17 +118,7 @@ def parse_args(argv=None):
         help="JSONL of every LLM answer (default results/llm_reranker_answers_"
         "<data>_<split>.jsonl)",
     )
-    g.add_argument(
-        "--quick",
-        action="store_true",
-        help="smoke run in about a minute: 400 users x 1,500 items, 1 epoch, 1 seed, "
-        "2 LLM users, 2 shuffles, no TIFU-KNN",
-    )
-    args = p.parse_args(argv)
-    if args.quick:
-        args.users, args.items, args.epochs, args.seeds = 400, 1500, 1, 1
-        args.eval_users, args.shuffles, args.no_tifu = min(args.eval_users, 2), 2, True
-    return args
+    return C.parse_args_with_quick(p, argv, QUICK)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -403,11 +402,9 @@ def main(argv=None):
     )
     print(f"LLM: {why}" + (f"; mode {mode}" if client else "; LLM arms skipped"))
 
-    # the LLM's users: a seeded sample of the evaluation users
-    rng = np.random.default_rng(C.RANDOM_SEED)
-    n_llm = len(exp.users) if args.eval_users == 0 else min(args.eval_users, len(exp.users))
-    # (a prefix of one seeded permutation: a larger run reuses a smaller run's cached answers)
-    llm_users = np.sort(rng.permutation(exp.users)[:n_llm])
+    # the LLM's users: a seeded sample of the evaluation users (nested across sizes)
+    llm_users = C.sample_users(exp.users, args.eval_users)
+    n_llm = len(llm_users)
     llm_rows = np.searchsorted(exp.users, llm_users)
 
     # stage 1: tower, candidates and the GBDT rankers, per training seed

@@ -96,16 +96,7 @@ def parse_args(argv=None):
     g.add_argument(
         "--no-train", action="store_true", help="leave out the trained two-tower reference"
     )
-    g.add_argument(
-        "--quick",
-        action="store_true",
-        help="smoke run of about a minute: "
-        + ", ".join(f"--{k.replace('_', '-')} {v}" for k, v in QUICK.items()),
-    )
-    args = p.parse_args(argv)
-    if args.quick:
-        for k, v in QUICK.items():
-            setattr(args, k, v if k != "eval_users" else min(args.eval_users, v))
+    args = C.parse_args_with_quick(p, argv, QUICK)
     if args.eval_users < 1:
         raise C.ConfigError("--eval-users must be >= 1")
     if args.seeds < 1:
@@ -120,8 +111,7 @@ def main(argv=None):
     progress = not args.quiet
 
     # --- 1. the evaluation users ----------------------------------------------------------
-    rng = np.random.default_rng(C.RANDOM_SEED)
-    users = np.sort(rng.choice(exp.users, min(args.eval_users, len(exp.users)), replace=False))
+    users = C.sample_users(exp.users, args.eval_users)  # nested across sizes
     print(
         f"{len(users):,} evaluation users (seeded sample of {len(exp.users):,})"
         + ("; fewer than the 200 the experiments' contract asks for" if len(users) < 200 else "")

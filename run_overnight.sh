@@ -23,8 +23,8 @@ Runs the study in order, each step with its own log under logs/ and a one-line s
   exp5_dual_head  evals (evals/run_evals.py)  report (evals/report.py -> results/REPORT.md)
 
 options:
-  --quick          the whole study on small settings (each script's --quick; two_tower.py
-                   with 1 seed, 1 epoch, 600 users x 1,500 items, LightGBM only)
+  --quick          the whole study on small settings (each script's --quick, shown by
+                   its --help; evals on 10 reranker users)
   --data-dir DIR   Kaggle-format CSVs, passed to every experiment (default: the scripts'
                    choice: $INSTACART_DATA_DIR, data/instacart/, else the generated sample)
   --llm X          LLM backend passed to the LLM experiments (default $LLM_BACKEND, else
@@ -193,10 +193,6 @@ build_cmd() {   # sets CMD (script + options) for step $1
     local s=$1
     CMD=()
     case $s in
-        two_tower)
-            CMD=(two_tower.py)
-            [[ $QUICK -eq 1 ]] && CMD+=(--seeds 1 --epochs 1 --users 600 --items 1500 \
-                                        --rankers lightgbm) ;;
         evals)
             CMD=(evals/run_evals.py --descriptions --reranker --quiet)
             [[ $QUICK -eq 1 ]] && CMD+=(--reranker-users 10) ;;

@@ -53,6 +53,7 @@ BATCH_POLL_S = 30.0  # seconds between polls of a Claude message batch
 MIN_EFFECT = 0.005  # R@20 change that matters (the original's drop was 0.0025)
 NAMED = [o for o in OCCASIONS if o != "other"]  # occasions a random label is drawn from
 METRIC = "recall@20"
+QUICK = {"users": 300, "items": 1500, "epochs": 1, "seeds": 2, "orders": 40}
 
 
 def parse_args(argv=None):
@@ -71,16 +72,8 @@ def parse_args(argv=None):
         help="training orders the LLM labels for arm 4 (seeded random draw; the rest "
         "stay unlabelled)",
     )
-    g.add_argument(
-        "--quick",
-        action="store_true",
-        help="smoke run: 300 users, 1,500 items, 1 epoch, 2 seeds, 40 LLM orders",
-    )
     p.set_defaults(epochs=EPOCHS, split="temporal")
-    args = p.parse_args(argv)
-    if args.quick:
-        args.users, args.items, args.epochs, args.seeds = 300, 1500, 1, min(args.seeds, 2)
-        args.orders = min(args.orders, 40)
+    args = C.parse_args_with_quick(p, argv, QUICK)
     if args.seeds < 1 or args.orders < 0:
         raise C.ConfigError("--seeds must be >= 1 and --orders >= 0")
     return args

@@ -216,6 +216,22 @@ MUTATIONS = [
         ("tests/test_two_tower.py",),
     ),
     M(
+        "sample-not-nested",
+        "LLM evaluation users: a sample of 70 does not contain the sample of 60",
+        "common.py",
+        "np.random.default_rng(seed).permutation(users)[:n]",
+        "np.random.default_rng(seed + n).permutation(users)[:n]",
+        ("tests/test_llm_user_narration.py",),
+    ),
+    M(
+        "quick-overrides-given",
+        "--quick overwrites options given on the command line",
+        "common.py",
+        "            if getattr(args, k) == parser.get_default(k):\n",
+        "            if True:\n",
+        ("tests/test_llm_reranker.py",),
+    ),
+    M(
         "pipeline-reference-any-data",
         "two_tower.py's reference row taken from a run on other data",
         "common.py",

@@ -173,6 +173,13 @@ def test_pointwise_mode_scores_every_candidate(small_sample_dir, env, monkeypatc
     assert r["parsed"] == want
 
 
+def test_quick_fills_only_the_options_not_given():
+    args = X.parse_args(["--quick", "--eval-users", "5"])
+    assert args.eval_users == 5  # given: kept
+    assert (args.users, args.items, args.seeds, args.no_tifu) == (400, 1500, 1, True)
+    assert X.parse_args([]).users != 400
+
+
 def test_borda_and_placebo_helpers():
     assert X.borda([[3, 1, 2], [3, 2, 1]], [1, 2, 3]) == [3, 1, 2]  # tie 1/2: candidate order
     assert X.borda([], [5, 4]) == [5, 4]

@@ -132,6 +132,10 @@ def test_script_with_fake_llm_then_rerun_makes_no_call(
     sent = server.counts.copy()
     N.main(argv(small_sample_dir, out, "--llm", "claude", "--eval-users", "60"))
     assert server.counts == sent
+    # samples are nested: 70 users = the 60 above (narrations cached) + 10 new ones
+    N.main(argv(small_sample_dir, out, "--llm", "claude", "--eval-users", "70"))
+    usage = json.loads(out.read_text())["llm"]
+    assert usage["requests"] - usage["cached"] == 10
 
 
 def test_script_without_llm(fake_llm_env, small_sample_dir, capsys):

@@ -215,8 +215,8 @@ def test_options_reach_the_steps(repo, tmp_path):
         assert args[args.index("--data-dir") + 1] == str(data)
         assert args[args.index("--threads") + 1] == "1"
         assert ("--llm" in args) == (s in LLM_STEPS)
-        assert ("--quick" in args) == (s != "two_tower")  # two_tower.py has no --quick
-    assert "--seeds" in lines["two_tower"] and "--reranker-users" in lines["run_evals"]
+        assert "--quick" in args
+    assert "--reranker-users" in lines["run_evals"]
 
 
 def test_missing_script_is_skipped_with_reason_and_steps_selection(repo):
