@@ -2,7 +2,7 @@
 # The whole study in order: two_tower.py, the five experiments, the evals, then
 # results/REPORT.md with its plots. Resumable and honest about what it skipped.
 #
-#   bash run_overnight.sh --quick                          # small settings, <= 15 min on 2 cores
+#   bash run_overnight.sh --quick                          # small settings, ~1.5 min (--llm none)
 #   bash run_overnight.sh > logs/orchestration.log 2>&1 &  # the full study, in the background
 #   bash run_overnight.sh --data-dir DIR --llm local       # real CSVs, the local model
 #
