@@ -1825,10 +1825,34 @@ class TwoTower:
         self.training_log = state["training_log"]
 
 
-def model_dir(ds: Dataset, split: Split, cfg: TowerConfig, variant: dict | None = None) -> Path:
-    """Where a trained two-tower is saved: keyed by data, split, every hyper-parameter and
-    `variant` (what an experiment changed: tower class, extra inputs, training rows)."""
-    blob = json.dumps([ds.key, split.mode, split.seed, cfg.key(), variant or {}], sort_keys=True)
+def tower_code_key(model: TwoTower) -> str:
+    """sha256 of the source of the code that builds and trains `model`: its TwoTower class
+    (and the classes it derives from), both tower classes, mlp and lr_scheduler. Saved
+    towers are keyed by it, so editing the loss or a tower retrains instead of silently
+    loading towers trained by the old code (comment edits in them retrain too)."""
+    import inspect
+
+    def source(obj) -> str:
+        try:
+            return inspect.getsource(obj)
+        except (OSError, TypeError):  # defined where no file holds it (python -c, a REPL)
+            return f"{obj.__module__}.{obj.__qualname__}"
+
+    objs = []
+    for cls in (type(model), type(model.user_tower), type(model.item_tower)):
+        objs += [c for c in cls.__mro__ if c is not object and not c.__module__.startswith("torch")]
+    src = "".join(source(o) for o in dict.fromkeys([*objs, mlp, lr_scheduler]))
+    return hashlib.sha256(src.encode()).hexdigest()[:16]
+
+
+def model_dir(ds: Dataset, split: Split, model: TwoTower, variant: dict | None = None) -> Path:
+    """Where a trained two-tower is saved: keyed by data, split, every hyper-parameter, the
+    tower code (tower_code_key) and `variant` (what an experiment changed: tower class,
+    extra inputs, training rows)."""
+    blob = json.dumps(
+        [ds.key, split.mode, split.seed, model.cfg.key(), tower_code_key(model), variant or {}],
+        sort_keys=True,
+    )
     return CACHE_DIR / "two_tower" / hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -1863,7 +1887,7 @@ def train_two_tower(
         if (variant or model_cls is not TwoTower)
         else None
     )
-    path = model_dir(ds, split, cfg, variant)
+    path = model_dir(ds, split, model, variant)
     if use_saved and (path / "model.pt").is_file():
         model.load_state(torch.load(path / "model.pt", map_location=device, weights_only=False))
         model.loaded_from = path

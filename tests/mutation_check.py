@@ -232,6 +232,14 @@ MUTATIONS = [
         ("tests/test_llm_reranker.py",),
     ),
     M(
+        "model-cache-ignores-code",
+        "saved towers keyed without the tower code (an edited loss loads old towers)",
+        "common.py",
+        "model.cfg.key(), tower_code_key(model), variant or {}",
+        "model.cfg.key(), variant or {}",
+        ("tests/test_two_tower.py",),
+    ),
+    M(
         "pipeline-reference-any-data",
         "two_tower.py's reference row taken from a run on other data",
         "common.py",

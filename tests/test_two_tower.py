@@ -134,8 +134,29 @@ def test_same_seed_same_numbers_and_saved_model_reloads(setup):
     loaded = C.train_two_tower(ds, split, feats, cfg, use_saved=True, progress=False)
     assert loaded.loaded_from is not None
     np.testing.assert_array_equal(loaded.embed_users(users), a.embed_users(users))
-    saved = np.load(C.model_dir(ds, split, cfg) / "item_embeddings.npy")
+    saved = np.load(loaded.loaded_from / "item_embeddings.npy")
     np.testing.assert_array_equal(saved, a.embed_items())
+
+
+def test_saved_towers_are_keyed_by_the_tower_code(setup):
+    """Editing the training code retrains: towers saved by other code are not loaded."""
+    ds, split, feats = setup
+    cfg = C.TowerConfig(**TINY)
+
+    class Plain(C.TwoTower):
+        pass
+
+    class Edited(C.TwoTower):
+        def _loss(self, *a, **k):
+            return 2 * super()._loss(*a, **k)
+
+    Plain.__name__ = Edited.__name__ = "Variant"  # same name and settings: only the code differs
+    C.train_two_tower(ds, split, feats, cfg, model_cls=Plain, progress=False)
+    assert (
+        C.train_two_tower(ds, split, feats, cfg, model_cls=Edited, progress=False).loaded_from
+        is None
+    )
+    assert C.train_two_tower(ds, split, feats, cfg, model_cls=Plain, progress=False).loaded_from
 
 
 def test_embeddings_are_unit_norm_and_faiss_is_exact(setup):
