@@ -24,10 +24,13 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
 import common
+import config
+import experiment
 
 FULL_DIR = common.REPO / "data" / "full"  # where --full-sample writes the full-size data
 LOAD_PHASES = ("uncached", "cached", "split", "features")
@@ -77,10 +80,10 @@ def run_child(func: str, spec: dict) -> dict:
 
 
 def print_table(rows: list[dict], cols: list[tuple[str, str]]):
-    """rows of dicts -> common.format_table; cols = (key, header), the first names the row."""
+    """rows of dicts -> experiment.format_table; cols = (key, header), the first names the row."""
     (key0, head0), rest = cols[0], cols[1:]
     print(
-        common.format_table(
+        experiment.format_table(
             {r[key0]: r for r in rows},
             [k for k, _ in rest],
             fmt=lambda v: f"{v:.2f}",
@@ -135,7 +138,7 @@ def load_phase(spec: dict):
     """Child process: one phase of `load`; prints its measurements as a JSON line."""
 
     def phase():
-        common.CACHE_DIR = Path(spec["cache_dir"])
+        config.CACHE_DIR = Path(spec["cache_dir"])
         name = spec["phase"]
         load_avg = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
         clock = Clock()
@@ -164,7 +167,7 @@ def load_phase(spec: dict):
         out["load_avg_1min"] = load_avg
         print(json.dumps(out))
 
-    common.main_guard(phase)
+    experiment.main_guard(phase)
 
 
 def cmd_load(args) -> dict:
@@ -181,7 +184,7 @@ def cmd_load(args) -> dict:
     )
     print(f"load benchmark: {source}; full=True; phases {', '.join(phases)}", flush=True)
     # A private cache dir, empty at the start: the first phase cannot hit an old entry.
-    cache_dir = Path(tempfile.mkdtemp(prefix="benchmark-", dir=common.CACHE_DIR.parent))
+    cache_dir = Path(tempfile.mkdtemp(prefix="benchmark-", dir=config.CACHE_DIR.parent))
     rows = []
     try:
         for name in ["uncached", *[p for p in phases if p != "uncached"]]:  # uncached fills it
@@ -243,7 +246,7 @@ def cmd_two_tower(args) -> dict:
     """Time the default `uv run two_tower.py` run end to end in a child process, with a
     fresh cache (data loaded from CSV, towers trained, nothing reused), and break the
     wall time down by stage from the run's own results JSON."""
-    cache_dir = Path(tempfile.mkdtemp(prefix="benchmark-", dir=common.CACHE_DIR.parent))
+    cache_dir = Path(tempfile.mkdtemp(prefix="benchmark-", dir=config.CACHE_DIR.parent))
     out = cache_dir / "two_tower.json"
     cmd = [sys.executable, "two_tower.py", "--quiet", "--out", str(out), *args.script_args]
     print(f"two_tower benchmark: {' '.join(cmd[1:])} (fresh cache)", flush=True)
@@ -301,6 +304,91 @@ LLM_ARMS = [
     ("listwise rerank (200 users x 20 cand.)", 200, 450, 90),
     ("occasion labels (2,000 orders)", 2000, 280, 15),
 ]
+LLM_WORDS = ["yogurt", "granola", "salsa", "hummus", "oat milk", "cheddar", "spinach", "bagels"]
+
+
+def llm_requests(n: int, tokens: int) -> list:
+    """n distinct product-copy prompts of up to `tokens` answer tokens; returns llm.Requests."""
+    import llm
+
+    return [
+        llm.Request(
+            prompt=f"Describe {LLM_WORDS[i % len(LLM_WORDS)]} number {i} for a grocery "
+            "catalogue in two sentences.",
+            system="You write product copy.",
+            max_tokens=tokens,
+        )
+        for i in range(n)
+    ]
+
+
+def send_concurrently(backend, reqs: list, c: int, tokens: int) -> tuple[list, dict]:
+    """Send reqs from c threads at once (thread i sends reqs[i::c] in turn), each answer
+    forced to `tokens` tokens (ignore_eos). Returns the replies, in the order they came
+    back, and the Clock reading of the whole batch."""
+    replies, lock = [], threading.Lock()
+
+    def worker(batch):
+        for r in batch:
+            rep = backend.send(r, tokens, {"ignore_eos": True})
+            with lock:
+                replies.append(rep)
+
+    clock = Clock()
+    threads = [threading.Thread(target=worker, args=(reqs[i::c],)) for i in range(c)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return replies, clock.read()
+
+
+def llm_level(args, c: int) -> dict:
+    """One concurrency level: a fresh backend with c slots, a warm-up call, then c * rounds
+    requests from c threads. Prints a line and returns the level's row of the table."""
+    import llm
+
+    backend = llm.LocalBackend(args.model, n_parallel=c, n_threads=args.threads, ctx_per_slot=512)
+    reqs = llm_requests(c * args.rounds, args.tokens)
+    backend.send(llm.Request(prompt="Hi", max_tokens=2), 2)  # warm-up
+    replies, wall = send_concurrently(backend, reqs, c, args.tokens)
+    backend.close()
+    out_tok = sum(r.output_tokens for r in replies)
+    in_tok = sum(r.input_tokens - r.cache_read_input_tokens for r in replies)
+    per_req = [r.timings.get("predicted_per_second", 0) for r in replies]
+    row = {
+        "concurrent": c,
+        "requests": len(replies),
+        "out_tokens": out_tok,
+        "wall_s": wall["wall_s"],
+        "cpu_s": wall["cpu_s"],
+        "agg_tok_s": round(out_tok / wall["wall_s"], 2),
+        # tokens per CPU-second of this process: what one dedicated core would give,
+        # robust to other processes sharing the machine
+        "tok_per_cpu_s": round(out_tok / max(wall["cpu_s"], 1e-9), 2),
+        "per_request_tok_s": round(sum(per_req) / max(len(per_req), 1), 2),
+        "prompt_tokens": in_tok,
+        "load_avg": round(os.getloadavg()[0], 2),
+    }
+    print(
+        f"  {c} concurrent: {row['agg_tok_s']:.1f} tok/s aggregate, "
+        f"{row['tok_per_cpu_s']:.1f} per CPU-second "
+        f"({row['per_request_tok_s']:.1f} per request), {wall['wall_s']:.1f}s wall, "
+        f"{wall['cpu_s']:.1f}s CPU, load avg {row['load_avg']}",
+        flush=True,
+    )
+    return row
+
+
+def llm_estimates(best: dict) -> list[dict]:
+    """Hours each LLM arm's default size would take at the `best` level's aggregate
+    generation rate. Prompt throughput was measured at ~4x the generation rate on this CPU
+    (issue 9), so prompt tokens count at 4x that rate. Returns one dict per arm."""
+    rate = best["agg_tok_s"]
+    return [
+        {"arm": a, "calls": n, "hours": round(n * (p / (4 * rate) + t / rate) / 3600, 2)}
+        for a, n, p, t in LLM_ARMS
+    ]
 
 
 def cmd_llm(args) -> dict:
@@ -308,12 +396,10 @@ def cmd_llm(args) -> dict:
     (one llama.cpp slot per request, continuous batching), and the estimated time of each
     LLM arm's default size at the best level. Answers are forced to --tokens tokens
     (ignore_eos); nothing is cached."""
-    import threading
-
     import llm
 
     levels = [int(x) for x in args.levels.split(",") if x.strip()]
-    rows, load0 = [], os.getloadavg()[0]
+    load0 = os.getloadavg()[0]
     name, path, sha = llm.resolve_local_model(args.model)
     print(
         f"llm benchmark: local {name} ({path.stat().st_size / 1e6:.0f} MB, sha256 "
@@ -321,62 +407,7 @@ def cmd_llm(args) -> dict:
         f"load avg {load0:.1f}",
         flush=True,
     )
-    words = ["yogurt", "granola", "salsa", "hummus", "oat milk", "cheddar", "spinach", "bagels"]
-    for c in levels:
-        backend = llm.LocalBackend(
-            args.model, n_parallel=c, n_threads=args.threads, ctx_per_slot=512
-        )
-        reqs = [
-            llm.Request(
-                prompt=f"Describe {words[i % len(words)]} number {i} for a grocery "
-                "catalogue in two sentences.",
-                system="You write product copy.",
-                max_tokens=args.tokens,
-            )
-            for i in range(c * args.rounds)
-        ]
-        backend.send(llm.Request(prompt="Hi", max_tokens=2), 2)  # warm-up
-        replies, lock = [], threading.Lock()
-
-        def worker(batch, backend=backend, lock=lock, replies=replies):
-            for r in batch:
-                rep = backend.send(r, args.tokens, {"ignore_eos": True})
-                with lock:
-                    replies.append(rep)
-
-        clock = Clock()
-        threads = [threading.Thread(target=worker, args=(reqs[i::c],)) for i in range(c)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        wall = clock.read()
-        backend.close()
-        out_tok = sum(r.output_tokens for r in replies)
-        in_tok = sum(r.input_tokens - r.cache_read_input_tokens for r in replies)
-        per_req = [r.timings.get("predicted_per_second", 0) for r in replies]
-        row = {
-            "concurrent": c,
-            "requests": len(replies),
-            "out_tokens": out_tok,
-            "wall_s": wall["wall_s"],
-            "cpu_s": wall["cpu_s"],
-            "agg_tok_s": round(out_tok / wall["wall_s"], 2),
-            # tokens per CPU-second of this process: what one dedicated core would give,
-            # robust to other processes sharing the machine
-            "tok_per_cpu_s": round(out_tok / max(wall["cpu_s"], 1e-9), 2),
-            "per_request_tok_s": round(sum(per_req) / max(len(per_req), 1), 2),
-            "prompt_tokens": in_tok,
-            "load_avg": round(os.getloadavg()[0], 2),
-        }
-        rows.append(row)
-        print(
-            f"  {c} concurrent: {row['agg_tok_s']:.1f} tok/s aggregate, "
-            f"{row['tok_per_cpu_s']:.1f} per CPU-second "
-            f"({row['per_request_tok_s']:.1f} per request), {wall['wall_s']:.1f}s wall, "
-            f"{wall['cpu_s']:.1f}s CPU, load avg {row['load_avg']}",
-            flush=True,
-        )
+    rows = [llm_level(args, c) for c in levels]
     print()
     print_table(
         rows,
@@ -393,16 +424,7 @@ def cmd_llm(args) -> dict:
         ],
     )
     best = max(rows, key=lambda r: r["agg_tok_s"])
-    # prompt throughput: measured ~4x the generation rate on this CPU (issue 9); the estimate
-    # below uses the best aggregate generation rate and 4x that for prompt tokens.
-    est = [
-        {
-            "arm": a,
-            "calls": n,
-            "hours": round(n * (p / (4 * best["agg_tok_s"]) + t / best["agg_tok_s"]) / 3600, 2),
-        }
-        for a, n, p, t in LLM_ARMS
-    ]
+    est = llm_estimates(best)
     print(
         f"\nestimated time at {best['concurrent']} concurrent "
         f"({best['agg_tok_s']:.1f} tok/s generation, ~4x that for prompts):"
@@ -461,7 +483,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--json",
-        default=str(common.RESULTS_DIR / "benchmark_load.json"),
+        default=str(config.RESULTS_DIR / "benchmark_load.json"),
         help="where to write the results (default: results/benchmark_load.json)",
     )
     t = sub.add_parser(
@@ -476,7 +498,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     t.add_argument(
         "--json",
-        default=str(common.RESULTS_DIR / "benchmark_two_tower.json"),
+        default=str(config.RESULTS_DIR / "benchmark_two_tower.json"),
         help="where to write the results (default: results/benchmark_two_tower.json)",
     )
     m = sub.add_parser(
@@ -503,7 +525,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     m.add_argument(
         "--json",
-        default=str(common.RESULTS_DIR / "benchmark_llm.json"),
+        default=str(config.RESULTS_DIR / "benchmark_llm.json"),
         help="where to write the results (default: results/benchmark_llm.json)",
     )
     return ap
@@ -531,4 +553,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    common.main_guard(main)
+    experiment.main_guard(main)

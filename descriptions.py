@@ -1,6 +1,6 @@
 """The LLM description of an item: one home shared by the experiments and the evals.
 
-An item's description comes from the registry prompt `item_description` through llm.py, so
+An item's description comes from the registry prompt `item_description` through llm/, so
 it is cached by model identity + prompt version + prompt text (which the product fixes): a
 rerun, or a second experiment, reuses every answer. Also here: the model-free description
 statistics (words, distinct tokens, grounding in the true aisle / department, novel words,
@@ -14,9 +14,7 @@ and evals/description_evals.py tabulates per model.
 
 from __future__ import annotations
 
-import json
 import re
-import sqlite3
 import time
 from collections import Counter
 from pathlib import Path
@@ -25,7 +23,8 @@ import numpy as np
 
 import common as C
 import llm
-from evals.prompt_registry import TEMPLATES  # the one home of prompt text (a leaf module)
+import text as T
+from prompts import TEMPLATES  # the one home of prompt text (a leaf module)
 
 TEMPLATE = "item_description"
 STOP = frozenset(
@@ -167,32 +166,20 @@ def describe_items(
 
 def cached_descriptions(cache_path: str | Path | None = None) -> list[dict]:
     """Every cached `item_description` answer: model, version, name, aisle, department, text.
-    Read straight from the SQLite cache (read-only; no API call, no model load)."""
-    path = Path(cache_path or llm.default_cache_path())
-    if not path.is_file():
-        return []
-    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    try:
-        rows = db.execute(
-            "SELECT model, version, prompt, data FROM responses WHERE template=?", (TEMPLATE,)
-        ).fetchall()
-    except sqlite3.Error:
-        rows = []
-    finally:
-        db.close()
+    Read from the LLM cache through llm.Cache (read-only; no API call, no model load)."""
     out = []
-    for model, version, prompt, data in rows:
-        m = _PROMPT.search(prompt or "")
-        if m is None or not data:
+    for row in llm.Cache.cached_answers(TEMPLATE, cache_path):
+        m = _PROMPT.search(row["prompt"] or "")
+        if m is None or row["data"] is None:
             continue
         out.append(
             {
-                "model": model_name(model),
-                "version": version,
+                "model": model_name(row["model"]),
+                "version": row["version"],
                 "name": m["name"],
                 "aisle": m["aisle"],
                 "department": m["dept"],
-                "text": description_text(json.loads(data)),
+                "text": description_text(row["data"]),
             }
         )
     return out
@@ -279,6 +266,6 @@ def template_similarity(texts: list[str], templates: list[str], progress: bool =
     """Mean cosine between each description and its product's template text (MiniLM)."""
     if not texts:
         return float("nan")
-    a = C.embed_texts(texts, progress=progress)
-    b = C.embed_texts(templates, progress=progress)
+    a = T.embed_texts(texts, progress=progress)
+    b = T.embed_texts(templates, progress=progress)
     return float(np.mean(np.sum(a * b, axis=1)))

@@ -16,7 +16,7 @@ started at 0, so alpha = 0.5):
                      + (1 - alpha) * normalise(collaborative head))
 alpha is the weight of the SEMANTIC head. Both heads are unit vectors before the gate, so alpha
 measures preference, not a scale gap. The semantic head is a linear map of the item's MiniLM
-vector (C.embed_texts of C.item_template_texts) initialised to its PCA to the tower size (a
+vector (T.embed_texts of T.item_template_texts) initialised to its PCA to the tower size (a
 meaningful projection, not a random matrix); the collaborative head is the standard ItemTower.
 Arms (each over --seeds seeds):
   collaborative only   the standard two-tower (the reference)
@@ -30,8 +30,8 @@ and linear CKA between an item space and the MiniLM space, at initialisation and
 training, for the tower's output and for the semantic head alone.
 """
 
-import argparse
 import time
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -39,6 +39,14 @@ import torch.nn.functional as F
 from torch import nn
 
 import common as C
+import experiment
+import text as T
+
+QUESTION = "Are semantic embeddings destroyed by MLP training? Can a frozen head recover them?"
+ORIGINAL_FINDING = (
+    "gate alpha 0.986 (frozen) / 0.889 (trainable); val loss 2.7699 trainable vs 2.8574 "
+    "baseline (2,000 heaviest users, 5,000 items; one run)"
+)
 
 # defaults (all overridable from the command line)
 SEEDS = 3  # training seeds per arm
@@ -52,18 +60,11 @@ QUICK = {"users": 300, "items": 1500, "epochs": 1, "seeds": 2}
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    C.add_data_args(p)
-    C.add_tower_args(p)
-    C.add_experiment_args(p, seeds=SEEDS)
+    p = experiment.script_parser(__doc__, seeds=SEEDS, llm_args=False)
     g = p.add_argument_group("experiment 5")
     g.add_argument("--no-cold", action="store_true", help="skip the cold-start item arms")
     p.set_defaults(epochs=EPOCHS)
-    args = C.parse_args_with_quick(p, argv, QUICK)
-    if args.seeds < 1:
-        raise C.ConfigError("--seeds must be >= 1")
+    args = experiment.parse_args_with_quick(p, argv, QUICK)
     return args
 
 
@@ -182,90 +183,165 @@ def main(argv=None):
     args = parse_args(argv)
 
     # data, split, features from training rows, reference baselines
-    exp = C.Experiment("exp5_dual_head", args)
+    exp = experiment.Experiment(
+        "exp5_dual_head", args, question=QUESTION, original_finding=ORIGINAL_FINDING
+    )
     exp.add_baselines()
-    ds, users = exp.ds, exp.users
 
     # the semantic input: MiniLM vectors of the item template texts, and their PCA
     t0 = time.perf_counter()
-    text = C.embed_texts(C.item_template_texts(ds), progress=not args.quiet)
+    text = T.embed_texts(T.item_template_texts(exp.ds), progress=not args.quiet)
     mean, comps = pca_projection(text, args.dim)
     exp.timings["text_s"] = round(time.perf_counter() - t0, 2)
-    sample = np.sort(np.random.default_rng(C.RANDOM_SEED).permutation(ds.n_items)[:SPACE_ITEMS])
+    semantic = {"text": text, "mean": mean, "comps": comps}
+    # "destroyed?" is measured on a seeded sample of items (the n x n similarities)
+    rng = np.random.default_rng(C.RANDOM_SEED)
+    sample = np.sort(rng.permutation(exp.ds.n_items)[:SPACE_ITEMS])
     pca_space = space_report(((text - mean) @ comps.T)[sample], text[sample])
-    kw = {"text": text, "mean": mean, "comps": comps}
 
     # cold start: 10% of the items lose all their training rows
-    cold_split, cold_items = C.cold_start_split(exp.split)
-    cold_feats = None if args.no_cold else C.build_features(ds, cold_split.train)
-    cold_users = cold_split.eval_users()
+    cold = None if args.no_cold else cold_start(exp)
 
-    # every arm over the same seeds
-    curves, val, space = {a: [] for a in ARMS}, {a: [] for a in ARMS}, {a: [] for a in ARMS}
+    # every arm over the same seeds: alpha per epoch, final validation loss, item spaces
+    curves, val, space = ({a: [] for a in ARMS} for _ in range(3))
     for seed in exp.seeds:
-        cfg = C.tower_config(args, seed)
+        cfg = experiment.tower_config(args, seed)
         for arm in ARMS:
-            mode = MODES[arm]
-            cls = (
-                dict(model_cls=DualTwoTower, mode=mode, variant={"item_tower": mode}, **kw)
-                if mode != "collab"
-                else {}
-            )
-            # before training: the same seed's freshly initialised model
-            fresh = (cls.get("model_cls") or C.TwoTower)(
-                cfg,
-                exp.feats,
-                ds.n_users,
-                ds.n_items,
-                exp.device,
-                **{k: v for k, v in cls.items() if k in ("mode", *kw)},
-            )
-            model = exp.train(cfg, **cls)
-            exp.add(arm, C.retrieve(model, users)[0])
-            log = model.training_log["epochs"]
-            curves[arm].append([e.get("alpha", 0.0) for e in log])
-            val[arm].append(log[-1]["val_loss"])
-            rep = {
-                "tower_before": space_report(fresh.embed_items()[sample], text[sample]),
-                "tower_after": space_report(model.embed_items()[sample], text[sample]),
-            }
-            if mode in ("trainable", "semantic", "frozen"):
-                rep["head_before"] = space_report(fresh.semantic_vectors()[sample], text[sample])
-                rep["head_after"] = space_report(model.semantic_vectors()[sample], text[sample])
-            space[arm].append(rep)
-            if cold_feats is not None:
-                cold = exp.train(
-                    cfg,
-                    feats=cold_feats,
-                    train=cold_split.train,
-                    **{**cls, "variant": {**cls.get("variant", {}), "cold": True}},
-                )
-                exp.add(
-                    f"{arm} (cold items)",
-                    C.retrieve(cold, cold_users)[0],
-                    users=cold_users,
-                    split=cold_split,
-                )
-    if cold_feats is not None:
-        cold_ref = build_cold_refs(exp, cold_split, cold_feats, cold_users)
+            curve, loss, spaces = train_arm(exp, cfg, arm, semantic, sample, cold)
+            curves[arm].append(curve)
+            val[arm].append(loss)
+            space[arm].append(spaces)
+    cold_ref = None if cold is None else cold_references(exp, cold)
 
-    # report: the standard table, cold-start table, gains, validation loss, alpha, spaces
+    # the standard table, the cold-start table, paired gains over the reference
     exp.print_table(
         arms=[a for a in exp.runs if "(cold" not in a],
         title="experiment 5: dual-head item tower (all held-out items)",
     )
-    if cold_feats is not None:
-        exp.print_table(
-            arms=[a for a in exp.runs if "(cold" in a],
-            columns=["R@5", "R@10", "R@20", "NDCG@10"],
-            title=f"cold-start items ({len(cold_items)} items with no training rows; "
-            f"{len(cold_users)} users who bought one in held-out rows)",
-        )
-        print(
-            "  references on cold items: "
-            + ", ".join(f"{k} R@20 {v:.3f}" for k, v in cold_ref.items())
-        )
+    if cold is not None:
+        print_cold_table(exp, cold, cold_ref)
     gains = exp.print_gains(ARMS[1:], "collaborative only")
+    print_seed_gains(exp, gains)
+    cold_gains = {}
+    if cold is not None:
+        cold_gains = exp.print_gains(
+            [f"{a} (cold items)" for a in ARMS[1:]], "collaborative only (cold items)"
+        )
+
+    # validation loss, alpha and "destroyed?" per arm; the verdict
+    rows = space_rows(curves, val, space)
+    print_space_table(rows, pca_space, len(sample), args.dim)
+    verdict(exp, gains, rows)
+    exp.write(
+        {
+            "tower_config": {
+                **experiment.tower_config(args, exp.seeds[0]).key(),
+                "seed": exp.seeds,
+            },
+            "gate": "alpha = sigmoid(gate) = weight of the semantic head; heads L2-normalised",
+            "gains": gains,
+            "cold_gains": cold_gains,
+            "alpha_curves": {a: curves[a] for a in ARMS},
+            "val_loss": val,
+            "spaces": space,
+            "pca_space": pca_space,
+            "space_items": len(sample),
+            "cold_items": 0 if cold is None else len(cold.items),
+            "cold_references": cold_ref,
+            "text_model": T.TEXT_MODEL,
+        }
+    )
+    return exp.summary()
+
+
+# ----------------------------------------------------------------------------
+# --- arms: one seed of one arm, and its cold-start twin
+class ColdStart(NamedTuple):
+    """The cold-start arms' data: a split whose training rows lack the cold items, the cold
+    items, features from those training rows, and the users who bought a cold item."""
+
+    split: C.Split
+    items: np.ndarray
+    feats: C.Features
+    users: np.ndarray
+
+
+def cold_start(exp) -> ColdStart:
+    """C.cold_start_split of the experiment's split (10% of the items lose all training rows)
+    with its features and evaluation users."""
+    split, items = C.cold_start_split(exp.split)
+    return ColdStart(split, items, C.build_features(exp.ds, split.train), split.eval_users())
+
+
+def train_arm(exp, cfg, arm: str, semantic: dict, sample: np.ndarray, cold: ColdStart | None):
+    """Train `arm` on the seed of `cfg` (and its cold-start twin when `cold`), adding their
+    lists to `exp`. Returns (alpha per epoch, final validation loss, "destroyed?" report:
+    tower_before / tower_after, and head_before / head_after for arms with a semantic head)."""
+    mode = MODES[arm]
+    dual = mode != "collab"
+    model_cls = DualTwoTower if dual else C.TwoTower
+    model_kw = {"mode": mode, **semantic} if dual else {}
+    # the collaborative arm is the standard two-tower (its saved towers are shared)
+    train_kw = (
+        {"model_cls": DualTwoTower, "variant": {"item_tower": mode}, **model_kw} if dual else {}
+    )
+    # before training: the same seed's freshly initialised model
+    fresh = model_cls(cfg, exp.feats, exp.ds.n_users, exp.ds.n_items, exp.device, **model_kw)
+    model = exp.train(cfg, **train_kw)
+    exp.add(arm, C.retrieve(model, exp.users)[0])
+    log = model.training_log["epochs"]
+    text = semantic["text"][sample]
+    spaces = {
+        "tower_before": space_report(fresh.embed_items()[sample], text),
+        "tower_after": space_report(model.embed_items()[sample], text),
+    }
+    if dual:
+        spaces["head_before"] = space_report(fresh.semantic_vectors()[sample], text)
+        spaces["head_after"] = space_report(model.semantic_vectors()[sample], text)
+    if cold is not None:
+        variant = {**train_kw.get("variant", {}), "cold": True}
+        twin = exp.train(
+            cfg, feats=cold.feats, train=cold.split.train, **{**train_kw, "variant": variant}
+        )
+        exp.add(
+            f"{arm} (cold items)",
+            C.retrieve(twin, cold.users)[0],
+            users=cold.users,
+            split=cold.split,
+        )
+    return [e.get("alpha", 0.0) for e in log], log[-1]["val_loss"], spaces
+
+
+def cold_references(exp, cold: ColdStart) -> dict:
+    """Popularity / top-frequency + popular R@20 on the cold items (both ~0: the items never
+    appear in the cold training rows), so the table says what a model without text can do."""
+    refs = C.baseline_rankings(cold.feats, cold.users, exp.ds.n_items)
+    out = {}
+    for name in ("popularity", experiment.REFERENCE_BASELINE):
+        r = C.evaluate(refs[name], cold.users, cold.split, cold.feats)
+        out[name] = r["all"]["recall@20"]
+    return out
+
+
+# ----------------------------------------------------------------------------
+# --- reporting
+def print_cold_table(exp, cold: ColdStart, cold_ref: dict) -> None:
+    """Prints the cold-start arms' table and the reference baselines' R@20 on cold items."""
+    exp.print_table(
+        arms=[a for a in exp.runs if "(cold" in a],
+        columns=["R@5", "R@10", "R@20", "NDCG@10"],
+        title=f"cold-start items ({len(cold.items)} items with no training rows; "
+        f"{len(cold.users)} users who bought one in held-out rows)",
+    )
+    print(
+        "  references on cold items: " + ", ".join(f"{k} R@20 {v:.3f}" for k, v in cold_ref.items())
+    )
+
+
+def print_seed_gains(exp, gains: dict) -> None:
+    """Prints each arm's recall@10 gain over 'collaborative only' per training seed (same
+    seed, all users) and records it as gains[arm]["recall@10"]["per_seed"]: the verdict
+    needs every seed, not only the first seed's paired interval."""
     print("gain over 'collaborative only' per training seed (recall@10, same seed):")
     for arm in ARMS[1:]:
         d = [
@@ -277,98 +353,64 @@ def main(argv=None):
             f"  {arm:<44}{np.mean(d):+.4f} ± {np.std(d):.4f}  per seed "
             + " ".join(f"{x:+.4f}" for x in d)
         )
-    cold_gains = {}
-    if cold_feats is not None:
-        cold_gains = exp.print_gains(
-            [f"{a} (cold items)" for a in ARMS[1:]], "collaborative only (cold items)"
-        )
+
+
+def space_rows(curves: dict, val: dict, space: dict) -> dict:
+    """Returns {arm: row} of validation loss and "destroyed?" measures as (mean, std) over
+    seeds (None where the arm has no semantic head) and alpha per epoch (mean over seeds)."""
+
+    def mean_std(reports, part, measure):
+        if part not in reports[0]:
+            return None
+        vals = [r[part][measure] for r in reports]
+        return float(np.mean(vals)), float(np.std(vals))
 
     rows = {}
     for arm in ARMS:
-        c = np.array(curves[arm])
         sp = space[arm]
-
-        def ms(part, m, sp=sp):
-            """(mean, std) over seeds of one space measure; None where the arm has no head."""
-            if part not in sp[0]:
-                return None
-            vals = [r[part][m] for r in sp]
-            return float(np.mean(vals)), float(np.std(vals))
-
         rows[arm] = {
             "val loss": (float(np.mean(val[arm])), float(np.std(val[arm]))),
-            "alpha by epoch": " ".join(f"{x:.3f}" for x in c.mean(0)),
-            "tower ovl@10 init": ms("tower_before", "overlap@10"),
-            "tower ovl@10 after": ms("tower_after", "overlap@10"),
-            "tower CKA after": ms("tower_after", "cka"),
-            "head ovl@10 init": ms("head_before", "overlap@10"),
-            "head ovl@10 after": ms("head_after", "overlap@10"),
-            "head CKA after": ms("head_after", "cka"),
+            "alpha by epoch": " ".join(f"{x:.3f}" for x in np.array(curves[arm]).mean(0)),
+            "tower ovl@10 init": mean_std(sp, "tower_before", "overlap@10"),
+            "tower ovl@10 after": mean_std(sp, "tower_after", "overlap@10"),
+            "tower CKA after": mean_std(sp, "tower_after", "cka"),
+            "head ovl@10 init": mean_std(sp, "head_before", "overlap@10"),
+            "head ovl@10 after": mean_std(sp, "head_after", "overlap@10"),
+            "head CKA after": mean_std(sp, "head_after", "cka"),
         }
+    return rows
+
+
+def print_space_table(rows: dict, pca_space: dict, n_items: int, dim: int) -> None:
+    """Prints the validation loss / alpha / "destroyed?" table and its references: the PCA
+    projection itself and the overlap of unrelated spaces."""
     print(
         f"\nvalidation loss, alpha (weight of the semantic head, mean over seeds per epoch) and "
-        f"'destroyed?' (overlap@10 / linear CKA with the MiniLM space, {len(sample)} items):"
+        f"'destroyed?' (overlap@10 / linear CKA with the MiniLM space, {n_items} items):"
     )
-    print(C.format_table(rows, list(next(iter(rows.values())))))
+    print(experiment.format_table(rows, list(next(iter(rows.values())))))
     print(
-        f"  reference: the PCA-{args.dim} projection itself has overlap@10 "
+        f"  reference: the PCA-{dim} projection itself has overlap@10 "
         f"{pca_space['overlap@10']:.3f}, CKA {pca_space['cka']:.3f}; unrelated spaces: "
-        f"overlap about {NEIGHBOURS / len(sample):.3f}"
+        f"overlap about {NEIGHBOURS / n_items:.3f}"
     )
 
-    verdict(exp, gains, rows)
-    exp.write(
-        {
-            "tower_config": {**C.tower_config(args, exp.seeds[0]).key(), "seed": exp.seeds},
-            "gate": "alpha = sigmoid(gate) = weight of the semantic head; heads L2-normalised",
-            "gains": gains,
-            "cold_gains": cold_gains,
-            "alpha_curves": {a: curves[a] for a in ARMS},
-            "val_loss": val,
-            "spaces": space,
-            "pca_space": pca_space,
-            "space_items": len(sample),
-            "cold_items": len(cold_items) if cold_feats is not None else 0,
-            "cold_references": cold_ref if cold_feats is not None else None,
-            "text_model": C.TEXT_MODEL,
-        }
-    )
-    return exp.summary()
 
-
-def build_cold_refs(exp, cold_split, cold_feats, cold_users) -> dict:
-    """Popularity / top-frequency + popular on the cold items (both ~0: the items never appear
-    in the cold training rows), so the table says what a model without text can do."""
-    refs = C.baseline_rankings(cold_feats, cold_users, exp.ds.n_items)
-    out = {}
-    for name in ("popularity", C.REFERENCE_BASELINE):
-        r = C.evaluate(refs[name], cold_users, cold_split, cold_feats)
-        out[name] = r["all"]["recall@20"]
-    return out
-
-
-def verdict(exp, gains, rows):
+def verdict(exp, gains: dict, rows: dict) -> str:
     """Original claims: training destroys the semantic space; a frozen semantic head recovers
-    it (alpha near 1, lower validation loss). Judged on the frozen arm's R@10 gain: confirmed
-    when the paired interval (first seed) is above 0 and every seed gains; refuted when the
-    interval and every seed stay below MIN_EFFECT; else inconclusive."""
+    it (alpha near 1, lower validation loss). Judged on the frozen arm's R@10 gain ('beats'
+    by MIN_EFFECT: the paired interval of the first seed and the gain on every seed). Returns
+    the verdict line."""
     g = gains["frozen semantic"]["recall@10"]
-    lo, hi = g["ci95"]
     seeds = g["per_seed"]
-    status = (
-        "confirmed"
-        if lo > 0 and min(seeds) > 0
-        else "refuted"
-        if hi < MIN_EFFECT and max(seeds) < MIN_EFFECT
-        else "inconclusive"
-    )
+    status = experiment.verdict_word(g["ci95"], "beats", MIN_EFFECT, seeds=seeds)
     t = rows["trainable semantic"]
     a_fro = rows["frozen semantic"]["alpha by epoch"].split()[-1]
     a_tr = t["alpha by epoch"].split()[-1]
-    exp.verdict(
+    return exp.verdict(
         status,
         (
-            f"a frozen PCA semantic head changes R@10 by {g['mean']:+.4f} [{lo:+.4f}, {hi:+.4f}] "
+            f"a frozen PCA semantic head changes R@10 by {experiment.format_interval(g, 4)} "
             f"(paired, first seed; per seed {' '.join(f'{x:+.4f}' for x in seeds)}), trainable "
             f"{gains['trainable semantic']['recall@10']['mean']:+.4f}; "
             f"final alpha {a_fro} frozen / {a_tr} trainable (original 0.986 / 0.889); val loss "
@@ -381,4 +423,4 @@ def verdict(exp, gains, rows):
 
 
 if __name__ == "__main__":
-    C.main_guard(main)
+    experiment.main_guard(main)

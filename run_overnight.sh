@@ -124,60 +124,35 @@ fi
 sha() { sha256sum | cut -c1-16; }
 COMMIT=$(git rev-parse HEAD 2>/dev/null || echo "no-git")
 
+# overnight.py answers the questions that need Python (see its docstring): `deps` and
+# `data-dir` need only the standard library, so a bare python3 runs them when there is one
+HELPER_PY=python3
+command -v python3 > /dev/null || HELPER_PY=$PY
+helper() { $HELPER_PY overnight.py "$@"; }
+
 # the LLM backend --llm resolves to, once per run (llm.resolve_backend: the one rule)
 resolve_llm() {
-    [[ $LLM == none ]] && { echo "none (--llm none): LLM arms skipped"; return; }
     local out
-    out=$($PY - "$LLM" 2>/dev/null <<'PYEOF'
-import sys
-import llm
-backend, why = llm.resolve_backend(sys.argv[1])
-print(backend or f"none ({why}): LLM arms skipped")
-PYEOF
-) || out="unknown (could not import llm.py): the experiments decide"
+    out=$($PY overnight.py backend "$LLM" 2>/dev/null) ||
+        out="unknown (could not import llm): the experiments decide"
     echo "${out:-unknown}"
 }
 
 # what a step's results depend on besides its command line: the content of its script and
-# of every repository module it imports, directly or not (read with ast, nothing imported),
-# plus pyproject.toml and evals/*.json (prompt versions); uncommitted edits count
-deps() {
-    local py=python3
-    command -v python3 > /dev/null || py=$PY
-    $py - "$1" <<'PYEOF'
-import ast, sys
-from pathlib import Path
-todo, seen = [Path(sys.argv[1])], set()
-while todo:
-    f = todo.pop()
-    if f in seen or not f.is_file():
-        continue
-    seen.add(f)
-    try:
-        tree = ast.parse(f.read_text())
-    except SyntaxError:
-        continue
-    for node in ast.walk(tree):
-        names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
-        if isinstance(node, ast.ImportFrom) and node.module and not node.level:
-            names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
-        for n in names:
-            parts = n.split(".")
-            todo += [Path(*parts).with_suffix(".py"), Path(*parts, "__init__.py")]
-print("\n".join(sorted(map(str, seen))))
-PYEOF
-}
+# of every repository module it imports, directly or not (`overnight.py deps`: read with ast,
+# nothing imported; llm/ package files included), plus pyproject.toml and
+# prompt_versions.json; uncommitted edits count
 code_hash() {
     local f
-    for f in $(deps "$1") pyproject.toml evals/*.json; do
+    for f in $(helper deps "$1") pyproject.toml prompt_versions.json; do
         [[ -f $f ]] && { echo "$f"; cat "$f"; }
     done | sha
 }
+# the data folder's CSV files (name, size, mtime); DATA_SRC: the folder the steps read
+# (`overnight.py data-dir`: --data-dir, $INSTACART_DATA_DIR, data/instacart/; '' = sample)
 data_hash() {
-    local dir=${DATA_DIR:-${INSTACART_DATA_DIR:-}}
-    [[ -z $dir && -d data/instacart ]] && dir=data/instacart
-    if [[ -z $dir ]]; then echo "generated-sample"; return; fi
-    find "$dir" -maxdepth 1 -type f \( -name '*.csv' -o -name '*.csv.*' \) \
+    if [[ -z $DATA_SRC ]]; then echo "generated-sample"; return; fi
+    find "$DATA_SRC" -maxdepth 1 -type f \( -name '*.csv' -o -name '*.csv.*' \) \
         -printf '%f %s %T@\n' 2>/dev/null | sort | sha
 }
 inputs_hash() {   # the evals step reads the experiments' outputs and the LLM cache
@@ -294,13 +269,14 @@ on_signal() {
 }
 trap on_signal INT TERM HUP
 
+DATA_SRC=$(helper data-dir "$DATA_DIR") || die "overnight.py data-dir failed (see above)"
 LLM_STATUS=$(resolve_llm)
 DATA=$(data_hash)
 export TQDM_MININTERVAL=${TQDM_MININTERVAL:-30}
 [[ $DRY -eq 1 ]] || : > "$SUMMARY"
 MODE=$([[ $QUICK -eq 1 ]] && echo quick || echo full)
 say "run_overnight.sh $(date -u +%Y-%m-%dT%H:%M:%SZ): $MODE study," \
-    "commit ${COMMIT:0:10}, data ${DATA_DIR:-${INSTACART_DATA_DIR:-default (see the scripts)}}," \
+    "commit ${COMMIT:0:10}, data ${DATA_SRC:-generated sample}," \
     "steps ${SELECTED[*]}"
 say "LLM: $LLM_STATUS"
 

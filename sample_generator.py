@@ -9,9 +9,9 @@ the aisle mix and serves as a ground-truth positive control.
 
     uv run sample_generator.py --out data/sample                # 5,000 users x 10,000 products
     uv run sample_generator.py --out data/full --full           # ~206k users, ~32M prior rows
-    uv run sample_generator.py --calibrate --real-dir DIR       # generated vs real, side by side
 
-The module is a bottom-floor shared module: it imports nothing from the project.
+Calibration against real rows lives in calibration.py (it trains the project's models);
+this module is a bottom-floor shared module: it imports nothing from the project.
 """
 
 from __future__ import annotations
@@ -20,10 +20,10 @@ import argparse
 import json
 import os
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -34,7 +34,6 @@ from tqdm import tqdm
 
 GENERATOR_VERSION = "1.2.0"  # bump whenever the bytes written for a given seed change
 FULL_USERS, FULL_PRODUCTS = 206_209, 49_688  # size of the Kaggle release
-DATA_ENV = "INSTACART_DATA_DIR"  # where the real Kaggle-layout files live, if anywhere
 KAGGLE_FILES = (
     "orders.csv",
     "order_products__prior.csv",
@@ -481,6 +480,74 @@ def build_catalogue(n_products: int, seed: int = 42):
     return products, aisles, departments, rank_of[perm], aisle_w
 
 
+class ItemModel(NamedTuple):
+    """What the basket model needs of the catalogue. Items are indexed in (aisle, popularity
+    rank) order; `order` maps each back to its row of the products table."""
+
+    order: np.ndarray  # (P,) products row of each item
+    aisle: np.ndarray  # (P,) aisle of each item
+    cdf: np.ndarray  # (P,) aisle + popularity cdf within the aisle (for searchsorted)
+    vec: np.ndarray  # (P, LATENT_DIM) latent item styles
+    aisle_base: np.ndarray  # (A,) base share of rows of each aisle
+    prof: np.ndarray  # (n_occasions, A) 0/1: the aisles each occasion boosts
+    cart_bonus: np.ndarray  # (A,) add-to-cart head start of each aisle
+
+
+def _aisle_base(dept_of_aisle, aisle_w, prof):
+    """Each aisle's base share of rows (sums to 1).
+
+    The department row share (target, times its calibration fix) split by aisle weight,
+    divided by the mean occasion boost so that occasions shift orders without moving totals.
+    """
+    aisle_base = np.zeros(len(dept_of_aisle))
+    for d in range(1, 22):
+        m = dept_of_aisle == d
+        aisle_base[m] = DEPT_ROW_SHARE[d - 1] * DEPT_FIX[d - 1] * aisle_w[m] / aisle_w[m].sum()
+    aisle_base /= OCCASION_P @ np.exp(OCCASION_BETA * prof)
+    aisle_base /= aisle_base.sum()
+    return aisle_base
+
+
+def _popularity_cdf(rank, aisle_of_item, n_aisles):
+    """Within-aisle Zipf popularity as one sorted cdf over items in (aisle, rank) order.
+
+    Returns order (products row of each sorted item), a_sorted (its aisle) and item_cdf
+    (aisle + cumulative share within the aisle), so that searchsorted(item_cdf, aisle + u)
+    draws an item of that aisle by popularity.
+    """
+    order = np.lexsort((rank, aisle_of_item))
+    pop = (rank[order] + 1.0) ** -ZIPF_S
+    a_sorted = aisle_of_item[order]
+    tot = np.bincount(a_sorted, weights=pop, minlength=n_aisles)
+    cs = np.cumsum(pop)
+    a_start = np.concatenate([[0], np.cumsum(np.bincount(a_sorted, minlength=n_aisles))[:-1]])
+    before = np.concatenate([[0], cs])[a_start][a_sorted]
+    item_cdf = a_sorted + (cs - before) / tot[a_sorted]
+    return order, a_sorted, item_cdf
+
+
+def _item_model(products, aisles, rank, aisle_w, seed) -> ItemModel:
+    """The catalogue as the basket model sees it (see ItemModel); returns an ItemModel."""
+    P, A = len(products), len(aisles)
+    aisle_of_item = products.aisle_id.to_numpy() - 1
+    dept_of_aisle = np.zeros(A, int)
+    dept_of_aisle[aisle_of_item] = products.department_id.to_numpy()
+    prof = _occasion_profile(aisles.aisle.tolist())
+    order, a_sorted, item_cdf = _popularity_cdf(rank, aisle_of_item, A)
+    # latent item styles (rows in the (aisle, rank) order above), own stream: the catalogue
+    # and the other draws do not depend on LATENT_DIM
+    item_vec = np.random.default_rng([seed, 3]).standard_normal((P, LATENT_DIM))
+    return ItemModel(
+        order=order,
+        aisle=a_sorted,
+        cdf=item_cdf,
+        vec=item_vec,
+        aisle_base=_aisle_base(dept_of_aisle, aisle_w, prof),
+        prof=prof,
+        cart_bonus=np.array([CART_BONUS.get(d, 0.0) for d in dept_of_aisle]),
+    )
+
+
 # -----------------------------------------------------------------------------
 # users and orders
 
@@ -516,20 +583,23 @@ def _sticky(rng, p, n_orders, n_total):
     return np.where(rng.random(n_total) < USER_TIME_STICKY, usual, fresh)
 
 
-def _user_chunk(
-    rng, n_ord, bmean, n_products, aisle_of_item, item_cdf, aisle_base, prof, cart_bonus, item_vec
-):
-    """Items for every order of a chunk of users, fully vectorised.
+class Pool(NamedTuple):
+    """The users' repertoires: one entry per distinct (user, item), sorted by user, then item."""
 
-    Model: a user's repertoire ("pool") is drawn from (taste over aisles, boosted by the
-    user's occasion mix) x (item popularity within aisle); items drawn more than once
-    weigh more. Each order has an occasion; its basket is the top-B of
-    log(affinity) + occasion boost + Gumbel noise over the pool (weighted sampling
-    without replacement), so staples recur (reorders) and the pool's tail is explored
-    slowly. Cart order follows the same key plus a produce/dairy bonus.
-    Returns per-order occasions and rows (order index, item, add_to_cart, reordered).
+    user: np.ndarray  # user (index in the chunk) of each entry
+    item: np.ndarray  # item of each entry
+    logw: np.ndarray  # log affinity: log(times drawn) + lognormal noise
+    aisle: np.ndarray  # aisle of the entry's item
+    size: np.ndarray  # (U,) entries per user
+    start: np.ndarray  # (U,) index of each user's first entry
+
+
+def _user_tastes(rng, n_users, aisle_base, prof):
+    """Each user's occasion mix and aisle taste (Dirichlet-like, boosted by that mix).
+
+    Returns occ_mix (U, n_occasions) and taste (U, n_aisles), each row summing to 1.
     """
-    U, A, O = len(n_ord), len(aisle_base), len(OCCASIONS)
+    U, A = n_users, len(aisle_base)
     # occasion mix per user; only baby households have 'baby' orders
     has_baby = rng.random(U) < BABY_USER_SHARE
     occ_alpha = np.tile(OCCASION_P * 3.0, (U, 1))
@@ -539,7 +609,18 @@ def _user_chunk(
     boost = occ_mix @ np.exp(OCCASION_BETA * prof)  # (U, A) expected occasion boost
     taste = rng.gamma(TASTE_CONC * aisle_base, size=(U, A)) * boost
     taste /= taste.sum(1, keepdims=True)
-    # pool: K draws of (aisle ~ taste, item ~ popularity within aisle), deduplicated
+    return occ_mix, taste
+
+
+def _user_pools(rng, taste, n_ord, bmean, model: ItemModel) -> Pool:
+    """Each user's repertoire: K draws of (aisle ~ taste, item ~ popularity within aisle,
+    matched to the user's latent style), deduplicated; items drawn more often weigh more.
+
+    Returns a Pool.
+    """
+    U, A = taste.shape
+    n_products = len(model.order)
+    # K draws per user: the aisle of each draw ~ the user's taste
     K = np.maximum(8, np.round(POOL_A * (n_ord * bmean) ** POOL_B)).astype(np.int64)
     draw_user = np.repeat(np.arange(U), K)
     cdf = np.cumsum(taste, 1)
@@ -549,68 +630,265 @@ def _user_chunk(
     aisle = np.clip(aisle, 0, A - 1)
     # ... each draw picks, among LATENT_CANDIDATES items of that aisle drawn by popularity,
     # the one that best matches the user's latent style (Gumbel-max of user . item vectors)
-    cand = np.searchsorted(item_cdf, aisle[:, None] + rng.random((len(aisle), LATENT_CANDIDATES)))
+    cand = np.searchsorted(model.cdf, aisle[:, None] + rng.random((len(aisle), LATENT_CANDIDATES)))
     cand = np.minimum(cand, n_products - 1)
-    user_vec = LATENT_USER_SD * rng.standard_normal((U, item_vec.shape[1]))
-    fit = np.einsum("kcd,kd->kc", item_vec[cand], user_vec[draw_user])
+    user_vec = LATENT_USER_SD * rng.standard_normal((U, model.vec.shape[1]))
+    fit = np.einsum("kcd,kd->kc", model.vec[cand], user_vec[draw_user])
     pick = np.argmax(fit - np.log(-np.log(rng.random(fit.shape))), 1)
     item = cand[np.arange(len(cand)), pick]
+    # deduplicate: one pool entry per (user, item), weighted by its draw count
     pool_key, pool_cnt = np.unique(draw_user * n_products + item, return_counts=True)
     pool_user, pool_item = pool_key // n_products, pool_key % n_products
     pool_logw = np.log(pool_cnt) + AFFINITY_SD * rng.standard_normal(len(pool_key))
-    pool_aisle = aisle_of_item[pool_item]
     pool_size = np.bincount(pool_user, minlength=U)
-    pool_start = np.concatenate([[0], np.cumsum(pool_size)[:-1]])
+    return Pool(
+        user=pool_user,
+        item=pool_item,
+        logw=pool_logw,
+        aisle=model.aisle[pool_item],
+        size=pool_size,
+        start=np.concatenate([[0], np.cumsum(pool_size)[:-1]]),
+    )
 
-    # orders: occasion and basket size
+
+def _order_occasions(rng, occ_mix, n_ord, bmean, pool_size):
+    """The occasion and basket size of every order (users in turn, orders in time order).
+
+    Returns order_user (the user of each order), occ (index into OCCASIONS) and bsize (items
+    in the basket, never more than the user's pool holds), one entry per order.
+    """
+    O = len(OCCASIONS)
     n_tot = int(n_ord.sum())
-    order_user = np.repeat(np.arange(U), n_ord)
+    order_user = np.repeat(np.arange(len(n_ord)), n_ord)
     cum = np.cumsum(occ_mix, 1)[order_user]
     occ = (rng.random(n_tot)[:, None] > cum).sum(1).clip(0, O - 1)
     size_mult = np.array([OCCASION_SIZE.get(o, 1.0) for o in OCCASIONS])[occ]
     lam = rng.gamma(BASKET_SHAPE, (bmean[order_user] * size_mult - 1) / BASKET_SHAPE)
     bsize = np.minimum(1 + rng.poisson(lam), pool_size[order_user])
+    return order_user, occ, bsize
 
-    # every (order, pool item) pair: key = affinity + occasion boost + Gumbel
-    ent_n = pool_size[order_user]
-    ent_order = np.repeat(np.arange(n_tot), ent_n)
+
+def _fill_baskets(rng, pool: Pool, order_user, occ, bsize, prof):
+    """Each order's basket: its top-bsize pool entries by key = affinity + occasion boost +
+    Gumbel noise (weighted sampling without replacement).
+
+    Returns r_order (order index) and r_pool (pool entry) of every basket row, by order.
+    """
+    # every (order, pool entry) pair of the order's user
+    ent_n = pool.size[order_user]
+    ent_order = np.repeat(np.arange(len(order_user)), ent_n)
     ent_start = np.concatenate([[0], np.cumsum(ent_n)[:-1]])
-    ent_pool = pool_start[order_user][ent_order] + np.arange(len(ent_order)) - ent_start[ent_order]
+    ent_pool = pool.start[order_user][ent_order] + np.arange(len(ent_order)) - ent_start[ent_order]
     key = (
-        pool_logw[ent_pool]
-        + OCCASION_BETA * prof[occ[ent_order], pool_aisle[ent_pool]]
+        pool.logw[ent_pool]
+        + OCCASION_BETA * prof[occ[ent_order], pool.aisle[ent_pool]]
         - np.log(-np.log(rng.random(len(ent_pool))))
     )
+    # sort by order, then key descending, and keep each order's first bsize pairs
     srt = np.argsort(ent_order + 1.0 / (1.0 + np.exp(np.clip(0.5 * key, -30, 30))))
     rank = np.arange(len(srt)) - ent_start[ent_order[srt]]
     keep = srt[rank < bsize[ent_order[srt]]]
-    r_order, r_pool = ent_order[keep], ent_pool[keep]
-    # reordered: the user bought this item in an earlier order (orders are in time order)
-    ukey = pool_user[r_pool] * n_products + pool_item[r_pool]
+    return ent_order[keep], ent_pool[keep]
+
+
+def _reordered(r_order, ukey):
+    """Whether each row's (user, item) key was bought in an earlier order (orders are in time
+    order, so: not the key's first row). Returns int8 0/1 aligned with the rows."""
     s = np.lexsort((r_order, ukey))
     first = np.ones(len(s), bool)
     first[1:] = ukey[s][1:] != ukey[s][:-1]
     reordered = np.empty(len(s), np.int8)
     reordered[s] = ~first
-    # add_to_cart_order: usual items and produce/dairy first, with noise, ranked per order
-    ck = (
-        CART_REORDER_BONUS * reordered
-        + cart_bonus[pool_aisle[r_pool]]
-        + rng.standard_normal(len(keep))
-    )
+    return reordered
+
+
+def _cart_positions(rng, r_order, reordered, aisle_bonus, n_orders):
+    """add_to_cart_order: usual items and produce/dairy first, with noise, ranked per order.
+
+    Returns srt, the permutation that sorts the rows by (order, cart position), and cart,
+    the 1-based cart position of each row in that sorted order.
+    """
+    ck = CART_REORDER_BONUS * reordered + aisle_bonus + rng.standard_normal(len(r_order))
     srt = np.argsort(r_order + 1.0 / (1.0 + np.exp(np.clip(0.5 * ck, -30, 30))))
+    r_sorted = r_order[srt]
+    o_start = np.concatenate([[0], np.cumsum(np.bincount(r_sorted, minlength=n_orders))[:-1]])
+    cart = np.arange(len(r_sorted)) - o_start[r_sorted] + 1
+    return srt, cart
+
+
+def _user_chunk(rng, n_ord, bmean, model: ItemModel):
+    """Items for every order of a chunk of users, fully vectorised.
+
+    Model: a user's repertoire ("pool") is drawn from (taste over aisles, boosted by the
+    user's occasion mix) x (item popularity within aisle); items drawn more than once
+    weigh more. Each order has an occasion; its basket is the top-B of
+    log(affinity) + occasion boost + Gumbel noise over the pool (weighted sampling
+    without replacement), so staples recur (reorders) and the pool's tail is explored
+    slowly. Cart order follows the same key plus a produce/dairy bonus.
+    Returns per-order occasions and rows (order index, item, add_to_cart, reordered),
+    rows sorted by order, then cart position.
+    """
+    occ_mix, taste = _user_tastes(rng, len(n_ord), model.aisle_base, model.prof)
+    pool = _user_pools(rng, taste, n_ord, bmean, model)
+    order_user, occ, bsize = _order_occasions(rng, occ_mix, n_ord, bmean, pool.size)
+    r_order, r_pool = _fill_baskets(rng, pool, order_user, occ, bsize, model.prof)
+    reordered = _reordered(r_order, pool.user[r_pool] * len(model.order) + pool.item[r_pool])
+    aisle_bonus = model.cart_bonus[pool.aisle[r_pool]]
+    srt, cart = _cart_positions(rng, r_order, reordered, aisle_bonus, len(occ))
     r_order, r_pool, reordered = r_order[srt], r_pool[srt], reordered[srt]
-    o_start = np.concatenate([[0], np.cumsum(np.bincount(r_order, minlength=n_tot))[:-1]])
-    cart = np.arange(len(r_order)) - o_start[r_order] + 1
-    return occ, r_order, pool_item[r_pool], cart, reordered
+    return occ, r_order, pool.item[r_pool], cart, reordered
+
+
+def _users(rng, n_users):
+    """Per-user scalars: returns n_ord (orders per user, 4..100) and bmean (typical basket)."""
+    n_ord = np.clip(
+        np.round(np.exp(ORDERS_LOG_MU + ORDERS_LOG_SD * rng.standard_normal(n_users))), 4, 100
+    ).astype(np.int64)
+    bmean = np.exp(BASKET_LOG_MU + BASKET_LOG_SD * rng.standard_normal(n_users)) + 1.0
+    return n_ord, bmean
+
+
+def _orders_table(rng, n_ord) -> dict:
+    """Every order of every user: users in turn, each user's orders in time order.
+
+    Returns a dict of per-order columns: order_id (a random permutation, unrelated to
+    time, as in Kaggle), user_id, order_number, eval_code (0 prior, 1 train, 2 test: the
+    last order), days (days since prior order, NaN on each user's first), dow and hour.
+    """
+    n_users, n_tot = len(n_ord), int(n_ord.sum())
+    o_start = np.concatenate([[0], np.cumsum(n_ord)[:-1]])
+    order_number = np.arange(n_tot) - np.repeat(o_start, n_ord) + 1
+    orders = {
+        "order_id": rng.permutation(n_tot).astype(np.int64) + 1,
+        "user_id": np.repeat(np.arange(1, n_users + 1), n_ord),
+        "order_number": order_number,
+    }
+    is_last = order_number == np.repeat(n_ord, n_ord)
+    last_train = rng.random(n_users) < TRAIN_SHARE
+    orders["eval_code"] = np.where(is_last, np.where(np.repeat(last_train, n_ord), 1, 2), 0)
+    orders["days"] = _sample_days(rng, n_ord, n_tot)
+    orders["dow"] = _sticky(rng, DOW_P, n_ord, n_tot)
+    orders["hour"] = _sticky(rng, HOUR_P, n_ord, n_tot)
+    return orders
+
+
+def _order_items(seed, n_ord, bmean, orders, model: ItemModel, progress):
+    """The items of every order, USER_CHUNK users at a time (each chunk its own stream).
+
+    Returns the occasion of every order (int8, index into OCCASIONS) and the rows of the
+    prior and train orders (test orders have no items in the Kaggle release) as 5 columns:
+    order_id, product_id, add_to_cart_order, reordered, is_train.
+    """
+    order_id, eval_code = orders["order_id"], orders["eval_code"]
+    n_users = len(n_ord)
+    o_start = np.concatenate([[0], np.cumsum(n_ord)[:-1]])
+    occasion = np.zeros(len(order_id), np.int8)
+    parts = []
+    chunks = range(0, n_users, USER_CHUNK)
+    seeds = np.random.SeedSequence([seed, 2]).spawn(len(chunks))
+    for c, u0 in enumerate(tqdm(chunks, desc="users", unit="chunk", disable=not progress)):
+        u1 = min(u0 + USER_CHUNK, n_users)
+        crng = np.random.default_rng(seeds[c])
+        occ, r_ord, r_item, cart, reord = _user_chunk(crng, n_ord[u0:u1], bmean[u0:u1], model)
+        # chunk-local order indices -> global ones
+        g = o_start[u0]
+        occasion[g : g + len(occ)] = occ
+        r_ord = r_ord + g
+        keep = eval_code[r_ord] != 2  # test orders have no items in the Kaggle release
+        parts.append(
+            (
+                order_id[r_ord[keep]].astype(np.int32),
+                (model.order[r_item[keep]] + 1).astype(np.int32),
+                cart[keep].astype(np.int16),
+                reord[keep],
+                eval_code[r_ord[keep]] == 1,
+            )
+        )
+    return occasion, [np.concatenate([p[i] for p in parts]) for i in range(5)]
+
+
+# -----------------------------------------------------------------------------
+# writing
 
 
 def _write_csv(table: pa.Table, path: Path):
+    """Write table to path as Kaggle writes its CSVs: no quotes, header first."""
     pacsv.write_csv(
         table,
         path,
         pacsv.WriteOptions(quoting_style="none", quoting_header="none", batch_size=1 << 16),
     )
+
+
+def _strings(codes, labels):
+    """Integer codes -> an Arrow string column of labels[code]."""
+    return pa.DictionaryArray.from_arrays(codes, labels).cast(pa.string())
+
+
+def _write_orders(path: Path, orders: dict):
+    """orders.csv in generation order; days_since_prior_order reads '7.0', or empty."""
+    days = orders["days"]
+    days_str = pc.binary_join_element_wise(
+        pc.cast(pa.array(days, mask=np.isnan(days)).cast(pa.int64()), pa.string()), ".0", ""
+    )
+    table = {
+        "order_id": orders["order_id"],
+        "user_id": orders["user_id"],
+        "eval_set": _strings(orders["eval_code"].astype(np.int8), ["prior", "train", "test"]),
+        "order_number": orders["order_number"],
+        "order_dow": orders["dow"],
+        "order_hour_of_day": orders["hour"],
+        "days_since_prior_order": days_str,
+    }
+    _write_csv(pa.table(table), path)
+
+
+def _write_occasions(path: Path, order_id, occasion):
+    """order_occasions.csv: each order's latent occasion, sorted by order_id."""
+    s = np.argsort(order_id)
+    table = {"order_id": order_id[s], "occasion": _strings(occasion[s], list(OCCASIONS))}
+    _write_csv(pa.table(table), path)
+
+
+def _write_order_products(out: Path, rows: list):
+    """order_products__prior.csv and __train.csv from the 5 row columns of _order_items,
+    each sorted by order, then cart position (as the Kaggle files are)."""
+    for name, sel in (("prior", ~rows[4]), ("train", rows[4])):
+        oid, pid, cart, reord = (c[sel] for c in rows[:4])
+        s = np.lexsort((cart, oid))
+        table = {
+            "order_id": oid[s],
+            "product_id": pid[s],
+            "add_to_cart_order": cart[s],
+            "reordered": reord[s],
+        }
+        _write_csv(pa.table(table), out / f"order_products__{name}.csv")
+        del oid, pid, cart, reord, s, table
+
+
+def _write_sample(out_dir: Path, frames: dict, orders: dict, occasion, rows: list, meta: dict):
+    """Write every file of the sample into a temp dir next to out_dir, then rename it to
+    out_dir (replacing an old one), so a killed run never leaves a half sample that looks
+    complete. frames: file name -> catalogue DataFrame; meta goes to generator.json."""
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp", dir=out_dir.parent))
+    try:
+        for name, frame in frames.items():
+            frame.to_csv(tmp / name, index=False)
+        _write_orders(tmp / "orders.csv", orders)
+        _write_occasions(tmp / "order_occasions.csv", orders["order_id"], occasion)
+        _write_order_products(tmp, rows)
+        (tmp / "generator.json").write_text(json.dumps(meta) + "\n")
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        os.replace(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+# -----------------------------------------------------------------------------
+# the sample
 
 
 def generate(
@@ -629,476 +907,44 @@ def generate(
     assert n_users >= 1 and n_products >= 2 * len(_parse_aisles()), "too small a sample"
     rng = np.random.default_rng(seed)
     products, aisles, departments, rank, aisle_w = build_catalogue(n_products, seed)
-    P, A = len(products), len(aisles)
-    aisle_of_item = products.aisle_id.to_numpy() - 1
-    dept_of_aisle = np.zeros(A, int)
-    dept_of_aisle[aisle_of_item] = products.department_id.to_numpy()
-    prof = _occasion_profile(aisles.aisle.tolist())
-
-    # aisle base share: department row share (target) split by aisle weight, divided by
-    # the mean occasion boost so that occasions shift orders without moving the totals
-    aisle_base = np.zeros(A)
-    for d in range(1, 22):
-        m = dept_of_aisle == d
-        aisle_base[m] = DEPT_ROW_SHARE[d - 1] * DEPT_FIX[d - 1] * aisle_w[m] / aisle_w[m].sum()
-    aisle_base /= OCCASION_P @ np.exp(OCCASION_BETA * prof)
-    aisle_base /= aisle_base.sum()
-    # within-aisle popularity cdf, items sorted by (aisle, rank): value = aisle + cdf in aisle
-    order = np.lexsort((rank, aisle_of_item))
-    pop = (rank[order] + 1.0) ** -ZIPF_S
-    a_sorted = aisle_of_item[order]
-    tot = np.bincount(a_sorted, weights=pop, minlength=A)
-    cs = np.cumsum(pop)
-    a_start = np.concatenate([[0], np.cumsum(np.bincount(a_sorted, minlength=A))[:-1]])
-    before = np.concatenate([[0], cs])[a_start][a_sorted]
-    item_cdf = a_sorted + (cs - before) / tot[a_sorted]
-    aisle_of_sorted = a_sorted
-    cart_bonus = np.array([CART_BONUS.get(d, 0.0) for d in dept_of_aisle])
-    # latent item styles (rows in the (aisle, rank) order above), own stream: the catalogue
-    # and the other draws do not depend on LATENT_DIM
-    item_vec = np.random.default_rng([seed, 3]).standard_normal((P, LATENT_DIM))
-
-    # per-user scalars and the orders table (all users at once: cheap)
-    n_ord = np.clip(
-        np.round(np.exp(ORDERS_LOG_MU + ORDERS_LOG_SD * rng.standard_normal(n_users))), 4, 100
-    ).astype(np.int64)
-    bmean = np.exp(BASKET_LOG_MU + BASKET_LOG_SD * rng.standard_normal(n_users)) + 1.0
-    n_tot = int(n_ord.sum())
-    user_id = np.repeat(np.arange(1, n_users + 1), n_ord)
-    o_start = np.concatenate([[0], np.cumsum(n_ord)[:-1]])
-    order_number = np.arange(n_tot) - np.repeat(o_start, n_ord) + 1
-    order_id = rng.permutation(n_tot).astype(np.int64) + 1
-    is_last = order_number == np.repeat(n_ord, n_ord)
-    last_train = rng.random(n_users) < TRAIN_SHARE
-    eval_code = np.where(is_last, np.where(np.repeat(last_train, n_ord), 1, 2), 0)
-    days = _sample_days(rng, n_ord, n_tot)
-    dow = _sticky(rng, DOW_P, n_ord, n_tot)
-    hour = _sticky(rng, HOUR_P, n_ord, n_tot)
-
-    # items, a chunk of users at a time
-    occasion = np.zeros(n_tot, np.int8)
-    parts = []
-    chunks = range(0, n_users, USER_CHUNK)
-    seeds = np.random.SeedSequence([seed, 2]).spawn(len(chunks))
-    for c, u0 in enumerate(tqdm(chunks, desc="users", unit="chunk", disable=not progress)):
-        u1 = min(u0 + USER_CHUNK, n_users)
-        crng = np.random.default_rng(seeds[c])
-        occ, r_ord, r_item, cart, reord = _user_chunk(
-            crng,
-            n_ord[u0:u1],
-            bmean[u0:u1],
-            P,
-            aisle_of_sorted,
-            item_cdf,
-            aisle_base,
-            prof,
-            cart_bonus,
-            item_vec,
-        )
-        g = o_start[u0]
-        occasion[g : g + len(occ)] = occ
-        r_ord = r_ord + g
-        keep = eval_code[r_ord] != 2  # test orders have no items in the Kaggle release
-        parts.append(
-            (
-                order_id[r_ord[keep]].astype(np.int32),
-                (order[r_item[keep]] + 1).astype(np.int32),
-                cart[keep].astype(np.int16),
-                reord[keep],
-                eval_code[r_ord[keep]] == 1,
-            )
-        )
-
-    # write everything into a temp dir, then rename
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp", dir=out_dir.parent))
-    try:
-        products.to_csv(tmp / "products.csv", index=False)
-        aisles.to_csv(tmp / "aisles.csv", index=False)
-        departments.to_csv(tmp / "departments.csv", index=False)
-        days_str = pc.binary_join_element_wise(
-            pc.cast(pa.array(days, mask=np.isnan(days)).cast(pa.int64()), pa.string()), ".0", ""
-        )
-        _write_csv(
-            pa.table(
-                {
-                    "order_id": order_id,
-                    "user_id": user_id,
-                    "eval_set": pa.DictionaryArray.from_arrays(
-                        eval_code.astype(np.int8), ["prior", "train", "test"]
-                    ).cast(pa.string()),
-                    "order_number": order_number,
-                    "order_dow": dow,
-                    "order_hour_of_day": hour,
-                    "days_since_prior_order": days_str,
-                }
-            ),
-            tmp / "orders.csv",
-        )
-        occ_order = np.argsort(order_id)
-        _write_csv(
-            pa.table(
-                {
-                    "order_id": order_id[occ_order],
-                    "occasion": pa.DictionaryArray.from_arrays(
-                        occasion[occ_order], list(OCCASIONS)
-                    ).cast(pa.string()),
-                }
-            ),
-            tmp / "order_occasions.csv",
-        )
-        cols = [np.concatenate([p[i] for p in parts]) for i in range(5)]
-        parts.clear()
-        for name, sel in (("prior", ~cols[4]), ("train", cols[4])):
-            oid, pid, cart, reord = (c[sel] for c in cols[:4])
-            s = np.lexsort((cart, oid))  # Kaggle files are sorted by order, then cart position
-            _write_csv(
-                pa.table(
-                    {
-                        "order_id": oid[s],
-                        "product_id": pid[s],
-                        "add_to_cart_order": cart[s],
-                        "reordered": reord[s],
-                    }
-                ),
-                tmp / f"order_products__{name}.csv",
-            )
-            del oid, pid, cart, reord, s
-        (tmp / "generator.json").write_text(
-            json.dumps(
-                {
-                    "version": GENERATOR_VERSION,
-                    "n_users": n_users,
-                    "n_products": n_products,
-                    "seed": seed,
-                }
-            )
-            + "\n"
-        )
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    model = _item_model(products, aisles, rank, aisle_w, seed)
+    # users and their orders (all users at once: cheap), then the items, a chunk at a time
+    n_ord, bmean = _users(rng, n_users)
+    orders = _orders_table(rng, n_ord)
+    occasion, rows = _order_items(seed, n_ord, bmean, orders, model, progress)
+    frames = {"products.csv": products, "aisles.csv": aisles, "departments.csv": departments}
+    meta = {
+        "version": GENERATOR_VERSION,
+        "n_users": n_users,
+        "n_products": n_products,
+        "seed": seed,
+    }
+    _write_sample(out_dir, frames, orders, occasion, rows, meta)
     return out_dir
-
-
-# -----------------------------------------------------------------------------
-# calibration against real rows
-
-REL_TOL = 0.15  # every figure within 15% of real (relative) ...
-ABS_TOL_DEPT = 0.0015  # ... or, for department shares, within 0.15 percentage points (tiny ones)
-
-
-def kaggle_file(d: Path, name: str) -> Path:
-    """`name` in folder d as shipped: name.csv, or Kaggle's name.csv.zip / name.csv.gz
-    (pandas reads each directly); the plain name when none exists (the caller reports it)."""
-    for suffix in ("", ".zip", ".gz"):
-        if (Path(d) / (name + suffix)).is_file():
-            return Path(d) / (name + suffix)
-    return Path(d) / name
-
-
-def _read(d: Path, name: str, **kw) -> pd.DataFrame:
-    return pd.read_csv(kaggle_file(d, name), **kw)
-
-
-def _stats(d: Path) -> dict[str, float]:
-    """Headline statistics of a Kaggle-layout folder (prior orders only)."""
-    orders = _read(d, "orders.csv", usecols=["order_id", "user_id", "days_since_prior_order"])
-    prior = _read(d, "order_products__prior.csv", usecols=["order_id", "product_id", "reordered"])
-    products = _read(d, "products.csv", usecols=["product_id", "department_id"])
-    depts = _read(d, "departments.csv")
-    s: dict[str, float] = {}
-    s["basket size mean"] = prior.groupby("order_id").size().mean()
-    s["reorder rate"] = prior.reordered.mean()
-    n = orders.groupby("user_id").size()
-    for q in (25, 50, 75):
-        s[f"orders/user p{q}"] = n.quantile(q / 100)
-    days = orders.days_since_prior_order.dropna()
-    s["days since prior mean"] = days.mean()
-    s["days share ==30"] = (days == 30).mean()
-    s["days share ==7"] = (days == 7).mean()
-    s["days share <=7"] = (days <= 7).mean()
-    cnt = prior.product_id.value_counts()
-    s["top 1% of bought items: row share"] = cnt.iloc[: max(1, round(len(cnt) / 100))].sum() / len(
-        prior
-    )
-    user = orders.set_index("order_id").user_id.reindex(prior.order_id).to_numpy()
-    s["distinct products/user mean"] = (
-        pd.DataFrame({"u": user, "p": prior.product_id})
-        .drop_duplicates()
-        .groupby("u")
-        .size()
-        .mean()
-    )
-    s["items bought / catalogue"] = len(cnt) / len(products)
-    dept = products.set_index("product_id").department_id.reindex(prior.product_id)
-    share = dept.value_counts(normalize=True)
-    for did, name in zip(depts.department_id, depts.department):
-        s[f"dept {name}"] = share.get(did, 0.0)
-    return s
-
-
-def calibration_table(generated_dir, real_dir) -> pd.DataFrame:
-    """Generated vs real side by side: rows = statistic, cols = generated, real, rel_diff, ok.
-
-    ok: |rel_diff| <= 15%, or for department shares |abs diff| <= 0.15 percentage points.
-    'items bought / catalogue' depends on the sizes compared; it is shown, not judged.
-    """
-    g, r = _stats(Path(generated_dir)), _stats(Path(real_dir))
-    df = pd.DataFrame({"generated": pd.Series(g), "real": pd.Series(r)})
-    df["rel_diff"] = (df.generated - df.real) / df.real.where(df.real != 0)
-    ok = df.rel_diff.abs() <= REL_TOL
-    dept = df.index.str.startswith("dept ")
-    ok |= dept & ((df.generated - df.real).abs() <= ABS_TOL_DEPT)
-    df["ok"] = ok
-    df.loc["items bought / catalogue", "ok"] = True
-    return df
-
-
-BEHAVIOUR_ITEMS = 5000  # behaviour rows: the most bought 5,000 items, as the README's real table
-BEHAVIOUR_EPOCHS = 2  # two-tower: one seed, a short run (the same on both sides)
-
-
-def behaviour_stats(
-    data_dir, n_items: int = BEHAVIOUR_ITEMS, epochs: int = BEHAVIOUR_EPOCHS, progress: bool = False
-) -> dict[str, float]:
-    """How the project's own models behave on a Kaggle-layout folder: every user, the
-    `n_items` most bought items, the interaction split, common's baselines, metrics and a
-    short one-seed two-tower run. Used to compare generated with real rows at matched size."""
-    import common  # lazy: common imports this module (the generator is the bottom floor)
-
-    n_users = _read(Path(data_dir), "orders.csv", usecols=["user_id"]).user_id.nunique()
-    ds = common.load_dataset(
-        data_dir, n_users=n_users, n_items=n_items, use_cache=False, verbose=False
-    )
-    split = common.split_interactions(ds.interactions, "interaction")
-    feats = common.build_features(ds, split.train)
-    users = split.eval_users()
-    base = common.baseline_rankings(feats, users, ds.n_items)
-    tf = common.evaluate(base["top-frequency"], users, split, feats, n_boot=10)["all"]
-    pop = common.evaluate(base["popularity"], users, split, feats, n_boot=10)["all"]
-    tt = {"recall@20": float("nan")}
-    if epochs:  # epochs=0: no two-tower row (fast checks)
-        model = common.train_two_tower(
-            ds, split, feats, common.TowerConfig(epochs=epochs), progress=progress
-        )
-        tt = common.evaluate(common.retrieve(model, users, 20)[0], users, split, feats, n_boot=10)[
-            "all"
-        ]
-    train_pairs = set(
-        zip(split.train.user.to_numpy().tolist(), split.train.item.to_numpy().tolist())
-    )
-    test_pairs = zip(split.test.user.to_numpy().tolist(), split.test.item.to_numpy().tolist())
-    repeat = np.mean([p in train_pairs for p in test_pairs])
-    return {
-        "top-frequency R@5": tf["recall@5"],
-        "top-frequency R@10": tf["recall@10"],
-        "top-frequency R@20": tf["recall@20"],
-        "top-frequency NDCG@10": tf["ndcg@10"],
-        "popularity R@20": pop["recall@20"],
-        f"two-tower R@20 ({epochs} ep, 1 seed)": tt["recall@20"],
-        "held-out rows repeating a training pair": float(repeat),
-        "distinct held-out items/user mean": float(np.mean([len(split.truth[u]) for u in users])),
-    }
-
-
-def behaviour_table(generated_dir, real_dir, **kw) -> pd.DataFrame:
-    """Behaviour rows, generated vs real: cols generated, real, rel_diff, ok (|rel| <= 15%)."""
-    df = pd.DataFrame(
-        {
-            "generated": pd.Series(behaviour_stats(generated_dir, **kw)),
-            "real": pd.Series(behaviour_stats(real_dir, **kw)),
-        }
-    )
-    df["rel_diff"] = (df.generated - df.real) / df.real
-    df["ok"] = df.rel_diff.abs() <= REL_TOL
-    return df
-
-
-OCC_POP_GOAL = 1.5  # occasion popularity must reach this multiple of global popularity
-OCC_SHRINK = 2.0  # occasion-aware top-frequency: pseudo-orders of the user's overall rate
-
-
-def occasion_signal(data_dir, k: int = 20) -> dict[str, float]:
-    """Does the true occasion carry signal? Needs order_occasions.csv (generated data only).
-
-    Target: each user's last prior order (its distinct items); history: the earlier prior
-    orders. Recall@k, macro over users, of
-      global popularity:      the k most bought history items;
-      occasion popularity:    the k most bought history items in orders of the target's
-                              occasion (all users);
-      top-frequency:          the user's most bought history items (ties: more recent);
-      occasion top-frequency: the user's items by their rate in the user's orders of the
-                              target's occasion, shrunk towards the user's overall rate
-                              with OCC_SHRINK pseudo-orders (ties: overall count, recency).
-    """
-    d = Path(data_dir)
-    orders = _read(d, "orders.csv", usecols=["order_id", "user_id", "eval_set", "order_number"])
-    orders = orders[orders.eval_set == "prior"].merge(_read(d, "order_occasions.csv"))
-    rows = (
-        _read(d, "order_products__prior.csv", usecols=["order_id", "product_id"])
-        .drop_duplicates()
-        .merge(orders[["order_id", "user_id", "order_number", "occasion"]])
-    )
-    last = orders.groupby("user_id").order_number.transform("max") == orders.order_number
-    target = orders[last].set_index("user_id").occasion
-    is_t = (
-        rows.order_number.to_numpy()
-        == rows.user_id.map(orders[last].set_index("user_id").order_number).to_numpy()
-    )
-    hist, test = rows[~is_t], rows[is_t]
-    truth = test.groupby("user_id").product_id.agg(set)
-    users = truth.index.to_numpy()
-
-    def recall(top: dict) -> float:
-        return float(np.mean([len(truth[u] & set(top.get(u, ()))) / len(truth[u]) for u in users]))
-
-    glob = hist.product_id.value_counts().index[:k].tolist()
-    by_occ = {
-        o: g.product_id.value_counts().index[:k].tolist() for o, g in hist.groupby("occasion")
-    }
-    # per (user, item): overall count, count in target-occasion orders, last order number
-    h = hist.assign(same=(hist.occasion.to_numpy() == target.reindex(hist.user_id).to_numpy()))
-    ui = (
-        h.groupby(["user_id", "product_id"])
-        .agg(n=("order_id", "size"), n_occ=("same", "sum"), last=("order_number", "max"))
-        .reset_index()
-    )
-    n_ord = orders[~last].groupby("user_id").size()
-    n_same = (
-        orders[~last]
-        .assign(same=lambda o: o.occasion.to_numpy() == target.reindex(o.user_id).to_numpy())
-        .groupby("user_id")
-        .same.sum()
-    )
-    rate = ui.n / n_ord.reindex(ui.user_id).to_numpy()
-    ui["occ_score"] = (ui.n_occ + OCC_SHRINK * rate) / (
-        n_same.reindex(ui.user_id).to_numpy() + OCC_SHRINK
-    )
-
-    def top_by(cols):
-        s = ui.sort_values(["user_id"] + cols, ascending=[True] + [False] * len(cols))
-        s = s[s.groupby("user_id").cumcount() < k]
-        return s.groupby("user_id").product_id.agg(list).to_dict()
-
-    return {
-        "global popularity R@20": recall({u: glob for u in users}),
-        "occasion popularity R@20": recall({u: by_occ.get(target[u], []) for u in users}),
-        "top-frequency R@20": recall(top_by(["n", "last"])),
-        "occasion top-frequency R@20": recall(top_by(["occ_score", "n", "last"])),
-    }
-
-
-def _real_dir(arg: str | None) -> Path:
-    d = arg or os.environ.get(DATA_ENV)
-    if not d:
-        sys.exit(f"error: --calibrate needs --real-dir DIR or ${DATA_ENV} set to the real data")
-    missing = [f for f in KAGGLE_FILES if not kaggle_file(Path(d), f).is_file()]
-    if missing:
-        sys.exit(f"error: real data dir {d} lacks {', '.join(missing)}")
-    return Path(d)
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    ap.add_argument(
-        "--out",
-        help="output folder for the Kaggle-layout CSVs (default data/sample; "
-        "with --calibrate, reused if it already exists)",
-    )
-    ap.add_argument(
-        "--users",
-        type=int,
-        help="number of users (default 5000; with --calibrate, the real folder's user count)",
-    )
-    ap.add_argument(
-        "--products",
-        type=int,
-        help="catalogue size (default 10000; with --calibrate, the real catalogue size)",
-    )
+    ap.add_argument("--out", help="output folder for the Kaggle-layout CSVs (default data/sample)")
+    ap.add_argument("--users", type=int, help="number of users (default 5000)")
+    ap.add_argument("--products", type=int, help="catalogue size (default 10000)")
     ap.add_argument("--seed", type=int, default=42, help="random seed; same seed -> same bytes")
     ap.add_argument(
         "--full",
         action="store_true",
         help=f"full Kaggle size: {FULL_USERS:,} users x {FULL_PRODUCTS:,} products",
     )
-    ap.add_argument(
-        "--calibrate",
-        action="store_true",
-        help="print generated vs real statistics side by side (OK/OFF per row)",
-    )
-    ap.add_argument("--real-dir", help=f"real Kaggle-layout folder (default ${DATA_ENV})")
-    ap.add_argument(
-        "--no-behaviour",
-        action="store_true",
-        help="with --calibrate: skip the behaviour rows (they train a two-tower)",
-    )
-    ap.add_argument("--json", help="with --calibrate: also write the table as JSON here")
     ap.add_argument("--quiet", action="store_true", help="no progress bar")
     args = ap.parse_args(argv)
     users, products = args.users, args.products
     if args.full:
         users, products = users or FULL_USERS, products or FULL_PRODUCTS
-    if not args.calibrate:
-        out = Path(args.out or "data/sample")
-        t0 = time.time()
-        generate(out, users or 5000, products or 10000, args.seed, progress=not args.quiet)
-        print(f"wrote {out} in {time.time() - t0:.1f}s (generator {GENERATOR_VERSION})")
-        return
-    real = _real_dir(args.real_dir)
-    with tempfile.TemporaryDirectory() as tmp:
-        gen = Path(args.out) if args.out and Path(args.out).exists() else Path(tmp) / "gen"
-        if gen.parent == Path(tmp):
-            users = users or _read(real, "orders.csv", usecols=["user_id"]).user_id.nunique()
-            products = products or len(_read(real, "products.csv", usecols=["product_id"]))
-            print(
-                f"generating {users:,} users x {products:,} products, seed {args.seed} "
-                f"(matched to the real folder's size unless --users/--products given)"
-            )
-            generate(gen, users, products, args.seed, progress=not args.quiet)
-        else:
-            print(f"using existing sample {gen}")
-        df = calibration_table(gen, real)
-        beh = None if args.no_behaviour else behaviour_table(gen, real)
-        occ = occasion_signal(gen)
-    _print_table(df)
-    print(
-        f"{int(df.ok.sum())}/{len(df)} OK (|rel| <= {REL_TOL:.0%}; department shares also OK "
-        f"within {ABS_TOL_DEPT * 100:.2f} pp; top-1% is over the products actually bought)"
-    )
-    if beh is not None:
-        print(
-            f"\nbehaviour: every user, the {BEHAVIOUR_ITEMS:,} most bought items, interaction "
-            f"split, common's metrics"
-        )
-        _print_table(beh)
-        print(f"{int(beh.ok.sum())}/{len(beh)} OK (|rel| <= {REL_TOL:.0%})")
-    print(
-        f"\noccasion signal on the generated rows (each user's last prior order; goal: "
-        f"occasion popularity >= {OCC_POP_GOAL}x global, occasion top-frequency > top-frequency)"
-    )
-    print(pd.Series(occ).map("{:.4f}".format).to_string())
-    print(f"ratio {occ['occasion popularity R@20'] / occ['global popularity R@20']:.2f}x")
-    if args.json:
-        tables = [df] + ([beh] if beh is not None else [])
-        Path(args.json).write_text(
-            pd.concat(tables).reset_index(names="statistic").to_json(orient="records", indent=1)
-        )
-
-
-def _print_table(df: pd.DataFrame):
-    show = df.copy()
-    show["rel_diff"] = show.rel_diff.map(lambda x: f"{x:+.1%}" if pd.notna(x) else "")
-    show["ok"] = show.ok.map({True: "OK", False: "OFF"})
-    if "items bought / catalogue" in show.index:  # depends on the sizes compared
-        show.loc["items bought / catalogue", "ok"] = "info"
-    with pd.option_context("display.float_format", "{:.4f}".format, "display.width", 120):
-        print(show.to_string())
+    out = Path(args.out or "data/sample")
+    t0 = time.time()
+    generate(out, users or 5000, products or 10000, args.seed, progress=not args.quiet)
+    print(f"wrote {out} in {time.time() - t0:.1f}s (generator {GENERATOR_VERSION})")
 
 
 if __name__ == "__main__":

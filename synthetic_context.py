@@ -1,4 +1,4 @@
-"""Experiment 4: do occasion labels improve the two-tower?
+"""Experiment 4: do occasion labels in the features improve the two-tower?
 
 Question: does knowing a shopping occasion (weeknight dinner, party, breakfast, ...) improve
 two-tower retrieval, and was the original study's negative result about the labels being
@@ -21,7 +21,7 @@ Arms (each trained over --seeds seeds; the reference is the standard two-tower, 
                         the user tower (TowerConfig.n_contexts; each training row carries its
                         own order's occasion). Random vs true labels. Temporal split only.
   4. LLM fractions      an LLM labels the occasion of --orders training orders from their
-                        baskets (evals/prompt_registry.py: occasion_label; batched, cached);
+                        baskets (prompts.py: occasion_label; batched, cached);
                         fractions over the labelled orders only: a user without a labelled
                         order gets all-zero fractions (no occasion information). On generated
                         data: label accuracy, confusion matrix, and a control arm "true
@@ -31,7 +31,6 @@ and the per-seed differences (mean, std, 95% t interval over seeds). The verdict
 the original study's metric.
 """
 
-import argparse
 import dataclasses
 import hashlib
 import time
@@ -40,8 +39,16 @@ import numpy as np
 import pandas as pd
 
 import common as C
-import llm
-from evals.prompt_registry import OCCASIONS, TEMPLATES, versions_used
+import experiment
+import metrics
+from prompts import OCCASIONS, TEMPLATES
+
+QUESTION = "Do occasion labels in the features improve the two-tower?"
+ORIGINAL_FINDING = (
+    "2,000 heaviest users, 5,000 items: random occasion labels per order, as per-user occasion "
+    "fractions in the user features, moved R@20 0.1298 -> 0.1273 in one run, read as "
+    '"synthetic labels add noise"'
+)
 
 # defaults (all overridable from the command line)
 SEEDS = 3  # training seeds per arm
@@ -53,17 +60,12 @@ BATCH_POLL_S = 30.0  # seconds between polls of a Claude message batch
 MIN_EFFECT = 0.005  # R@20 change that matters (the original's drop was 0.0025)
 NAMED = [o for o in OCCASIONS if o != "other"]  # occasions a random label is drawn from
 METRIC = "recall@20"
+CONTROL = {"true fractions": "random fractions", "context true": "context random"}
 QUICK = {"users": 300, "items": 1500, "epochs": 1, "seeds": 2, "orders": 40}
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    C.add_data_args(p)
-    C.add_tower_args(p)
-    C.add_experiment_args(p, seeds=SEEDS)
-    llm.add_llm_args(p)
+    p = experiment.script_parser(__doc__, seeds=SEEDS)
     g = p.add_argument_group("experiment 4")
     g.add_argument(
         "--orders",
@@ -73,9 +75,9 @@ def parse_args(argv=None):
         "stay unlabelled)",
     )
     p.set_defaults(epochs=EPOCHS, split="temporal")
-    args = C.parse_args_with_quick(p, argv, QUICK)
-    if args.seeds < 1 or args.orders < 0:
-        raise C.ConfigError("--seeds must be >= 1 and --orders >= 0")
+    args = experiment.parse_args_with_quick(p, argv, QUICK)
+    if args.orders < 0:
+        raise C.ConfigError("--orders must be >= 0")
     return args
 
 
@@ -142,28 +144,19 @@ def retrieve_with_context(
 
 
 def digest(a: np.ndarray) -> str:
+    """Short content hash of a label array: part of a saved tower's key."""
     return hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest()[:12]
 
 
-def seed_gain(exp: C.Experiment, arm: str, ref: str, metric: str = METRIC) -> dict:
-    """Per-seed difference arm - ref of the mean metric (same seed), with a 95% t interval."""
-    from scipy import stats
-
-    d = np.array(
-        [a["all"][metric] - b["all"][metric] for a, b in zip(exp.runs[arm], exp.runs[ref])]
-    )
-    half = (
-        stats.t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / np.sqrt(len(d)) if len(d) > 1 else np.nan
-    )
-    return {
-        "per_seed": d.tolist(),
-        "mean": float(d.mean()),
-        "std": float(d.std(ddof=1)) if len(d) > 1 else None,
-        "ci95": [float(d.mean() - half), float(d.mean() + half)] if len(d) > 1 else None,
-    }
+def seed_gain(exp: experiment.Experiment, arm: str, ref: str, metric: str = METRIC) -> dict:
+    """Per-seed difference arm - ref of the mean metric (same seed), with a 95% t interval
+    over seeds (metrics.seed_interval)."""
+    diffs = [a["all"][metric] - b["all"][metric] for a, b in zip(exp.runs[arm], exp.runs[ref])]
+    return metrics.seed_interval(diffs)
 
 
 def confusion(truth: np.ndarray, pred: np.ndarray) -> pd.DataFrame:
+    """Counts of (true, LLM) occasion pairs over the occasions that occur in either."""
     k = len(OCCASIONS)
     m = np.bincount(truth * k + pred, minlength=k * k).reshape(k, k)
     used = (m.sum(0) + m.sum(1)) > 0
@@ -215,16 +208,96 @@ def label_orders(
     return codes, info
 
 
+# --- arms: the labels each arm trains on
+def context_arms(
+    ds: C.Dataset, split: C.Split, users: np.ndarray, rand: np.ndarray, truth, rng
+) -> dict:
+    """Arm 3: {name: (label per training order, label of each evaluation user's held-out
+    order)}; random labels (the held-out ones drawn from `rng` after the order labels) and,
+    on generated data, true ones."""
+    held_rand = rng.integers(0, len(NAMED), len(users))
+    arms = {"context random": (rand, held_rand)}
+    if truth is not None:
+        arms["context true"] = (truth, true_codes(ds, held_out_orders(split, users)))
+    return arms
+
+
+def llm_fraction_arms(exp, client, o_user: np.ndarray, codes: np.ndarray, truth, info) -> dict:
+    """Arm 4: {name: user fractions} from the LLM's labels and, on generated data, its control
+    "true fractions (same orders)" (label noise apart from coverage). Adds label accuracy,
+    confusion, usage and cost per 1,000 orders to `info` (the LLM's results entry)."""
+    picked = info.pop("picked")
+    name = f"LLM fractions ({info['orders_labelled']} orders)"
+    arms = {name: user_fractions(exp.ds.n_users, o_user, codes)}
+    exp.labels[name] = client.label
+    if truth is not None:
+        labelled = codes >= 0
+        same = np.where(labelled, truth, -1)
+        arms[f"true fractions (same {int(labelled.sum())} orders)"] = user_fractions(
+            exp.ds.n_users, o_user, same
+        )
+        info.update(label_accuracy(truth, codes, picked))
+    info["usage"] = client.usage_report()
+    n = max(info["orders_asked"], 1)
+    info["per_1000_orders"] = {
+        "usd": round(info["usage"].get("total_cost_usd", 0.0) * 1000 / n, 4),
+        "wall_s": round(info["wall_s"] * 1000 / n, 1),
+    }
+    return arms
+
+
+def label_accuracy(truth: np.ndarray, codes: np.ndarray, picked: np.ndarray) -> dict:
+    """The LLM's labels against the generator's truth: accuracy over the labelled orders,
+    the majority-class and chance accuracies beside it, and the confusion counts."""
+    labelled = codes >= 0
+    t, pred = truth[labelled], codes[labelled]
+    cm = confusion(t, pred)
+    majority = np.bincount(truth[picked]).max() / max(len(picked), 1)
+    return {
+        "accuracy": float(np.mean(t == pred)) if len(t) else None,
+        "majority_class_accuracy": float(majority),
+        "chance_accuracy": 1 / len(NAMED),
+        "confusion": {
+            "rows_truth": list(cm.index),
+            "cols_pred": list(cm.columns),
+            "counts": cm.to_numpy().tolist(),
+        },
+    }
+
+
+def train_fraction_arm(exp, cfg: C.TowerConfig, fractions: np.ndarray) -> np.ndarray:
+    """Ranked lists of a two-tower whose user features carry the occasion fractions."""
+    feats = with_user_columns(exp.feats, fractions, "occ")
+    variant = {"arm": "user_fractions", "labels": digest(fractions)}
+    return C.retrieve(exp.train(cfg, feats=feats, variant=variant), exp.users)[0]
+
+
+def train_context_arm(exp, seed: int, orders, labels: np.ndarray, held: np.ndarray):
+    """Ranked lists of a two-tower whose user tower reads the occasion at request time: each
+    training row its own order's label, each evaluation user its held-out order's (`held`)."""
+    cfg = experiment.tower_config(exp.args, seed, n_contexts=len(OCCASIONS))
+    model = exp.train(
+        cfg,
+        context=row_contexts(exp.split, orders, labels),
+        variant={"arm": "context", "labels": digest(labels)},
+    )
+    return retrieve_with_context(model, exp.users, held)
+
+
 # ----------------------------------------------------------------------------
 def main(argv=None):
     args = parse_args(argv)
-    client, why = llm.client_from_args(args)
-    print(f"LLM: {why}")
 
     # data, temporal split, features from training rows, reference baselines
-    exp = C.Experiment("synthetic_context", args)
+    exp = experiment.Experiment(
+        "synthetic_context", args, question=QUESTION, original_finding=ORIGINAL_FINDING
+    )
+    client = exp.start_llm("occasion_label")
     exp.add_baselines()
-    ds, split, feats, users = exp.ds, exp.split, exp.feats, exp.users
+    ds, split, users = exp.ds, exp.split, exp.users
+
+    # labels per training order: one fixed random draw, the generator's truth (None on real
+    # rows); arms that cannot run are reported as skipped, with the reason
     orders = training_orders(split)
     o_user = orders["user"].to_numpy(np.int64)
     truth = true_codes(ds, orders["order_id"].to_numpy())
@@ -232,97 +305,73 @@ def main(argv=None):
     rand = rng.integers(0, len(NAMED), len(orders))  # NAMED are OCCASIONS[:len(NAMED)]
     notes = {}
 
-    # the held-out order's occasion per evaluation user (temporal split: one order each)
-    ctx_ok = split.mode == "temporal"
-    if ctx_ok:
-        held_true = true_codes(ds, held_out_orders(split, users))
-        held_rand = rng.integers(0, len(NAMED), len(users))
+    # arm 3: the held-out order's occasion per evaluation user (temporal split: one order each)
+    contexts = {}
+    if split.mode == "temporal":
+        contexts = context_arms(ds, split, users, rand, truth, rng)
     else:
         notes["context"] = "skipped: request-time context needs --split temporal"
 
-    # the feature arms: (name, user fractions or None with the reason)
-    arms = {
-        "random fractions": (user_fractions(ds.n_users, o_user, rand), None),
-        "true fractions": (None, "skipped: no occasion truth")
-        if truth is None
-        else (user_fractions(ds.n_users, o_user, truth), None),
-    }
+    # arms 1 and 2: per-user occasion fractions from random and true labels
+    fractions = {"random fractions": user_fractions(ds.n_users, o_user, rand)}
+    if truth is not None:
+        fractions["true fractions"] = user_fractions(ds.n_users, o_user, truth)
+
+    # arm 4: an LLM labels --orders training orders
     llm_info = None
     if client is None:
-        notes["llm"] = f"skipped: {why}"
+        notes["llm"] = f"skipped: {exp.llm.note}"
     elif args.orders == 0:
         notes["llm"] = "skipped: --orders 0"
     else:
         llm_codes, llm_info = label_orders(client, ds, split, orders, args.orders)
-        picked = llm_info.pop("picked")
-        arms[f"LLM fractions ({llm_info['orders_labelled']} orders)"] = (
-            user_fractions(ds.n_users, o_user, llm_codes),
-            None,
-        )
-        exp.labels[f"LLM fractions ({llm_info['orders_labelled']} orders)"] = client.label
-        if truth is not None:
-            lab = llm_codes >= 0
-            same = np.where(lab, truth, -1)
-            arms[f"true fractions (same {int(lab.sum())} orders)"] = (
-                user_fractions(ds.n_users, o_user, same),
-                None,
-            )
-            t, pr = truth[lab], llm_codes[lab]
-            cm = confusion(t, pr)
-            majority = np.bincount(truth[picked]).max() / max(len(picked), 1)
-            llm_info.update(
-                {
-                    "accuracy": float(np.mean(t == pr)) if len(t) else None,
-                    "majority_class_accuracy": float(majority),
-                    "chance_accuracy": 1 / len(NAMED),
-                    "confusion": {
-                        "rows_truth": list(cm.index),
-                        "cols_pred": list(cm.columns),
-                        "counts": cm.to_numpy().tolist(),
-                    },
-                }
-            )
-        llm_info["usage"] = client.usage_report()
-        n = max(llm_info["orders_asked"], 1)
-        llm_info["per_1000_orders"] = {
-            "usd": round(llm_info["usage"].get("total_cost_usd", 0.0) * 1000 / n, 4),
-            "wall_s": round(llm_info["wall_s"] * 1000 / n, 1),
-        }
+        fractions.update(llm_fraction_arms(exp, client, o_user, llm_codes, truth, llm_info))
+    if truth is None:
+        notes["true fractions"] = "skipped: no occasion truth"
+        if contexts:
+            notes["context true"] = "skipped: no occasion truth"
 
     # train: baseline and every arm over the same seeds
     for seed in exp.seeds:
-        cfg = C.tower_config(args, seed)
+        cfg = experiment.tower_config(args, seed)
         exp.add("two-tower", C.retrieve(exp.train(cfg), users)[0])
-        for name, (frac, skip) in arms.items():
-            if frac is None:
-                notes[name] = skip
-                continue
-            f2 = with_user_columns(feats, frac, "occ")
-            model = exp.train(
-                cfg, feats=f2, variant={"arm": "user_fractions", "labels": digest(frac)}
-            )
-            exp.add(name, C.retrieve(model, users)[0])
-        if ctx_ok:
-            kinds = {"context random": (rand, held_rand)}
-            if truth is not None:
-                kinds["context true"] = (truth, held_true)
-            for name, (lab, held_lab) in kinds.items():
-                c = C.tower_config(args, seed, n_contexts=len(OCCASIONS))
-                model = exp.train(
-                    c,
-                    context=row_contexts(split, orders, lab),
-                    variant={"arm": "context", "labels": digest(lab)},
-                )
-                exp.add(name, retrieve_with_context(model, users, held_lab))
-            if truth is None:
-                notes["context true"] = "skipped: no occasion truth"
+        for name, frac in fractions.items():
+            exp.add(name, train_fraction_arm(exp, cfg, frac))
+        for name, (labels, held) in contexts.items():
+            exp.add(name, train_context_arm(exp, seed, orders, labels, held))
 
-    # report
+    # report: the table, gains over the two-tower (paired over users, then over seeds)
     exp.print_table(title=f"experiment 4 ({split.mode} split, R@K over held-out items)")
     for name, note in notes.items():
         print(f"  {name}: {note}")
-    trained = [a for a in exp.runs if a in arms or a.startswith("context")]
+    trained = [*fractions, *contexts]
     gains = exp.print_gains(trained, "two-tower", metrics=("recall@20", "recall@10", "ndcg@10"))
+    sgains = print_seed_gains(exp, trained)
+    base_std = print_baseline_std(exp)
+    if llm_info:
+        print_llm_labels(llm_info, client.label)
+
+    verdict(exp, gains, sgains, base_std)
+    exp.write(
+        {
+            "tower_config": {
+                **experiment.tower_config(args, exp.seeds[0]).key(),
+                "seed": exp.seeds,
+            },
+            "gains_first_seed": gains,
+            "gains_over_seeds": sgains,
+            "notes": notes,
+            "baseline_std_over_seeds": base_std,
+            "occasions": list(OCCASIONS),
+            "llm_labels": llm_info,
+        }
+    )
+    return exp.summary()
+
+
+# --- reporting: gains over seeds, the LLM's labels, the verdict
+def print_seed_gains(exp, trained: list) -> dict:
+    """Prints and returns {arm: seed_gain over 'two-tower'} for the trained arms."""
     print(
         f"gain over 'two-tower' per training seed ({METRIC}, same seed; mean, std, 95% t interval):"
     )
@@ -334,68 +383,73 @@ def main(argv=None):
             f"  {a:<44}{g['mean']:+.4f} ± {g['std'] or 0:.4f} {ci}  per seed "
             + " ".join(f"{x:+.4f}" for x in g["per_seed"])
         )
-    base_std = (
-        np.std([r["all"][METRIC] for r in exp.runs["two-tower"]], ddof=1)
-        if len(exp.seeds) > 1
-        else float("nan")
-    )
+    return sgains
+
+
+def print_baseline_std(exp) -> float:
+    """Prints and returns the two-tower's METRIC std over training seeds (NaN with one seed):
+    the seed noise the original's single-run drop is read against."""
+    runs = exp.runs["two-tower"]
+    std = np.std([r["all"][METRIC] for r in runs], ddof=1) if len(runs) > 1 else float("nan")
+    print(f"two-tower {METRIC} std over seeds: {std:.4f} (the original's single-run drop: 0.0025)")
+    return std
+
+
+def print_llm_labels(info: dict, label: str) -> None:
+    """Prints the LLM's labelling: coverage, time and cost per 1,000 orders and, on generated
+    data, accuracy against the truth and the confusion matrix."""
+    per_1000 = info["per_1000_orders"]
     print(
-        f"two-tower {METRIC} std over seeds: {base_std:.4f} "
-        "(the original's single-run drop: 0.0025)"
+        f"\nLLM occasion labels [{label}]: {info['orders_labelled']}/{info['orders_asked']} "
+        f"orders labelled, {info['wall_s']}s, "
+        f"per 1,000 orders ${per_1000['usd']} / {per_1000['wall_s']}s"
     )
-    if llm_info:
+    if info.get("accuracy") is not None:
         print(
-            f"\nLLM occasion labels [{client.label}]: {llm_info['orders_labelled']}/"
-            f"{llm_info['orders_asked']} orders labelled, {llm_info['wall_s']}s, "
-            f"per 1,000 orders ${llm_info['per_1000_orders']['usd']} / "
-            f"{llm_info['per_1000_orders']['wall_s']}s"
+            f"label accuracy {info['accuracy']:.3f} (majority class "
+            f"{info['majority_class_accuracy']:.3f}, chance {1 / len(NAMED):.3f}); "
+            "confusion (rows truth, columns LLM):"
         )
-        if llm_info.get("accuracy") is not None:
-            print(
-                f"label accuracy {llm_info['accuracy']:.3f} (majority class "
-                f"{llm_info['majority_class_accuracy']:.3f}, chance {1 / len(NAMED):.3f}); "
-                "confusion (rows truth, columns LLM):"
-            )
-            print(confusion(truth[llm_codes >= 0], llm_codes[llm_codes >= 0]).to_string())
+        cm = info["confusion"]
+        print(
+            pd.DataFrame(cm["counts"], index=cm["rows_truth"], columns=cm["cols_pred"]).to_string()
+        )
 
-    verdict(exp, gains, sgains, base_std)
-    exp.write(
-        {
-            "tower_config": {**C.tower_config(args, exp.seeds[0]).key(), "seed": exp.seeds},
-            "gains_first_seed": gains,
-            "gains_over_seeds": sgains,
-            "notes": notes,
-            "baseline_std_over_seeds": base_std,
-            "occasions": list(OCCASIONS),
-            "llm_labels": llm_info,
-            "llm": client.usage_report() if client else None,
-            "prompt_versions": versions_used("occasion_label") if llm_info else {},
-        }
+
+def truth_helps(exp, arm: str, gains: dict, sgains: dict) -> bool:
+    """Whether a true-label arm shows a real occasion signal: its paired interval over users
+    (first seed) lies above 0, its gain is above 0 on every seed, and it beats its random-label
+    control, paired over users (a random context can "help" too, through extra capacity or
+    noise)."""
+    beats = experiment.verdict_word(
+        gains[arm][METRIC]["ci95"], "beats", seeds=sgains[arm]["per_seed"]
     )
-    return exp.summary()
+    if beats != "confirmed":
+        return False
+    control = CONTROL[arm]
+    if control not in exp.runs:
+        return True
+    vs_control = exp.gain(arm, control, (METRIC,))[METRIC]["ci95"]
+    return experiment.verdict_word(vs_control, "beats") == "confirmed"
 
 
-def verdict(exp, gains, sgains, base_std):
-    """Original claim: synthetic (random) occasion fractions lower R@20. The deciding interval
-    is the one over training seeds (it holds seed noise, which the first seed's paired interval
-    over users does not); with one seed, the paired interval. Confirmed when it lies below 0,
-    refuted when it rules out a drop of MIN_EFFECT, else inconclusive. The truth arms say
-    whether a real occasion signal helps: paired interval above 0, every seed's gain > 0, and
-    a paired interval over users above its random-label control's."""
+def verdict(exp, gains: dict, sgains: dict, base_std: float) -> str:
+    """The verdict line. Original claim: synthetic (random) occasion fractions lower R@20
+    (claim "hurts", margin MIN_EFFECT). The deciding interval is the one over training seeds
+    (it holds seed noise, which the first seed's paired interval over users does not); with
+    one seed, the paired interval. Confirmed when it lies below 0, refuted when it rules out
+    a drop of MIN_EFFECT, else inconclusive. The truth arms say whether a real occasion signal
+    helps (truth_helps)."""
 
     def ci(a):
         return sgains[a]["ci95"] or gains[a][METRIC]["ci95"]
 
     def fmt(a):
-        lo, hi = ci(a)
-        return (
-            f"{sgains[a]['mean']:+.4f} [{lo:+.4f}, {hi:+.4f}] over seeds "
-            f"(first seed paired {gains[a][METRIC]['mean']:+.4f} "
-            f"[{gains[a][METRIC]['ci95'][0]:+.4f}, {gains[a][METRIC]['ci95'][1]:+.4f}])"
-        )
+        over_seeds = experiment.format_interval({"mean": sgains[a]["mean"], "ci95": ci(a)}, 4)
+        paired = experiment.format_interval(gains[a][METRIC], 4)
+        return f"{over_seeds} over seeds (first seed paired {paired})"
 
-    lo, hi = ci("random fractions")
-    status = "confirmed" if hi < 0 else "refuted" if lo > -MIN_EFFECT else "inconclusive"
+    status = experiment.verdict_word(ci("random fractions"), "hurts", MIN_EFFECT)
     s = (
         f"random occasion fractions change R@20 by {fmt('random fractions')}; the two-tower's "
         f"own seed std is {base_std:.4f}, so the original's single-run -0.0025 is within seed "
@@ -403,32 +457,17 @@ def verdict(exp, gains, sgains, base_std):
     )
     truth_arms = [a for a in ("true fractions", "context true") if a in gains]
     if truth_arms:
-        # a truth arm helps only if it also beats its random-label control on every seed
-        # (a random context can "help" too, through extra capacity or noise)
-        control = {"true fractions": "random fractions", "context true": "context random"}
-
-        def beats_control(a):  # paired over users (first seed), interval above 0
-            c = control[a]
-            return c not in exp.runs or exp.gain(a, c, (METRIC,))[METRIC]["ci95"][0] > 0
-
-        helps = [
-            a
-            for a in truth_arms
-            if gains[a][METRIC]["ci95"][0] > 0
-            and min(sgains[a]["per_seed"]) > 0
-            and beats_control(a)
-        ]
         s += "; true occasions: " + ", ".join(f"{a} {fmt(a)}" for a in truth_arms)
         s += (
             " - a real occasion signal helps, so the original negative result is about random "
             "labels (noise), not about labels being synthetic"
-            if helps
+            if any(truth_helps(exp, a, gains, sgains) for a in truth_arms)
             else " - no arm with true occasions beats both the baseline and its random control"
         )
     if "context random" in gains:
         s += f"; context random {fmt('context random')}"
-    exp.verdict(status, s)
+    return exp.verdict(status, s)
 
 
 if __name__ == "__main__":
-    C.main_guard(main)
+    experiment.main_guard(main)

@@ -13,12 +13,13 @@ commit. The split is always the project's one split (SPLIT_SEED=42); --seeds var
 only the model's initialisation and batch order.
 """
 
-import argparse
 import time
 
 import numpy as np
 
 import common as C
+import experiment
+import reranking
 
 # defaults (all overridable from the command line)
 SEEDS = 3  # training seeds; headline numbers are mean ± std over them
@@ -36,12 +37,7 @@ ORIGINAL_FINDING = (
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    C.add_data_args(p)
-    C.add_tower_args(p)
-    C.add_experiment_args(p, seeds=SEEDS)
+    p = experiment.script_parser(__doc__, seeds=SEEDS, llm_args=False)
     r = p.add_argument_group("re-ranking")
     r.add_argument(
         "--rankers",
@@ -53,13 +49,15 @@ def parse_args(argv=None):
         default=",".join(CANDIDATE_SETTINGS),
         help="comma list of candidate settings: faiss@K or faiss@K+bought",
     )
-    return C.parse_args_with_quick(p, argv, QUICK)
+    return experiment.parse_args_with_quick(p, argv, QUICK)
 
 
 def main(argv=None):
     args = parse_args(argv)
     # options first, so a typo fails before any data is loaded
-    cand_cfgs = [C.CandidateConfig.parse(c) for c in args.candidates.split(",") if c.strip()]
+    cand_cfgs = [
+        reranking.CandidateConfig.parse(c) for c in args.candidates.split(",") if c.strip()
+    ]
     rankers = (
         [] if args.rankers == "none" else [r.strip() for r in args.rankers.split(",") if r.strip()]
     )
@@ -70,7 +68,9 @@ def main(argv=None):
         )
 
     # data, split, features, reference baselines
-    exp = C.Experiment("two_tower", args, question=QUESTION, original_finding=ORIGINAL_FINDING)
+    exp = experiment.Experiment(
+        "two_tower", args, question=QUESTION, original_finding=ORIGINAL_FINDING
+    )
     print(f"logQ correction {'on' if args.logq else 'off'}")
     exp.add_baselines()
 
@@ -78,7 +78,7 @@ def main(argv=None):
     k_max = max([C.K_MAX, *[c.k for c in cand_cfgs]])  # one FAISS search serves every setting
     rankers_info, towers = {}, []
     for seed in exp.seeds:
-        model = exp.train(C.tower_config(args, seed))
+        model = exp.train(experiment.tower_config(args, seed))
         towers.append(
             {
                 "seed": seed,
@@ -91,7 +91,7 @@ def main(argv=None):
         exp.timings.setdefault("retrieve_s", []).append(round(time.perf_counter() - t0, 2))
         exp.add("two-tower", retrieved, cand_recall=None)
         for cc in cand_cfgs if rankers else []:
-            out = C.rerank(
+            out = reranking.rerank(
                 model,
                 exp.users,
                 exp.feats,
@@ -129,7 +129,7 @@ def main(argv=None):
             top = ", ".join(f"{k} {v:.2f}" for k, v in list(info["feature_importance"].items())[:5])
             print(f"top features by gain, {label} (seed {exp.seeds[0]}): {top}")
     models = [a for a in exp.runs if a.startswith("two-tower")]
-    references = [C.REFERENCE_BASELINE] + (["tifu-knn"] if "tifu-knn" in exp.runs else [])
+    references = [experiment.REFERENCE_BASELINE] + (["tifu-knn"] if "tifu-knn" in exp.runs else [])
     gains = {ref: exp.print_gains(models, ref) for ref in references}
     t = exp.timings
     print(
@@ -140,7 +140,10 @@ def main(argv=None):
     )
     exp.write(
         {
-            "tower_config": {**C.tower_config(args, exp.seeds[0]).key(), "seed": exp.seeds},
+            "tower_config": {
+                **experiment.tower_config(args, exp.seeds[0]).key(),
+                "seed": exp.seeds,
+            },
             "logq_correction": args.logq,
             "gains": gains,
             "rankers": rankers_info,
@@ -151,4 +154,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    C.main_guard(main)
+    experiment.main_guard(main)

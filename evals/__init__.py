@@ -1,1 +1,2 @@
-"""Evaluation layer: prompt registry and (later) LLM-judge evals. Sits on top of llm.py."""
+"""Evaluation layer on top of everything else: description and reranker evals over saved
+answers, run_evals.py (the CLI) and report.py (results/REPORT.md). Nothing imports it."""

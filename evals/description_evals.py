@@ -42,6 +42,7 @@ if str(ROOT) not in sys.path:  # `python evals/description_evals.py` as well as 
     sys.path.insert(0, str(ROOT))
 
 import common as C
+import experiment
 import llm
 from descriptions import (
     TEMPLATE,
@@ -49,7 +50,7 @@ from descriptions import (
     description_stats,
     template_similarity,
 )
-from evals.prompt_registry import TEMPLATES
+from prompts import TEMPLATES
 
 RESULTS_PATH = ROOT / "evals" / "results" / "description_evals.json"
 
@@ -129,7 +130,7 @@ def evaluate_descriptions(
     if print_table:
         print(format_report(report))
     if out is not None:
-        path = C.write_results(out, {**report, "provenance": C.provenance()})
+        path = experiment.write_results(out, {**report, "provenance": experiment.provenance()})
         print(f"results: {path}")
     return report
 
@@ -159,7 +160,7 @@ def format_report(report: dict) -> str:
             )
     cols = list(next(iter(rows.values())).keys())
     fmt = lambda v: f"{v:.0f}" if isinstance(v, int) else f"{v:.3f}"
-    return C.format_table(rows, cols, fmt=fmt, first="backend/model (prompt version)")
+    return experiment.format_table(rows, cols, fmt=fmt, first="backend/model (prompt version)")
 
 
 def main(argv=None):
@@ -199,4 +200,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    C.main_guard(main)
+    experiment.main_guard(main)

@@ -4,8 +4,9 @@
     uv run python evals/report.py --results DIR --out DIR/REPORT.md
 
 One section per experiment (two_tower.py and the five experiments, in the order of
-run_overnight.sh): its question, the original study's finding, our table (from the JSON:
-mean +- std over seeds, the first seed's 95% bootstrap interval), the verdict, and the
+run_overnight.sh): its question and the original study's finding (the JSON's "question" and
+"original_finding", which experiment.Experiment writes), our table (from the JSON: mean +- std
+over seeds, the first seed's 95% bootstrap interval), the verdict, and the
 experiment's own tables (description statistics, category precision, reranker controls,
 validation loss). Then the evaluations (latest eval run of evals/run_evals.py and its
 comparison with the previous one) and a cost table: wall time per step, LLM backend and model,
@@ -23,10 +24,8 @@ key gives a section that says so, never a crash.
 from __future__ import annotations
 
 import argparse
-import ast
 import json
 import math
-import re
 import sys
 import time
 from pathlib import Path
@@ -85,38 +84,6 @@ def find_results(results_dir: Path, name: str, marker: dict) -> Path | None:
             return p
     files = sorted(results_dir.glob(f"{name}_*.json"), key=lambda p: p.stat().st_mtime)
     return files[-1] if files else None
-
-
-def script_constants(name: str) -> dict:
-    """QUESTION / ORIGINAL_FINDING of a script, read (not imported) from its source: the
-    fallback when a results JSON predates those keys or the step never produced one. Without
-    the constants, the docstring's first paragraph (the question, EXPERIMENTS.md) and the
-    first sentence of its 'Original finding' paragraph."""
-    path = ROOT / f"{name}.py"
-    out = {}
-    try:
-        tree = ast.parse(path.read_text())
-    except (OSError, SyntaxError):
-        return out
-    paras = [" ".join(p.split()) for p in (ast.get_docstring(tree) or "").split("\n\n")]
-    if paras and paras[0]:
-        out["QUESTION"] = re.sub(r"^Question:\s*", "", paras[0])
-    finding = next((p for p in paras if "Original finding" in p), None)
-    if finding:
-        finding = finding[finding.index("Original finding") :]
-        out["ORIGINAL_FINDING"] = re.split(r"(?<=[.!?\"])\s+(?=[A-Z])", finding)[0]
-    for node in tree.body:
-        if (
-            isinstance(node, ast.Assign)
-            and len(node.targets) == 1
-            and isinstance(node.targets[0], ast.Name)
-            and node.targets[0].id in ("QUESTION", "ORIGINAL_FINDING")
-        ):
-            try:
-                out[node.targets[0].id] = ast.literal_eval(node.value)
-            except ValueError:
-                pass
-    return out
 
 
 def get(d, *keys, default=None):
@@ -210,9 +177,9 @@ def pipeline_references(d: dict, results_dir: Path) -> dict:
         return d["references"]
     if d.get("experiment") == "two_tower" or not get(d, "data", "source"):
         return {}
-    import common  # lazy: torch is imported only for this fallback
+    import experiment  # lazy: torch is imported only for this fallback
 
-    ref = common.pipeline_reference(
+    ref = experiment.pipeline_reference(
         d["data"], get(d, "split", "mode"), get(d, "split", "seed"), results_dir
     )
     return {} if ref is None else {ref[0]: ref[1]}
@@ -468,120 +435,147 @@ def try_plot(fn, *a, notes: list | None = None):
 
 
 # ---------------------------------------------------------------------------------------------
-# the experiment-specific blocks (each tolerant of missing keys)
+# the experiment-specific blocks (each tolerant of missing keys; each returns markdown blocks)
+
+
+def description_stats_block(d: dict) -> list[str]:
+    """exp1's description statistics table (template vs LLM text), if the JSON has them."""
+    stats = d.get("description_stats") or {}
+    if not stats:
+        return []
+    header = [
+        "text",
+        "words",
+        "distinct tokens",
+        "mentions aisle/dept",
+        "words not in name/aisle/dept",
+    ]
+    rows = [
+        [
+            k,
+            num(v.get("words"), 1),
+            num(v.get("distinct_tokens")),
+            num(v.get("grounded")),
+            num(v.get("novel_word_share")),
+        ]
+        for k, v in stats.items()
+    ]
+    return ["Description statistics:\n\n" + md_table(header, rows)]
+
+
+def cost_block(d: dict) -> list[str]:
+    """The experiment's own cost figures (e.g. dollars per 1,000 items) as one line."""
+    if not d.get("cost"):
+        return []
+    return ["Cost: " + ", ".join(f"{k} {num(v)}" for k, v in d["cost"].items())]
+
+
+def category_precision_block(d: dict) -> list[str]:
+    """exp2's category precision@10 per arm with its interval over users."""
+    cp = d.get("category_precision") or {}
+    if not cp:
+        return []
+    rows = [
+        [
+            a,
+            num(v.get("mean")),
+            f"[{v['ci95'][0]:.3f}, {v['ci95'][1]:.3f}]" if v.get("ci95") else "-",
+            num(v.get("users")),
+        ]
+        for a, v in cp.items()
+    ]
+    return [
+        "Category precision@10 (share of the top 10 in the user's top "
+        "categories; mean and 95% CI over users):\n\n"
+        + md_table(["arm", "mean", "95% CI", "users"], rows)
+    ]
+
+
+def reranker_controls_block(d: dict) -> list[str]:
+    """exp3's context controls, one table per candidate set: RBO against the noise floor,
+    no context and the placebo."""
+    out = []
+    header = [
+        "condition",
+        "R@10",
+        "NDCG@10",
+        "noise floor",
+        "vs none",
+        "vs placebo",
+        "fit@10",
+        "failed per 100",
+    ]
+    for cset, rows in (d.get("controls") or {}).items():
+        if not rows:
+            continue
+        table = [
+            [
+                c,
+                num(r.get("R@10")),
+                num(r.get("NDCG@10")),
+                num(get(r, "noise floor", "rbo")),
+                num(get(r, "vs none", "rbo")),
+                num(get(r, "vs placebo", "rbo")),
+                num(r.get("fit share top-10")),
+                num(r.get("failed per 100"), 1),
+            ]
+            for c, r in rows.items()
+        ]
+        out.append(
+            f"Controls, {cset} (RBO agreement; noise floor = two shuffles of the "
+            "same prompt):\n\n" + md_table(header, table)
+        )
+    return out
+
+
+def val_loss_block(d: dict) -> list[str]:
+    """exp5's validation loss and final gate alpha per arm (means over seeds)."""
+    val = d.get("val_loss") or {}
+    curves = d.get("alpha_curves") or {}
+    if not val:
+        return []
+    rows = []
+    for arm, v in val.items():
+        vs = [x for x in (v if isinstance(v, list) else [v]) if x is not None]
+        fin = [c[-1] for c in curves.get(arm) or [] if c]
+        rows.append(
+            [
+                arm,
+                num(sum(vs) / len(vs)) if vs else "-",
+                num(sum(fin) / len(fin)) if fin else "-",
+            ]
+        )
+    return [
+        "Validation loss and final alpha (mean over seeds):\n\n"
+        + md_table(["arm", "val loss", "final alpha"], rows)
+    ]
+
+
+def notes_block(d: dict) -> list[str]:
+    """The JSON's free-form notes (a string, a list or a dict)."""
+    notes = d.get("notes")
+    if isinstance(notes, str) and notes:
+        return [f"Notes: {notes}"]
+    if isinstance(notes, list) and notes:
+        return ["Notes:\n\n" + "\n".join(f"- {n}" for n in notes)]
+    if isinstance(notes, dict) and notes:
+        return ["Notes:\n\n" + "\n".join(f"- {k}: {v}" for k, v in notes.items())]
+    return []
+
+
+# the blocks each experiment's section adds after its metrics table (notes_block: all of them)
+EXTRA_BLOCKS = {
+    "llm_item_enrichment": (description_stats_block, cost_block),
+    "llm_user_narration": (category_precision_block,),
+    "llm_reranker": (reranker_controls_block, cost_block),
+    "exp5_dual_head": (val_loss_block,),
+}
 
 
 def extra_blocks(name: str, d: dict) -> list[str]:
-    out = []
-    if name == "llm_item_enrichment":
-        stats = d.get("description_stats") or {}
-        if stats:
-            out.append(
-                "Description statistics:\n\n"
-                + md_table(
-                    [
-                        "text",
-                        "words",
-                        "distinct tokens",
-                        "mentions aisle/dept",
-                        "words not in name/aisle/dept",
-                    ],
-                    [
-                        [
-                            k,
-                            num(v.get("words"), 1),
-                            num(v.get("distinct_tokens")),
-                            num(v.get("grounded")),
-                            num(v.get("novel_word_share")),
-                        ]
-                        for k, v in stats.items()
-                    ],
-                )
-            )
-        if d.get("cost"):
-            out.append("Cost: " + ", ".join(f"{k} {num(v)}" for k, v in d["cost"].items()))
-    elif name == "llm_user_narration":
-        cp = d.get("category_precision") or {}
-        if cp:
-            out.append(
-                "Category precision@10 (share of the top 10 in the user's top "
-                "categories; mean and 95% CI over users):\n\n"
-                + md_table(
-                    ["arm", "mean", "95% CI", "users"],
-                    [
-                        [
-                            a,
-                            num(v.get("mean")),
-                            f"[{v['ci95'][0]:.3f}, {v['ci95'][1]:.3f}]" if v.get("ci95") else "-",
-                            num(v.get("users")),
-                        ]
-                        for a, v in cp.items()
-                    ],
-                )
-            )
-    elif name == "llm_reranker":
-        for cset, rows in (d.get("controls") or {}).items():
-            if not rows:
-                continue
-            rbo = lambda r, k: num(get(r, k, "rbo"))
-            out.append(
-                f"Controls, {cset} (RBO agreement; noise floor = two shuffles of the "
-                "same prompt):\n\n"
-                + md_table(
-                    [
-                        "condition",
-                        "R@10",
-                        "NDCG@10",
-                        "noise floor",
-                        "vs none",
-                        "vs placebo",
-                        "fit@10",
-                        "failed per 100",
-                    ],
-                    [
-                        [
-                            c,
-                            num(r.get("R@10")),
-                            num(r.get("NDCG@10")),
-                            rbo(r, "noise floor"),
-                            rbo(r, "vs none"),
-                            rbo(r, "vs placebo"),
-                            num(r.get("fit share top-10")),
-                            num(r.get("failed per 100"), 1),
-                        ]
-                        for c, r in rows.items()
-                    ],
-                )
-            )
-        if d.get("cost"):
-            out.append("Cost: " + ", ".join(f"{k} {num(v)}" for k, v in d["cost"].items()))
-    elif name == "exp5_dual_head":
-        val = d.get("val_loss") or {}
-        curves = d.get("alpha_curves") or {}
-        if val:
-            rows = []
-            for arm, v in val.items():
-                vs = [x for x in (v if isinstance(v, list) else [v]) if x is not None]
-                fin = [c[-1] for c in curves.get(arm) or [] if c]
-                rows.append(
-                    [
-                        arm,
-                        num(sum(vs) / len(vs)) if vs else "-",
-                        num(sum(fin) / len(fin)) if fin else "-",
-                    ]
-                )
-            out.append(
-                "Validation loss and final alpha (mean over seeds):\n\n"
-                + md_table(["arm", "val loss", "final alpha"], rows)
-            )
-    notes = d.get("notes")
-    if isinstance(notes, str) and notes:
-        out.append(f"Notes: {notes}")
-    elif isinstance(notes, list) and notes:
-        out.append("Notes:\n\n" + "\n".join(f"- {n}" for n in notes))
-    elif isinstance(notes, dict) and notes:
-        out.append("Notes:\n\n" + "\n".join(f"- {k}: {v}" for k, v in notes.items()))
-    return out
+    """The experiment's own tables, then its notes."""
+    fns = (*EXTRA_BLOCKS.get(name, ()), notes_block)
+    return [block for fn in fns for block in fn(d)]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -604,81 +598,70 @@ def step_status(marker: dict) -> tuple[str, str]:
     return "failed", f"exit {st}: {marker.get('reason', '')}".strip()
 
 
-def experiment_section(
-    name: str, title: str, results_dir: Path, marker: dict, plots: dict, notes: list, plot_dir: Path
-) -> tuple[str, dict | None]:
-    lines = [f"## {title} (`{name}.py`)", ""]
-    path = find_results(results_dir, name, marker)
-    d, err = read_json(path) if path else (None, None)
-    const = script_constants(name)
-    question = (d or {}).get("question") or const.get("QUESTION")
-    finding = (d or {}).get("original_finding") or const.get("ORIGINAL_FINDING")
-    lines.append(f"**Question.** {question or '_not recorded (the script sets no QUESTION)_'}")
-    lines.append("")
-    lines.append(f"**Original finding.** {finding or '_not recorded_'}")
-    lines.append("")
+def question_lines(d: dict | None) -> list[str]:
+    """The question and the original finding, as the results JSON recorded them."""
+    question = (d or {}).get("question")
+    finding = (d or {}).get("original_finding")
+    return [
+        f"**Question.** {question or '_not recorded_'}",
+        "",
+        f"**Original finding.** {finding or '_not recorded_'}",
+        "",
+    ]
+
+
+def status_lines(marker: dict, d: dict | None) -> list[str]:
+    """What the step's marker says when it did not end well (failed, interrupted, skipped),
+    with a warning when the results shown come from an earlier run."""
     status, detail = step_status(marker)
-    log = marker.get("log")
-    log_note = f" (log: `{log}`)" if log else ""
+    log_note = f" (log: `{marker['log']}`)" if marker.get("log") else ""
     if status in ("failed", "interrupted"):
-        lines.append(f"**Status: {status}** - {detail}{log_note}.")
-        lines.append("")
+        lines = [f"**Status: {status}** - {detail}{log_note}.", ""]
         if d is not None:
-            lines.append(
-                f"> The results below are from an earlier run "
-                f"({get(d, 'provenance', 'time_utc', default='time unknown')}), "
-                "not from this one."
-            )
-            lines.append("")
-    elif status == "skipped" and d is None:
-        lines.append(f"**Status: skipped** - {detail}.")
-        lines.append("")
-    if path is None:
-        if status not in ("failed", "interrupted", "skipped"):
-            lines.append(f"**Status: not run** - no `{name}_*.json` in the results folder.")
-            lines.append("")
-        return "\n".join(lines), None
-    if d is None:
-        lines.append(f"**Status: results unreadable** - `{path.name}`: {err}.")
-        lines.append("")
-        return "\n".join(lines), None
-    opts = d.get("options") or {}
+            when = get(d, "provenance", "time_utc", default="time unknown")
+            lines += [
+                f"> The results below are from an earlier run ({when}), not from this one.",
+                "",
+            ]
+        return lines
+    if status == "skipped" and d is None:
+        return [f"**Status: skipped** - {detail}.", ""]
+    return []
+
+
+def run_line(path: Path, d: dict) -> str:
+    """One line on the run behind the results: file, data, split, seeds, time, commit."""
     data = d.get("data") or {}
     split = d.get("split") or {}
-    seeds = d.get("seeds") or []
     bits = [
         f"`{path.name}`",
         data.get("source", "data ?"),
         f"{num(data.get('users'))} users x {num(data.get('items'))} items",
         f"split {split.get('mode', '?')}",
         f"{num(split.get('eval_users'))} evaluation users",
-        f"{len(seeds)} seed(s)",
-        "quick settings" if opts.get("quick") else None,
+        f"{len(d.get('seeds') or [])} seed(s)",
+        "quick settings" if (d.get("options") or {}).get("quick") else None,
         f"{seconds(get(d, 'timings', 'total_s'))}",
         f"commit {str(get(d, 'provenance', 'git_commit') or '?')[:10]}"
         + (" (dirty)" if get(d, "provenance", "git_dirty") else ""),
     ]
-    lines.append("Run: " + " | ".join(b for b in bits if b))
-    lines.append("")
+    return "Run: " + " | ".join(b for b in bits if b)
+
+
+def verdict_lines(d: dict) -> list[str]:
+    """The verdict, or the list of verdicts of an experiment that states several."""
     verdicts = d.get("verdicts") if isinstance(d.get("verdicts"), list) else None
-    verdict = d.get("verdict")
     if verdicts and len(verdicts) > 1:
-        lines.append("**Verdicts.**")
-        lines.append("")
-        lines += [f"- `{v}`" for v in verdicts]
-    else:
-        lines.append(
-            f"**Verdict.** `{verdict}`"
-            if verdict
-            else "**Verdict.** _none recorded (a reference run states no verdict)_"
-        )
-    lines.append("")
-    skipped = llm_skipped(d)
-    if skipped:
-        lines.append(f"LLM arms skipped: {skipped}.")
-        lines.append("")
-    lines.append(metrics_table(d, results_dir))
-    lines.append("")
+        return ["**Verdicts.**", "", *[f"- `{v}`" for v in verdicts], ""]
+    verdict = d.get("verdict")
+    if verdict:
+        return [f"**Verdict.** `{verdict}`", ""]
+    return ["**Verdict.** _none recorded (a reference run states no verdict)_", ""]
+
+
+def plot_lines(name: str, d: dict, plots: dict, notes: list, plot_dir: Path) -> list[str]:
+    """The experiment's plots (written to plot_dir, linked), or why one is missing."""
+    lines = []
     for fname in [
         try_plot(plot_metrics, name, d, plot_dir, notes=notes),
         try_plot(plot_alpha, d, plot_dir, notes=notes) if name == "exp5_dual_head" else None,
@@ -691,6 +674,29 @@ def experiment_section(
         lines += ["_No `alpha_curves` in the JSON: no alpha plot._", ""]
     if name == "llm_reranker" and not any((d.get("controls") or {}).values()):
         lines += ["_No context controls in the JSON (LLM arms skipped): no context plot._", ""]
+    return lines
+
+
+def experiment_section(
+    name: str, title: str, results_dir: Path, marker: dict, plots: dict, notes: list, plot_dir: Path
+) -> tuple[str, dict | None]:
+    """One experiment's section of the report, and its results JSON (None if none)."""
+    path = find_results(results_dir, name, marker)
+    d, err = read_json(path) if path else (None, None)
+    lines = [f"## {title} (`{name}.py`)", "", *question_lines(d), *status_lines(marker, d)]
+    if path is None:
+        if step_status(marker)[0] not in ("failed", "interrupted", "skipped"):
+            lines += [f"**Status: not run** - no `{name}_*.json` in the results folder.", ""]
+        return "\n".join(lines), None
+    if d is None:
+        lines += [f"**Status: results unreadable** - `{path.name}`: {err}.", ""]
+        return "\n".join(lines), None
+    lines += [run_line(path, d), "", *verdict_lines(d)]
+    skipped = llm_skipped(d)
+    if skipped:
+        lines += [f"LLM arms skipped: {skipped}.", ""]
+    lines += [metrics_table(d, results_dir), ""]
+    lines += plot_lines(name, d, plots, notes, plot_dir)
     for block in extra_blocks(name, d):
         lines += [block, ""]
     return "\n".join(lines), d
@@ -701,6 +707,8 @@ def latest_eval_runs(evals_dir: Path) -> list[Path]:
 
 
 def evals_section(evals_dir: Path, marker: dict) -> tuple[str, dict | None]:
+    """The evaluations' section (latest run of evals/run_evals.py, compared with the previous
+    one), and that run's JSON (None if none)."""
     lines = ["## Evaluations (`evals/run_evals.py`)", ""]
     status, detail = step_status(marker)
     if status in ("failed", "interrupted"):
@@ -725,94 +733,101 @@ def evals_section(evals_dir: Path, marker: dict) -> tuple[str, dict | None]:
         "",
     ]
     parts = d.get("parts") or {}
-    desc = parts.get("descriptions")
-    if desc is None:
-        lines += ["Descriptions: not evaluated in this run.", ""]
-    elif desc.get("skipped"):
-        lines += [f"Descriptions: skipped - {desc['skipped']}.", ""]
-    else:
-        lines += [
-            "Description quality (per backend/model and prompt version):",
-            "",
-            md_table(
-                [
-                    "model (version)",
-                    "n",
-                    "words",
-                    "template words",
-                    "distinct-2",
-                    "grounded",
-                    "contradicts",
-                    "sim template",
-                    "duplicates",
-                ],
-                [
-                    [
-                        f"{m.get('model')} ({str(m.get('version'))[:6]})",
-                        num(m.get("n")),
-                        num(m.get("words"), 1),
-                        num(m.get("template_words"), 1),
-                        num(m.get("distinct_2")),
-                        num(m.get("grounded")),
-                        num(m.get("contradiction")),
-                        num(m.get("sim_template")),
-                        num(m.get("duplicates")),
-                    ]
-                    for m in desc.get("models", [])
-                ],
-            ),
-            "",
-        ]
-    rr = parts.get("reranker")
-    if rr is None:
-        lines += ["Reranker answers: not evaluated in this run.", ""]
-    elif rr.get("skipped"):
-        lines += [f"Reranker answers: skipped - {rr['skipped']}.", ""]
-    else:
-        h, rp = rr.get("hallucination") or {}, rr.get("repairs_per_100_answers") or {}
-        lines += [
-            f"Reranker answers: {num(rr.get('answers'))} answers from "
-            f"{num(rr.get('users'))} users ({', '.join(rr.get('models') or [])}); "
-            "hallucination "
-            + ", ".join(f"{k} {num(v)}" for k, v in h.items())
-            + "; repairs per 100 answers "
-            + ", ".join(f"{k} {num(v)}" for k, v in rp.items())
-            + ".",
-            "",
-        ]
+    lines += description_evals_lines(parts.get("descriptions"))
+    lines += reranker_evals_lines(parts.get("reranker"))
     if len(runs) > 1:
-        try:
-            from evals.run_evals import compare_runs
-
-            prev, _ = read_json(runs[-2])
-            rows = compare_runs(prev or {}, d)
-            flagged = [r for r in rows if r["regression"]]
-            changed = [r for r in rows if r["delta"] != 0]
-            lines += [
-                f"Against the previous run `{runs[-2].name}`: {len(rows)} metrics, "
-                f"{len(changed)} changed, {len(flagged)} outside the earlier 95% interval"
-                + (":" if flagged else "."),
-                "",
-            ]
-            if flagged:
-                lines += [
-                    md_table(
-                        ["metric", "earlier", "later", "delta"],
-                        [
-                            [
-                                r["metric"],
-                                num(r["earlier"], 4),
-                                num(r["later"], 4),
-                                f"{r['delta']:+.4f}",
-                            ]
-                            for r in flagged[:15]
-                        ],
-                    ),
-                    "",
-                ]
-        except Exception as e:  # noqa: BLE001
-            lines += [f"Comparison with the previous run failed: {e}.", ""]
+        lines += comparison_lines(runs[-2], d)
     return "\n".join(lines), d
+
+
+def description_evals_lines(desc: dict | None) -> list[str]:
+    """The description-quality table of an eval run (per backend/model, prompt version)."""
+    if desc is None:
+        return ["Descriptions: not evaluated in this run.", ""]
+    if desc.get("skipped"):
+        return [f"Descriptions: skipped - {desc['skipped']}.", ""]
+    header = [
+        "model (version)",
+        "n",
+        "words",
+        "template words",
+        "distinct-2",
+        "grounded",
+        "contradicts",
+        "sim template",
+        "duplicates",
+    ]
+    rows = [
+        [
+            f"{m.get('model')} ({str(m.get('version'))[:6]})",
+            num(m.get("n")),
+            num(m.get("words"), 1),
+            num(m.get("template_words"), 1),
+            num(m.get("distinct_2")),
+            num(m.get("grounded")),
+            num(m.get("contradiction")),
+            num(m.get("sim_template")),
+            num(m.get("duplicates")),
+        ]
+        for m in desc.get("models", [])
+    ]
+    return [
+        "Description quality (per backend/model and prompt version):",
+        "",
+        md_table(header, rows),
+        "",
+    ]
+
+
+def reranker_evals_lines(rr: dict | None) -> list[str]:
+    """One paragraph on the reranker answers of an eval run: hallucination and repairs."""
+    if rr is None:
+        return ["Reranker answers: not evaluated in this run.", ""]
+    if rr.get("skipped"):
+        return [f"Reranker answers: skipped - {rr['skipped']}.", ""]
+    h, rp = rr.get("hallucination") or {}, rr.get("repairs_per_100_answers") or {}
+    return [
+        f"Reranker answers: {num(rr.get('answers'))} answers from "
+        f"{num(rr.get('users'))} users ({', '.join(rr.get('models') or [])}); "
+        "hallucination "
+        + ", ".join(f"{k} {num(v)}" for k, v in h.items())
+        + "; repairs per 100 answers "
+        + ", ".join(f"{k} {num(v)}" for k, v in rp.items())
+        + ".",
+        "",
+    ]
+
+
+def comparison_lines(prev_path: Path, d: dict) -> list[str]:
+    """The latest eval run against the previous one; a comparison that fails becomes a line."""
+    try:
+        return compared_runs_lines(prev_path, d)
+    except Exception as e:  # noqa: BLE001 - the report must still be written
+        return [f"Comparison with the previous run failed: {e}.", ""]
+
+
+def compared_runs_lines(prev_path: Path, d: dict) -> list[str]:
+    """evals.run_evals.compare_runs of the previous run and `d`: how many metrics changed,
+    and a table of those outside the earlier 95% interval."""
+    from evals.run_evals import compare_runs
+
+    prev, _ = read_json(prev_path)
+    rows = compare_runs(prev or {}, d)
+    flagged = [r for r in rows if r["regression"]]
+    changed = [r for r in rows if r["delta"] != 0]
+    lines = [
+        f"Against the previous run `{prev_path.name}`: {len(rows)} metrics, "
+        f"{len(changed)} changed, {len(flagged)} outside the earlier 95% interval"
+        + (":" if flagged else "."),
+        "",
+    ]
+    if flagged:
+        table = [
+            [r["metric"], num(r["earlier"], 4), num(r["later"], 4), f"{r['delta']:+.4f}"]
+            for r in flagged[:15]
+        ]
+        lines += [md_table(["metric", "earlier", "later", "delta"], table), ""]
+    return lines
 
 
 def cost_section(results: dict, markers: dict) -> str:

@@ -21,9 +21,9 @@ the raw answer, the parsed ranking and its repair counts) and reports, without a
   agreement between two shuffles, or a repeat, of the same condition (the noise floor).
 
 Writes evals/results/reranker_evals.json and prints a table. The ranking-agreement measures
-(`rbo`, `jaccard_at`, `kendall_tau`, `agreement`) live in common.py and the permutation
-repair (`repair_permutation`, where repairs are counted) in llm.py, beside llm_reranker.py's
-use of them; this module imports nothing from the experiment scripts.
+(`rbo`, `jaccard_at`, `kendall_tau`, `agreement`) live in metrics.py and the permutation
+repair (`repair_permutation`, where repairs are counted) in llm/jsonrepair.py, beside
+llm_reranker.py's use of them; this module imports nothing from the experiment scripts.
 `evals/run_evals.py --reranker --reranker-users N` calls `run(users=N)`.
 """
 

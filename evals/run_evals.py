@@ -12,7 +12,7 @@ holding every part it ran (`descriptions`: evals/description_evals.py; `reranker
 evals/reranker_evals.py), a snapshot of the study's headline metrics (`study`: R@10, R@20 and
 NDCG@10 of every arm in results/*.json, with the 95% bootstrap interval of the first seed),
 the prompt versions, the model and backend of the answers evaluated (and of the judge, when
---judge calls one), and the git commit (common.provenance()). A part whose input is missing
+--judge calls one), and the git commit (experiment.provenance()). A part whose input is missing
 (no cached description, no answers file) is recorded as skipped, with the reason.
 
 --compare prints each metric of two runs with its delta, and flags a regression when the later
@@ -89,8 +89,8 @@ def _first(d: dict, *keys):
 def study_part(results_dir: Path = RESULTS_DIR) -> dict:
     """Headline metrics of every experiment's results JSON: {file: {arm: {metric: {mean,
     ci95}}}}, read from the files (nothing recomputed), with the data they were measured on
-    (the keys by which common.pipeline_reference matches data) as one string."""
-    import common as C
+    (the keys by which experiment.pipeline_reference matches data) as one string."""
+    import experiment
 
     out = {}
     for path in sorted(Path(results_dir).glob("*.json")):
@@ -111,7 +111,7 @@ def study_part(results_dir: Path = RESULTS_DIR) -> dict:
             }
         data = d.get("data") if isinstance(d.get("data"), dict) else {}
         out[path.name] = {
-            "data": " ".join(f"{k}={data.get(k)}" for k in C.SAME_DATA_KEYS),
+            "data": " ".join(f"{k}={data.get(k)}" for k in experiment.SAME_DATA_KEYS),
             "verdict": d.get("verdict"),
             "commit": _first(d, "provenance", "git_commit"),
             "arms": arms,
@@ -121,9 +121,9 @@ def study_part(results_dir: Path = RESULTS_DIR) -> dict:
 
 def run(args) -> Path:
     """Run the selected parts and write one timestamped run JSON; returns its path."""
-    import common as C
+    import experiment
     import llm
-    from evals.prompt_registry import current_versions, versions_used
+    from prompts import current_versions, versions_used
 
     client, judge = None, None
     if args.descriptions and args.judge:
@@ -164,7 +164,7 @@ def run(args) -> Path:
         out = out.with_name(f"run_{run_id}.json")
     backend = judge.get("backend") if judge and "backend" in judge else None
     model = judge.get("model") if judge and "model" in judge else None
-    C.write_results(
+    experiment.write_results(
         out,
         {
             "run_id": run_id,
@@ -359,7 +359,7 @@ def parse_args(argv=None):
         help="with --descriptions: ask the LLM judge about N descriptions per model "
         "(API or local model calls; needs --llm)",
     )
-    p.add_argument("--cache", default=None, help="LLM cache file (default: llm.py's)")
+    p.add_argument("--cache", default=None, help="LLM cache file (default: the llm/ cache's)")
     p.add_argument(
         "--reranker",
         action="store_true",

@@ -11,8 +11,10 @@ import pytest
 from fake_anthropic import FakeAnthropic
 
 import common
+import config
 import llm
 import sample_generator as sg
+import text as T
 
 FAKE_KEY = "sk-ant-test-0123456789"  # what the loopback fake server accepts; not a real key
 
@@ -78,7 +80,7 @@ def with_held_out_rows_altered(ds: common.Dataset, mode: str, seed: int = 0):
 
 
 def hash_embed(texts, batch_size=128, progress=True, cache_dir=None):
-    """Stand-in for common.embed_texts in fast tests: a unit vector per text, fixed by its hash."""
+    """Stand-in for T.embed_texts in fast tests: a unit vector per text, fixed by its hash."""
     if not texts:
         return np.zeros((0, 384), np.float32)
     out = np.stack(
@@ -96,9 +98,9 @@ def hash_embed(texts, batch_size=128, progress=True, cache_dir=None):
 def fake_llm_env(tmp_path, monkeypatch):
     """An experiment's main() against the loopback fake Anthropic server: a fresh data cache
     and LLM cache under tmp_path, hash embeddings, no .env read. Yields (server, tmp_path)."""
-    monkeypatch.setattr(common, "CACHE_DIR", tmp_path / "cache")
-    monkeypatch.setattr(common, "embed_texts", hash_embed)
-    monkeypatch.setattr(llm, "ENV_FILES", [])
+    monkeypatch.setattr(config, "CACHE_DIR", tmp_path / "cache")
+    monkeypatch.setattr(T, "embed_texts", hash_embed)
+    monkeypatch.setattr(llm.claude, "ENV_FILES", [])
     for v in ("LLM_MODEL", "LLM_BACKEND"):
         monkeypatch.delenv(v, raising=False)
     with FakeAnthropic(batch_polls=0) as server:

@@ -33,7 +33,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 from fake_anthropic import FakeAnthropic
 
 import llm
-from evals.prompt_registry import TEMPLATES, format_candidates
+from prompts import TEMPLATES, format_candidates
 
 DEMO_KEY = "sk-ant-demo-not-a-real-key"
 FOODS = [

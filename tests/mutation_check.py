@@ -59,20 +59,21 @@ class Mutation:
 
 M = Mutation
 MUTATIONS = [
-    # --- leakage: features must come from training rows only (common.py section 4)
+    # --- leakage: features must come from training rows only (features.py)
     M(
         "pop-all-rows",
-        "item popularity feature computed from all rows, not training rows",
-        "common.py",
-        "    pop = np.bincount(i, minlength=I).astype(np.float32)\n",
-        '    pop = np.bincount(ds.interactions["item"].to_numpy(), minlength=I)'
-        ".astype(np.float32)\n",
+        "item features (popularity among them) computed from all rows, not training rows",
+        "features.py",
+        "    item_feat, item_names = _item_features(train, pairs, reordered, I)\n",
+        "    item_feat, item_names = _item_features(\n"
+        "        ds.interactions, pairs, reordered_in_rows(ds.interactions), I\n"
+        "    )\n",
         ("tests/test_data.py", "tests/test_rankers.py"),
     ),
     M(
         "gap-all-orders",
         "user gap features (days between orders) computed from all orders",
-        "common.py",
+        "features.py",
         '    gap = orders.groupby("user")["days_since_prior_order"]',
         '    gap = ds.interactions.drop_duplicates("order_id").groupby("user")'
         '["days_since_prior_order"]',
@@ -81,7 +82,7 @@ MUTATIONS = [
     M(
         "shares-all-rows",
         "a feature from all rows: user department shares",
-        "common.py",
+        "features.py",
         "_shares(dept[i], u, U, ds.n_departments + 1)",
         '_shares(dept[ds.interactions["item"].to_numpy()], ds.interactions["user"].to_numpy(), '
         "U, ds.n_departments + 1)",
@@ -90,7 +91,7 @@ MUTATIONS = [
     M(
         "pairs-all-rows",
         "a feature from all rows: user x item purchase history",
-        "common.py",
+        "features.py",
         "    pairs = _pair_features(train, orders)",
         '    pairs = _pair_features(ds.interactions, ds.interactions.drop_duplicates("order_id"))',
         ("tests/test_rankers.py", "tests/test_data.py"),
@@ -98,16 +99,16 @@ MUTATIONS = [
     M(
         "kaggle-reordered",
         "reorder rates read Kaggle's reordered flag (whole history)",
-        "common.py",
+        "features.py",
         "    reordered = reordered_in_rows(train)\n",
         '    reordered = train["reordered"].to_numpy()\n',
         ("tests/test_data.py", "tests/test_rankers.py"),
     ),
-    # --- loading (section 2)
+    # --- loading (instacart.py)
     M(
         "no-duplicate-order-check",
         "duplicate order_id check in the loader removed",
-        "common.py",
+        "instacart.py",
         '    if orders["order_id"].duplicated().any():\n',
         '    if False and orders["order_id"].duplicated().any():\n',
         ("tests/test_data.py",),
@@ -115,25 +116,25 @@ MUTATIONS = [
     M(
         "no-eval-set-check",
         "an unknown eval_set value silently dropped",
-        "common.py",
+        "instacart.py",
         '    bad = ~orders["eval_set"].isin(EVAL_SETS)\n',
         '    bad = orders["eval_set"].isin([])\n',
         ("tests/test_data.py",),
     ),
-    # --- the split (section 3)
+    # --- the split (splits.py)
     M(
         "split-fraction",
         "interaction split holds out 25% instead of test_frac",
-        "common.py",
+        "splits.py",
         "[: round(test_frac * n)]",
         "[: round(0.25 * n)]",
         ("tests/test_data.py",),
     ),
-    # --- metrics (section 5)
+    # --- metrics (metrics.py)
     M(
         "precision-non-padded",
         "Precision@K divides by the non-padded slots of a short list",
-        "common.py",
+        "metrics.py",
         'out[f"precision@{k}"] = np.where(valid, h / k, np.nan)',
         'out[f"precision@{k}"] = np.where(valid, h / np.maximum((ranked[:, :k] >= 0).sum(1), 1), '
         "np.nan)",
@@ -142,16 +143,16 @@ MUTATIONS = [
     M(
         "ndcg-ideal-cutoff",
         "NDCG's ideal DCG over min(|truth|, max K) instead of min(|truth|, K)",
-        "common.py",
+        "metrics.py",
         "ideal[np.minimum(sizes, k).astype(int)]",
         "ideal[np.minimum(sizes, kmax).astype(int)]",
         ("tests/test_metrics.py",),
     ),
-    # --- two-tower loss (section 7)
+    # --- two-tower loss (towers.py)
     M(
         "logq-sign",
         "logQ correction applied with the wrong sign",
-        "common.py",
+        "towers.py",
         "logits_u2i - log_q[it][None, :]",
         "logits_u2i + log_q[it][None, :]",
         ("tests/test_two_tower.py",),
@@ -159,7 +160,7 @@ MUTATIONS = [
     M(
         "no-item-mask",
         "InfoNCE: a batch's repeated items count as negatives (mask dropped)",
-        "common.py",
+        "towers.py",
         'F.cross_entropy(logits_u2i.masked_fill_(same_item, float("-inf")), target)',
         "F.cross_entropy(logits_u2i, target)",
         ("tests/test_two_tower.py",),
@@ -167,16 +168,16 @@ MUTATIONS = [
     M(
         "no-user-mask",
         "InfoNCE: a batch's repeated users count as negatives (mask dropped)",
-        "common.py",
+        "towers.py",
         'F.cross_entropy(logits_i2u.masked_fill_(same_user, float("-inf")), target)',
         "F.cross_entropy(logits_i2u, target)",
         ("tests/test_two_tower.py",),
     ),
-    # --- re-ranking (section 8)
+    # --- re-ranking (reranking.py)
     M(
         "ranker-every-fold",
         "ranker trained on every fold (a user's labels train its own ranker)",
-        "common.py",
+        "reranking.py",
         "        tr = (fold_row != f) & (pos_per_user > 0)\n",
         "        tr = pos_per_user > 0\n",
         ("tests/test_rankers.py",),
@@ -185,7 +186,7 @@ MUTATIONS = [
     M(
         "llm-cache-key-no-model",
         "LLM cache key ignores the model",
-        "llm.py",
+        "llm/request.py",
         '        "model": model,\n        "template": req.template,\n',
         '        "template": req.template,\n',
         ("tests/test_llm.py",),
@@ -202,7 +203,7 @@ MUTATIONS = [
     M(
         "loss-user-gather",
         "a batch's repeated users get another user's vector (dedupe gather wrong)",
-        "common.py",
+        "towers.py",
         "ue = ue[torch.as_tensor(inverse.reshape(-1), device=d)] / self.cfg.temperature",
         "ue = ue[torch.as_tensor(np.sort(inverse.reshape(-1)), device=d)] / self.cfg.temperature",
         ("tests/test_two_tower.py",),
@@ -210,7 +211,7 @@ MUTATIONS = [
     M(
         "bought-rows-shifted",
         "user tower: each user's purchase positions shifted by the user's own length",
-        "common.py",
+        "towers.py",
         "np.repeat(ptr[users] - np.cumsum(lens) + lens, lens)",
         "np.repeat(ptr[users] - np.cumsum(lens), lens)",
         ("tests/test_two_tower.py",),
@@ -218,7 +219,7 @@ MUTATIONS = [
     M(
         "sample-not-nested",
         "LLM evaluation users: a sample of 70 does not contain the sample of 60",
-        "common.py",
+        "experiment.py",
         "np.random.default_rng(seed).permutation(users)[:n]",
         "np.random.default_rng(seed + n).permutation(users)[:n]",
         ("tests/test_llm_user_narration.py",),
@@ -226,7 +227,7 @@ MUTATIONS = [
     M(
         "quick-overrides-given",
         "--quick overwrites options given on the command line",
-        "common.py",
+        "experiment.py",
         "            if getattr(args, k) == parser.get_default(k):\n",
         "            if True:\n",
         ("tests/test_llm_reranker.py",),
@@ -234,7 +235,7 @@ MUTATIONS = [
     M(
         "model-cache-ignores-code",
         "saved towers keyed without the tower code (an edited loss loads old towers)",
-        "common.py",
+        "towers.py",
         "model.cfg.key(), tower_code_key(model), variant or {}",
         "model.cfg.key(), variant or {}",
         ("tests/test_two_tower.py",),
@@ -242,7 +243,7 @@ MUTATIONS = [
     M(
         "pipeline-reference-any-data",
         "two_tower.py's reference row taken from a run on other data",
-        "common.py",
+        "experiment.py",
         '    same = all(r.get("data", {}).get(k) == data.get(k) for k in SAME_DATA_KEYS)\n',
         "    same = True\n",
         ("tests/test_two_tower.py",),
@@ -250,7 +251,7 @@ MUTATIONS = [
     M(
         "calibrate-plain-csv-only",
         "--calibrate cannot read Kaggle's .csv.zip",
-        "sample_generator.py",
+        "calibration.py",
         '    for suffix in ("", ".zip", ".gz"):\n',
         '    for suffix in ("",):\n',
         ("tests/test_sample_generator.py",),
@@ -267,7 +268,7 @@ MUTATIONS = [
     M(
         "repeat-from-cache",
         "a pointwise repeat (noise floor) is read from the cache, not asked again",
-        "llm.py",
+        "llm/request.py",
         '        ("repeat", 0),\n',
         "",
         ("tests/test_llm_reranker.py",),

@@ -26,6 +26,9 @@ ROOT = Path(__file__).resolve().parents[1]
 from conftest import real_data_dir, with_held_out_rows_altered
 
 import common
+import config
+import instacart
+import text as T
 from common import ConfigError, DataError
 
 
@@ -35,7 +38,7 @@ from common import ConfigError, DataError
 def tmp_cache(tmp_path, monkeypatch):
     """Every test caches into its own temp dir."""
     cache = tmp_path / "cache"
-    monkeypatch.setattr(common, "CACHE_DIR", cache)
+    monkeypatch.setattr(config, "CACHE_DIR", cache)
     return cache
 
 
@@ -277,7 +280,10 @@ def test_zip_and_gz_files_are_read_directly(tmp_path, gen_dir):
 
 
 def test_script_error_is_one_line_exit_2():
-    code = "import common; common.main_guard(lambda: common.load_dataset('/nonexistent'))"
+    code = (
+        "import common, experiment; "
+        "experiment.main_guard(lambda: common.load_dataset('/nonexistent'))"
+    )
     p = subprocess.run(
         [sys.executable, "-c", code],
         cwd=ROOT,
@@ -393,7 +399,7 @@ def test_cache_hit_returns_identical_frames(gen_dir, tmp_cache, monkeypatch):
     def no_csv(*_):
         raise AssertionError("the CSVs were read again: the cache was not used")
 
-    monkeypatch.setattr(common, "read_kaggle_dir", no_csv)
+    monkeypatch.setattr(instacart, "read_kaggle_dir", no_csv)
     b = common.load_dataset(gen_dir, n_users=50, n_items=300, verbose=False)
     assert b.key == a.key
     pd.testing.assert_frame_equal(a.interactions, b.interactions)
@@ -643,7 +649,7 @@ def test_pair_features_by_hand():
     assert f.user[1, names.index("aisle_share_1")] == pytest.approx(1.0)
     assert f.item[0, f.item_names.index("log_pop")] == pytest.approx(np.log1p(4))
     assert f.item[0, f.item_names.index("log_buyers")] == pytest.approx(np.log1p(2))
-    assert f.item_text == common.item_template_texts(ds) and f.item_text[0] == "Milk. dairy. food."
+    assert f.item_text == T.item_template_texts(ds) and f.item_text[0] == "Milk. dairy. food."
 
 
 def test_user_and_item_features_by_hand():

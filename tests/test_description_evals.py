@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from fake_anthropic import FakeAnthropic
 
-import common as C
 import descriptions as S
 import llm
+import text as T
 from evals import description_evals as D
 
 KEY = "sk-ant-test-0123456789"
@@ -57,9 +57,9 @@ def test_description_stats_by_hand():
 def test_reads_cached_descriptions_per_model_without_api_calls(tmp_path, monkeypatch):
     """Bug caught: the evals calling the API (or loading a model) to read descriptions;
     rows of different models mixed into one line."""
-    monkeypatch.setattr(llm, "ENV_FILES", [])
+    monkeypatch.setattr(llm.claude, "ENV_FILES", [])
     monkeypatch.setattr(
-        C, "embed_texts", lambda texts, **kw: np.ones((len(texts), 384), np.float32) / 384**0.5
+        T, "embed_texts", lambda texts, **kw: np.ones((len(texts), 384), np.float32) / 384**0.5
     )
     cache = tmp_path / "c.sqlite"
     with FakeAnthropic() as server:
@@ -84,7 +84,7 @@ def test_reads_cached_descriptions_per_model_without_api_calls(tmp_path, monkeyp
 
 
 def test_judge_reports_score_and_cost(tmp_path, monkeypatch):
-    monkeypatch.setattr(llm, "ENV_FILES", [])
+    monkeypatch.setattr(llm.claude, "ENV_FILES", [])
     rows = [
         {"name": f"P{i}", "aisle": "tea", "department": "beverages", "text": f"A tea number {i}."}
         for i in range(6)

@@ -7,7 +7,9 @@ import pytest
 import torch
 
 import common as C
+import config
 import exp5_dual_head as X
+import text as T
 
 TINY = [
     "--users",
@@ -30,11 +32,11 @@ TINY = [
 @pytest.fixture(scope="module")
 def setup(small_sample_dir, tmp_path_factory):
     mp = pytest.MonkeyPatch()
-    mp.setattr(C, "CACHE_DIR", tmp_path_factory.mktemp("cache"))
+    mp.setattr(config, "CACHE_DIR", tmp_path_factory.mktemp("cache"))
     ds = C.load_dataset(small_sample_dir, 80, 300, verbose=False)
     split = C.split_interactions(ds.interactions)
     feats = C.build_features(ds, split.train)
-    text = C.embed_texts(C.item_template_texts(ds), progress=False)
+    text = T.embed_texts(T.item_template_texts(ds), progress=False)
     mean, comps = X.pca_projection(text, 16)
     cfg = C.TowerConfig(dim=16, hidden=32, epochs=2, batch_size=256, seed=3)
     yield ds, split, feats, text, {"text": text, "mean": mean, "comps": comps}, cfg
@@ -93,7 +95,7 @@ def test_frozen_head_stays_fixed_trainable_moves_and_alpha_is_logged(setup):
 
 
 def test_smoke_end_to_end(small_sample_dir, tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(C, "CACHE_DIR", tmp_path / "cache")
+    monkeypatch.setattr(config, "CACHE_DIR", tmp_path / "cache")
     out = tmp_path / "r.json"
     X.main(
         [
@@ -117,7 +119,39 @@ def test_smoke_end_to_end(small_sample_dir, tmp_path, monkeypatch, capsys):
     sp = r["spaces"]["trainable semantic"][0]
     assert sp["head_before"]["overlap@10"] == pytest.approx(r["pca_space"]["overlap@10"])
     assert r["verdict"].startswith("verdict: ") and "alpha" in r["verdict"]
+    assert r["question"] == X.QUESTION and r["original_finding"] == X.ORIGINAL_FINDING
     assert "cold-start items" in text and "alpha by epoch" in text
+
+
+class VerdictOnly:
+    """The one Experiment method verdict() calls."""
+
+    def verdict(self, status, sentence, n_users=None):
+        return f"verdict: {status} - {sentence}"
+
+
+@pytest.mark.parametrize(
+    "ci, seeds, word",
+    [
+        ((0.001, 0.02), [0.01, 0.02], "confirmed"),
+        ((0.001, 0.02), [0.01, -0.001], "inconclusive"),  # one seed loses
+        ((-0.01, 0.004), [0.001, 0.002], "refuted"),  # no gain of MIN_EFFECT
+        ((-0.01, 0.004), [0.001, 0.006], "inconclusive"),  # one seed reaches it
+    ],
+)
+def test_verdict_needs_the_interval_and_every_seed(ci, seeds, word):
+    head = {"head ovl@10 init": (0.84, 0.0), "head ovl@10 after": (0.83, 0.0)}
+    rows = {
+        "collaborative only": {"val loss": (5.0, 0.0), "alpha by epoch": "0.000"},
+        "frozen semantic": {"val loss": (4.9, 0.0), "alpha by epoch": "0.5 0.6"},
+        "trainable semantic": {"val loss": (4.8, 0.0), "alpha by epoch": "0.5 0.4", **head},
+    }
+    gains = {
+        "frozen semantic": {"recall@10": {"mean": 0.01, "ci95": list(ci), "per_seed": seeds}},
+        "trainable semantic": {"recall@10": {"mean": 0.005}},
+    }
+    line = X.verdict(VerdictOnly(), gains, rows)
+    assert line.startswith(f"verdict: {word} - ") and "final alpha 0.6 frozen / 0.4" in line
 
 
 def test_dim_larger_than_pca_rank_is_a_config_error():

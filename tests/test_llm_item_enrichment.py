@@ -5,6 +5,7 @@ model is replaced by a deterministic hash embedding)."""
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -12,15 +13,18 @@ from conftest import hash_embed
 from fake_anthropic import answer_for
 
 import common as C
+import config
 import descriptions as D
+import experiment
 import llm
 import llm_item_enrichment as E
+from prompts import versions_used
 
 
 @pytest.fixture(scope="module")
 def data(small_sample_dir, tmp_path_factory):
     mp = pytest.MonkeyPatch()
-    mp.setattr(C, "CACHE_DIR", tmp_path_factory.mktemp("cache"))
+    mp.setattr(config, "CACHE_DIR", tmp_path_factory.mktemp("cache"))
     ds = C.load_dataset(small_sample_dir, n_users=300, n_items=600, verbose=False)
     split = C.split_interactions(ds.interactions)
     yield ds, split, C.build_features(ds, split.train)
@@ -99,6 +103,24 @@ def test_search_and_baselines_stay_inside_the_item_set(data):
     np.testing.assert_array_equal(top, full)
 
 
+def test_cold_items_are_drawn_inside_the_item_set(data):
+    """Bugs caught: cold items outside the --limit set; items outside the set losing their
+    training rows (they stay negatives); cold truth holding warm items."""
+    ds, split, feats = data
+    exp = SimpleNamespace(ds=ds, split=split, feats=feats)
+    args = SimpleNamespace(limit=60, cold_frac=0.1)
+    items, scope, split_s, cold, cold_items = E.item_set_and_cold_split(exp, args)
+    assert len(items) == 60 and "--limit" in scope
+    assert len(cold_items) and np.isin(cold_items, items).all()
+    assert not cold.train["item"].isin(cold_items).any()
+    outside = ~split.train["item"].isin(items)
+    assert cold.train["item"].isin(split.train["item"][outside]).any()
+    assert len(cold.train) == (~split.train["item"].isin(cold_items)).sum()
+    assert all(np.isin(t, cold_items).all() for t in cold.truth.values())
+    assert all(np.isin(t, items).all() for t in split_s.truth.values())
+    assert split_s.train is split.train
+
+
 def test_descriptions_are_keyed_by_product_not_position(fake_llm_env, data):
     """Bug caught: descriptions matched to items by list position (the original's defect)."""
     _, tmp = fake_llm_env
@@ -131,6 +153,13 @@ def test_script_with_fake_llm_then_rerun_makes_no_call(fake_llm_env, small_sampl
     assert res["cost"]["usd_per_1000_items_batches"] > 0
     assert res["item_set"]["items"] == 60 and "--limit" in printed
     assert res["verdict"].startswith("verdict: ") and res["verdict"] in printed
+    # the question, the LLM's usage and prompt versions, the gains evals/report.py reads
+    assert res["question"] == E.QUESTION and res["original_finding"] == E.ORIGINAL_FINDING
+    assert res["prompt_versions"] == versions_used("item_description")
+    assert res["llm"]["label"] == llm.DEFAULT_MODEL and not res.get("llm_skipped")
+    gain = "zero-shot purchases x description vs zero-shot purchases x template"
+    assert set(res["gains"][gain]) >= {"recall@10", "ndcg@10", "n_users"}
+    assert "description - template, same arm:" in printed
     for arm in ("zero-shot purchases x description", "random"):  # restricted to the set
         assert res["metrics"][arm]["all"]["n_users"] == res["metrics"]["random"]["all"]["n_users"]
     sent = server.counts.copy()
@@ -169,6 +198,7 @@ def test_script_without_llm_skips_the_llm_arms(fake_llm_env, small_sample_dir, c
     printed = capsys.readouterr().out
     res = json.loads(out.read_text())
     assert "LLM arms skipped" in printed and res["llm_skipped"]
+    assert res["llm"] == {"skipped": res["llm_skipped"]} and "gains" not in res
     assert not [a for a in res["metrics"] if "description" in a or "both" in a]
     assert "two-tower + text x template" in res["metrics"]
     assert "cold: two-tower + text x template" in res["metrics"]
@@ -179,5 +209,5 @@ def test_script_without_llm_skips_the_llm_arms(fake_llm_env, small_sample_dir, c
 
 def test_bad_option_is_one_line_error(fake_llm_env, small_sample_dir, capsys):
     with pytest.raises(SystemExit) as e:
-        C.main_guard(lambda: E.main(argv(small_sample_dir, "x.json", "--limit", "3")))
+        experiment.main_guard(lambda: E.main(argv(small_sample_dir, "x.json", "--limit", "3")))
     assert e.value.code == 2 and "--limit" in capsys.readouterr().err

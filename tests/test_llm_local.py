@@ -9,8 +9,9 @@ import argparse
 
 import pytest
 
+import config
 import llm
-from evals.prompt_registry import TEMPLATES, format_candidates
+from prompts import TEMPLATES, format_candidates
 
 TINY = llm.TINY_LOCAL_MODEL
 
@@ -122,8 +123,8 @@ def test_auto_without_key_uses_the_local_model(monkeypatch):
     for name in ("ANTHROPIC_API_KEY", "LLM_BACKEND"):
         monkeypatch.setenv(name, "")
         monkeypatch.delenv(name)
-    monkeypatch.setattr(llm, "ENV_FILES", [])
-    monkeypatch.setattr(llm, "LLM", Recorder)
+    monkeypatch.setattr(llm.claude, "ENV_FILES", [])
+    monkeypatch.setattr(llm.selection, "LLM", Recorder)
     ap = argparse.ArgumentParser()
     llm.add_llm_args(ap)
     _, why = llm.client_from_args(ap.parse_args(["--llm-model", TINY]), workers=2)
@@ -148,7 +149,7 @@ def test_missing_part_package_is_a_one_line_error(tmp_path, monkeypatch):
 
 
 def test_env_var_points_at_any_gguf(client, monkeypatch, tmp_path):
-    monkeypatch.setenv(llm.CACHE_DIR_ENV, str(tmp_path))
+    monkeypatch.setattr(config, "CACHE_DIR", tmp_path)  # the sha256 index goes here
     monkeypatch.setenv(llm.LOCAL_MODEL_ENV, str(client.impl.path))
     _, path, sha = llm.resolve_local_model()
     assert path == client.impl.path and sha == llm.LOCAL_MODELS[TINY]["sha256"]

@@ -12,10 +12,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from fake_anthropic import FakeAnthropic
 
 import common
+import config
+import experiment
 import llm
 import llm_reranker as X
 
 KEY = "sk-ant-test-reranker-0123456789"
+# the listwise LLM run: 4 users, 2 shuffles
+LISTWISE = ("--llm", "claude", "--eval-users", "4", "--shuffles", "2", "--mode", "listwise")
 
 
 @pytest.fixture(scope="module")
@@ -26,8 +30,8 @@ def shared_cache(tmp_path_factory):
 
 @pytest.fixture
 def env(tmp_path, monkeypatch, shared_cache):
-    monkeypatch.setattr(common, "CACHE_DIR", shared_cache)
-    monkeypatch.setattr(llm, "ENV_FILES", [])
+    monkeypatch.setattr(config, "CACHE_DIR", shared_cache)
+    monkeypatch.setattr(llm.claude, "ENV_FILES", [])
     monkeypatch.setenv("LLM_CACHE_PATH", str(tmp_path / "llm.sqlite"))
     for var in ("LLM_MODEL", "LLM_BACKEND", "ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL"):
         monkeypatch.delenv(var, raising=False)
@@ -67,6 +71,7 @@ def test_llm_none_still_compares_the_rankers(small_sample_dir, env, capsys):
     out = capsys.readouterr().out
     res = json.loads((env / "r.json").read_text())
     assert "LLM arms skipped" in out and res["llm"]["skipped"].startswith("LLM arms disabled")
+    assert (res["question"], res["original_finding"]) == (X.QUESTION, X.ORIGINAL_FINDING)
     for arm in ("faiss@20: candidate order (FAISS)", "faiss@20: lightgbm", "faiss@20: xgboost"):
         assert arm in res["metrics"]
     assert out.count("verdict: inconclusive") == 2 and len(res["verdicts"]) == 2
@@ -83,20 +88,7 @@ def test_llm_arms_through_the_fake_api_with_malformed_permutations(
         monkeypatch.setenv("ANTHROPIC_BASE_URL", server.base_url)
         # two answers with a duplicated and a missing id: repaired and counted, not re-asked
         server.add_fault("bad_ranking", times=2)
-        X.main(
-            argv(
-                small_sample_dir,
-                env,
-                "--llm",
-                "claude",
-                "--eval-users",
-                "4",
-                "--shuffles",
-                "2",
-                "--mode",
-                "listwise",
-            )
-        )
+        X.main(argv(small_sample_dir, env, *LISTWISE))
         sent = server.total_requests
     out = capsys.readouterr().out
     res = json.loads((env / "r.json").read_text())
@@ -128,20 +120,7 @@ def test_llm_arms_through_the_fake_api_with_malformed_permutations(
     # a rerun of the unchanged experiment makes no LLM call
     with FakeAnthropic() as server2:
         monkeypatch.setenv("ANTHROPIC_BASE_URL", server2.base_url)
-        X.main(
-            argv(
-                small_sample_dir,
-                env,
-                "--llm",
-                "claude",
-                "--eval-users",
-                "4",
-                "--shuffles",
-                "2",
-                "--mode",
-                "listwise",
-            )
-        )
+        X.main(argv(small_sample_dir, env, *LISTWISE))
         assert server2.total_requests == 0
 
 
@@ -187,6 +166,20 @@ def test_borda_and_placebo_helpers():
     assert len(X.placebo_like(t)) == len(t) and "party" not in X.placebo_like(t)
 
 
+def test_context_verdict_rules():
+    m = X.SHIFT_MARGIN
+    # the shift alone: above 0 confirms, wholly below the margin refutes
+    assert X.shift_status((0.001, m / 2)) == "confirmed"
+    assert X.shift_status((-0.01, m / 2)) == "refuted"
+    assert X.shift_status((-0.01, m * 2)) == "inconclusive"
+    # with the positive control both must hold; a shift below the margin refutes even
+    # when it is above 0, and so does a true occasion that lowers R@10
+    assert X.shift_status((0.001, m * 2), (0.001, 0.05)) == "confirmed"
+    assert X.shift_status((0.001, m / 2), (-0.01, 0.05)) == "refuted"
+    assert X.shift_status((0.001, m * 2), (-0.05, -0.01)) == "refuted"
+    assert X.shift_status((-0.01, m * 2), (0.001, 0.05)) == "inconclusive"
+
+
 def test_bad_options_fail_in_one_line(small_sample_dir, env, capsys):
     for bad in (
         ["--candidate-sets", "faiss@10"],
@@ -194,7 +187,9 @@ def test_bad_options_fail_in_one_line(small_sample_dir, env, capsys):
         ["--candidate-sets", "bogus"],
     ):
         with pytest.raises(SystemExit) as e:
-            common.main_guard(lambda bad=bad: X.main(["--data-dir", str(small_sample_dir), *bad]))
+            experiment.main_guard(
+                lambda bad=bad: X.main(["--data-dir", str(small_sample_dir), *bad])
+            )
         assert e.value.code == 2
         assert capsys.readouterr().err.startswith("error: ")
 

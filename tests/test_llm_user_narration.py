@@ -11,15 +11,17 @@ import pytest
 from conftest import with_held_out_rows_altered
 
 import common as C
+import config
 import descriptions as D
 import llm
 import llm_user_narration as N
+import text as T
 
 
 @pytest.fixture(scope="module")
 def data(small_sample_dir, tmp_path_factory):
     mp = pytest.MonkeyPatch()
-    mp.setattr(C, "CACHE_DIR", tmp_path_factory.mktemp("cache"))
+    mp.setattr(config, "CACHE_DIR", tmp_path_factory.mktemp("cache"))
     ds = C.load_dataset(small_sample_dir, n_users=300, n_items=600, verbose=False)
     split = C.split_interactions(ds.interactions)
     yield ds, split
@@ -55,15 +57,15 @@ def test_changing_a_held_out_row_changes_no_profile(data, mode):
     base, altered, _ = with_held_out_rows_altered(ds, mode)
     users = np.arange(ds.n_users)
     facts = [
-        C.user_profile_facts(d, C.split_interactions(d.interactions, mode).train, users)
+        T.user_profile_facts(d, C.split_interactions(d.interactions, mode).train, users)
         for d in (base, altered)
     ]
     assert facts[0] == facts[1]
-    assert [C.profile_template_text(f) for f in facts[0]] == [
-        C.profile_template_text(f) for f in facts[1]
+    assert [T.profile_template_text(f) for f in facts[0]] == [
+        T.profile_template_text(f) for f in facts[1]
     ]
     # and the held-out rows do matter when they are (wrongly) included
-    leaky = C.user_profile_facts(altered, altered.interactions, users)
+    leaky = T.user_profile_facts(altered, altered.interactions, users)
     assert leaky != facts[1]
 
 
@@ -122,6 +124,10 @@ def test_script_with_fake_llm_then_rerun_makes_no_call(
     assert "base rate (random catalogue item)" in cp
     assert res["verdict"].split()[1] in ("confirmed", "refuted", "inconclusive")
     assert "paired difference" in res["verdict"] and res["verdict"] in printed
+    assert res["paired_template_minus_narration"]["users"] == res["narration"]["narrated"]
+    # the report shows the question and the original finding; the prompts sent are versioned
+    assert (res["question"], res["original_finding"]) == (N.QUESTION, N.ORIGINAL_FINDING)
+    assert set(res["prompt_versions"]) == {"user_narration", "item_description"}
     # paired gains only between arms ranking the same items (the described subset has
     # another truth and denominator than the two-tower's whole catalogue)
     # (--no-train here: no tower arm; the description arms are compared among themselves)
@@ -147,4 +153,5 @@ def test_script_without_llm(fake_llm_env, small_sample_dir, capsys):
     assert "LLM arms skipped" in printed and "fewer than the 200" in printed
     assert not [a for a in res["metrics"] if "LLM" in a]
     assert res["verdict"].startswith("verdict: inconclusive")
+    assert res["llm"] == {"skipped": "LLM arms disabled (--llm none)"}
     assert sum(server.counts.values()) == 0

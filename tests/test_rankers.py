@@ -1,14 +1,17 @@
-"""Tests for the re-ranking stage (common.py section 8): candidates, candidate recall,
+"""Tests for the re-ranking stage (reranking.py): candidates, candidate recall,
 features, and cross-fitted LightGBM / XGBoost rankers without label leakage."""
 
 from dataclasses import replace
 from types import SimpleNamespace
 
 import numpy as np
+import pandas as pd
 import pytest
 from conftest import with_held_out_rows_altered
 
 import common as c
+import config
+import reranking
 
 SMALL = {"n_estimators": 40, "num_leaves": 15, "min_child_samples": 10}  # lightgbm, for speed
 SMALL_XGB = {"n_estimators": 40, "max_depth": 4}
@@ -19,7 +22,7 @@ def data(tmp_path_factory, small_sample_dir):
     """A small generated sample, split and featurised; nothing written into data/."""
     tmp = tmp_path_factory.mktemp("rank")
     mp = pytest.MonkeyPatch()
-    mp.setattr(c, "CACHE_DIR", tmp / "cache")
+    mp.setattr(config, "CACHE_DIR", tmp / "cache")
     ds = c.load_dataset(small_sample_dir, n_users=300, n_items=1500, verbose=False)
     split = c.split_interactions(ds.interactions)
     feats = c.build_features(ds, split.train)
@@ -35,26 +38,30 @@ def data(tmp_path_factory, small_sample_dir):
 @pytest.fixture(scope="module")
 def ranked_setup(data):
     feats, users, ret, sc = data.feats, data.users, data.ret, data.sc
-    cands = c.build_candidates(ret, sc, users, feats, c.CandidateConfig(20, bought=True))
-    X, names = c.ranker_features(cands, feats)
+    cands = reranking.build_candidates(
+        ret, sc, users, feats, reranking.CandidateConfig(20, bought=True)
+    )
+    X, names = reranking.ranker_features(cands, feats)
     return cands, X, names
 
 
 def test_candidate_config_names():
-    assert c.CandidateConfig().name() == "faiss@20"
-    assert c.CandidateConfig(50, bought=True).name() == "faiss@50+bought"
-    assert c.CandidateConfig(50, bought=30).name() == "faiss@50+bought30"
+    assert reranking.CandidateConfig().name() == "faiss@20"
+    assert reranking.CandidateConfig(50, bought=True).name() == "faiss@50+bought"
+    assert reranking.CandidateConfig(50, bought=30).name() == "faiss@50+bought30"
 
 
 def test_candidates_faiss_only_and_bought(data):
     feats, users, ret, sc = data.feats, data.users, data.ret, data.sc
-    only = c.build_candidates(ret, sc, users, feats, c.CandidateConfig(10))
-    assert list(only.columns) == c.CAND_COLUMNS
+    only = reranking.build_candidates(ret, sc, users, feats, reranking.CandidateConfig(10))
+    assert list(only.columns) == reranking.CAND_COLUMNS
     assert len(only) == 10 * len(users) and only["from_faiss"].all()
     assert np.array_equal(only["user"].to_numpy(), np.repeat(users, 10))
     assert np.array_equal(only["item"].to_numpy().reshape(len(users), 10), ret[:, :10])
     assert np.array_equal(only["tt_rank"].to_numpy().reshape(len(users), 10)[0], np.arange(1, 11))
-    both = c.build_candidates(ret, sc, users, feats, c.CandidateConfig(10, bought=True))
+    both = reranking.build_candidates(
+        ret, sc, users, feats, reranking.CandidateConfig(10, bought=True)
+    )
     assert not both.duplicated(["user", "item"]).any()
     for j in (0, len(users) // 2, len(users) - 1):
         u = users[j]
@@ -66,7 +73,9 @@ def test_candidates_faiss_only_and_bought(data):
         assert (h_only["tt_rank"] == 11).all() and h_only["tt_score"].isna().all()
         assert list(got["item"][:10]) == list(ret[j, :10])  # FAISS order first
     # the top-N variant: the user's N most bought items, as the top-frequency baseline orders them
-    top5 = c.build_candidates(ret, sc, users, feats, c.CandidateConfig(10, bought=5))
+    top5 = reranking.build_candidates(
+        ret, sc, users, feats, reranking.CandidateConfig(10, bought=5)
+    )
     tf = c.top_frequency_ranking(feats, users, k=5)
     for j in (0, 7):
         got = set(top5.loc[top5["user"] == users[j], "item"])
@@ -74,7 +83,7 @@ def test_candidates_faiss_only_and_bought(data):
     # -1 slots from FAISS are dropped
     ret2 = ret.copy()
     ret2[0, 5:] = -1
-    short = c.build_candidates(ret2, sc, users, feats, c.CandidateConfig(10))
+    short = reranking.build_candidates(ret2, sc, users, feats, reranking.CandidateConfig(10))
     assert (short["user"] == users[0]).sum() == 5 and (short["item"] >= 0).all()
 
 
@@ -90,17 +99,19 @@ def test_candidate_recall_hand_check(data):
     u0, u1 = int(users[0]), int(users[1])
     t0, t1 = split.truth[u0], split.truth[u1]
     other = np.setdiff1d(np.arange(ds.n_items), np.concatenate([t0, t1]))[:3]
-    cands = c.pd.DataFrame(
+    cands = pd.DataFrame(
         {"user": [u0, u0, u0, u1], "item": [t0[0], other[0], other[1], other[2]]}
     )
     # u0 finds 1 of its |t0| items, u1 none: recall = (1/|t0| + 0) / 2
-    assert c.candidate_recall(cands, np.array([u0, u1]), split) == pytest.approx(1 / len(t0) / 2)
-    full = c.pd.DataFrame({"user": np.repeat(u0, len(t0)), "item": t0})
-    assert c.candidate_recall(full, np.array([u0]), split) == 1.0
+    assert reranking.candidate_recall(cands, np.array([u0, u1]), split) == pytest.approx(
+        1 / len(t0) / 2
+    )
+    full = pd.DataFrame({"user": np.repeat(u0, len(t0)), "item": t0})
+    assert reranking.candidate_recall(full, np.array([u0]), split) == 1.0
     # the same number Recall@K gives a list holding exactly the candidates
-    cands = c.build_candidates(ret, sc, users, feats, c.CandidateConfig(20))
+    cands = reranking.build_candidates(ret, sc, users, feats, reranking.CandidateConfig(20))
     r = c.per_user_metrics(ret[:, :20], [split.truth[int(u)] for u in users])["recall@20"]
-    assert c.candidate_recall(cands, users, split) == pytest.approx(np.nanmean(r))
+    assert reranking.candidate_recall(cands, users, split) == pytest.approx(np.nanmean(r))
 
 
 def test_feature_matrix_and_pair_counts_from_training_rows(data, ranked_setup):
@@ -135,13 +146,17 @@ def test_ranker_features_ignore_held_out_rows(data, mode):
     rng = np.random.default_rng(0)
     ret = np.stack([rng.choice(ds.n_items, 20, replace=False) for _ in users]).astype(np.int64)
     sc = np.sort(rng.random((len(users), 20)).astype(np.float32), axis=1)[:, ::-1]
-    cands = c.build_candidates(ret, sc, users, feats, c.CandidateConfig(20, bought=True))
+    cands = reranking.build_candidates(
+        ret, sc, users, feats, reranking.CandidateConfig(20, bought=True)
+    )
     model = _FakeTowers(ds.n_users, ds.n_items)
-    X, names = c.ranker_features(cands, feats, model)
+    X, names = reranking.ranker_features(cands, feats, model)
 
     alt_split = c.split_interactions(alt.interactions, mode)
     assert len(alt_split.test) == len(held)
-    X_alt, names_alt = c.ranker_features(cands, c.build_features(alt, alt_split.train), model)
+    X_alt, names_alt = reranking.ranker_features(
+        cands, c.build_features(alt, alt_split.train), model
+    )
     assert names_alt == names
     moved = [n for j, n in enumerate(names) if not same_matrix(X[:, j], X_alt[:, j])]
     assert not moved, f"held-out rows moved ranker features {moved}"
@@ -151,7 +166,7 @@ def test_ranker_features_ignore_held_out_rows(data, mode):
     row = train_rows[len(train_rows) // 3]
     ctl.loc[row, "item"] = (ctl.loc[row, "item"] + 1) % ds.n_items
     ctl_split = c.split_interactions(ctl, mode)
-    X_ctl, _ = c.ranker_features(
+    X_ctl, _ = reranking.ranker_features(
         cands, c.build_features(replace(ds, interactions=ctl), ctl_split.train), model
     )
     assert not same_matrix(X, X_ctl)
@@ -161,7 +176,7 @@ def test_ranker_features_ignore_held_out_rows(data, mode):
 def test_both_kinds_run_shapes_padding_determinism(data, ranked_setup, kind, params):
     split, feats, users, ret, sc = data.split, data.feats, data.users, data.ret, data.sc
     cands, X, names = ranked_setup
-    r1, info = c.rank_with_gbdt(cands, X, names, users, split, kind, params=params)
+    r1, info = reranking.rank_with_gbdt(cands, X, names, users, split, kind, params=params)
     assert r1.shape == (len(users), c.K_MAX) and r1.dtype == np.int64
     for j in (0, 5, len(users) - 1):  # each list: distinct candidates of that user
         row = r1[j][r1[j] >= 0]
@@ -169,15 +184,15 @@ def test_both_kinds_run_shapes_padding_determinism(data, ranked_setup, kind, par
         assert set(row) <= set(cands.loc[cands["user"] == users[j], "item"])
     assert info["n_candidates"] == len(cands) and len(info["feature_importance"]) == 10
     assert set(info["feature_importance"]) <= set(names)
-    r2, _ = c.rank_with_gbdt(cands, X, names, users, split, kind, params=params)
+    r2, _ = reranking.rank_with_gbdt(cands, X, names, users, split, kind, params=params)
     assert np.array_equal(r1, r2)  # same seed -> same lists
     # a user with fewer than k candidates gets -1 padding; a shuffled `users` gives the same rows
-    few = c.build_candidates(ret, sc, users, feats, c.CandidateConfig(8))
-    Xf, nf = c.ranker_features(few, feats)
-    rf, _ = c.rank_with_gbdt(few, Xf, nf, users, split, kind, k=10, params=params)
+    few = reranking.build_candidates(ret, sc, users, feats, reranking.CandidateConfig(8))
+    Xf, nf = reranking.ranker_features(few, feats)
+    rf, _ = reranking.rank_with_gbdt(few, Xf, nf, users, split, kind, k=10, params=params)
     assert rf.shape == (len(users), 10) and (rf[:, 8:] == -1).all() and (rf[:, :8] >= 0).all()
     perm = np.random.default_rng(3).permutation(len(users))
-    rp, _ = c.rank_with_gbdt(few, Xf, nf, users[perm], split, kind, k=10, params=params)
+    rp, _ = reranking.rank_with_gbdt(few, Xf, nf, users[perm], split, kind, k=10, params=params)
     assert np.array_equal(rp, rf[perm])
 
 
@@ -186,7 +201,7 @@ def test_ranker_beats_random_order(data, ranked_setup):
     FAISS order of a random retrieval by a wide margin."""
     split, feats, users, ret = data.split, data.feats, data.users, data.ret
     cands, X, names = ranked_setup
-    r, _ = c.rank_with_gbdt(cands, X, names, users, split, "lightgbm", params=SMALL)
+    r, _ = reranking.rank_with_gbdt(cands, X, names, users, split, "lightgbm", params=SMALL)
     m = c.evaluate(r, users, split, feats, n_boot=10)["all"]
     base = c.evaluate(ret, users, split, feats, n_boot=10)["all"]
     assert m["ndcg@10"] > base["ndcg@10"] + 0.1
@@ -197,10 +212,12 @@ def test_users_without_truth_are_scored_but_not_trained_on(data, ranked_setup):
     cands, X, names = ranked_setup
     dropped = users[:10]
     sp2 = replace(split, truth={u: t for u, t in split.truth.items() if u not in set(dropped)})
-    r, info = c.rank_with_gbdt(cands, X, names, users, sp2, "lightgbm", params=SMALL)
+    r, info = reranking.rank_with_gbdt(cands, X, names, users, sp2, "lightgbm", params=SMALL)
     assert (r[:10, 0] >= 0).all()
-    fold = c.fold_of_users(users)
-    n_pos = c.pd.Series(c.candidate_labels(cands, sp2)).groupby(cands["user"].to_numpy()).sum()
+    fold = reranking.fold_of_users(users)
+    n_pos = (
+        pd.Series(reranking.candidate_labels(cands, sp2)).groupby(cands["user"].to_numpy()).sum()
+    )
     for f in range(2):
         trainable = [u for u in users[fold != f] if n_pos.get(int(u), 0) > 0]
         assert info["fold_train_users"][f] == len(trainable)
@@ -214,7 +231,7 @@ def test_no_label_leakage_cross_fitting(data, ranked_setup, kind, params):
     a model trained on fold A's (now different) labels, do change."""
     split, users = data.split, data.users
     cands, X, names = ranked_setup
-    fold = c.fold_of_users(users, 2)
+    fold = reranking.fold_of_users(users, 2)
     assert set(fold) == {0, 1} and abs((fold == 0).sum() - (fold == 1).sum()) <= 1
     fold_a = {int(u) for u in users[fold == 0]}
     rng = np.random.default_rng(7)
@@ -230,15 +247,15 @@ def test_no_label_leakage_cross_fitting(data, ranked_setup, kind, params):
             truth2[u] = t
     split2 = replace(split, test=test2, truth=truth2)
     assert any(not np.array_equal(split.truth[u], truth2[u]) for u in fold_a)
-    r1, _ = c.rank_with_gbdt(cands, X, names, users, split, kind, params=params)
-    r2, _ = c.rank_with_gbdt(cands, X, names, users, split2, kind, params=params)
+    r1, _ = reranking.rank_with_gbdt(cands, X, names, users, split, kind, params=params)
+    r2, _ = reranking.rank_with_gbdt(cands, X, names, users, split2, kind, params=params)
     a = fold == 0
     assert np.array_equal(r1[a], r2[a])  # fold A: untouched by its own labels
     assert not np.array_equal(r1[~a], r2[~a])  # control: the test can fail
     # and one fold: all users trained and scored by one model, which does leak
     # (guarded: folds must be >= 2)
     with pytest.raises(ValueError):
-        c.rank_with_gbdt(cands, X, names, users, split, kind, folds=1, params=params)
+        reranking.rank_with_gbdt(cands, X, names, users, split, kind, folds=1, params=params)
 
 
 class _FakeTowers:
@@ -263,8 +280,8 @@ def test_rerank_end_to_end_with_model_scores(data):
     sc = model.embed_users(users) @ model.embed_items().T
     ret = np.argsort(-sc, axis=1, kind="stable")[:, :30]
     sc = np.take_along_axis(sc, ret, 1)
-    cfg = c.CandidateConfig(30, bought=True)
-    out = c.rerank(
+    cfg = reranking.CandidateConfig(30, bought=True)
+    out = reranking.rerank(
         model,
         users,
         feats,
@@ -279,8 +296,8 @@ def test_rerank_end_to_end_with_model_scores(data):
         assert info["candidates"] == "faiss@30+bought" and 0 < info["candidate_recall"] <= 1
         assert info["stage_seconds"] >= info["train_seconds"]
     # with the model, bought-only candidates get the same cosine FAISS would give them
-    cands = c.build_candidates(ret, sc, users, feats, cfg)
-    X, names = c.ranker_features(cands, feats, model)
+    cands = reranking.build_candidates(ret, sc, users, feats, cfg)
+    X, names = reranking.ranker_features(cands, feats, model)
     u, i = cands["user"].to_numpy(), cands["item"].to_numpy()
     want = np.einsum("nd,nd->n", model.ue[u], model.ie[i])
     assert np.allclose(X[:, names.index("tt_score")], want, atol=1e-5)

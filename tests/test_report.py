@@ -1,6 +1,7 @@
 """evals/report.py on small hand-made results: every experiment gets a section (a missing, a
-failed and an unreadable one say so), tables come from the JSON, plots are written and
-linked, the cost table adds up the LLM usage found anywhere in a JSON, once."""
+failed and an unreadable one say so), the question, the finding and the tables come from the
+JSON (never from the script's source), plots are written and linked, the cost table adds up
+the LLM usage found anywhere in a JSON, once."""
 
 import json
 from pathlib import Path
@@ -160,6 +161,26 @@ def test_every_experiment_has_a_section_with_question_finding_verdict_table(stud
     s = section(text, "llm_reranker.py")
     assert "verdict: refuted - a" in s and "verdict: confirmed - b" in s
     assert "| context | 0.120 |" in s
+
+
+def test_question_and_finding_come_from_the_results_json_only(study):
+    p = study / "exp5_dual_head_generated_interaction.json"
+    d = json.loads(p.read_text())
+    d["question"] = "Does the zebra head 7f3a beat the tower?"  # in no script
+    d["original_finding"] = "zebra alpha 0.123"
+    p.write_text(json.dumps(d))
+    old = experiment("two_tower", verdict=None)
+    del old["question"], old["original_finding"]  # a JSON without them: nothing read elsewhere
+    (study / "two_tower_generated_interaction.json").write_text(json.dumps(old))
+    text, _ = build(study)
+    s = section(text, "exp5_dual_head.py")
+    assert "**Question.** Does the zebra head 7f3a beat the tower?" in s
+    assert "**Original finding.** zebra alpha 0.123" in s
+    s = section(text, "two_tower.py")
+    assert "**Question.** _not recorded_" in s and "**Original finding.** _not recorded_" in s
+    # a step with no results JSON records no question either (the script is not read)
+    assert "**Question.** _not recorded_" in section(text, "synthetic_context.py")
+    assert not hasattr(R, "script_constants")
 
 
 def test_missing_and_failed_experiments_say_so(study):

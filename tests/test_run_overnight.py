@@ -2,11 +2,13 @@
 of the repository layout whose steps are tiny fake scripts (OVERNIGHT_PYTHON = this Python),
 so each test takes about a second and needs neither data nor models."""
 
+import fcntl
 import os
 import shutil
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -47,25 +49,42 @@ out.write_text(json.dumps({"experiment": name, "argv": sys.argv[1:], "t": time.t
 """
 
 
-@pytest.fixture
-def repo(tmp_path):
-    """A temporary repository: run_overnight.sh, fake steps, common.py / llm.py stand-ins."""
-    shutil.copy(ROOT / "run_overnight.sh", tmp_path / "run_overnight.sh")
-    (tmp_path / "evals").mkdir()
-    for name in EXPERIMENTS:
-        (tmp_path / f"{name}.py").write_text(FAKE)
-    for name in ("run_evals", "report"):
-        (tmp_path / "evals" / f"{name}.py").write_text(FAKE)
-    (tmp_path / "common.py").write_text("# shared code\n")
-    # llm.py stand-in: run_overnight.sh asks llm.resolve_backend what --llm means
-    (tmp_path / "llm.py").write_text(
+# an llm/ package stand-in, wired like the real one: __init__ re-exports with a relative
+# import, a module imports a sibling absolutely (llm.cache) and relatively (from . import)
+LLM_PACKAGE = {
+    "__init__.py": "from .selection import resolve_backend  # noqa: F401\n",
+    "selection.py": (
         "import os\n"
+        "from llm.cache import CACHE_VERSION  # noqa: F401\n"
+        "from . import request  # noqa: F401\n"
         "def resolve_backend(choice):\n"
         "    if choice == 'none':\n        return None, 'LLM arms disabled (--llm none)'\n"
         "    if choice in ('auto', 'local') and os.environ.get('FAKE_LOCAL'):\n"
         "        return 'local', ''\n"
         "    return None, 'local model not installed'\n"
-    )
+    ),
+    "cache.py": "CACHE_VERSION = 1\n",
+    "request.py": "# requests\n",
+}
+
+
+@pytest.fixture
+def repo(tmp_path):
+    """A temporary repository: run_overnight.sh and its helper overnight.py (with config.py),
+    fake steps (the LLM ones import llm), common.py and llm/ package stand-ins."""
+    for name in ("run_overnight.sh", "overnight.py", "config.py"):
+        shutil.copy(ROOT / name, tmp_path / name)
+    (tmp_path / "evals").mkdir()
+    for name in EXPERIMENTS:
+        uses_llm = "import llm  # noqa: F401,E402\n" if name in LLM_STEPS else ""
+        (tmp_path / f"{name}.py").write_text(FAKE + uses_llm)
+    for name in ("run_evals", "report"):
+        (tmp_path / "evals" / f"{name}.py").write_text(FAKE)
+    (tmp_path / "common.py").write_text("# shared code\n")
+    # run_overnight.sh asks llm.resolve_backend (through overnight.py) what --llm means
+    (tmp_path / "llm").mkdir()
+    for name, text in LLM_PACKAGE.items():
+        (tmp_path / "llm" / name).write_text(text)
     return tmp_path
 
 
@@ -143,8 +162,24 @@ def test_killed_run_resumes_where_it_stopped(repo):
     p = run(repo, "--quick", "--llm", "none", env={"FAKE_KILL": "llm_user_narration"}, check=False)
     assert p.returncode == -signal.SIGKILL
     assert calls(repo) == ["two_tower", "llm_item_enrichment", "llm_user_narration"]
+    wait_until_unlocked(repo)
     run(repo, "--quick", "--llm", "none")
     assert calls(repo) == ALL[2:]  # the killed step is not taken as done
+
+
+def wait_until_unlocked(repo, timeout: float = 10.0) -> None:
+    """Until no process holds the orchestrator's lock: the killed run's step inherited it and
+    exits only just after its parent (on a loaded machine, after the next run would start)."""
+    deadline = time.monotonic() + timeout
+    with open(repo / "results/.overnight/lock", "a") as f:
+        while True:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(f, fcntl.LOCK_UN)
+                return
+            except BlockingIOError:
+                assert time.monotonic() < deadline, "the killed run's lock was never released"
+                time.sleep(0.05)
 
 
 def test_changed_options_rerun(repo):
@@ -178,6 +213,15 @@ def test_edited_code_reruns_the_steps_that_run_it(repo):
     (repo / "common.py").write_text("# shared code, edited\n")  # shared code: every step
     run(repo, "--llm", "none")
     assert calls(repo) == ALL
+    # a module inside the llm package, reached through `import llm` and the package's own
+    # imports: the LLM steps rerun, the others do not
+    llm_steps = [s for s in EXPERIMENTS if s in LLM_STEPS]
+    for module in ("cache.py", "request.py"):  # `from llm.cache import`, `from . import`
+        with open(repo / "llm" / module, "a") as f:
+            f.write("# edited\n")
+        p = run(repo, "--llm", "none")
+        assert calls(repo) == [*llm_steps, "run_evals", "report"], module
+        assert "two_tower: skipped: up to date" in p.stdout
 
 
 def test_missing_or_overwritten_results_rerun(repo):
@@ -235,3 +279,50 @@ def test_dry_run_runs_nothing_and_bad_options_fail_in_one_line(repo):
         p = run(repo, *bad, check=False)
         assert p.returncode == 2 and p.stderr.startswith("error: ")
         assert len(p.stderr.strip().splitlines()) == 1
+
+
+# ---------------------------------------------------------------------------------------------
+# overnight.py, the helper, on its own
+
+
+def helper(repo, *args, env=None) -> list[str]:
+    """The lines overnight.py prints for one command, run as run_overnight.sh runs it."""
+    e = {k: v for k, v in os.environ.items() if k != "INSTACART_DATA_DIR"}
+    p = subprocess.run(
+        [sys.executable, "overnight.py", *args],
+        cwd=repo,
+        env={**e, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    return p.stdout.strip().splitlines()
+
+
+def test_deps_follow_the_llm_package_and_import_nothing(repo):
+    files = helper(repo, "deps", "llm_reranker.py")
+    assert files == sorted(files)
+    assert {"llm_reranker.py", "common.py", "llm/__init__.py", "llm/selection.py"} <= set(files)
+    assert {"llm/cache.py", "llm/request.py"} <= set(files)  # absolute and relative imports
+    assert not any(f.startswith("llm/") for f in helper(repo, "deps", "two_tower.py"))
+    # a step's deps stay cheap: the walk reads files, it imports neither torch nor llm
+    probe = (
+        "import sys, overnight; overnight.deps('llm_reranker.py'); "
+        "print(sorted({'torch', 'llm', 'numpy'} & set(sys.modules)))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], cwd=repo, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == "[]"
+
+
+def test_data_dir_order_option_then_environment_then_kaggle_folder(repo, tmp_path):
+    assert helper(repo, "data-dir", "") == []  # nothing: the generated sample
+    (repo / "data" / "instacart").mkdir(parents=True)  # config.KAGGLE_DIR of this copy
+    assert helper(repo, "data-dir", "") == ["data/instacart"]
+    env = {"INSTACART_DATA_DIR": str(tmp_path / "env")}
+    assert helper(repo, "data-dir", "", env=env) == [str(tmp_path / "env")]
+    assert helper(repo, "data-dir", "/opt/csvs", env=env) == ["/opt/csvs"]
+    assert helper(repo, "backend", "none") == ["none (--llm none): LLM arms skipped"]
+    assert helper(repo, "backend", "auto") == ["none (local model not installed): LLM arms skipped"]

@@ -8,6 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+import calibration
+import config
 import sample_generator as sg
 
 FILES = sg.KAGGLE_FILES + ("order_occasions.csv",)
@@ -143,32 +145,32 @@ def test_occasion_shifts_aisle_mix(frames):
 
 def test_statistics_match_own_targets(small):
     """No real data needed: a basket, cadence or order-count change beyond 15% fails here."""
-    st = sg._stats(small)
+    st = calibration.marginal_stats(small)
     for k, target in sg.TARGETS.items():
-        assert abs(st[k] / target - 1) <= sg.REL_TOL, (k, st[k], target)
+        assert abs(st[k] / target - 1) <= calibration.REL_TOL, (k, st[k], target)
 
 
 def test_occasion_carries_signal(small):
     """The true occasion is a positive control: it must predict the last order. The goal
     (>= 1.5x on the default 5,000-user sample) is printed by --calibrate; 300 users are noisier."""
-    s = sg.occasion_signal(small)
+    s = calibration.occasion_signal(small)
     assert s["occasion popularity R@20"] >= 1.3 * s["global popularity R@20"], s
     assert s["occasion top-frequency R@20"] > s["top-frequency R@20"], s
 
 
-REAL = os.environ.get(sg.DATA_ENV)
+REAL = os.environ.get(config.DATA_ENV)
 
 
 @pytest.mark.skipif(
     not (REAL and all((Path(REAL) / f).is_file() for f in sg.KAGGLE_FILES)),
-    reason=f"${sg.DATA_ENV} does not point at the real Kaggle-layout folder",
+    reason=f"${config.DATA_ENV} does not point at the real Kaggle-layout folder",
 )
 def test_calibration_against_real(tmp_path):
     real = Path(REAL)
     n_users = pd.read_csv(real / "orders.csv", usecols=["user_id"]).user_id.nunique()
     n_products = len(pd.read_csv(real / "products.csv", usecols=["product_id"]))
     gen = sg.generate(tmp_path / "g", n_users, n_products, seed=42, progress=False)
-    t = sg.calibration_table(gen, real)
+    t = calibration.calibration_table(gen, real)
     headline = [
         "basket size mean",
         "reorder rate",
@@ -193,6 +195,6 @@ def test_calibration_reads_kaggle_zip_files(small, tmp_path):
     for f in sg.KAGGLE_FILES:
         with zipfile.ZipFile(zipped / f"{f}.zip", "w", zipfile.ZIP_DEFLATED) as z:
             z.write(small / f, arcname=f)
-    assert sg._real_dir(str(zipped)) == zipped  # no "lacks orders.csv" exit
-    t = sg.calibration_table(small, zipped)
+    assert calibration._real_dir(str(zipped)) == zipped  # no "lacks orders.csv" exit
+    t = calibration.calibration_table(small, zipped)
     assert (t.rel_diff.fillna(0).abs() < 1e-12).all(), t

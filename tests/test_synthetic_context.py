@@ -7,9 +7,11 @@ import pytest
 from fake_anthropic import FakeAnthropic
 
 import common as C
+import config
+import experiment
 import llm
 import synthetic_context as X
-from evals.prompt_registry import OCCASIONS
+from prompts import OCCASIONS, TEMPLATES
 
 TINY = [
     "--users",
@@ -32,7 +34,7 @@ TINY = [
 @pytest.fixture(scope="module")
 def setup(small_sample_dir, tmp_path_factory):
     mp = pytest.MonkeyPatch()
-    mp.setattr(C, "CACHE_DIR", tmp_path_factory.mktemp("cache"))
+    mp.setattr(config, "CACHE_DIR", tmp_path_factory.mktemp("cache"))
     ds = C.load_dataset(small_sample_dir, 120, 600, verbose=False)
     split = C.split_interactions(ds.interactions, "temporal")
     yield ds, split
@@ -78,7 +80,7 @@ def test_llm_labels_through_fake_server_are_batched_cached_and_training_only(
 ):
     ds, _ = setup
     split = C.split_interactions(ds.interactions, "interaction")  # orders lose some rows
-    monkeypatch.setattr(llm, "ENV_FILES", [])
+    monkeypatch.setattr(llm.claude, "ENV_FILES", [])
     monkeypatch.setattr(X, "BATCH_POLL_S", 0.01)
     orders = X.training_orders(split)
     with FakeAnthropic() as server:
@@ -111,14 +113,14 @@ def test_llm_labels_through_fake_server_are_batched_cached_and_training_only(
 
 
 def run(argv, tmp_path, monkeypatch):
-    monkeypatch.setattr(C, "CACHE_DIR", tmp_path / "cache")
+    monkeypatch.setattr(config, "CACHE_DIR", tmp_path / "cache")
     out = tmp_path / "r.json"
     X.main([*argv, "--out", str(out)])
     return json.loads(out.read_text())
 
 
 def test_smoke_generated_with_fake_llm(small_sample_dir, tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(llm, "ENV_FILES", [])
+    monkeypatch.setattr(llm.claude, "ENV_FILES", [])
     monkeypatch.setattr(X, "BATCH_POLL_S", 0.01)
     with FakeAnthropic() as server:
         client = llm.LLM(
@@ -127,7 +129,7 @@ def test_smoke_generated_with_fake_llm(small_sample_dir, tmp_path, monkeypatch, 
             cache_path=tmp_path / "c.sqlite",
             timeout=5.0,
         )
-        monkeypatch.setattr(llm, "client_from_args", lambda a: (client, "fake"))
+        monkeypatch.setattr(llm, "client_from_args", lambda a, **kw: (client, "fake"))
         r = run(
             ["--data-dir", str(small_sample_dir), *TINY, "--orders", "30"], tmp_path, monkeypatch
         )
@@ -142,10 +144,11 @@ def test_smoke_generated_with_fake_llm(small_sample_dir, tmp_path, monkeypatch, 
     } <= arms
     assert any(a.startswith("LLM fractions") for a in arms)
     assert any(a.startswith("true fractions (same") for a in arms)
+    assert r["prompt_versions"] == {"occasion_label": TEMPLATES["occasion_label"].version}
     lab = r["llm_labels"]
     assert lab["orders_asked"] == 30 and 0 <= lab["accuracy"] <= 1
     assert np.sum(lab["confusion"]["counts"]) == lab["orders_labelled"]
-    assert r["verdict"].split(" - ")[0] in {f"verdict: {v}" for v in C.VERDICTS}
+    assert r["verdict"].split(" - ")[0] in {f"verdict: {v}" for v in experiment.VERDICTS}
     assert "verdict:" in text and "confusion (rows truth" in text
 
 
@@ -159,7 +162,10 @@ def test_smoke_real_rows_skip_truth_arms(small_sample_dir, tmp_path, monkeypatch
     r = run(["--data-dir", str(real), *TINY, "--llm", "none"], tmp_path, monkeypatch)
     assert "true fractions" not in r["metrics"] and "context true" not in r["metrics"]
     assert r["notes"]["true fractions"] == "skipped: no occasion truth"
-    assert "context random" in r["metrics"] and r["llm"] is None
+    assert "context random" in r["metrics"]
+    # exp.write records why the LLM arm was skipped, where evals/report.py looks for it
+    assert r["llm"] == {"skipped": r["llm_skipped"]} and "--llm none" in r["llm_skipped"]
+    assert r["notes"]["llm"] == f"skipped: {r['llm_skipped']}"
     assert "skipped: no occasion truth" in capsys.readouterr().out
 
 

@@ -9,12 +9,14 @@ import numpy as np
 import pytest
 
 import common as C
+import config
+import experiment
 
 
 @pytest.fixture(scope="module")
 def setup(small_sample_dir, tmp_path_factory):
     mp = pytest.MonkeyPatch()
-    mp.setattr(C, "CACHE_DIR", tmp_path_factory.mktemp("cache"))
+    mp.setattr(config, "CACHE_DIR", tmp_path_factory.mktemp("cache"))
     ds = C.load_dataset(small_sample_dir, n_users=300, n_items=1500, verbose=False)
     split = C.split_interactions(ds.interactions)
     feats = C.build_features(ds, split.train)
@@ -220,10 +222,12 @@ def test_script_runs_end_to_end(small_sample_dir, tmp_path):
 
 def test_llm_verdict_below_the_minimum_users_is_inconclusive(capsys):
     """Bug caught: a smoke run's 'confirmed' / 'refuted' reported as a finding."""
-    exp = object.__new__(C.Experiment)  # verdict() needs no data
+    exp = object.__new__(experiment.Experiment)  # verdict() needs no data
     line = exp.verdict("refuted", "LLM minus LightGBM -0.08", n_users=2)
     assert line.startswith("verdict: inconclusive - ") and "2 users < 200" in line
-    assert exp.verdict("refuted", "x", n_users=C.MIN_VERDICT_USERS).startswith("verdict: refuted")
+    assert exp.verdict("refuted", "x", n_users=experiment.MIN_VERDICT_USERS).startswith(
+        "verdict: refuted"
+    )
     assert exp.verdict("confirmed", "x").startswith("verdict: confirmed")  # training arms
     with pytest.raises(C.ConfigError):
         exp.verdict("maybe", "x")
@@ -249,10 +253,10 @@ def test_pipeline_reference_is_the_best_row_on_the_same_data_and_split(tmp_path)
         },
     }
     (tmp_path / "two_tower_generated_interaction.json").write_text(json.dumps(results))
-    label, summary, path = C.pipeline_reference(data, "interaction", 42, tmp_path)
+    label, summary, path = experiment.pipeline_reference(data, "interaction", 42, tmp_path)
     assert path.name == "two_tower_generated_interaction.json"
     assert label == "two_tower.py best: two-tower faiss@50+bought + lightgbm"
     assert summary["all"]["ndcg@10"]["mean"] == 0.5
-    assert C.pipeline_reference({**data, "rows": 41}, "interaction", 42, tmp_path) is None
-    assert C.pipeline_reference(data, "interaction", 7, tmp_path) is None
-    assert C.pipeline_reference(data, "temporal", 42, tmp_path) is None
+    assert experiment.pipeline_reference({**data, "rows": 41}, "interaction", 42, tmp_path) is None
+    assert experiment.pipeline_reference(data, "interaction", 7, tmp_path) is None
+    assert experiment.pipeline_reference(data, "temporal", 42, tmp_path) is None

@@ -1,4 +1,4 @@
-"""Tests of evals/prompt_registry.py: versions are content hashes, the history file is current."""
+"""Tests of prompts.py: versions are content hashes, the history file is current."""
 
 from __future__ import annotations
 
@@ -11,11 +11,11 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 import llm
-from evals import prompt_registry as reg
+import prompts as reg
 
 
 def test_versions_file_is_up_to_date_with_the_code():
-    assert reg.stale() == [], "run: uv run python -m evals.prompt_registry --update"
+    assert reg.stale() == [], "run: uv run python prompts.py --update"
     assert reg.main([]) == 0
 
 

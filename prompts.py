@@ -6,11 +6,11 @@ Experiment scripts import a template from TEMPLATES and turn it into an `llm.Req
 A template's version is the short sha256 of everything that decides what the model sees and
 what counts as a valid answer (system prompt, template text, JSON schema). It is computed from
 the code, never stored by hand, so reverting a prompt gives back its old version. The file
-evals/prompt_versions.json keeps the history: name -> [{version, first_seen}], and a test
+prompt_versions.json keeps the history: name -> [{version, first_seen}], and a test
 checks that it lists every current version.
 
-    uv run python -m evals.prompt_registry            # show versions; exit 1 if the file is stale
-    uv run python -m evals.prompt_registry --update   # record new versions in the file
+    uv run python prompts.py            # show versions; exit 1 if the file is stale
+    uv run python prompts.py --update   # record new versions in the file
 """
 
 from __future__ import annotations
@@ -97,7 +97,7 @@ def format_candidates(candidates) -> str:
 
 # ---------------------------------------------------------------------------------------------
 # The templates. Structured prompts end with the schema so the model sees the exact contract
-# that llm.py validates against.
+# that llm/ validates against.
 
 _JSON_TAIL = "Reply with only a JSON object that matches this JSON Schema:\n{schema}"
 
@@ -339,7 +339,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name:20s} {version}  {state}")
     if todo:
         print(
-            f"{VERSIONS_PATH} is stale; run: uv run python -m evals.prompt_registry --update",
+            f"{VERSIONS_PATH} is stale; run: uv run python prompts.py --update",
             file=sys.stderr,
         )
     return 1 if todo else 0

@@ -1,0 +1,78 @@
+"""Project settings every module shares: where things live, the seeds, the two error types
+that end a run with one line, a short content hash, and the logging set-up.
+
+The bottom floor of the project: it imports nothing from it. Paths are read as module
+attributes (`config.CACHE_DIR`) at call time, so a test can point them elsewhere with
+monkeypatch.setattr(config, "CACHE_DIR", ...).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import sys
+from pathlib import Path
+
+# ----------------------------------------------------------------------------
+# seeds
+SPLIT_SEED = 42  # the project's one split seed: every experiment scores the same rows
+RANDOM_SEED = 42  # default of every other seeded draw (sample, training, bootstrap, folds)
+
+# ----------------------------------------------------------------------------
+# where things live
+REPO = Path(__file__).resolve().parent
+DATA_ENV = "INSTACART_DATA_DIR"  # a directory of Kaggle CSVs, if set
+CACHE_ENV = "INSTACART_CACHE_DIR"  # where loaded data, saved towers and the LLM cache go
+KAGGLE_DIR = REPO / "data" / "instacart"  # where a real Kaggle download may be unpacked
+SAMPLE_DIR = REPO / "data" / "sample"  # where the generated sample is written on first use
+CACHE_DIR = Path(os.environ.get(CACHE_ENV, REPO / "data" / "cache"))
+RESULTS_DIR = REPO / "results"
+
+
+# ----------------------------------------------------------------------------
+# errors that end a run with one line and exit code 2 (experiment.main_guard)
+class DataError(Exception):
+    """A problem with the input data, reported as one line (no traceback)."""
+
+
+class ConfigError(Exception):
+    """A bad option or configuration value (not a data problem), reported as one line."""
+
+
+# ----------------------------------------------------------------------------
+# content hashes: the one short-hash helper behind every cache key
+def short_hash(data: str | bytes, n: int = 16) -> str:
+    """The first `n` hex digits of the sha256 of `data` (text is UTF-8 encoded)."""
+    raw = data.encode() if isinstance(data, str) else bytes(data)
+    return hashlib.sha256(raw).hexdigest()[:n]
+
+
+# ----------------------------------------------------------------------------
+# logging, once for every script
+_LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+_log_handlers: list[logging.Handler] = []
+
+
+def setup_logging(log_file: str | Path | None = None, level: str | int = "INFO") -> None:
+    """Send every logger's records (llm's included) to stderr and, if given, to log_file.
+
+    Idempotent: a second call replaces the handlers the first one added (no duplicate lines).
+    Chatty libraries (httpx, the anthropic SDK) are kept at WARNING."""
+    root = logging.getLogger()
+    for h in _log_handlers:
+        root.removeHandler(h)
+        h.close()
+    _log_handlers.clear()
+    fmt = logging.Formatter(_LOG_FORMAT, "%H:%M:%S")
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    if log_file:
+        Path(log_file).parent.mkdir(parents=True, exist_ok=True)
+        handlers.append(logging.FileHandler(log_file, encoding="utf-8"))
+    for h in handlers:
+        h.setFormatter(fmt)
+        root.addHandler(h)
+        _log_handlers.append(h)
+    root.setLevel(level if isinstance(level, int) else level.upper())
+    for noisy in ("httpx", "httpcore", "anthropic", "faiss", "faiss.loader"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)

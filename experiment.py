@@ -1,0 +1,644 @@
+"""Experiment scaffolding: what every script shares (../shared/EXPERIMENTS.md).
+
+A script builds an Experiment, adds arms (ranked lists over evaluation users, one per
+training seed for trained arms), prints the table and paired gains, states a verdict and
+writes one results JSON. Here too: the options every script shares, the one-line error
+guard around a script's main, provenance, results JSON and plain-text tables. Nothing here
+knows about a particular experiment.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import config
+from baselines import baseline_rankings
+from config import RANDOM_SEED, REPO, ConfigError, DataError, setup_logging
+from features import Features, build_features
+from instacart import Dataset, add_data_args, load_from_args
+from metrics import K_MAX, evaluate, paired_gain
+from splits import Split, split_interactions
+from towers import TowerConfig, TwoTower, pick_device, train_two_tower
+
+
+# ----------------------------------------------------------------------------
+# the one-line error guard, provenance, results JSON, plain-text tables
+def main_guard(main):
+    """Run a script's main(); turn DataError / ConfigError into a one-line message, exit 2.
+    Logging is configured here, once for every script ($LOG_LEVEL, default INFO), so the
+    lines of llm/ and the other modules reach the console and the overnight logs."""
+    setup_logging(level=os.environ.get("LOG_LEVEL", "INFO"))
+    try:
+        return main()
+    except (DataError, ConfigError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def provenance() -> dict:
+    """What produced a result: git commit (+ dirty flag), command line, library versions."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    def git(*a):
+        try:
+            return subprocess.run(
+                ["git", *a], cwd=REPO, capture_output=True, text=True, timeout=10, check=False
+            ).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return ""
+
+    versions = {}
+    for pkg in (
+        "numpy",
+        "pandas",
+        "pyarrow",
+        "torch",
+        "faiss-cpu",
+        "lightgbm",
+        "xgboost",
+        "sentence-transformers",
+        "anthropic",
+    ):
+        try:
+            versions[pkg] = version(pkg)
+        except PackageNotFoundError:
+            versions[pkg] = None
+    return {
+        "git_commit": git("rev-parse", "HEAD") or None,
+        "git_dirty": bool(git("status", "--porcelain", "--untracked-files=no")),
+        "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+        "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "python": sys.version.split()[0],
+        "versions": versions,
+    }
+
+
+def write_results(path: str | Path, payload: dict) -> Path:
+    """Write a results JSON (with provenance) atomically; NaN becomes null."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+
+    def clean(x):
+        if isinstance(x, dict):
+            return {str(k): clean(v) for k, v in x.items()}
+        if isinstance(x, (list, tuple)):
+            return [clean(v) for v in x]
+        if isinstance(x, (np.floating, float)):
+            return None if not np.isfinite(x) else float(x)
+        if isinstance(x, np.integer):
+            return int(x)
+        return x
+
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(clean({**payload, "provenance": provenance()}), indent=1))
+    os.replace(tmp, path)
+    return path
+
+
+def format_table(
+    rows: dict,
+    columns: list,
+    fmt=lambda v: f"{v:.3f}",
+    first: str = "model",
+    headers: dict | None = None,
+) -> str:
+    """A plain-text table: rows = {name: {column: value or (mean, std) or str}}; `first`
+    heads the name column, `headers` may rename columns. Floats go through `fmt`,
+    (mean, std) prints as mean±std, whole numbers as they are, missing values as '-'."""
+
+    def cell(v):
+        if v is None or (isinstance(v, float) and not np.isfinite(v)):
+            return "-"
+        if isinstance(v, tuple):
+            return f"{fmt(v[0])}±{v[1]:.3f}" if v[1] is not None else fmt(v[0])
+        if isinstance(v, (int, np.integer)) and not isinstance(v, bool):
+            return str(v)
+        return v if isinstance(v, str) else fmt(v)
+
+    head = [first, *[(headers or {}).get(c, c) for c in columns]]
+    body = [[name, *[cell(r.get(c)) for c in columns]] for name, r in rows.items()]
+    widths = [max(len(str(x)) for x in col) for col in zip(head, *body)]
+    line = lambda xs: "  ".join(
+        str(x).ljust(w) if i == 0 else str(x).rjust(w) for i, (x, w) in enumerate(zip(xs, widths))
+    )
+    return "\n".join([line(head), line(["-" * w for w in widths]), *[line(r) for r in body]])
+
+
+# A script builds an Experiment, adds arms (ranked lists over evaluation users, one per
+# training seed for trained arms), prints the table and paired gains, states a verdict
+# and writes one results JSON. Nothing here knows about a particular experiment.
+TABLE_COLUMNS = ["R@5", "R@10", "R@20", "NDCG@10", "R@20 repeat", "R@20 explore", "cand. recall"]
+REFERENCE_BASELINE = "top-frequency + popular"  # the strong simple baseline of paired gains
+VERDICTS = ("confirmed", "refuted", "inconclusive")
+MIN_VERDICT_USERS = 200  # LLM arms: EXPERIMENTS.md's minimum evaluation users for a finding
+
+
+def script_parser(doc: str, epilog_from: int | None = None, seeds: int = 3, llm_args: bool = True):
+    """The argument parser every script starts from: its docstring's first line as the
+    description (the rest, from line `epilog_from`, as the epilog; None: the whole docstring
+    as the description), then the data, experiment and two-tower options, and --llm unless
+    `llm_args` is False. The script adds its own group and calls parse_args_with_quick."""
+    import argparse
+
+    lines = doc.splitlines()
+    parser = argparse.ArgumentParser(
+        description=doc if epilog_from is None else lines[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=None if epilog_from is None else "\n".join(lines[epilog_from:]),
+    )
+    add_data_args(parser)
+    add_experiment_args(parser, seeds=seeds)
+    add_tower_args(parser)
+    if llm_args:
+        import llm  # lazy: scripts without an LLM arm run without the anthropic SDK
+
+        llm.add_llm_args(parser)
+    return parser
+
+
+def add_experiment_args(parser, seeds: int = 3):
+    """Options every experiment script shares besides the data ones."""
+    g = parser.add_argument_group("experiment")
+    g.add_argument(
+        "--seeds",
+        type=int,
+        default=seeds,
+        help=f"training seeds {RANDOM_SEED}, {RANDOM_SEED + 1}, ... (mean ± std over them)",
+    )
+    g.add_argument("--device", default="auto", help="auto (cuda when present), cpu, cuda, cuda:N")
+    g.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch CPU threads (default: torch's choice, one per core)",
+    )
+    g.add_argument("--retrain", action="store_true", help="ignore saved towers and train again")
+    g.add_argument("--no-tifu", action="store_true", help="leave the TIFU-KNN reference row out")
+    g.add_argument(
+        "--out",
+        default=None,
+        help="results JSON path (default results/<script>_<data>_<split>.json)",
+    )
+    g.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
+    return g
+
+
+def parse_args_with_quick(parser, argv, quick: dict):
+    """parser.parse_args(argv) plus a `--quick` smoke mode: the options in `quick` (dest ->
+    value) take those values unless given explicitly on the command line. Checks the
+    shared options' ranges (--seeds >= 1) with a one-line ConfigError."""
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke run of about a minute: "
+        + ", ".join(
+            f"--{k.replace('_', '-')}" + ("" if v is True else f" {v}") for k, v in quick.items()
+        ),
+    )
+    args = parser.parse_args(argv)
+    if args.quick:
+        for k, v in quick.items():
+            if getattr(args, k) == parser.get_default(k):
+                setattr(args, k, v)
+    if getattr(args, "seeds", 1) < 1:
+        raise ConfigError("--seeds must be >= 1")
+    return args
+
+
+def add_tower_args(parser):
+    """The two-tower's hyper-parameters as options (defaults from TowerConfig)."""
+    d = TowerConfig()
+    g = parser.add_argument_group("two-tower")
+    g.add_argument(
+        "--epochs", type=int, default=d.epochs, help="training epochs over the training rows"
+    )
+    g.add_argument(
+        "--batch-size", type=int, default=d.batch_size, help="in-batch negatives per step"
+    )
+    g.add_argument("--dim", type=int, default=d.dim, help="embedding size of both towers")
+    g.add_argument("--hidden", type=int, default=d.hidden, help="MLP width of both towers")
+    g.add_argument("--temperature", type=float, default=d.temperature, help="InfoNCE temperature")
+    g.add_argument("--lr", type=float, default=d.lr, help="Adam (peak) learning rate")
+    g.add_argument(
+        "--lr-schedule",
+        choices=["constant", "cosine"],
+        default=d.lr_schedule,
+        help="constant, or cosine (5%% warm-up, then decay to 0)",
+    )
+    g.add_argument(
+        "--no-id-embeddings", action="store_true", help="features only, no learned ID embeddings"
+    )
+    g.add_argument(
+        "--purchases",
+        choices=["none", "bag", "centroid"],
+        default=d.purchases,
+        help="how the user tower sees the user's training purchases (see TowerConfig)",
+    )
+    g.add_argument(
+        "--train-on",
+        choices=["rows", "pairs"],
+        default=d.train_on,
+        help="positives per epoch: every training row, or each distinct (user, item) once",
+    )
+    g.add_argument(
+        "--logq", action="store_true", help="logQ sampling-bias correction of in-batch negatives"
+    )
+    return g
+
+
+def tower_config(args, seed: int, **overrides) -> TowerConfig:
+    """TowerConfig from add_tower_args options, for one training seed."""
+    options = {
+        "dim": args.dim,
+        "hidden": args.hidden,
+        "id_embeddings": not args.no_id_embeddings,
+        "purchases": args.purchases,
+        "temperature": args.temperature,
+        "logq": args.logq,
+        "epochs": args.epochs,
+        "batch_size": args.batch_size,
+        "lr": args.lr,
+        "lr_schedule": args.lr_schedule,
+        "train_on": args.train_on,
+        "seed": seed,
+    }
+    return TowerConfig(**{**options, **overrides})
+
+
+def summarize(runs: list) -> dict:
+    """Mean and std over seeds of each metric in a list of evaluate() results."""
+    out = {}
+    for part in ("all", "repeat", "explore"):
+        keys = [k for k in runs[0][part] if k != "n_users"]
+        out[part] = {
+            k: {
+                "mean": float(np.mean([r[part][k] for r in runs])),
+                "std": float(np.std([r[part][k] for r in runs])) if len(runs) > 1 else None,
+            }
+            for k in keys
+        }
+        out[part]["n_users"] = runs[0][part]["n_users"]
+    out["ci95_first_seed"] = runs[0]["ci95"]
+    out["per_seed"] = [
+        {k: r["all"][k] for k in ("recall@5", "recall@10", "recall@20", "ndcg@10")} for r in runs
+    ]
+    return out
+
+
+def table_row(s: dict, cand_recall=None) -> dict:
+    """One row of the standard table from a summarize() result."""
+    ms = lambda part, k: (s[part][k]["mean"], s[part][k]["std"])
+    return {
+        "R@5": ms("all", "recall@5"),
+        "R@10": ms("all", "recall@10"),
+        "R@20": ms("all", "recall@20"),
+        "NDCG@10": ms("all", "ndcg@10"),
+        "R@20 repeat": ms("repeat", "recall@20"),
+        "R@20 explore": ms("explore", "recall@20"),
+        "cand. recall": cand_recall,
+    }
+
+
+def sample_users(users: np.ndarray, n: int, seed: int = RANDOM_SEED) -> np.ndarray:
+    """A seeded sample of `n` of `users` (all of them when n is 0 or >= their number),
+    sorted. It is a prefix of one seeded permutation, so samples are nested: a larger run
+    scores every user of a smaller one and reuses its cached LLM answers."""
+    users = np.asarray(users)
+    n = len(users) if n == 0 else min(n, len(users))
+    return np.sort(np.random.default_rng(seed).permutation(users)[:n])
+
+
+PIPELINE_SCRIPT = "two_tower"  # whose best pipeline row every experiment table carries
+SAME_DATA_KEYS = ("source", "sampling", "users", "items", "rows")
+
+
+def pipeline_reference(
+    data: dict, split_mode: str, split_seed: int, results_dir: Path | None = None
+) -> tuple[str, dict, Path] | None:
+    """The best pipeline row of two_tower.py's results on the same data and split (highest
+    mean NDCG@10 among its two-tower arms): (row label, its summarize() dict, the file), or
+    None when two_tower.py has not been run on this data and split. A reference only: its
+    per-user lists are not saved, so no paired gain is computed against it."""
+    src = "generated" if "generated" in data["source"] else "csv"
+    path = Path(results_dir or config.RESULTS_DIR) / f"{PIPELINE_SCRIPT}_{src}_{split_mode}.json"
+    try:
+        r = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    same = all(r.get("data", {}).get(k) == data.get(k) for k in SAME_DATA_KEYS)
+    if not same or r.get("split", {}).get("seed") != split_seed:
+        return None
+    arms = {a: m for a, m in r.get("metrics", {}).items() if a.startswith("two-tower")}
+    if not arms:
+        return None
+    best = max(arms, key=lambda a: arms[a]["all"]["ndcg@10"]["mean"])
+    return f"{PIPELINE_SCRIPT}.py best: {best}", arms[best], path
+
+
+# ----------------------------------------------------------------------------
+# verdicts: an interval and a margin -> the word (../shared/EXPERIMENTS.md)
+CLAIMS = ("beats", "competitive", "hurts")
+
+
+def verdict_word(ci, claim: str = "beats", margin: float = 0.0, seeds=None) -> str:
+    """confirmed | refuted | inconclusive for a paired 95% interval `ci` = (lo, hi) of a
+    gain (arm - reference), by the claim it tests:
+      beats        confirmed when lo > 0; refuted when hi < margin (no gain of `margin`);
+      competitive  no worse than the reference by more than `margin`: confirmed when
+                   lo > -margin, refuted when hi < -margin;
+      hurts        a drop: confirmed when hi < 0, refuted when lo > -margin.
+    With `seeds` (the gain on each training seed), 'beats' also needs every seed above 0
+    to confirm and every seed below `margin` to refute."""
+    lo, hi = ci
+    if claim == "beats":
+        up = lo > 0 and (seeds is None or min(seeds) > 0)
+        down = hi < margin and (seeds is None or max(seeds) < margin)
+        return "confirmed" if up else "refuted" if down else "inconclusive"
+    if claim == "competitive":
+        return "confirmed" if lo > -margin else "refuted" if hi < -margin else "inconclusive"
+    if claim == "hurts":
+        return "confirmed" if hi < 0 else "refuted" if lo > -margin else "inconclusive"
+    raise ConfigError(f"unknown claim '{claim}' ({', '.join(CLAIMS)})")
+
+
+def format_interval(g: dict, digits: int = 3) -> str:
+    """'+0.012 [+0.003, +0.021]' from {"mean", "ci95": [lo, hi]}."""
+    lo, hi = g["ci95"]
+    return f"{g['mean']:+.{digits}f} [{lo:+.{digits}f}, {hi:+.{digits}f}]"
+
+
+# ----------------------------------------------------------------------------
+# the LLM of an experiment
+class LLMUse:
+    """An experiment's LLM lifecycle: the client that --llm resolves to (or why there is
+    none, printed), the prompt templates its arms send, the usage report and prompt versions
+    in the results JSON, and closing the client. llm is imported here, lazily, so that
+    two_tower.py runs without the anthropic SDK."""
+
+    def __init__(self, args, prompts: tuple = (), **client_kw):
+        import llm
+
+        self.prompts = tuple(prompts)
+        self.client, self.note = llm.client_from_args(args, **client_kw)
+        print(self.note if self.client else f"LLM arms skipped: {self.note}")
+
+    def results(self) -> dict:
+        """What the results JSON records: usage (or the reason for skipping), prompt versions."""
+        from prompts import versions_used
+
+        if self.client is None:
+            return {"llm": {"skipped": self.note}, "llm_skipped": self.note}
+        return {"llm": self.client.usage_report(), "prompt_versions": versions_used(*self.prompts)}
+
+    def close(self):
+        if self.client is not None:
+            self.client.close()
+
+
+class Experiment:
+    """The protocol every script shares: data -> the one split -> features (training rows
+    only) -> reference baselines -> arms -> table, paired gains, verdict, results JSON.
+
+        exp = C.Experiment("exp5_dual_head", args)          # loads, splits, builds features
+        exp.add_baselines()
+        for seed in exp.seeds: exp.add("arm", ranked, seed=seed)
+        exp.print_table(); exp.print_gains("arm", "two-tower")
+        exp.verdict("refuted", "...numbers..."); exp.write({...})
+
+    An arm's lists are rows over `users` (default: every evaluation user); an LLM arm
+    on a subset passes its own `users`, and paired gains run over the users both arms
+    share. `split` may be another Split over the same rows (cold start, restrict_truth).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        args,
+        ds: Dataset | None = None,
+        question: str = "",
+        original_finding: str = "",
+    ):
+        self.name, self.args = name, args
+        # what the report shows above this experiment's table (EXPERIMENTS.md)
+        self.question, self.original_finding = question, original_finding
+        self.t_start = time.perf_counter()
+        if getattr(args, "threads", None):
+            torch.set_num_threads(args.threads)
+        self.device = pick_device(getattr(args, "device", "auto"))
+        self.ds = ds or load_from_args(args)
+        self.split = split_interactions(self.ds.interactions, args.split)
+        self.feats = build_features(self.ds, self.split.train)
+        self.users = self.split.eval_users()
+        self.seeds = [RANDOM_SEED + i for i in range(getattr(args, "seeds", 1))]
+        self.runs: dict[str, list] = {}  # arm -> evaluate() result per seed
+        self.lists: dict[str, tuple] = {}  # arm -> (users, ranked, split) of the first seed
+        self.cand_recall: dict[str, float] = {}
+        self.labels: dict[str, str] = {}  # arm -> who produced it (an LLM's name)
+        self.timings: dict[str, float] = {}
+        self.verdict_line = None
+        self.llm: LLMUse | None = None  # set by start_llm
+        # two_tower.py's best pipeline row on this data and split, when it has been run
+        ref = (
+            None
+            if name == PIPELINE_SCRIPT
+            else pipeline_reference(self.ds.summary(), self.split.mode, self.split.seed)
+        )
+        self.references = {} if ref is None else {ref[0]: ref[1]}
+        self.reference_note = (
+            f"{ref[0]}: from {ref[2].name} (reference row; no paired gains)"
+            if ref
+            else f"no {PIPELINE_SCRIPT}.py results on this data and split: run it first for "
+            "the best pipeline reference row"
+        )
+        print(
+            f"{name}: {self.ds.source} | split {self.split.mode} (split seed {self.split.seed}): "
+            f"{len(self.split.train):,} train rows, {len(self.split.test):,} held-out rows, "
+            f"{len(self.users):,} evaluation users | device {self.device} | "
+            f"training seeds {self.seeds}"
+        )
+
+    # arms
+    def add(
+        self,
+        arm: str,
+        ranked: np.ndarray,
+        users: np.ndarray | None = None,
+        split: Split | None = None,
+        cand_recall: float | None = None,
+        label: str | None = None,
+        feats: Features | None = None,
+    ) -> dict:
+        """Score one list set (one seed) of an arm; returns its evaluate() result. With
+        another `split` (cold start), pass its `feats` so repeat / explore follow its rows."""
+        users = self.users if users is None else np.asarray(users)
+        split = split or self.split
+        res = evaluate(ranked[:, :K_MAX], users, split, feats or self.feats)
+        self.runs.setdefault(arm, []).append(res)
+        self.lists.setdefault(arm, (users, ranked[:, :K_MAX], split))
+        if cand_recall is not None:
+            self.cand_recall[arm] = cand_recall
+        if label:
+            self.labels[arm] = label
+        return res
+
+    def add_baselines(
+        self, users: np.ndarray | None = None, split: Split | None = None, suffix: str = ""
+    ):
+        """random, popularity, top-frequency (+ popular) and TIFU-KNN (unless --no-tifu)."""
+        t0 = time.perf_counter()
+        users = self.users if users is None else users
+        split = split or self.split
+        feats = self.feats if split is self.split else build_features(self.ds, split.train)
+        train = None if getattr(self.args, "no_tifu", False) else split.train
+        for name, ranked in baseline_rankings(feats, users, self.ds.n_items, train=train).items():
+            self.add(name + suffix, ranked, users, split, feats=feats)
+        self.timings["baselines_s"] = self.timings.get("baselines_s", 0) + time.perf_counter() - t0
+
+    def start_llm(self, *prompts: str, **client_kw):
+        """The LLM client of this experiment's LLM arms (None when --llm resolves to none,
+        the reason printed); `prompts` names the templates they send. write() records the
+        usage and prompt versions and closes the client."""
+        self.llm = LLMUse(self.args, prompts, **client_kw)
+        return self.llm.client
+
+    def train(self, cfg: TowerConfig, **kw) -> TwoTower:
+        """train_two_tower on this experiment's data (kw: model_cls, variant, train, ...)."""
+        t0 = time.perf_counter()
+        model = train_two_tower(
+            self.ds,
+            self.split,
+            kw.pop("feats", self.feats),
+            cfg,
+            self.device,
+            use_saved=not getattr(self.args, "retrain", False),
+            progress=not getattr(self.args, "quiet", False),
+            **kw,
+        )
+        self.timings.setdefault("train_s", []).append(round(time.perf_counter() - t0, 2))
+        return model
+
+    # reporting
+    def summary(self) -> dict:
+        return {arm: summarize(r) for arm, r in self.runs.items()}
+
+    def table(self, arms=None, columns=TABLE_COLUMNS) -> str:
+        rows = {}
+        summary = self.summary()
+        if arms is None:  # the full table also carries two_tower.py's best pipeline row
+            summary = {**self.references, **summary}
+        for arm, s in summary.items():
+            if arms is None or arm in arms:
+                name = arm + (f" [{self.labels[arm]}]" if arm in self.labels else "")
+                rows[name] = {
+                    **table_row(s, self.cand_recall.get(arm)),
+                    "users": s["all"]["n_users"],
+                }
+        return format_table(rows, [*columns, "users"])
+
+    def print_table(self, arms=None, title: str | None = None, columns=TABLE_COLUMNS):
+        print()
+        if title:
+            print(title)
+        print(self.table(arms, columns))
+        if arms is None:
+            print(f"({self.reference_note})")
+        n = len(self.seeds)
+        print(
+            f"(mean±std over {n} training seed(s) for trained arms; repeat = held-out items "
+            "the user bought in training rows, explore = the rest; cand. recall = share of "
+            "held-out items among an arm's candidates, the ceiling of a re-ranker)"
+        )
+
+    def gain(self, arm: str, reference: str, metrics=("recall@10", "ndcg@10")) -> dict:
+        """Paired bootstrap gain arm - reference (first seed) over the users both share."""
+        ua, ra, split = self.lists[arm]
+        ub, rb, _ = self.lists[reference]
+        common_users, ia, ib = np.intersect1d(ua, ub, return_indices=True)
+        g = paired_gain(ra[ia], rb[ib], common_users, split, metrics)
+        g["n_users"] = int(sum(len(split.truth.get(int(u), ())) > 0 for u in common_users))
+        return g
+
+    def print_gains(self, arms, reference: str, metrics=("recall@10", "ndcg@10")) -> dict:
+        print(f"gain over '{reference}' (first seed; 95% paired bootstrap over users):")
+        out = {}
+        for arm in arms:
+            out[arm] = g = self.gain(arm, reference, metrics)
+            print(
+                f"  {arm:<44}"
+                + "  ".join(
+                    f"{m} {v['mean']:+.3f} [{v['ci95'][0]:+.3f}, {v['ci95'][1]:+.3f}]"
+                    for m, v in g.items()
+                    if m != "n_users"
+                )
+                + f"  ({g['n_users']} users)"
+            )
+        return out
+
+    def verdict(self, status: str, sentence: str, n_users: int | None = None) -> str:
+        """The closing line every experiment prints (EXPERIMENTS.md). An LLM arm's verdict
+        passes `n_users`: below MIN_VERDICT_USERS a confirmed / refuted is reported as
+        inconclusive (a smoke run is not a finding), with the reason in the line."""
+        if status not in VERDICTS:
+            raise ConfigError(f"verdict must be one of {', '.join(VERDICTS)}")
+        if n_users is not None and n_users < MIN_VERDICT_USERS and status != "inconclusive":
+            sentence += (
+                f" [would read '{status}', but {n_users} users < {MIN_VERDICT_USERS}: "
+                "not a finding]"
+            )
+            status = "inconclusive"
+        self.verdict_line = f"verdict: {status} - {sentence}"
+        print(self.verdict_line)
+        return self.verdict_line
+
+    def results_path(self) -> Path:
+        src = "generated" if "generated" in self.ds.source else "csv"
+        return Path(
+            getattr(self.args, "out", None)
+            or config.RESULTS_DIR / f"{self.name}_{src}_{self.split.mode}.json"
+        )
+
+    def write(self, extra: dict | None = None) -> Path:
+        """One results JSON: configuration, data, split, metrics with intervals, labels,
+        verdict, timings, the LLM's usage and prompt versions (start_llm), + `extra`: the
+        experiment's own tables. Closes the LLM client: call it last."""
+        self.timings["total_s"] = round(time.perf_counter() - self.t_start, 2)
+        args = {k: v for k, v in vars(self.args).items() if not k.startswith("_")}
+        path = write_results(
+            self.results_path(),
+            {
+                "experiment": self.name,
+                "question": self.question,
+                "original_finding": self.original_finding,
+                "options": args,
+                "data": self.ds.summary(),
+                "split": {
+                    "mode": self.split.mode,
+                    "seed": self.split.seed,
+                    "train_rows": len(self.split.train),
+                    "test_rows": len(self.split.test),
+                    "eval_users": len(self.users),
+                },
+                "seeds": self.seeds,
+                "device": self.device,
+                "metrics": self.summary(),
+                "references": self.references,
+                "candidate_recall": self.cand_recall,
+                "produced_by": self.labels,
+                "verdict": self.verdict_line,
+                "timings": self.timings,
+                **(self.llm.results() if self.llm else {}),
+                **(extra or {}),
+            },
+        )
+        print(f"results: {path}")
+        if self.llm:
+            self.llm.close()
+        return path

