@@ -176,7 +176,15 @@ def evaluate_answers(recs: list[dict]) -> dict:
                 [r["repairs"].get("no_score", 0) for r in pointwise]
             ),
         }
-    # per (candidate set, mode): every answer with a ranking (pointwise ones have one shuffle)
+    out["per_set"] = agreement_per_set(recs)
+    return out
+
+
+def agreement_per_set(recs: list[dict]) -> dict:
+    """Per (candidate set, mode): how far the answer echoes the shown order (Kendall tau),
+    the noise floor (agreement between shuffles or repeats of one condition) and each
+    context's shift against the no-context answer on the same shuffle."""
+    # every answer with a ranking (pointwise ones have one shuffle)
     by_key: dict = {}
     for r in recs:
         if r.get("parsed"):
@@ -186,7 +194,7 @@ def evaluate_answers(recs: list[dict]) -> dict:
                 (r["shuffle"], r.get("repeat", 0))
             ] = r
     sets = sorted({k[0] for k in by_key})
-    out["per_set"] = {}
+    per_set = {}
     for s in sets:
         conds = sorted({k[1] for k in by_key if k[0] == s})
         users = sorted({k[2] for k in by_key if k[0] == s})
@@ -211,8 +219,8 @@ def evaluate_answers(recs: list[dict]) -> dict:
                     for sh in sorted(set(g0) & set(g))
                 ]
                 block["shift_vs_none"][c] = _agree_mean(pairs)
-        out["per_set"][s] = block
-    return out
+        per_set[s] = block
+    return per_set
 
 
 def format_report(res: dict) -> str:

@@ -281,6 +281,16 @@ MUTATIONS = [
         '                (r["shuffle"])\n',
         ("tests/test_reranker_evals.py",),
     ),
+    # --- the import floors
+    M(
+        "layering-arrow-up",
+        "a shared module imports a script (lazily, inside a function)",
+        "experiment.py",
+        "        import llm\n\n        self.prompts = tuple(prompts)\n",
+        "        import llm\n        import two_tower  # noqa: F401\n\n"
+        "        self.prompts = tuple(prompts)\n",
+        ("tests/test_layering.py",),
+    ),
 ]
 
 
