@@ -38,6 +38,7 @@ from config import (  # noqa: F401
     SPLIT_SEED,
     ConfigError,
     DataError,
+    FatalError,
     short_hash,
 )
 from features import (  # noqa: F401

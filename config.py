@@ -32,12 +32,37 @@ RESULTS_DIR = REPO / "results"
 
 # ----------------------------------------------------------------------------
 # errors that end a run with one line and exit code 2 (experiment.main_guard)
-class DataError(Exception):
+class FatalError(Exception):
+    """An error that ends a run with one line and exit code 2 (no traceback). Subclasses
+    say whose fault it is; the LLM layer's fatal errors (bad key, unknown model, ...)
+    derive from it too."""
+
+
+class DataError(FatalError):
     """A problem with the input data, reported as one line (no traceback)."""
 
 
-class ConfigError(Exception):
+class ConfigError(FatalError):
     """A bad option or configuration value (not a data problem), reported as one line."""
+
+
+def write_atomic(path: str | Path, text: str) -> Path:
+    """Write `text` to `path` through a uniquely named temporary file in the same folder,
+    renamed into place: a reader sees the old file or the whole new one, never a part, and
+    two writers never share a temporary file."""
+    import tempfile
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
 
 
 # ----------------------------------------------------------------------------

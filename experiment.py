@@ -21,7 +21,7 @@ import torch
 
 import config
 from baselines import baseline_rankings
-from config import RANDOM_SEED, REPO, ConfigError, DataError, setup_logging
+from config import RANDOM_SEED, REPO, ConfigError, FatalError, setup_logging, write_atomic
 from features import Features, build_features
 from instacart import Dataset, add_data_args, load_from_args
 from metrics import K_MAX, evaluate, paired_gain
@@ -32,13 +32,14 @@ from towers import TowerConfig, TwoTower, pick_device, train_two_tower
 # ----------------------------------------------------------------------------
 # the one-line error guard, provenance, results JSON, plain-text tables
 def main_guard(main):
-    """Run a script's main(); turn DataError / ConfigError into a one-line message, exit 2.
+    """Run a script's main(); turn a config.FatalError (DataError, ConfigError, the LLM
+    layer's fatal errors) into a one-line message, exit 2.
     Logging is configured here, once for every script ($LOG_LEVEL, default INFO), so the
     lines of llm/ and the other modules reach the console and the overnight logs."""
     setup_logging(level=os.environ.get("LOG_LEVEL", "INFO"))
     try:
         return main()
-    except (DataError, ConfigError) as e:
+    except FatalError as e:
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(2) from None
 
@@ -97,10 +98,7 @@ def write_results(path: str | Path, payload: dict) -> Path:
             return int(x)
         return x
 
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(clean({**payload, "provenance": provenance()}), indent=1))
-    os.replace(tmp, path)
-    return path
+    return write_atomic(path, json.dumps(clean({**payload, "provenance": provenance()}), indent=1))
 
 
 def format_table(
