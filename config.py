@@ -58,6 +58,7 @@ def write_atomic(path: str | Path, text: str) -> Path:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
+        os.chmod(tmp, 0o644)  # mkstemp makes it owner-only; results are for everyone to read
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -99,5 +100,5 @@ def setup_logging(log_file: str | Path | None = None, level: str | int = "INFO")
         root.addHandler(h)
         _log_handlers.append(h)
     root.setLevel(level if isinstance(level, int) else level.upper())
-    for noisy in ("httpx", "httpcore", "anthropic", "faiss", "faiss.loader"):
+    for noisy in ("httpx", "httpx2", "httpcore", "anthropic", "faiss", "faiss.loader"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -21,12 +21,27 @@ import torch
 
 import config
 from baselines import baseline_rankings
-from config import RANDOM_SEED, REPO, ConfigError, FatalError, setup_logging, write_atomic
+from config import (
+    RANDOM_SEED,
+    REPO,
+    ConfigError,
+    DataError,
+    FatalError,
+    setup_logging,
+    write_atomic,
+)
 from features import Features, build_features
 from instacart import Dataset, add_data_args, load_from_args
 from metrics import K_MAX, evaluate, paired_gain
 from splits import Split, split_interactions
-from towers import TowerConfig, TwoTower, pick_device, train_two_tower
+from towers import (
+    TOWER_LIMITS,
+    TowerConfig,
+    TwoTower,
+    pick_device,
+    tower_value_problem,
+    train_two_tower,
+)
 
 
 # ----------------------------------------------------------------------------
@@ -192,7 +207,7 @@ def add_experiment_args(parser, seeds: int = 3):
 def parse_args_with_quick(parser, argv, quick: dict):
     """parser.parse_args(argv) plus a `--quick` smoke mode: the options in `quick` (dest ->
     value) take those values unless given explicitly on the command line. Checks the
-    shared options' ranges (--seeds >= 1) with a one-line ConfigError."""
+    shared options' ranges (check_options) with a one-line ConfigError."""
     parser.add_argument(
         "--quick",
         action="store_true",
@@ -203,12 +218,58 @@ def parse_args_with_quick(parser, argv, quick: dict):
     )
     args = parser.parse_args(argv)
     if args.quick:
+        given = options_given(parser, argv)
         for k, v in quick.items():
-            if getattr(args, k) == parser.get_default(k):
+            if k not in given:
                 setattr(args, k, v)
-    if getattr(args, "seeds", 1) < 1:
-        raise ConfigError("--seeds must be >= 1")
+    check_options(args)
     return args
+
+
+def options_given(parser, argv) -> set[str]:
+    """The dests of the options written on the command line (`argv`, default sys.argv[1:]),
+    whatever their values: `--quick --seeds 3` keeps 3 seeds even when 3 is the default.
+    Parsed a second time with every default suppressed, so only given options are set."""
+    import argparse
+
+    actions, defaults = list(parser._actions), dict(parser._defaults)
+    saved = [a.default for a in actions]
+    try:
+        for a in actions:
+            a.default = argparse.SUPPRESS
+        parser._defaults.clear()
+        return set(vars(parser.parse_args(argv)))
+    finally:
+        for a, d in zip(actions, saved):
+            a.default = d
+        parser._defaults.update(defaults)
+
+
+def check_options(args):
+    """The shared options' ranges, before any data loads: a one-line ConfigError naming the
+    option (e.g. --epochs 0 would report and save an untrained tower, --users 1 breaks the
+    re-rankers, a bad --device or $LLM_BACKEND would fail only after the data is loaded)."""
+
+    def at_least(option: str, low: int):
+        value = getattr(args, option.lstrip("-").replace("-", "_"), None)
+        if value is not None and value < low:
+            raise ConfigError(f"{option} must be >= {low} (got {value})")
+
+    at_least("--seeds", 1)
+    at_least("--threads", 1)  # None: torch's choice
+    if not getattr(args, "full", False):
+        at_least("--users", 2)
+        at_least("--items", 1)
+    for name in TOWER_LIMITS:
+        why = tower_value_problem(name, getattr(args, name)) if hasattr(args, name) else None
+        if why:
+            raise ConfigError(f"--{name.replace('_', '-')} {why}")
+    if hasattr(args, "device"):
+        pick_device(args.device)  # --device foo, or cuda on a machine without one
+    if hasattr(args, "llm"):
+        from llm.selection import check_backend_choice  # lazy, as script_parser's llm import
+
+        check_backend_choice(args.llm)
 
 
 def add_tower_args(parser):
@@ -432,6 +493,12 @@ class Experiment:
             torch.set_num_threads(args.threads)
         self.device = pick_device(getattr(args, "device", "auto"))
         self.ds = ds or load_from_args(args)
+        if self.ds.n_users < 2:  # (--users 2 or more; a data folder may still hold one user)
+            raise DataError(
+                f"{self.ds.source}: {self.ds.n_users} user in the sample; an experiment needs "
+                "at least 2 (TIFU-KNN's neighbours, the re-rankers' folds over users)"
+            )
+        # the split raises a DataError when it leaves no evaluation user
         self.split = split_interactions(self.ds.interactions, args.split)
         self.feats = build_features(self.ds, self.split.train)
         self.users = self.split.eval_users()

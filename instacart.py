@@ -75,6 +75,14 @@ SCHEMA = {
 }
 OCCASIONS_FILE = "order_occasions.csv"  # written by the generator only; optional
 EVAL_SETS = ("prior", "train", "test")  # orders.csv eval_set values; anything else is an error
+# The non-id numeric columns: never empty, within (low, high) (None: unbounded). An empty
+# value would otherwise load as a null and change every metric without a word.
+# days_since_prior_order is checked apart: Kaggle leaves it empty on each user's first order.
+VALUE_RANGES = {
+    "orders.csv": {"order_number": (1, None), "order_dow": (0, 6), "order_hour_of_day": (0, 23)},
+    "order_products__prior.csv": {"add_to_cart_order": (1, None), "reordered": (0, 1)},
+}
+ROW_IDS = {"orders.csv": ["order_id"], "order_products__prior.csv": ["order_id", "product_id"]}
 
 
 CSV_SUFFIXES = ("", ".zip", ".gz")  # orders.csv, orders.csv.zip (Kaggle's download), orders.csv.gz
@@ -175,6 +183,49 @@ def _check_refs(name: str, col: str, values: np.ndarray, known: np.ndarray, targ
         )
 
 
+def _row_example(name: str, df: pd.DataFrame, bad: np.ndarray) -> str:
+    """'order_id 2' (or 'order_id 1, product_id 2'): the ids of the first row in `bad`."""
+    i = int(np.flatnonzero(bad)[0])
+    return ", ".join(f"{c} {int(df[c].iat[i])}" for c in ROW_IDS[name])
+
+
+def _check_values(name: str, df: pd.DataFrame):
+    """Every VALUE_RANGES column of file `name` is filled in and within its range."""
+    for col, (low, high) in VALUE_RANGES.get(name, {}).items():
+        values = df[col].to_numpy()
+        empty = df[col].isna().to_numpy()
+        if empty.any():
+            raise DataError(
+                f"{name}: {int(empty.sum())} empty '{col}' value(s) "
+                f"(e.g. {_row_example(name, df, empty)})"
+            )
+        bad = values < low if high is None else (values < low) | (values > high)
+        if bad.any():
+            rule = f">= {low}" if high is None else f"{low}-{high}".replace("0-1", "0 or 1")
+            raise DataError(
+                f"{name}: {int(bad.sum())} row(s) with '{col}' out of range (must be {rule}; "
+                f"e.g. {values[bad][0]:g} at {_row_example(name, df, bad)})"
+            )
+
+
+def _check_days(orders: pd.DataFrame):
+    """days_since_prior_order: empty only on a user's first order (Kaggle's convention:
+    there is no prior order), never negative."""
+    days = orders["days_since_prior_order"].to_numpy()
+    first = orders.groupby("user_id")["order_number"].transform("min").to_numpy()
+    empty = np.isnan(days) & (orders["order_number"].to_numpy() != first)
+    if empty.any():
+        raise DataError(
+            f"orders.csv: {int(empty.sum())} empty 'days_since_prior_order' value(s) on orders "
+            f"other than the user's first order (e.g. {_row_example('orders.csv', orders, empty)})"
+        )
+    if (days < 0).any():
+        raise DataError(
+            f"orders.csv: {int((days < 0).sum())} row(s) with negative "
+            f"days_since_prior_order (e.g. {days[days < 0][0]:g})"
+        )
+
+
 def read_kaggle_dir(data_dir: Path) -> dict[str, pd.DataFrame]:
     """Read and cross-check the five Kaggle files we use (+ occasions if present)."""
     t = {name: read_kaggle_csv(data_dir / name, cols).to_pandas() for name, cols in SCHEMA.items()}
@@ -187,12 +238,9 @@ def read_kaggle_dir(data_dir: Path) -> dict[str, pd.DataFrame]:
             f"orders.csv: {int(bad.sum())} row(s) with eval_set "
             f"'{orders['eval_set'][bad].iloc[0]}' (expected {', '.join(EVAL_SETS)})"
         )
-    days = orders["days_since_prior_order"].to_numpy()
-    if (days < 0).any():
-        raise DataError(
-            f"orders.csv: {int((days < 0).sum())} row(s) with negative "
-            f"days_since_prior_order (e.g. {days[days < 0][0]:g})"
-        )
+    for name in VALUE_RANGES:
+        _check_values(name, t[name])
+    _check_days(orders)
     if products["product_id"].duplicated().any():
         raise DataError("products.csv: duplicated product_id values")
     _check_refs(

@@ -22,11 +22,15 @@ context (a neutral sentence of the same length); the shift from no context to co
 against the noise floor and the placebo, and the share of the top-10 in aisles that fit the
 order's occasion; on generated data with --split temporal, the positive control: context =
 the held-out order's true occasion, and a random occasion that must not raise the metrics.
-Every answer is saved (results/llm_reranker_answers_*.jsonl) for evals/reranker_evals.py.
+Every answer is saved (results/llm_reranker_answers_*.jsonl) for evals/reranker_evals.py: a
+first line names the run (answers_header), the file is replaced only when the run completes.
 """
 
+import contextlib
 import dataclasses
 import json
+import os
+import tempfile
 import time
 from pathlib import Path
 
@@ -273,16 +277,8 @@ class UserLists:
         )
 
 
-ANSWER_STATS = (
-    "answers",
-    "unknown",
-    "duplicate",
-    "missing",
-    "failed",
-    "llm_errors",
-    "input_tokens",
-    "output_tokens",
-)
+ANSWER_STATS = ("answers", "unknown", "duplicate", "missing", "failed", "llm_errors")
+ANSWER_STATS += ("input_tokens", "output_tokens")
 
 
 def llm_rerank(
@@ -496,16 +492,9 @@ def pointwise_repeat(client, cat, lists: UserLists, args, set_name, answers_f) -
     first REPEAT_USERS users' no-context lists scored again, a separate cache entry.
     Returns their rankings and the answer stats."""
     k = min(REPEAT_USERS, len(lists.users))
+    rows = lists.rows(0, k, ["none"])
     rep, st = llm_rerank(
-        client,
-        "pointwise",
-        cat,
-        lists.rows(0, k, ["none"]),
-        1,
-        set_name,
-        answers_f,
-        not args.quiet,
-        repeat=1,
+        client, "pointwise", cat, rows, 1, set_name, answers_f, not args.quiet, repeat=1
     )
     return rep["none"]["shuffles"][0], {"users": k, **st}
 
@@ -678,7 +667,9 @@ def llm_arms(exp, args, client, mode, sets, cand_top, llm_users, has_occ) -> dic
     """The LLM arms on every candidate set (first seed's candidates, `llm_users`): the
     candidate order on those users and each condition's Borda arm in the table, and their
     controls. Returns the results-JSON tables: controls, context_shift, llm_answers (answer
-    stats per set), noise_floor_repeat, answers_file (empty without an LLM)."""
+    stats per set), noise_floor_repeat, answers_file (relative to the results JSON's folder)
+    and answers_run (answers_header; both empty without an LLM), and answers_partial: (the
+    answers under a partial name, their path) until publish_answers renames them."""
     out = {"controls": {}, "context_shift": {}, "llm_answers": {}, "noise_floor_repeat": {}}
     out["answers_file"] = None
     n_llm = len(llm_users)
@@ -690,6 +681,7 @@ def llm_arms(exp, args, client, mode, sets, cand_top, llm_users, has_occ) -> dic
     recent = [recent_orders_text(exp.ds, exp.split.train, int(u)) for u in llm_users]
     cat, llm_rows = Catalog.of(exp.ds.items), np.searchsorted(exp.users, llm_users)
     path = answers_path(args, exp)
+    out["answers_run"] = answers_header(exp, args, client, mode, sets, n_llm)
     n_sh = args.shuffles if mode == "listwise" else 1
     per_user = len(sets) * len(contexts) * n_sh * (1 if mode == "listwise" else N_CANDIDATES)
     print(
@@ -698,7 +690,12 @@ def llm_arms(exp, args, client, mode, sets, cand_top, llm_users, has_occ) -> dic
         f"({client.label}; cached answers are not sent again)"
     )
     t0 = time.perf_counter()
-    with open(path, "w") as f:
+    # a uniquely named partial file beside the answers file, renamed into place when the run
+    # completes (publish_answers); a run that fails deletes it (the answers stay in the cache)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
+    out["answers_partial"] = (Path(tmp), path)
+    with os.fdopen(fd, "w") as f, discard_on_error(out["answers_partial"]):
+        f.write(json.dumps({"answers_run": out["answers_run"]}) + "\n")
         for ci, cc in enumerate(sets):
             name = cc.name()
             cands = [np.array([i for i in cand_top[name][r] if i >= 0]) for r in llm_rows]
@@ -718,8 +715,45 @@ def llm_arms(exp, args, client, mode, sets, cand_top, llm_users, has_occ) -> dic
                 exp, name, res, lists, occasions, ceil, client.label, repeat
             )
     exp.timings["llm_s"] = round(time.perf_counter() - t0, 2)
-    out["answers_file"] = path.name
+    out["answers_file"] = os.path.relpath(path, exp.results_path().parent)  # from the JSON
     return out
+
+
+def answers_header(exp, args, client, mode, sets, n_llm) -> dict:
+    """What run an answers file belongs to (its first line, and the results JSON's
+    answers_run): a unique run id, the data (experiment.SAME_DATA_KEYS), the split, the
+    candidate sets, the options (every one; mode as resolved) and the LLM."""
+    data, options = exp.ds.summary(), {k: v for k, v in vars(args).items() if k[0] != "_"}
+    header = {
+        "run_id": time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + os.urandom(4).hex(),
+        "data": {k: data.get(k) for k in experiment.SAME_DATA_KEYS},
+        "split": {"mode": exp.split.mode, "seed": exp.split.seed},
+        "candidate_sets": [cc.name() for cc in sets],
+        "options": {**options, "mode": mode},
+        "llm_users": n_llm,
+        "llm": {"backend": client.backend, "model": client.model, "label": client.label},
+    }
+    plain = lambda v: v.item() if hasattr(v, "item") else str(v)  # numpy scalars, paths
+    return json.loads(json.dumps(header, default=plain))  # as the results JSON holds it
+
+
+@contextlib.contextmanager
+def discard_on_error(partial: tuple | None):
+    """Delete the partial answers file of `partial` (its path, the final path) when the
+    block raises; a no-op for None."""
+    try:
+        yield
+    except BaseException:
+        if partial is not None:
+            partial[0].unlink(missing_ok=True)
+        raise
+
+
+def publish_answers(arms: dict) -> None:
+    """Rename the run's complete answers file into place (just before the results JSON that
+    names it is written); a no-op without LLM answers."""
+    if arms.get("answers_partial"):
+        os.replace(*arms.pop("answers_partial"))
 
 
 def answers_path(args, exp) -> Path:
@@ -764,12 +798,14 @@ def main(argv=None):
     arms = llm_arms(exp, args, client, mode, sets, cand_top, llm_users, has_occ)
 
     # report: arms table, paired gains, controls, cost, verdicts
-    exp.print_table()
-    gains = print_gain_tables(exp, sets)
-    for name, rows in arms["controls"].items():
-        print_controls(name, rows, client.label, mode, args.shuffles)
-    cost = print_cost(client, arms["llm_answers"], len(llm_users)) if client else None
-    verdict_lines = state_verdicts(exp, sets, client, arms["context_shift"], has_occ)
+    with discard_on_error(arms.get("answers_partial")):
+        exp.print_table()
+        gains = print_gain_tables(exp, sets)
+        for name, rows in arms["controls"].items():
+            print_controls(name, rows, client.label, mode, args.shuffles)
+        cost = print_cost(client, arms["llm_answers"], len(llm_users)) if client else None
+        verdict_lines = state_verdicts(exp, sets, client, arms["context_shift"], has_occ)
+        publish_answers(arms)  # the run is complete: its answers replace the last complete ones
     exp.write(
         {
             "llm_mode": mode if client else None,
@@ -782,6 +818,7 @@ def main(argv=None):
             "cost": cost,
             "gains": gains,
             "answers_file": arms["answers_file"],
+            "answers_run": arms.get("answers_run"),
             "positive_control": has_occ,
             "verdicts": list(verdict_lines),
             "reference_rows": [

@@ -3,10 +3,12 @@
     python overnight.py backend CHOICE      # what `--llm CHOICE` resolves to, one line
     python overnight.py deps SCRIPT         # the repository files SCRIPT runs, one a line
     python overnight.py data-dir [DIR]      # the data folder the steps read ('' = the sample)
+    python overnight.py stale-report PATH WHEN   # mark the report in place as older than a run
 
-Run from the repository root (run_overnight.sh cds there). `deps` and `data-dir` import
-nothing outside the standard library (config.py is stdlib-only), so run_overnight.sh runs
-them with a bare python3; `backend` imports llm, lazily, and needs the project's environment.
+Run from the repository root (run_overnight.sh cds there). `deps`, `data-dir` and
+`stale-report` import nothing outside the standard library (config.py is stdlib-only), so
+run_overnight.sh runs them with a bare python3; `backend` imports llm, lazily, and needs the
+project's environment.
 """
 
 from __future__ import annotations
@@ -107,21 +109,49 @@ def data_dir(option: str = "") -> str:
     return ""
 
 
+# ---------------------------------------------------------------------------------------------
+# stale-report: the report in place predates the run that just started
+
+STALE_BANNER = "> **Stale report.**"
+
+
+def stale_report(path: str, when: str) -> str:
+    """Put a first line in the report at `path` saying that a run started at `when`, after
+    it was built (a previous such line is replaced): an interrupted or killed run leaves no
+    report that passes for its own. The run's report step rebuilds the file without it."""
+    import config
+
+    p = Path(path)
+    lines = p.read_text(encoding="utf-8").splitlines(keepends=True)
+    while lines and lines[0].startswith(STALE_BANNER):  # the banner and its blank line
+        lines = lines[2:] if len(lines) > 1 and not lines[1].strip() else lines[1:]
+    banner = (
+        f"{STALE_BANNER} run_overnight.sh started a run at {when}, after this report was "
+        "built: the report below is from an earlier run until that run's report step "
+        "rebuilds it. If that run was stopped, `uv run python evals/report.py` rebuilds it "
+        "and names the stale steps.\n\n"
+    )
+    config.write_atomic(p, banner + "".join(lines))
+    return f"{path}: marked stale"
+
+
 COMMANDS = {
     "backend": (backend_line, "CHOICE"),
     "deps": (lambda script: "\n".join(deps(script)), "SCRIPT"),
     "data-dir": (data_dir, "[DIR]"),
+    "stale-report": (stale_report, "PATH WHEN"),
 }
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if not argv or argv[0] not in COMMANDS or len(argv) > 2:
+    if not argv or argv[0] not in COMMANDS:
         usage = " | ".join(f"{c} {a}" for c, (_, a) in COMMANDS.items())
         print(f"usage: python overnight.py {usage}", file=sys.stderr)
         return 2
     fn, arg = COMMANDS[argv[0]]
-    if len(argv) == 1 and not arg.startswith("["):
+    needed = [a for a in arg.split() if not a.startswith("[")]
+    if not len(needed) <= len(argv) - 1 <= len(arg.split()):
         print(f"usage: python overnight.py {argv[0]} {arg}", file=sys.stderr)
         return 2
     print(fn(*argv[1:]))

@@ -34,6 +34,20 @@ class CandidateConfig:
     k: int = K_MAX
     bought: bool | int = False
 
+    def __post_init__(self):
+        # faiss@0 would rank no candidate at all: a row of zeros, not an error, otherwise
+        why = self.problem(self.k, self.bought)
+        if why:
+            raise ConfigError(f"bad candidate setting k={self.k}, bought={self.bought}: {why}")
+
+    @staticmethod
+    def problem(k: int, bought: bool | int) -> str | None:
+        if k < 1:
+            return "faiss@K needs K >= 1"
+        if type(bought) is int and bought < 1:
+            return "+boughtN needs N >= 1 (+bought: all of them)"
+        return None
+
     def bought_n(self) -> int | None:
         """0 = no bought items, None = all of it, N = the top N."""
         if self.bought is True:
@@ -55,6 +69,9 @@ class CandidateConfig:
                 f"bad candidate setting '{text}' (faiss@K, faiss@K+bought or faiss@K+boughtN)"
             )
         bought = (int(m.group(3)) if m.group(3) else True) if m.group(2) else False
+        why = cls.problem(int(m.group(1)), bought)
+        if why:
+            raise ConfigError(f"bad candidate setting '{text}': {why}")
         return cls(int(m.group(1)), bought)
 
 

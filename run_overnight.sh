@@ -8,7 +8,8 @@
 #
 # Each step writes logs/<step>.log and prints one status line (ok / skipped: reason /
 # failed: reason), also kept in logs/overnight_summary.txt. A failing step does not stop
-# the others. Run `bash run_overnight.sh --help` for the options and the resume rules.
+# the others, but the run then exits 1 and its last line says which failed. Run
+# `bash run_overnight.sh --help` for the options, the resume rules and the exit status.
 set -u -o pipefail
 
 usage() {
@@ -50,7 +51,16 @@ exited 0 and its results file is still the one it wrote; the evals step also rer
 any experiment's results changed; the report is always rebuilt. --dry-run says why each
 step would run. A step that is killed or fails leaves no ok marker, so the next
 run starts again there; finished steps are not redone (and the LLM cache means paid or
-computed answers are never redone either).
+computed answers are never redone either). Each run records itself in
+results/.overnight/run.marker (run id, start, steps, status) and its id in the marker of
+every step it ran or found up to date; evals/report.py names the stale steps from these
+(failed, interrupted, or not reached by the last run). A run that starts marks the
+REPORT.md in place as stale (first line) until its report step rebuilds it; on INT, TERM
+or HUP the report is rebuilt before the run exits.
+
+exit status: 0 when every step ended ok or was skipped (up to date, script not found; LLM
+arms skipped by --llm is no failure), 1 when any step failed (the last line says which),
+2 for a bad option, 130 when interrupted.
 
 environment: OVERNIGHT_PYTHON (default "uv run python") runs every step; TQDM_MININTERVAL
 (default 30 s) thins progress bars in the logs.
@@ -65,7 +75,9 @@ ALL_STEPS=(two_tower llm_item_enrichment llm_user_narration llm_reranker synthet
            exp5_dual_head evals report)
 LLM_STEPS=" llm_item_enrichment llm_user_narration llm_reranker synthetic_context "
 MARKERS=results/.overnight
+RUN_MARKER=$MARKERS/run.marker
 SUMMARY=logs/overnight_summary.txt
+REPORT=results/REPORT.md
 
 QUICK=0 FORCE=0 DRY=0 DATA_DIR="" LLM=${LLM_BACKEND:-auto} SPLIT="" THREADS="" STEPS=""
 declare -A STEP_ARGS=()
@@ -168,8 +180,9 @@ build_cmd() {   # sets CMD (script + options) for step $1
     local s=$1
     CMD=()
     case $s in
-        evals)
-            CMD=(evals/run_evals.py --descriptions --reranker --quiet)
+        evals)   # the reranker evals read the answers of this study's llm_reranker run
+            CMD=(evals/run_evals.py --descriptions --reranker --quiet
+                 --reranker-results "$(reranker_results)")
             [[ $QUICK -eq 1 ]] && CMD+=(--reranker-users 10) ;;
         report)
             CMD=(evals/report.py) ;;
@@ -193,6 +206,13 @@ append_step_args() {   # the step's --args options, word-split
     return 0
 }
 
+# the results JSON of the llm_reranker step when its last run succeeded, else "none"
+reranker_results() {
+    local m=$MARKERS/llm_reranker.marker res=""
+    [[ $(marker_get "$m" status) == 0 ]] && res=$(marker_get "$m" results)
+    echo "${res:-none}"
+}
+
 # the results file a step produced: the newest one written since $2 (a stamp file)
 find_results() {
     local s=$1 stamp=$2 pattern
@@ -213,6 +233,7 @@ write_marker() {   # step status wall results reason
     local m=$MARKERS/$1.marker
     {
         echo "step=$1"
+        echo "run=$RUN_ID"
         echo "key=$KEY"
         echo "command=${CMD[*]}"
         echo "mode=$MODE"
@@ -229,7 +250,25 @@ write_marker() {   # step status wall results reason
         echo "reason=$5"
         echo "log=logs/$1.log"
         echo "finished=$(date -u +%Y-%m-%dT%H:%M:%SZ)"
-    } > "$m.tmp" && mv "$m.tmp" "$m"
+    } > "$m.$$.tmp" && mv "$m.$$.tmp" "$m"
+}
+
+marker_touch() {   # step $1 was found up to date by this run: its marker gets this run's id
+    local m=$MARKERS/$1.marker
+    { grep -v '^run=' "$m"; echo "run=$RUN_ID"; } > "$m.$$.tmp" && mv "$m.$$.tmp" "$m"
+}
+
+write_run_marker() {   # status [failed steps]: this run, for evals/report.py
+    {
+        echo "run=$RUN_ID"
+        echo "started=$STARTED"
+        echo "mode=$MODE"
+        echo "commit=$COMMIT"
+        echo "steps=${SELECTED[*]}"
+        echo "status=$1"
+        echo "failed=${2:-}"
+        [[ $1 == running ]] || echo "finished=$(date -u +%Y-%m-%dT%H:%M:%SZ)"
+    } > "$RUN_MARKER.$$.tmp" && mv "$RUN_MARKER.$$.tmp" "$RUN_MARKER"
 }
 
 # empty when step $1 is up to date according to its marker $2, else why it has to run
@@ -258,13 +297,27 @@ why_run() {
 
 say() { echo "$*"; [[ $DRY -eq 1 ]] || echo "$*" >> "$SUMMARY"; }
 
-CHILD="" LLM_KEY="" KEY="" CODE="" INPUTS=""
+CHILD="" LLM_KEY="" KEY="" CODE="" INPUTS="" STEP="" RUN_ID="" FAILED=() SKIPPED=()
 on_signal() {
+    trap - INT TERM HUP   # a second signal stops the report rebuild below
     if [[ -n $CHILD ]]; then
         kill -TERM "$CHILD" 2>/dev/null
         wait "$CHILD" 2>/dev/null
     fi
-    say "interrupted: the step in progress keeps no ok marker; rerun to resume"
+    local note=""
+    if [[ $DRY -eq 0 && -n $RUN_ID ]]; then
+        write_run_marker interrupted "${FAILED[*]}"
+        # the report names the stale steps (the interrupted one, those not reached)
+        if [[ " ${SELECTED[*]} " == *" report "* && $STEP != report && -f evals/report.py ]]; then
+            if $PY evals/report.py >> logs/report.log 2>&1; then
+                note="; $REPORT rebuilt: it names the stale steps"
+            else
+                note="; rebuilding $REPORT failed (logs/report.log)"
+            fi
+        fi
+    fi
+    say "interrupted in step ${STEP:-?}: the step in progress keeps no ok marker; rerun to" \
+        "resume$note"
     exit 130
 }
 trap on_signal INT TERM HUP
@@ -275,7 +328,15 @@ DATA=$(data_hash)
 export TQDM_MININTERVAL=${TQDM_MININTERVAL:-30}
 [[ $DRY -eq 1 ]] || : > "$SUMMARY"
 MODE=$([[ $QUICK -eq 1 ]] && echo quick || echo full)
-say "run_overnight.sh $(date -u +%Y-%m-%dT%H:%M:%SZ): $MODE study," \
+STARTED=$(date -u +%Y-%m-%dT%H:%M:%SZ)
+if [[ $DRY -eq 0 ]]; then
+    RUN_ID=$(date -u +%Y%m%dT%H%M%SZ)-$$
+    write_run_marker running
+    # the report in place is from an earlier run until this one's report step rebuilds it
+    [[ -f $REPORT ]] && { helper stale-report "$REPORT" "$STARTED" > /dev/null ||
+        echo "warning: could not mark $REPORT as stale" >&2; }
+fi
+say "run_overnight.sh $STARTED: $MODE study," \
     "commit ${COMMIT:0:10}, data ${DATA_SRC:-generated sample}," \
     "steps ${SELECTED[*]}"
 say "LLM: $LLM_STATUS"
@@ -284,6 +345,7 @@ T_ALL=$(date +%s)
 n=0
 for step in "${SELECTED[@]}"; do
     n=$((n + 1))
+    STEP=$step
     tag="[$n/${#SELECTED[@]}] $step"
     build_cmd "$step"
     script=${CMD[0]}
@@ -291,6 +353,7 @@ for step in "${SELECTED[@]}"; do
         say "$tag: skipped: $script not found (not written yet)"
         [[ $DRY -eq 1 ]] || { KEY="" CODE="" INPUTS=""; write_marker "$step" "skipped" "" "" \
             "$script not found"; }
+        SKIPPED+=("$step")
         continue
     fi
     CODE=$(code_hash "$script")
@@ -305,6 +368,7 @@ for step in "${SELECTED[@]}"; do
         say "$tag: skipped: up to date (same command, commit, code, data and LLM;" \
             "$(marker_get "$m" wall_s) s on $(marker_get "$m" finished)," \
             "$(marker_get "$m" results))"
+        [[ $DRY -eq 1 ]] || marker_touch "$step"
         continue
     fi
     if [[ $DRY -eq 1 ]]; then
@@ -351,7 +415,21 @@ for step in "${SELECTED[@]}"; do
         write_marker "$step" "$([[ $rc -eq 0 ]] && echo no-results || echo "$rc")" "$wall" "" \
             "$reason"
         say "$tag: failed: $reason (after ${wall} s; log $log)"
+        FAILED+=("$step")
     fi
 done
-[[ $DRY -eq 1 ]] || say "done in $(( $(date +%s) - T_ALL )) s; summary $SUMMARY;" \
-    "report results/REPORT.md"
+STEP=""
+[[ $DRY -eq 1 ]] && exit 0
+tail="in $(( $(date +%s) - T_ALL )) s; summary $SUMMARY; report $REPORT"
+if [[ ${#FAILED[@]} -gt 0 ]]; then
+    write_run_marker failed "${FAILED[*]}"
+    failed_list=$(printf '%s, ' "${FAILED[@]}")
+    failed_list=${failed_list%, }
+    say "FAILED: ${#FAILED[@]} of ${#SELECTED[@]} steps failed ($failed_list); done $tail"
+    exit 1
+fi
+write_run_marker done
+ok=$(( ${#SELECTED[@]} - ${#SKIPPED[@]} ))
+skipped=""
+[[ ${#SKIPPED[@]} -gt 0 ]] && skipped=", ${#SKIPPED[@]} skipped (script not found: ${SKIPPED[*]})"
+say "done: $ok steps ok or up to date$skipped $tail"

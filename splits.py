@@ -65,6 +65,14 @@ def split_interactions(
             np.split((key % width).astype(item.dtype), cuts),
         )
     )
+    if not truth:  # nothing to score: every metric would be an empty mean
+        why = (
+            "every user of the sample has a single prior order (the temporal split holds out "
+            "a user's last order only when there is an earlier one)"
+            if mode == "temporal"
+            else f"{n} interaction row(s) leave no held-out row"
+        )
+        raise DataError(f"split {mode}: no evaluation users: {why}")
     return Split(train.reset_index(drop=True), test.reset_index(drop=True), mode, seed, truth)
 
 

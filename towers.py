@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,15 +60,46 @@ class TowerConfig:
     n_contexts: int = 0  # > 0: the user tower takes a request-time category per row
     seed: int = RANDOM_SEED  # training seed: initialisation and batch order
 
+    def __post_init__(self):
+        for name in TOWER_LIMITS:
+            why = tower_value_problem(name, getattr(self, name))
+            if why:
+                raise ConfigError(f"TowerConfig {name} {why}")
+
     def key(self) -> dict:
         return dict(self.__dict__)
 
 
+# The hyper-parameters with a range, checked by TowerConfig and (as options, before any data
+# loads) by experiment.check_options: an int's minimum, or "> 0" for a positive finite float.
+# epochs 0 would report (and save) an untrained tower; batch 1 has no in-batch negative.
+TOWER_LIMITS = {"epochs": 1, "batch_size": 2, "dim": 1, "hidden": 1, "temperature": 0.0, "lr": 0.0}
+
+
+def tower_value_problem(name: str, value) -> str | None:
+    """Why `value` is no valid TowerConfig.`name` (TOWER_LIMITS), or None."""
+    low = TOWER_LIMITS[name]
+    if isinstance(low, float):
+        ok = math.isfinite(value) and value > low
+        return None if ok else f"must be a number > {low:g} (got {value})"
+    return None if value >= low else f"must be >= {low} (got {value})"
+
+
+DEVICE_CHOICES = "auto, cpu, cuda or cuda:N"
+
+
 def pick_device(name: str = "auto") -> str:
+    """The torch device of --device: auto (cuda when present, else cpu), cpu, cuda, cuda:N."""
+    import re
+
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", name):
+        raise ConfigError(f"--device {name!r}: not one of {DEVICE_CHOICES}")
     if name == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"device '{name}' requested but torch sees no CUDA device")
+        raise ConfigError(f"--device {name}: requested but torch sees no CUDA device")
+    if ":" in name and int(name.split(":")[1]) >= torch.cuda.device_count():
+        raise ConfigError(f"--device {name}: torch sees {torch.cuda.device_count()} CUDA device(s)")
     return name
 
 
@@ -443,6 +475,40 @@ def model_dir(ds: Dataset, split: Split, model: TwoTower, variant: dict | None =
     return config.CACHE_DIR / "two_tower" / short_hash(blob)
 
 
+def plain(x):
+    """`x` made of what torch.load(weights_only=True) accepts: tensors, dicts, lists, str,
+    numbers, None (numpy scalars and arrays become numbers, lists and tensors)."""
+    if isinstance(x, dict):
+        return {k: plain(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [plain(v) for v in x]
+    if isinstance(x, np.ndarray):
+        return torch.from_numpy(x)
+    if isinstance(x, np.generic):
+        return x.item()
+    return x
+
+
+def load_saved(model: TwoTower, file: Path) -> bool:
+    """Load a saved tower into `model`, executing nothing: torch.load(weights_only=True)
+    refuses any pickled object but tensors, dicts, lists, strings and numbers (a planted
+    model.pt with code in it). A file that is refused, unreadable or does not fit the model
+    is reported in one line and False returned: the caller trains again and replaces it."""
+    import pickle
+    import sys
+
+    try:
+        model.load_state(torch.load(file, map_location=model.device, weights_only=True))
+    except pickle.UnpicklingError:
+        why = "it holds objects other than tensors and numbers: loading it could run code"
+    except (RuntimeError, EOFError, KeyError, TypeError, ValueError) as e:
+        why = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
+    else:
+        return True
+    print(f"warning: saved tower {file} refused ({why}); training again", file=sys.stderr)
+    return False
+
+
 def train_two_tower(
     ds: Dataset,
     split: Split,
@@ -476,12 +542,17 @@ def train_two_tower(
     )
     path = model_dir(ds, split, model, variant)
     if use_saved and (path / "model.pt").is_file():
-        model.load_state(torch.load(path / "model.pt", map_location=device, weights_only=False))
-        model.loaded_from = path
-        return model
+        if load_saved(model, path / "model.pt"):
+            model.loaded_from = path
+            return model
+        torch.manual_seed(cfg.seed)  # a fresh model: the refused load may have set some weights
+        model = model_cls(cfg, feats, ds.n_users, ds.n_items, device, **model_kw)
     model.fit(split.train if train is None else train, progress=progress, context=context)
     path.mkdir(parents=True, exist_ok=True)
-    torch.save(model.state(), path / "model.pt.tmp")
+    # a unique temporary name: two runs saving the same tower never write one file together
+    fd, tmp = tempfile.mkstemp(prefix=".model.pt.", suffix=".tmp", dir=path)
+    os.close(fd)
+    torch.save(plain(model.state()), tmp)
     np.save(path / "item_embeddings.npy", model.embed_items())
     (path / "config.json").write_text(
         json.dumps(
@@ -489,7 +560,7 @@ def train_two_tower(
             indent=1,
         )
     )
-    os.replace(path / "model.pt.tmp", path / "model.pt")  # last: marks the save complete
+    os.replace(tmp, path / "model.pt")  # last: marks the save complete
     return model
 
 

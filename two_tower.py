@@ -66,6 +66,8 @@ def main(argv=None):
             f"unknown ranker(s) {', '.join(sorted(set(rankers) - set(RANKERS)))} "
             f"(choose from {', '.join(RANKERS)} or none)"
         )
+    if rankers and not cand_cfgs:  # else the ranking stage would be skipped without a word
+        raise C.ConfigError("--candidates is empty (faiss@K settings, or --rankers none)")
 
     # data, split, features, reference baselines
     exp = experiment.Experiment(

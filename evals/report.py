@@ -18,7 +18,10 @@ and placebo, description statistics. Nothing is recomputed: everything comes fro
 
 It degrades gracefully: a missing results file, a failed or interrupted step (read from the
 step markers run_overnight.sh keeps in results/.overnight/), an unreadable JSON or a missing
-key gives a section that says so, never a crash.
+key gives a section that says so, never a crash. It names the stale steps, whose results are
+not from the last run_overnight.sh run (results/.overnight/run.marker): failed, interrupted,
+not reached or not checked by that run (their marker carries an older run id), or, without
+a marker, results older than the run's start.
 """
 
 from __future__ import annotations
@@ -45,10 +48,15 @@ EXPERIMENTS = [
 ]
 STEPS = [name for name, _ in EXPERIMENTS] + ["evals", "report"]
 MARKER_DIR = ".overnight"
+RUN_MARKER = "run.marker"  # the last run of run_overnight.sh: run id, start, steps, status
 BASELINES = ("random", "popularity", "top-frequency", "top-frequency + popular", "tifu-knn")
 # the original study's final gate alphas (../shared/EXPERIMENTS.md), drawn as references
 ORIGINAL_ALPHA = {"frozen": 0.986, "trainable": 0.889}
 MAX_ARMS = 24  # rows of one metrics table / plot
+METRICS_HEADER = "arm|R@10|R@10 95% CI|R@20|NDCG@10|R@20 repeat|R@20 explore|cand. recall|users"
+METRICS_HEADER = METRICS_HEADER.split("|")
+METRICS_COLUMNS = [("all", "recall@20"), ("all", "ndcg@10")]
+METRICS_COLUMNS += [("repeat", "recall@20"), ("explore", "recall@20")]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -194,36 +202,17 @@ def metrics_table(d: dict, results_dir: Path | None = None) -> str:
     rows = []
     for arm, s in list({**refs, **metrics}.items())[: MAX_ARMS + len(refs)]:
         ci = get(s, "ci95_first_seed", "recall@10")
+        name = arm + (f" [{labels[arm]}]" if arm in labels else "")
         rows.append(
-            [
-                arm
-                + (f" [{labels[arm]}]" if arm in labels else "")
-                + (" (reference)" if arm in refs else ""),
-                mean_std(s, "all", "recall@10"),
-                f"[{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "-",
-                mean_std(s, "all", "recall@20"),
-                mean_std(s, "all", "ndcg@10"),
-                mean_std(s, "repeat", "recall@20"),
-                mean_std(s, "explore", "recall@20"),
-                num(cands.get(arm)),
-                num(get(s, "all", "n_users")),
-            ]
+            [name + (" (reference)" if arm in refs else ""), mean_std(s, "all", "recall@10")]
+            + [f"[{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "-"]
+            + [mean_std(s, part, m) for part, m in METRICS_COLUMNS]
+            + [num(cands.get(arm)), num(get(s, "all", "n_users"))]
         )
     more = len(metrics) - MAX_ARMS
-    return md_table(
-        [
-            "arm",
-            "R@10",
-            "R@10 95% CI",
-            "R@20",
-            "NDCG@10",
-            "R@20 repeat",
-            "R@20 explore",
-            "cand. recall",
-            "users",
-        ],
-        rows,
-    ) + (f"\n\n_{more} more arms in the JSON._" if more > 0 else "")
+    return md_table(METRICS_HEADER, rows) + (
+        f"\n\n_{more} more arms in the JSON._" if more > 0 else ""
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -237,6 +226,13 @@ def _plt():
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def _save(plt, fig, out_dir: Path, fname: str) -> str:
+    fig.tight_layout()
+    fig.savefig(out_dir / fname, dpi=110)
+    plt.close(fig)
+    return fname
 
 
 def plot_metrics(name: str, d: dict, out_dir: Path) -> str | None:
@@ -269,11 +265,7 @@ def plot_metrics(name: str, d: dict, out_dir: Path) -> str | None:
         fontsize=8,
     )
     ax.grid(axis="x", alpha=0.3)
-    fig.tight_layout()
-    fname = f"plot_{name}_metrics.png"
-    fig.savefig(out_dir / fname, dpi=110)
-    plt.close(fig)
-    return fname
+    return _save(plt, fig, out_dir, f"plot_{name}_metrics.png")
 
 
 def plot_alpha(d: dict, out_dir: Path) -> str | None:
@@ -292,13 +284,8 @@ def plot_alpha(d: dict, out_dir: Path) -> str | None:
         mean = [sum(c) / len(c) for c in cols]
         (line,) = ax.plot(ep, mean, marker="o", label=f"{arm} ({len(per_seed)} seed(s))")
         if len(per_seed) > 1:
-            ax.fill_between(
-                ep,
-                [min(c) for c in cols],
-                [max(c) for c in cols],
-                color=line.get_color(),
-                alpha=0.2,
-            )
+            lo, hi = [min(c) for c in cols], [max(c) for c in cols]
+            ax.fill_between(ep, lo, hi, color=line.get_color(), alpha=0.2)
     longest = max(len(s) for c in curves.values() for s in c)
     ax.set_xticks(range(1, longest + 1))
     ax.set_xlim(0.5, longest + 0.5)
@@ -312,11 +299,7 @@ def plot_alpha(d: dict, out_dir: Path) -> str | None:
     ax.set_title("exp5: gate alpha per epoch (line: mean over seeds; band: min-max)", fontsize=9)
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fname = "plot_exp5_alpha.png"
-    fig.savefig(out_dir / fname, dpi=110)
-    plt.close(fig)
-    return fname
+    return _save(plt, fig, out_dir, "plot_exp5_alpha.png")
 
 
 def plot_context(d: dict, out_dir: Path) -> str | None:
@@ -351,11 +334,7 @@ def plot_context(d: dict, out_dir: Path) -> str | None:
         "well below the noise floor and below 'vs placebo'",
         fontsize=9,
     )
-    fig.tight_layout()
-    fname = "plot_reranker_context.png"
-    fig.savefig(out_dir / fname, dpi=110)
-    plt.close(fig)
-    return fname
+    return _save(plt, fig, out_dir, "plot_reranker_context.png")
 
 
 def plot_descriptions(exp1: dict | None, evals_run: dict | None, out_dir: Path) -> str | None:
@@ -390,25 +369,14 @@ def plot_descriptions(exp1: dict | None, evals_run: dict | None, out_dir: Path) 
         x = range(len(names))
         w = 0.7 / len(bars)
         for j, (lab, vals) in enumerate(bars.items()):
-            ax.bar(
-                [i + (j - (len(bars) - 1) / 2) * w for i in x],
-                [v or 0 for v in vals],
-                width=w,
-                alpha=0.6,
-                label=f"{lab} (left)",
-            )
+            xs = [i + (j - (len(bars) - 1) / 2) * w for i in x]
+            ax.bar(xs, [v or 0 for v in vals], width=w, alpha=0.6, label=f"{lab} (left)")
         ax.set_xlim(-0.6, len(names) - 0.4)
         ax.set_ylabel("mean words per text")
         ax2 = ax.twinx()
         for lab, vals in shares.items():
-            ax2.plot(
-                list(x),
-                [v if v is not None else float("nan") for v in vals],
-                marker="o",
-                ls="none",
-                markersize=8,
-                label=f"{lab} (right)",
-            )
+            ys = [v if v is not None else float("nan") for v in vals]
+            ax2.plot(list(x), ys, marker="o", ls="none", markersize=8, label=f"{lab} (right)")
         ax2.set_ylim(0, 1.05)
         ax2.set_ylabel("share")
         ax.set_xticks(list(x))
@@ -417,11 +385,7 @@ def plot_descriptions(exp1: dict | None, evals_run: dict | None, out_dir: Path) 
         h1, l1 = ax.get_legend_handles_labels()
         h2, l2 = ax2.get_legend_handles_labels()
         ax.legend(h1 + h2, l1 + l2, fontsize=7, loc="upper left")
-    fig.tight_layout()
-    fname = "plot_descriptions.png"
-    fig.savefig(out_dir / fname, dpi=110)
-    plt.close(fig)
-    return fname
+    return _save(plt, fig, out_dir, "plot_descriptions.png")
 
 
 def try_plot(fn, *a, notes: list | None = None):
@@ -443,24 +407,10 @@ def description_stats_block(d: dict) -> list[str]:
     stats = d.get("description_stats") or {}
     if not stats:
         return []
-    header = [
-        "text",
-        "words",
-        "distinct tokens",
-        "mentions aisle/dept",
-        "words not in name/aisle/dept",
-    ]
-    rows = [
-        [
-            k,
-            num(v.get("words"), 1),
-            num(v.get("distinct_tokens")),
-            num(v.get("grounded")),
-            num(v.get("novel_word_share")),
-        ]
-        for k, v in stats.items()
-    ]
-    return ["Description statistics:\n\n" + md_table(header, rows)]
+    header = "text|words|distinct tokens|mentions aisle/dept|words not in name/aisle/dept"
+    cols = ("distinct_tokens", "grounded", "novel_word_share")
+    rows = [[k, num(v.get("words"), 1), *(num(v.get(c)) for c in cols)] for k, v in stats.items()]
+    return ["Description statistics:\n\n" + md_table(header.split("|"), rows)]
 
 
 def cost_block(d: dict) -> list[str]:
@@ -495,35 +445,19 @@ def reranker_controls_block(d: dict) -> list[str]:
     """exp3's context controls, one table per candidate set: RBO against the noise floor,
     no context and the placebo."""
     out = []
-    header = [
-        "condition",
-        "R@10",
-        "NDCG@10",
-        "noise floor",
-        "vs none",
-        "vs placebo",
-        "fit@10",
-        "failed per 100",
-    ]
+    header = "condition|R@10|NDCG@10|noise floor|vs none|vs placebo|fit@10|failed per 100"
     for cset, rows in (d.get("controls") or {}).items():
         if not rows:
             continue
         table = [
-            [
-                c,
-                num(r.get("R@10")),
-                num(r.get("NDCG@10")),
-                num(get(r, "noise floor", "rbo")),
-                num(get(r, "vs none", "rbo")),
-                num(get(r, "vs placebo", "rbo")),
-                num(r.get("fit share top-10")),
-                num(r.get("failed per 100"), 1),
-            ]
+            [c, num(r.get("R@10")), num(r.get("NDCG@10"))]
+            + [num(get(r, k, "rbo")) for k in ("noise floor", "vs none", "vs placebo")]
+            + [num(r.get("fit share top-10")), num(r.get("failed per 100"), 1)]
             for c, r in rows.items()
         ]
         out.append(
             f"Controls, {cset} (RBO agreement; noise floor = two shuffles of the "
-            "same prompt):\n\n" + md_table(header, table)
+            "same prompt):\n\n" + md_table(header.split("|"), table)
         )
     return out
 
@@ -538,13 +472,8 @@ def val_loss_block(d: dict) -> list[str]:
     for arm, v in val.items():
         vs = [x for x in (v if isinstance(v, list) else [v]) if x is not None]
         fin = [c[-1] for c in curves.get(arm) or [] if c]
-        rows.append(
-            [
-                arm,
-                num(sum(vs) / len(vs)) if vs else "-",
-                num(sum(fin) / len(fin)) if fin else "-",
-            ]
-        )
+        mean = lambda xs: num(sum(xs) / len(xs)) if xs else "-"
+        rows.append([arm, mean(vs), mean(fin)])
     return [
         "Validation loss and final alpha (mean over seeds):\n\n"
         + md_table(["arm", "val loss", "final alpha"], rows)
@@ -595,7 +524,80 @@ def step_status(marker: dict) -> tuple[str, str]:
         return "interrupted", "the step was killed before it finished"
     if st.startswith("skipped"):
         return "skipped", marker.get("reason", st)
-    return "failed", f"exit {st}: {marker.get('reason', '')}".strip()
+    reason = marker.get("reason", "")  # run_overnight.sh's reason may carry "exit N:" already
+    if st.isdigit() and not reason.startswith(f"exit {st}"):
+        reason = f"exit {st}: {reason}".strip()
+    return "failed", reason or f"status {st}"
+
+
+def _epoch(utc: str | None) -> float | None:
+    """Seconds since the epoch of an ISO UTC time as run_overnight.sh writes it."""
+    from datetime import datetime
+
+    try:
+        return datetime.fromisoformat(str(utc)).timestamp()
+    except ValueError:
+        return None
+
+
+def stale_reason(step: str, marker: dict, run: dict, results: Path | None) -> str | None:
+    """Why the step's results are not from the last run_overnight.sh run `run` (its
+    run.marker), or None: failed or interrupted; its marker carries an older run id (the run
+    stopped before it, or did not select it); no marker and results older than the run."""
+    status, _ = step_status(marker)
+    if step == "report" or status in ("skipped",):
+        return None
+    if status in ("failed", "interrupted"):
+        return f"{status} in its last run"
+    if not run.get("run"):  # no record of the last run: nothing more to compare
+        return None
+    if not marker:
+        started = _epoch(run.get("started"))
+        old = results is not None and started and results.stat().st_mtime < started
+        return "no marker; its results predate the last run" if old else None
+    if marker.get("run") == run["run"]:
+        return None
+    if step in (run.get("steps") or "").split():
+        return f"not reached: the last run {run_state(run)} before it"
+    return "not checked by the last run: not among its --steps"
+
+
+def stale_steps(results_dir: Path, evals_dir: Path, markers: dict, run: dict) -> dict:
+    """{step: why its results are not from the last run} for every stale step."""
+    out = {}
+    for step in STEPS:
+        res = None
+        if step in dict(EXPERIMENTS):
+            res = find_results(results_dir, step, markers[step])
+        elif step == "evals":
+            res = (latest_eval_runs(evals_dir) or [None])[-1]
+        why = stale_reason(step, markers[step], run, res)
+        if why:
+            out[step] = why
+    return out
+
+
+def run_state(run: dict) -> str:
+    """What became of the last run, in a few words."""
+    states = {"done": "ended", "failed": "ended", "interrupted": "was interrupted"}
+    return states.get(run.get("status", ""), "has not finished (still running, or killed)")
+
+
+def stale_banner(run: dict, stale: dict, report_marker: dict) -> list[str]:
+    """The report's warning that some steps' results are not from the last run."""
+    mark = report_marker
+    building = mark.get("status") == "running" and mark.get("run") == run.get("run")
+    unfinished = run.get("status") not in ("done", "failed") and not building
+    if not run.get("run") or not (stale or unfinished):
+        return []
+    state = "is building this report" if building else run_state(run)
+    listed = "; ".join(f"`{s}` ({why})" for s, why in stale.items())
+    return [
+        f"> **Stale.** The last `run_overnight.sh` run ({run['run']}, started "
+        f"{run.get('started', '?')}) {state}"
+        + (f"; these steps' results are not from it: {listed}." if stale else "."),
+        "",
+    ]
 
 
 def question_lines(d: dict | None) -> list[str]:
@@ -610,23 +612,25 @@ def question_lines(d: dict | None) -> list[str]:
     ]
 
 
-def status_lines(marker: dict, d: dict | None) -> list[str]:
-    """What the step's marker says when it did not end well (failed, interrupted, skipped),
-    with a warning when the results shown come from an earlier run."""
+def status_lines(marker: dict, d: dict | None, stale: str | None = None) -> list[str]:
+    """What the step's marker says when it did not end well (failed, interrupted, skipped)
+    or its results are stale (`stale`: why, stale_reason), with a warning when the results
+    shown come from an earlier run."""
     status, detail = step_status(marker)
     log_note = f" (log: `{marker['log']}`)" if marker.get("log") else ""
     if status in ("failed", "interrupted"):
-        lines = [f"**Status: {status}** - {detail}{log_note}.", ""]
-        if d is not None:
-            when = get(d, "provenance", "time_utc", default="time unknown")
-            lines += [
-                f"> The results below are from an earlier run ({when}), not from this one.",
-                "",
-            ]
-        return lines
-    if status == "skipped" and d is None:
+        head = f"**Status: {status}** - {detail}"
+    elif stale:
+        head = f"**Stale** - {stale}"
+    elif status == "skipped" and d is None:
         return [f"**Status: skipped** - {detail}.", ""]
-    return []
+    else:
+        return []
+    lines = [f"{head}{log_note}.", ""]
+    if d is not None:
+        when = get(d, "provenance", "time_utc", default="time unknown")
+        lines += [f"> The results below are from an earlier run ({when}), not the last one.", ""]
+    return lines
 
 
 def run_line(path: Path, d: dict) -> str:
@@ -678,12 +682,20 @@ def plot_lines(name: str, d: dict, plots: dict, notes: list, plot_dir: Path) -> 
 
 
 def experiment_section(
-    name: str, title: str, results_dir: Path, marker: dict, plots: dict, notes: list, plot_dir: Path
+    name: str,
+    title: str,
+    results_dir: Path,
+    marker: dict,
+    plots: dict,
+    notes: list,
+    plot_dir: Path,
+    stale: str | None = None,
 ) -> tuple[str, dict | None]:
-    """One experiment's section of the report, and its results JSON (None if none)."""
+    """One experiment's section of the report, and its results JSON (None if none);
+    `stale`: why its results are not from the last run (stale_reason), if they are not."""
     path = find_results(results_dir, name, marker)
     d, err = read_json(path) if path else (None, None)
-    lines = [f"## {title} (`{name}.py`)", "", *question_lines(d), *status_lines(marker, d)]
+    lines = [f"## {title} (`{name}.py`)", "", *question_lines(d), *status_lines(marker, d, stale)]
     if path is None:
         if step_status(marker)[0] not in ("failed", "interrupted", "skipped"):
             lines += [f"**Status: not run** - no `{name}_*.json` in the results folder.", ""]
@@ -706,17 +718,20 @@ def latest_eval_runs(evals_dir: Path) -> list[Path]:
     return sorted(Path(evals_dir).glob("run_*.json"))
 
 
-def evals_section(evals_dir: Path, marker: dict) -> tuple[str, dict | None]:
+def evals_section(
+    evals_dir: Path, marker: dict, stale: str | None = None
+) -> tuple[str, dict | None]:
     """The evaluations' section (latest run of evals/run_evals.py, compared with the previous
     one), and that run's JSON (None if none)."""
     lines = ["## Evaluations (`evals/run_evals.py`)", ""]
     status, detail = step_status(marker)
-    if status in ("failed", "interrupted"):
-        lines += [
-            f"**Status: {status}** - {detail}"
-            + (f" (log: `{marker['log']}`)." if marker.get("log") else "."),
-            "",
-        ]
+    if status in ("failed", "interrupted") or stale:
+        head = (
+            f"**Stale** - {stale}"
+            if stale and status not in ("failed", "interrupted")
+            else (f"**Status: {status}** - {detail}")
+        )
+        lines += [head + (f" (log: `{marker['log']}`)." if marker.get("log") else "."), ""]
     runs = latest_eval_runs(evals_dir)
     if not runs:
         lines += ["**Status: not run** - no eval run in `evals/results/`.", ""]
@@ -746,48 +761,33 @@ def description_evals_lines(desc: dict | None) -> list[str]:
         return ["Descriptions: not evaluated in this run.", ""]
     if desc.get("skipped"):
         return [f"Descriptions: skipped - {desc['skipped']}.", ""]
-    header = [
-        "model (version)",
-        "n",
-        "words",
-        "template words",
-        "distinct-2",
-        "grounded",
-        "contradicts",
-        "sim template",
-        "duplicates",
-    ]
+    header = "model (version)|n|words|template words|distinct-2|grounded|contradicts|"
+    header += "sim template|duplicates"
+    cols = ("distinct_2", "grounded", "contradiction", "sim_template", "duplicates")
     rows = [
-        [
-            f"{m.get('model')} ({str(m.get('version'))[:6]})",
-            num(m.get("n")),
-            num(m.get("words"), 1),
-            num(m.get("template_words"), 1),
-            num(m.get("distinct_2")),
-            num(m.get("grounded")),
-            num(m.get("contradiction")),
-            num(m.get("sim_template")),
-            num(m.get("duplicates")),
-        ]
+        [f"{m.get('model')} ({str(m.get('version'))[:6]})", num(m.get("n"))]
+        + [num(m.get("words"), 1), num(m.get("template_words"), 1)]
+        + [num(m.get(c)) for c in cols]
         for m in desc.get("models", [])
     ]
-    return [
-        "Description quality (per backend/model and prompt version):",
-        "",
-        md_table(header, rows),
-        "",
-    ]
+    table = md_table(header.split("|"), rows)
+    return ["Description quality (per backend/model and prompt version):", "", table, ""]
 
 
 def reranker_evals_lines(rr: dict | None) -> list[str]:
     """One paragraph on the reranker answers of an eval run: hallucination and repairs."""
     if rr is None:
         return ["Reranker answers: not evaluated in this run.", ""]
-    if rr.get("skipped"):
-        return [f"Reranker answers: skipped - {rr['skipped']}.", ""]
+    if rr.get("skipped"):  # n/a: the run asked about has no answers (the reason)
+        why = rr["skipped"]
+        return [f"Reranker answers: {why if why.startswith('n/a') else 'skipped - ' + why}.", ""]
     h, rp = rr.get("hallucination") or {}, rr.get("repairs_per_100_answers") or {}
+    run = rr.get("answers_run") or {}
+    whose = f"run {run.get('run_id')}, " if run else "no run header, "
     return [
-        f"Reranker answers: {num(rr.get('answers'))} answers from "
+        f"Reranker answers ({whose}`{rr.get('answers_file')}`"
+        + (f" of `{rr['results_file']}`" if rr.get("results_file") else "")
+        + f"): {num(rr.get('answers'))} answers from "
         f"{num(rr.get('users'))} users ({', '.join(rr.get('models') or [])}); "
         "hallucination "
         + ", ".join(f"{k} {num(v)}" for k, v in h.items())
@@ -842,60 +842,28 @@ def cost_section(results: dict, markers: dict) -> str:
         ) or (f"skipped ({llm_skipped(d)})" if d and llm_skipped(d) else "-")
         s = lambda k, us=us: sum(int(u.get(k) or 0) for u in us)
         usd = [u.get("total_cost_usd") for u in us if u.get("total_cost_usd") is not None]
-        status, _ = step_status(m)
+        tin = s("input_tokens") + s("batch_input_tokens")
+        tout = s("output_tokens") + s("batch_output_tokens")
+        busy = seconds(sum(float(u.get("busy_s") or 0) for u in us))
+        llm_cells = [num(s("api_calls")), num(s("cached")), num(tin), num(tout)]
         rows.append(
-            [
-                step,
-                status,
-                seconds(wall),
-                backend,
-                num(s("api_calls")) if us else "-",
-                num(s("cached")) if us else "-",
-                num(s("input_tokens") + s("batch_input_tokens")) if us else "-",
-                num(s("output_tokens") + s("batch_output_tokens")) if us else "-",
-                f"${sum(usd):.4f}" if usd else "-",
-                seconds(sum(float(u.get("busy_s") or 0) for u in us)) if us else "-",
-            ]
+            [step, step_status(m)[0], seconds(wall), backend]
+            + (llm_cells if us else ["-"] * 4)
+            + [f"${sum(usd):.4f}" if usd else "-", busy if us else "-"]
         )
         try:
             tot["wall"] += float(wall or 0)
         except ValueError:
             pass
-        tot["in"] += s("input_tokens") + s("batch_input_tokens")
-        tot["out"] += s("output_tokens") + s("batch_output_tokens")
-        tot["calls"] += s("api_calls")
-        tot["usd"] += sum(usd)
-    rows.append(
-        [
-            "total",
-            "",
-            seconds(tot["wall"]),
-            "",
-            num(tot["calls"]),
-            "",
-            num(tot["in"]),
-            num(tot["out"]),
-            f"${tot['usd']:.4f}",
-            "",
-        ]
-    )
+        tot["in"], tot["out"] = tot["in"] + tin, tot["out"] + tout
+        tot["calls"], tot["usd"] = tot["calls"] + s("api_calls"), tot["usd"] + sum(usd)
+    rows.append(["total", "", seconds(tot["wall"]), "", num(tot["calls"]), ""])
+    rows[-1] += [num(tot["in"]), num(tot["out"]), f"${tot['usd']:.4f}", ""]
+    header = "step|status|wall time|LLM backend: model|API/model calls|cache hits|tokens in|"
+    header += "tokens out|dollars|LLM busy"
     return (
         "## Cost: tokens, dollars and wall time per step\n\n"
-        + md_table(
-            [
-                "step",
-                "status",
-                "wall time",
-                "LLM backend: model",
-                "API/model calls",
-                "cache hits",
-                "tokens in",
-                "tokens out",
-                "dollars",
-                "LLM busy",
-            ],
-            rows,
-        )
+        + md_table(header.split("|"), rows)
         + "\n\n(wall time: the step's own run as run_overnight.sh measured it, else the "
         "JSON's timings; a skipped step shows the time of the run that produced its "
         "results. Local model: dollars 0, its cost is the LLM busy time.)\n"
@@ -907,16 +875,18 @@ def build_report(results_dir: Path, evals_dir: Path, out: Path | None = None) ->
     out = Path(out) if out else results_dir / "REPORT.md"
     out.parent.mkdir(parents=True, exist_ok=True)
     markers = {s: read_marker(results_dir / MARKER_DIR / f"{s}.marker") for s in STEPS}
+    run = read_marker(results_dir / MARKER_DIR / RUN_MARKER)
+    stale = stale_steps(results_dir, evals_dir, markers, run)
     notes: list[str] = []
     plots: dict = {}
     sections, results = [], {}
     for name, title in EXPERIMENTS:
         text, d = experiment_section(
-            name, title, results_dir, markers[name], plots, notes, out.parent
+            name, title, results_dir, markers[name], plots, notes, out.parent, stale.get(name)
         )
         sections.append(text)
         results[name] = d
-    ev_text, ev = evals_section(evals_dir, markers["evals"])
+    ev_text, ev = evals_section(evals_dir, markers["evals"], stale.get("evals"))
     desc_plot = try_plot(
         plot_descriptions, results.get("llm_item_enrichment"), ev, out.parent, notes=notes
     )
@@ -941,10 +911,13 @@ def build_report(results_dir: Path, evals_dir: Path, out: Path | None = None) ->
             ),
             "",
         ]
+    head += stale_banner(run, stale, markers["report"])
     step_rows = []
     for s in STEPS:
         m = markers[s]
         status, detail = step_status(m)
+        if s in stale and status not in ("failed", "interrupted"):
+            status, detail = "stale", stale[s]
         step_rows.append(
             [s, status, detail, seconds(m.get("wall_s")), f"`{m['log']}`" if m.get("log") else "-"]
         )
@@ -958,7 +931,7 @@ def build_report(results_dir: Path, evals_dir: Path, out: Path | None = None) ->
     for name, title in EXPERIMENTS[1:]:
         d = results.get(name)
         v = (d or {}).get("verdict") or ("no results" if d is None else "no verdict")
-        verdict_rows.append([title, v])
+        verdict_rows.append([title, v + (f" (stale: {stale[name]})" if name in stale else "")])
     head += ["## Verdicts at a glance", "", md_table(["experiment", "verdict"], verdict_rows), ""]
     body = "\n".join(head) + "\n" + "\n".join(sections) + "\n" + ev_text + "\n"
     if desc_plot:

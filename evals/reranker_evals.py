@@ -1,13 +1,22 @@
 """Evaluations of saved LLM reranker answers (experiment 3, llm_reranker.py).
 
-    uv run python -m evals.reranker_evals                        # newest answers file in results/
-    uv run python -m evals.reranker_evals \
-        --answers results/llm_reranker_answers_generated_temporal.jsonl
+    uv run python -m evals.reranker_evals      # the run of the one llm_reranker_*.json in results/
+    uv run python -m evals.reranker_evals --results results/llm_reranker_generated_temporal.json
+    uv run python -m evals.reranker_evals --answers FILE.jsonl   # a file, evaluated as it is
     uv run python -m evals.reranker_evals --users 10             # the first 10 users only
 
-Reads the JSONL that llm_reranker.py writes (one line per answer: user, candidate set,
-condition, shuffle, the candidate ids in their original order, the order shown, the context,
-the raw answer, the parsed ranking and its repair counts) and reports, without any LLM call:
+Evaluates the answers of the run it is asked about: the answers file that an llm_reranker.py
+results JSON names (answers_file), checked against it: the file's first line, its run
+header (run id, data, split, candidate sets, options, LLM), must equal the JSON's
+answers_run. Without --results, results/ must hold one llm_reranker results JSON. When the
+run has no answers (LLM arms skipped), or its file is missing, has no run header or is from
+another run, the answer is n/a with the reason (NoAnswers), never another file such as the
+newest one.
+
+Reads the JSONL that llm_reranker.py writes (after the run header, one line per answer: user,
+candidate set, condition, shuffle, the candidate ids in their original order, the order
+shown, the context, the raw answer, the parsed ranking and its repair counts) and reports,
+without any LLM call:
 
 - hallucination: answers naming an id (or a product name) that is not among the candidates;
 - repairs per 100 answers: unknown ids dropped, duplicates removed, missing ids appended, and
@@ -24,7 +33,8 @@ Writes evals/results/reranker_evals.json and prints a table. The ranking-agreeme
 (`rbo`, `jaccard_at`, `kendall_tau`, `agreement`) live in metrics.py and the permutation
 repair (`repair_permutation`, where repairs are counted) in llm/jsonrepair.py, beside
 llm_reranker.py's use of them; this module imports nothing from the experiment scripts.
-`evals/run_evals.py --reranker --reranker-users N` calls `run(users=N)`.
+`evals/run_evals.py --reranker [--reranker-results JSON] --reranker-users N` calls
+`run(users=N, results=JSON)`.
 """
 
 from __future__ import annotations
@@ -39,40 +49,120 @@ from pathlib import Path
 import numpy as np
 
 from common import agreement, jaccard_at, kendall_tau, rbo  # noqa: F401 (re-exported)
+from experiment import SAME_DATA_KEYS
 from llm import Repair, repair_permutation  # noqa: F401 (re-exported)
 
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS_DIR = ROOT / "results"  # where llm_reranker.py writes answers
+RESULTS_DIR = ROOT / "results"  # where llm_reranker.py writes its results JSON and answers
 OUT_PATH = Path(__file__).resolve().parent / "results" / "reranker_evals.json"
-ANSWERS_GLOB = "llm_reranker_answers_*.jsonl"
+RESULTS_GLOB = "llm_reranker_*.json"  # llm_reranker.py's results JSONs (one per data/split)
 NO_CONTEXT = "none"  # the condition every context condition is compared with
+
+
+class NoAnswers(Exception):
+    """The run asked about has no answers to evaluate: n/a, with the reason."""
+
+
+class ChooseRun(Exception):
+    """Several llm_reranker results JSONs and none named: which run is meant?"""
+
+
+# ---------------------------------------------------------------------------------------------
+# Which answers: those of the run asked about
+
+
+def _show(path) -> str:
+    """A path relative to the repository when it is inside it (no machine paths in output)."""
+    path = Path(path).resolve()
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+
+
+def read_answers(path: str | Path) -> tuple[dict | None, list[dict]]:
+    """(the run header, the answer records) of an answers file; header None when its first
+    line names no run (a file written before answers files named their run)."""
+    path = Path(path)
+    if not path.is_file():
+        raise NoAnswers(f"no reranker answers at {_show(path)} (run llm_reranker.py with an LLM)")
+    recs = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    if recs and "answers_run" in recs[0] and "user" not in recs[0]:
+        return recs[0]["answers_run"], recs[1:]
+    return None, recs
+
+
+def load_answers(path: str | Path, users: int | None = None) -> list[dict]:
+    """The answer records of one file; with `users`, those of its first N users only."""
+    recs = read_answers(path)[1]
+    if users is not None:
+        keep = set(list(dict.fromkeys(r["user"] for r in recs))[:users])
+        recs = [r for r in recs if r["user"] in keep]
+    return recs
+
+
+def pick_results(results_dir: str | Path) -> Path:
+    """The one llm_reranker results JSON in `results_dir` (NoAnswers: none; ChooseRun: more
+    than one, which the caller must name)."""
+    files = sorted(Path(results_dir).glob(RESULTS_GLOB))
+    if not files:
+        raise NoAnswers(
+            f"no llm_reranker results JSON in {_show(results_dir)} (run llm_reranker.py first)"
+        )
+    if len(files) > 1:
+        names = ", ".join(f.name for f in files)
+        raise ChooseRun(
+            f"{len(files)} llm_reranker results JSONs in {_show(results_dir)} ({names})"
+        )
+    return files[0]
+
+
+def answers_of_run(results: str | Path) -> tuple[Path, dict]:
+    """The answers file of the llm_reranker run whose results JSON is `results`, and its run
+    header, once the file's run header matches the JSON (answers_run, data, split). NoAnswers
+    with the reason otherwise: no LLM answers in that run, file missing, no run header, or
+    the answers of another run."""
+    results = Path(results)
+    if not results.is_file():
+        raise NoAnswers(f"no llm_reranker results JSON at {_show(results)}")
+    try:
+        d = json.loads(results.read_text())
+    except (OSError, ValueError) as e:
+        raise NoAnswers(f"llm_reranker results {_show(results)} unreadable ({e})") from None
+    name = d.get("answers_file") if isinstance(d, dict) else None
+    if not name:
+        why = (d.get("llm") or {}).get("skipped") if isinstance(d, dict) else None
+        raise NoAnswers(
+            f"the llm_reranker run of {results.name} made no LLM answers"
+            + (f" (LLM arms skipped: {why})" if why else "")
+        )
+    run = d.get("answers_run")
+    if not run:
+        raise NoAnswers(
+            f"{results.name} records no answers run (written before answers files named "
+            "their run): rerun llm_reranker.py"
+        )
+    path = results.parent / name  # answers_file is relative to the results JSON's folder
+    if not path.is_file():
+        raise NoAnswers(f"{name}, the answers of {results.name}, is missing")
+    header = read_answers(path)[0]
+    if header is None:
+        raise NoAnswers(f"{name} has no run header: not known to be the answers of {results.name}")
+    diff = [k for k in sorted(set(run) | set(header)) if run.get(k) != header.get(k)]
+    data, split = d.get("data") or {}, d.get("split") or {}
+    if any(data.get(k) != (header.get("data") or {}).get(k) for k in SAME_DATA_KEYS):
+        diff.append("data")
+    if [split.get("mode"), split.get("seed")] != [
+        (header.get("split") or {}).get(k) for k in ("mode", "seed")
+    ]:
+        diff.append("split")
+    if diff:
+        raise NoAnswers(
+            f"{name} is from another run than {results.name} (differs in "
+            f"{', '.join(dict.fromkeys(diff))}): rerun llm_reranker.py"
+        )
+    return path, header
 
 
 # ---------------------------------------------------------------------------------------------
 # Evaluations over saved answers
-
-
-def load_answers(path: str | Path, users: int | None = None) -> list[dict]:
-    """The records of one answers file; with `users`, those of its first N users only."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"no reranker answers at {path} (run llm_reranker.py with an LLM first)"
-        )
-    recs = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    if users is not None:
-        keep = list(dict.fromkeys(r["user"] for r in recs))[:users]
-        recs = [r for r in recs if r["user"] in set(keep)]
-    return recs
-
-
-def latest_answers(results_dir: Path = RESULTS_DIR) -> Path:
-    files = sorted(Path(results_dir).glob(ANSWERS_GLOB), key=lambda p: p.stat().st_mtime)
-    if not files:
-        raise FileNotFoundError(
-            f"no {ANSWERS_GLOB} in {results_dir} (run llm_reranker.py with an LLM first)"
-        )
-    return files[-1]
 
 
 def _tokens(text: str) -> set[str]:
@@ -227,10 +317,11 @@ def format_report(res: dict) -> str:
     """The printed table of evaluate_answers()."""
     f = lambda v: "-" if v is None else f"{v:.3f}" if isinstance(v, float) else str(v)
     lines = [
+        run_line(res),
         (
             f"reranker answers: {res['answers']} ({res['listwise_answers']} listwise) from "
             f"{res['users']} users, model(s) {', '.join(res['models'])}"
-        )
+        ),
     ]
     h, rp = res["hallucination"], res["repairs_per_100_answers"]
     lines.append("hallucination: " + ", ".join(f"{k} {f(v)}" for k, v in h.items()))
@@ -268,13 +359,26 @@ def run(
     users: int | None = None,
     out: str | Path | None = OUT_PATH,
     verbose: bool = True,
+    results: str | Path | None = None,
+    results_dir: str | Path | None = None,
 ) -> dict:
-    """Evaluate an answers file (default: the newest in results/); write JSON, print table.
+    """Evaluate the answers of one llm_reranker run; write JSON, print table.
 
-    The entry point for evals/run_evals.py --reranker --reranker-users N."""
-    path = Path(answers) if answers else latest_answers()
+    `results`: the run's results JSON (default: the one llm_reranker_*.json in results_dir,
+    default results/), whose answers file is read once its run header matches (answers_of_run);
+    or `answers`: a file named explicitly, evaluated as it is. Raises NoAnswers (n/a, with
+    the reason) or ChooseRun (several results JSONs, none named). The entry point for
+    evals/run_evals.py --reranker."""
+    if answers:
+        path, results_name = Path(answers), None
+        header = read_answers(path)[0]
+    else:
+        results = Path(results) if results else pick_results(results_dir or RESULTS_DIR)
+        (path, header), results_name = answers_of_run(results), results.name
     res = {
         "answers_file": path.name,
+        "results_file": results_name,
+        "answers_run": header,
         "users_limit": users,
         **evaluate_answers(load_answers(path, users)),
     }
@@ -288,13 +392,34 @@ def run(
     return res
 
 
+def run_line(res: dict) -> str:
+    """Whose answers these are: the run header of the file (or that it has none)."""
+    r = res.get("answers_run")
+    if not r:
+        return f"answers file {res['answers_file']} (no run header: its run is unknown)"
+    d, sp = r.get("data") or {}, r.get("split") or {}
+    return (
+        f"answers of run {r.get('run_id')} ({res['answers_file']}"
+        + (f", results {res['results_file']}" if res.get("results_file") else "")
+        + f"): {d.get('source')}, {d.get('users')} users x {d.get('items')} items, "
+        f"{d.get('rows')} rows; split {sp.get('mode')} seed {sp.get('seed')}; sets "
+        f"{', '.join(r.get('candidate_sets') or [])}; {(r.get('llm') or {}).get('label')}"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument(
-        "--answers",
+    which = p.add_mutually_exclusive_group()
+    which.add_argument(
+        "--results",
         default=None,
-        help=f"answers JSONL from llm_reranker.py (default: newest {ANSWERS_GLOB} in results/)",
+        help="results JSON of the llm_reranker.py run whose answers are evaluated (default: "
+        f"the one {RESULTS_GLOB} in --results-dir)",
     )
+    which.add_argument(
+        "--answers", default=None, help="an answers JSONL, evaluated as it is (no run check)"
+    )
+    p.add_argument("--results-dir", default=str(RESULTS_DIR), help="default %(default)s")
     p.add_argument(
         "--users",
         type=int,
@@ -307,9 +432,12 @@ def main(argv: list[str] | None = None) -> int:
         print("error: --users must be >= 1", file=sys.stderr)
         return 2
     try:
-        run(args.answers, args.users, args.out)
-    except FileNotFoundError as e:
-        print(f"error: {e}", file=sys.stderr)
+        run(args.answers, args.users, args.out, results=args.results, results_dir=args.results_dir)
+    except NoAnswers as e:
+        print(f"error: n/a: {e}", file=sys.stderr)
+        return 2
+    except ChooseRun as e:
+        print(f"error: {e}: choose one with --results", file=sys.stderr)
         return 2
     return 0
 

@@ -2,6 +2,7 @@
 
     uv run python evals/run_evals.py --descriptions          # cached descriptions, no API call
     uv run python evals/run_evals.py --reranker --reranker-users 10   # saved reranker answers
+    uv run python evals/run_evals.py --reranker --reranker-results results/llm_reranker_X.json
     uv run python evals/run_evals.py --descriptions --reranker        # both, one run file
     python evals/run_evals.py --compare                      # latest run vs the previous one
     python evals/run_evals.py --compare RUN_A RUN_B          # two named runs (id or path)
@@ -13,7 +14,11 @@ evals/reranker_evals.py), a snapshot of the study's headline metrics (`study`: R
 NDCG@10 of every arm in results/*.json, with the 95% bootstrap interval of the first seed),
 the prompt versions, the model and backend of the answers evaluated (and of the judge, when
 --judge calls one), and the git commit (experiment.provenance()). A part whose input is missing
-(no cached description, no answers file) is recorded as skipped, with the reason.
+(no cached description, no answers file) is recorded as skipped, with the reason. The reranker
+part evaluates the answers of one llm_reranker.py run, named by its results JSON
+(--reranker-results; run_overnight.sh passes the one its llm_reranker step wrote, or 'none'),
+else the one llm_reranker results JSON in --results-dir: a run without answers is n/a, never
+another run's answers (evals/reranker_evals.py).
 
 --compare prints each metric of two runs with its delta, and flags a regression when the later
 value leaves the earlier run's 95% interval (metrics that carry one: the study snapshot);
@@ -65,16 +70,33 @@ def descriptions_part(
     return rep
 
 
-def reranker_part(users: int | None = None, answers: str | None = None) -> dict:
-    """evals/reranker_evals.py over the saved answers of llm_reranker.py."""
+def reranker_part(
+    users: int | None = None,
+    answers: str | None = None,
+    results: str | None = None,
+    results_dir: Path = RESULTS_DIR,
+) -> dict:
+    """evals/reranker_evals.py over the answers of one llm_reranker.py run: the one whose
+    results JSON is `results` ("none": no completed run to evaluate), else the one
+    llm_reranker results JSON in `results_dir`; or the `answers` file named. A run without
+    answers of its own is n/a, with the reason (never another run's answers)."""
     try:
         from evals import reranker_evals as R
     except ImportError as e:
         return {"skipped": f"not available yet: evals/reranker_evals.py ({e})"}
+    if results == "none":
+        return {
+            "skipped": "n/a: no completed llm_reranker run to evaluate (--reranker-results "
+            "none: its step failed, was interrupted or did not run)"
+        }
     try:
-        return R.run(answers, users=users, out=None, verbose=True)
-    except FileNotFoundError as e:
-        return {"skipped": str(e).replace(str(ROOT) + "/", "")}
+        return R.run(
+            answers, users=users, out=None, verbose=True, results=results, results_dir=results_dir
+        )
+    except R.NoAnswers as e:
+        return {"skipped": "n/a: " + str(e).replace(str(ROOT) + "/", "")}
+    except R.ChooseRun as e:
+        raise EvalError(f"{e}: choose one with --reranker-results") from None
 
 
 def _first(d: dict, *keys):
@@ -144,7 +166,9 @@ def run(args) -> Path:
                 judge = client.usage_report()
         if args.reranker:
             print("== reranker answers (evals/reranker_evals.py)")
-            parts["reranker"] = reranker_part(args.reranker_users, args.answers)
+            parts["reranker"] = reranker_part(
+                args.reranker_users, args.answers, args.reranker_results, Path(args.results_dir)
+            )
             models["reranker"] = parts["reranker"].get("models", [])
     finally:
         if client is not None:
@@ -181,6 +205,7 @@ def run(args) -> Path:
                 "reranker": args.reranker,
                 "reranker_users": args.reranker_users,
                 "answers": Path(args.answers).name if args.answers else None,
+                "reranker_results": args.reranker_results and Path(args.reranker_results).name,
             },
         },
     )
@@ -372,8 +397,17 @@ def parse_args(argv=None):
         metavar="N",
         help="with --reranker: only the first N users of the answers file",
     )
-    p.add_argument(
-        "--answers", default=None, help="reranker answers JSONL (default: the newest in results/)"
+    which = p.add_mutually_exclusive_group()
+    which.add_argument(
+        "--reranker-results",
+        default=None,
+        metavar="JSON",
+        help="with --reranker: the llm_reranker.py results JSON whose run's answers are "
+        "evaluated ('none': no run to evaluate, n/a; default: the one llm_reranker_*.json "
+        "in --results-dir)",
+    )
+    which.add_argument(
+        "--answers", default=None, help="with --reranker: an answers JSONL, evaluated as it is"
     )
     p.add_argument(
         "--compare",
@@ -401,13 +435,18 @@ def parse_args(argv=None):
         "--no-llm", dest="llm", action="store_const", const="none", help="same as --llm none"
     )
     p.add_argument("--llm-model", default=None, help="model of the --judge calls")
-    args = p.parse_args(argv)
+    return check_args(p, p.parse_args(argv))
+
+
+def check_args(p: argparse.ArgumentParser, args):
+    """The option checks argparse cannot do (p.error: one line, exit 2)."""
     if args.reranker_users is not None and args.reranker_users < 1:
         p.error("--reranker-users must be >= 1")
     if args.judge < 0:
         p.error("--judge must be >= 0")
-    if args.reranker_users is not None and not args.reranker:
-        p.error("--reranker-users goes with --reranker")
+    for opt in ("reranker_users", "reranker_results", "answers"):
+        if getattr(args, opt) is not None and not args.reranker:
+            p.error(f"--{opt.replace('_', '-')} goes with --reranker")
     if not (args.descriptions or args.reranker or args.compare is not None or args.list):
         p.error("choose --descriptions, --reranker, --compare or --list")
     return args

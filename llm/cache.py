@@ -19,6 +19,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 import config
+from config import ConfigError
 
 from .request import Request, Result
 
@@ -45,11 +46,21 @@ class Cache:
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
         self._conns: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
-        self._check_version()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._check_version()
+            self._create()
+        except (sqlite3.Error, OSError) as e:  # not a database, a folder, no permission...
+            self.close()
+            raise ConfigError(
+                f"LLM cache {self.path} ($LLM_CACHE_PATH): cannot be used as an SQLite "
+                f"cache ({type(e).__name__}: {' '.join(str(e).split())[:200]})"
+            ) from None
+
+    def _create(self) -> None:
         db = self._db()
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("""CREATE TABLE IF NOT EXISTS responses (

@@ -16,6 +16,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from config import ConfigError
+
 from .accounting import Stats
 from .cache import Cache, default_cache_path
 from .calls import Caller
@@ -70,11 +72,13 @@ class LLM:
         ctx_per_slot: int = 2048,
     ):
         self.stats = Stats()
+        if backend not in ("claude", "local"):
+            raise ConfigError(f"unknown LLM backend {backend!r} (claude or local)")
         if backend == "local":
             self.impl = LocalBackend(
                 model, n_parallel=n_parallel, n_threads=n_threads, ctx_per_slot=ctx_per_slot
             )
-        elif backend == "claude":
+        else:
             self.impl = ClaudeBackend.from_env(
                 model,
                 api_key,
@@ -85,8 +89,11 @@ class LLM:
                 timeout=timeout,
                 retry_after_cap=retry_after_cap,
             )
-        else:
-            raise ValueError(f"unknown LLM backend {backend!r} (claude or local)")
+        try:
+            self.cache = Cache(cache_path or default_cache_path())
+        except BaseException:  # an unusable cache is a one-line error (ConfigError)
+            self.impl.close()
+            raise
         self.model = self.impl.model
         self.backend = self.impl.name
         self.label = self.impl.label
@@ -97,7 +104,6 @@ class LLM:
         self._pool = ThreadPoolExecutor(
             max_workers=workers or self.impl.workers, thread_name_prefix="llm"
         )
-        self.cache = Cache(cache_path or default_cache_path())
         self._caller = Caller(self.impl, self.stats, self.cache, max_connection_failures)
 
     def __repr__(self) -> str:  # never show the key

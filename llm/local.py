@@ -11,7 +11,12 @@
   `resolve_local_model` picks one: $LLM_LOCAL_MODEL names one of LOCAL_MODELS or the path of
   any other GGUF file. Default: the 1.5B if installed (`uv sync --group local`), else the 0.5B
   test model with a warning.
-- `default_threads`: $LLM_THREADS, else the cores not already busy.
+- `default_threads`: $LLM_THREADS, else the cores that other processes leave idle now (two
+  samples of /proc/stat CPU_SAMPLE_S apart, this process's own time left out; `choose_threads`
+  is the rule); the choice and its reason are logged and reported.
+- A model's identity is its verified sha256 (`file_sha256`, `assemble_model`): hashed again
+  whenever the file's stamp (size, mtime, ctime, inode) changed; a file that does not start
+  with the GGUF magic is refused in one line.
 """
 
 from __future__ import annotations
@@ -23,9 +28,12 @@ import json
 import logging
 import math
 import os
+import tempfile
 import threading
 import time
 from pathlib import Path
+
+from config import ConfigError, write_atomic
 
 from .cache import cache_dir
 from .request import BackendError, ModelError, Reply, Request
@@ -70,72 +78,166 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+# ---------------------------------------------------------------------------------------------
+# A model's identity is the sha256 of its file, verified. Hashing a 1 GB file takes seconds, so
+# a verified hash is kept with a stamp of the file (size, mtime, ctime, inode) and the time of
+# the verification; the file is hashed again whenever the stamp no longer holds. Restoring
+# the mtime with os.utime changes the ctime, and a file moved in place has another inode.
+RACY_NS = 2_000_000_000  # a file changed this close to its verification is verified again
+
+
+def _file_stat(path: Path) -> list[int]:
+    st = path.stat()
+    return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
+
+
+def _stamp_holds(stamp, path: Path) -> bool:
+    """True when `stamp` (from _verify) still vouches for the file: same size, mtime, ctime and
+    inode, and the file's last change was over RACY_NS before the verification began (the
+    ctime clock ticks coarsely: a change in the same tick as a stamp would leave it equal)."""
+    if not isinstance(stamp, dict) or not isinstance(stamp.get("sha256"), str):
+        return False
+    st = _file_stat(path)
+    return stamp.get("stat") == st and stamp.get("verified_ns", 0) - st[2] > RACY_NS
+
+
+def _verify(path: Path) -> dict:
+    """A fresh stamp: the file's sha256, its stat, and when hashing began. "stat" is None when
+    the file changed while it was hashed (then the stamp never holds)."""
+    t0, before = time.time_ns(), _file_stat(path)
+    sha = _sha256(path)
+    after = _file_stat(path)
+    log.info(
+        "verified local model file %s (sha256 %s..., %.1fs)",
+        path.name,
+        sha[:12],
+        (time.time_ns() - t0) / 1e9,
+    )
+    return {"sha256": sha, "stat": after if after == before else None, "verified_ns": t0}
+
+
+def _read_json(path: Path):
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def gguf_problem(path: Path) -> str | None:
+    """None when `path` starts like a GGUF file (magic b"GGUF"), else why not (one line)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+    except OSError as e:
+        return f"cannot be read ({e.strerror or e})"
+    if head != b"GGUF":
+        return f"not a GGUF file (it starts with {head!r}; a GGUF file starts with b'GGUF')"
+    return None
+
+
+def file_sha256(path: Path) -> str:
+    """The verified sha256 of a model file: from the index in config.CACHE_DIR/models when the
+    file is unchanged since it was hashed (see _stamp_holds), else hashed now and recorded."""
+    path = Path(path).resolve()
+    index_path = cache_dir() / "models" / "sha256-index.json"
+    with _assemble_lock:
+        index = _read_json(index_path)
+        index = index if isinstance(index, dict) else {}
+        stamp = index.get(str(path))
+        if _stamp_holds(stamp, path):
+            return stamp["sha256"]
+        stamp = _verify(path)
+        # entries of the old layout ("path|size|mtime" keys) are dropped
+        index = {k: v for k, v in index.items() if "|" not in k and isinstance(v, dict)}
+        index[str(path)] = stamp
+        write_atomic(index_path, json.dumps(index, indent=1))
+        return stamp["sha256"]
+
+
 def assemble_model(name: str, models_dir: Path | None = None) -> Path:
     """The GGUF of a packaged model, concatenated once from its parts and verified.
 
-    Raises ModelError (one line) when a part package is missing or the result's size or
-    sha256 differ from LOCAL_MODELS."""
+    A file already there is used when its stamp (X.gguf.sha256) still holds, else when its
+    sha256, computed again, is the expected one; else it is assembled again. Raises
+    ModelError (one line) when a part package is missing or the result's size or sha256
+    differ from LOCAL_MODELS."""
     spec = LOCAL_MODELS[name]
     models_dir = Path(models_dir or cache_dir() / "models")
     target = models_dir / f"{name}.gguf"
-    stamp = target.with_suffix(".gguf.sha256")
-    if (
-        target.exists()
-        and stamp.exists()
-        and stamp.read_text().split()
-        == [spec["sha256"], str(target.stat().st_size), str(target.stat().st_mtime_ns)]
-    ):
-        return target
+    stamp_path = target.with_suffix(".gguf.sha256")
     with _assemble_lock:
-        parts = []
-        for pkg in spec["packages"]:
-            try:
-                files = sorted(
-                    p
-                    for p in (importlib.resources.files(pkg) / "data").iterdir()
-                    if p.name.endswith(".bin")
-                )
-            except (ModuleNotFoundError, FileNotFoundError):
-                raise ModelError(
-                    f"local model {name}: package {pkg.replace('_', '-')} is not "
-                    f"installed ({spec['install']})"
-                ) from None
-            parts += files
-        models_dir.mkdir(parents=True, exist_ok=True)
-        t0 = time.perf_counter()
-        tmp = target.with_suffix(f".part-{os.getpid()}")
-        h, size = hashlib.sha256(), 0
-        try:
-            with open(tmp, "wb") as out:
-                for part in parts:
-                    with part.open("rb") as f:
-                        while chunk := f.read(1 << 22):
-                            h.update(chunk)
-                            size += len(chunk)
-                            out.write(chunk)
-            if size != spec["size"] or h.hexdigest() != spec["sha256"]:
-                raise ModelError(
-                    f"local model {name}: assembled {size:,} bytes with sha256 "
-                    f"{h.hexdigest()[:16]}..., expected {spec['size']:,} bytes "
-                    f"{spec['sha256'][:16]}... (reinstall: {spec['install']} "
-                    "--reinstall)"
-                )
-            os.replace(tmp, target)
-        finally:
-            tmp.unlink(missing_ok=True)
-        st = target.stat()
-        stamp.write_text(f"{spec['sha256']} {st.st_size} {st.st_mtime_ns}\n")
+        if target.is_file():
+            stamp = _read_json(stamp_path)
+            if _stamp_holds(stamp, target) and stamp["sha256"] == spec["sha256"]:
+                return target
+            stamp = _verify(target)
+            if stamp["sha256"] == spec["sha256"]:
+                write_atomic(stamp_path, json.dumps(stamp))
+                return target
+            log.warning(
+                "local model %s: %s has sha256 %s..., expected %s...: assembling it again",
+                name,
+                target,
+                stamp["sha256"][:12],
+                spec["sha256"][:12],
+            )
+        t0 = time.time_ns()
+        size = _assemble(name, spec, target)
+        st = _file_stat(target)  # verified while written; the stamp is racy, so checked once more
+        write_atomic(
+            stamp_path, json.dumps({"sha256": spec["sha256"], "stat": st, "verified_ns": t0})
+        )
         log.info(
             "assembled local model %s (%.0f MB) in %.1fs",
             name,
             size / 1e6,
-            time.perf_counter() - t0,
+            (time.time_ns() - t0) / 1e9,
         )
         return target
 
 
+def _assemble(name: str, spec: dict, target: Path) -> int:
+    """Concatenate the parts into `target` (through a unique temporary file), checking size and
+    sha256 on the way; returns the size. Raises ModelError."""
+    parts = []
+    for pkg in spec["packages"]:
+        try:
+            files = sorted(
+                p
+                for p in (importlib.resources.files(pkg) / "data").iterdir()
+                if p.name.endswith(".bin")
+            )
+        except (ModuleNotFoundError, FileNotFoundError):
+            raise ModelError(
+                f"local model {name}: package {pkg.replace('_', '-')} is not "
+                f"installed ({spec['install']})"
+            ) from None
+        parts += files
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
+    h, size = hashlib.sha256(), 0
+    try:
+        with os.fdopen(fd, "wb") as out:
+            for part in parts:
+                with part.open("rb") as f:
+                    while chunk := f.read(1 << 22):
+                        h.update(chunk)
+                        size += len(chunk)
+                        out.write(chunk)
+        if size != spec["size"] or h.hexdigest() != spec["sha256"]:
+            raise ModelError(
+                f"local model {name}: assembled {size:,} bytes with sha256 "
+                f"{h.hexdigest()[:16]}..., expected {spec['size']:,} bytes "
+                f"{spec['sha256'][:16]}... (reinstall: {spec['install']} --reinstall)"
+            )
+        os.replace(tmp, target)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    return size
+
+
 def resolve_local_model(choice: str | None = None) -> tuple[str, Path, str]:
-    """(name, GGUF path, sha256) of the local model to use.
+    """(name, GGUF path, verified sha256) of the local model to use.
 
     choice (else $LLM_LOCAL_MODEL): a name in LOCAL_MODELS or the path of a GGUF file. Without
     one: the 1.5B model when installed, else the 0.5B test model (with a warning)."""
@@ -144,18 +246,12 @@ def resolve_local_model(choice: str | None = None) -> tuple[str, Path, str]:
         path = Path(choice).expanduser()
         if not path.is_file():
             raise ModelError(
-                f"local model {choice!r}: not a model name "
-                f"({', '.join(LOCAL_MODELS)}) nor a GGUF file"
+                f"local model {choice!r} (--llm-model or ${LOCAL_MODEL_ENV}): not a model "
+                f"name ({', '.join(LOCAL_MODELS)}) nor a GGUF file"
             )
-        st = path.stat()
-        index = cache_dir() / "models" / "sha256-index.json"
-        known = json.loads(index.read_text()) if index.exists() else {}
-        tag = f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}"
-        if tag not in known:
-            known[tag] = _sha256(path)
-            index.parent.mkdir(parents=True, exist_ok=True)
-            index.write_text(json.dumps(known, indent=1))
-        return path.stem.lower(), path, known[tag]
+        if (why := gguf_problem(path)) is not None:
+            raise ModelError(f"local model file {path} (--llm-model or ${LOCAL_MODEL_ENV}): {why}")
+        return path.stem.lower(), path, file_sha256(path)
     if choice is None:
         choice = DEFAULT_LOCAL_MODEL
         if not local_model_installed(DEFAULT_LOCAL_MODEL):
@@ -171,19 +267,68 @@ def resolve_local_model(choice: str | None = None) -> tuple[str, Path, str]:
 
 YES_WORDS, NO_WORDS = {"yes", "y", "true"}, {"no", "n", "false"}
 THREADS_ENV = "LLM_THREADS"
+MAX_THREADS = 8
+CPU_SAMPLE_S = 0.2  # how long default_threads watches the CPUs
 
 
-def default_threads() -> int:
-    """CPU threads for llama.cpp: $LLM_THREADS, else the cores not already busy (at least 1).
+def cpu_sample(proc_stat: str, self_stat: str, cpus=None) -> tuple[int, int, int]:
+    """(total, idle, own) clock ticks so far, from the text of /proc/stat and /proc/self/stat:
+    total and idle (idle + iowait) summed over the `cpu<N>` lines of `cpus` (None: the "cpu"
+    line of all of them); own = this process's user + system time (all its threads)."""
+    total = idle = 0
+    wanted = {"cpu"} if cpus is None else {f"cpu{c}" for c in cpus}
+    for line in proc_stat.splitlines():
+        name, *fields = line.split()
+        if name in wanted:
+            v = [int(x) for x in fields[:8]]  # user nice system idle iowait irq softirq steal
+            total += sum(v)
+            idle += v[3] + v[4]
+    if total == 0:
+        raise ValueError(f"no {' '.join(sorted(wanted))} line in /proc/stat")
+    rest = self_stat.rsplit(")", 1)[1].split()  # after "pid (comm)": state is rest[0]
+    return total, idle, int(rest[11]) + int(rest[12])  # utime, stime (fields 14, 15)
+
+
+def choose_threads(a, b, cores: int, cap: int = MAX_THREADS) -> tuple[int, str]:
+    """(threads, why) from two cpu_samples a, b: the cores that OTHER processes kept busy
+    between them (busy minus this process's own time) are left to them; at least 1 thread,
+    at most `cap`. Not a load average: it would count this process's earlier work, and lag."""
+    d_total, d_idle, d_own = (y - x for x, y in zip(a, b))
+    if d_total <= 0:
+        n = max(1, min(cap, cores))
+        return n, f"{n} of {cores} cores (no CPU time elapsed between the samples)"
+    others = max(0.0, (d_total - d_idle - d_own) / d_total * cores)
+    n = max(1, min(cap, cores - round(others)))
+    return n, f"other processes kept {others:.1f} of {cores} cores busy"
+
+
+def _read_cpu_sample(cpus) -> tuple[int, int, int]:
+    with open("/proc/stat") as f, open("/proc/self/stat") as g:
+        return cpu_sample(f.read(), g.read(), cpus)
+
+
+def default_threads() -> tuple[int, str]:
+    """(threads, why) for llama.cpp: $LLM_THREADS, else the cores that other processes do not
+    use now (watched for CPU_SAMPLE_S on Linux; elsewhere the 1-minute load average).
 
     llama.cpp's threads meet at a barrier for every layer of every token: when another process
     holds a core, a 2-thread decode spends its time waiting. Measured on the 2-core machine
     under load ~6: 0.5B model 0.8 tok/s with 2 threads, 7.9 tok/s with 1."""
-    if os.environ.get(THREADS_ENV):
-        return max(1, int(os.environ[THREADS_ENV]))
-    cores = os.cpu_count() or 1
-    busy = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
-    return max(1, min(8, cores - round(busy)))
+    env = os.environ.get(THREADS_ENV, "").strip()
+    if env:
+        if not env.isdigit() or int(env) < 1:
+            raise ConfigError(f"${THREADS_ENV}={env!r}: not a whole number >= 1")
+        return int(env), f"${THREADS_ENV}"
+    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+    cores = len(cpus) if cpus else os.cpu_count() or 1
+    try:
+        first = _read_cpu_sample(cpus)
+        time.sleep(CPU_SAMPLE_S)
+        return choose_threads(first, _read_cpu_sample(cpus), cores)
+    except (OSError, ValueError, IndexError):
+        busy = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+        n = max(1, min(MAX_THREADS, cores - round(busy)))
+        return n, f"1-minute load average {busy:.1f} on {cores} cores (no /proc/stat)"
 
 
 class LocalBackend:
@@ -213,7 +358,10 @@ class LocalBackend:
         self.label = f"local {self.model}"
         self.workers = n_parallel
         self.seed = seed
-        n_threads = n_threads or default_threads()
+        why = "requested"
+        if not n_threads:
+            n_threads, why = default_threads()
+        log.info("local model: %d CPU threads (%s)", n_threads, why)
         p = xlc.CommonParams()
         p.model.path = str(self.path)
         p.n_parallel = n_parallel
@@ -225,8 +373,15 @@ class LocalBackend:
         p.warmup = False
         p.verbosity = -1
         self.params = {"n_parallel": n_parallel, "n_ctx": p.n_ctx, "n_threads": n_threads}
+        self.threads_reason = why
         t0 = time.perf_counter()
-        self.server = xlc.Server(p)
+        try:
+            self.server = xlc.Server(p)
+        except RuntimeError as e:  # e.g. a GGUF file llama.cpp cannot read
+            raise ModelError(
+                f"local model {self.model} ({self.path}): llama.cpp could not load it "
+                f"({' '.join(str(e).split())[:200]})"
+            ) from None
         log.info(
             "local model %s loaded in %.1fs (%s)", self.model, time.perf_counter() - t0, self.params
         )
@@ -239,6 +394,7 @@ class LocalBackend:
             "model_file": self.path.name,
             "runtime": "xllamacpp",
             **self.params,
+            "threads_reason": self.threads_reason,
         }
 
     def _body(self, req: Request, max_tokens: int, extra: dict | None = None) -> dict:

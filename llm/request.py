@@ -4,7 +4,9 @@ A `Request` is a rendered prompt plus the template name/version it came from; th
 never imports the prompt registry (prompts.py sits on top of it). `cache_key` hashes
 everything that determines an answer; `message_params` / `sdk_kwargs` turn a request into a
 Messages API body (shared by the sync and the batch path). Backends answer
-`send(request, max_tokens) -> Reply` or raise `BackendError`.
+`send(request, max_tokens) -> Reply` or raise `BackendError`. The errors that end a run
+(NoAPIKey, LLMFatal, ModelError) are config.FatalError: a script's main_guard prints them as
+one line and exits 2; their messages never hold the API key.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from config import FatalError
+
 # API version 2026-10-21 (what SDK 2.x sends) rejects temperature/top_p/top_k with a 400, even
 # at default values, and the SDK has dropped them. So by default no temperature is sent (the
 # cache is what makes reruns identical). A request that sets one is sent under the last API
@@ -22,16 +26,17 @@ DEFAULT_TEMPERATURE: float | None = None
 SAMPLING_API_VERSION = {"anthropic-version": "2023-06-01"}
 
 
-class NoAPIKey(RuntimeError):
-    """No ANTHROPIC_API_KEY: experiments catch this and skip their LLM arm."""
+class NoAPIKey(FatalError):
+    """No ANTHROPIC_API_KEY for an explicit LLM(backend="claude") (selection skips the LLM
+    arms instead of raising it)."""
 
 
-class LLMFatal(RuntimeError):
+class LLMFatal(FatalError):
     """A fault no retry can fix (bad key, unknown model, API unreachable): the run stops."""
 
 
-class ModelError(RuntimeError):
-    """The local model is missing, incomplete or corrupt (one-line message)."""
+class ModelError(FatalError):
+    """The local model is missing, incomplete, corrupt or not a GGUF file (one line)."""
 
 
 class BackendError(Exception):

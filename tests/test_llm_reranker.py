@@ -16,6 +16,7 @@ import config
 import experiment
 import llm
 import llm_reranker as X
+from evals import reranker_evals
 
 KEY = "sk-ant-test-reranker-0123456789"
 # the listwise LLM run: 4 users, 2 shuffles
@@ -36,6 +37,13 @@ def env(tmp_path, monkeypatch, shared_cache):
     for var in ("LLM_MODEL", "LLM_BACKEND", "ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL"):
         monkeypatch.delenv(var, raising=False)
     return tmp_path
+
+
+def answer_records(path: Path) -> tuple[dict, list[dict]]:
+    """(the run header, the answer records) of an answers file: its first line names the
+    run, every other line is one answer."""
+    head, *lines = path.read_text().splitlines()
+    return json.loads(head)["answers_run"], [json.loads(x) for x in lines]
 
 
 def argv(data_dir, tmp, *extra):
@@ -92,7 +100,7 @@ def test_llm_arms_through_the_fake_api_with_malformed_permutations(
         sent = server.total_requests
     out = capsys.readouterr().out
     res = json.loads((env / "r.json").read_text())
-    recs = [json.loads(x) for x in (env / "answers.jsonl").read_text().splitlines()]
+    recs = answer_records(env / "answers.jsonl")[1]
     # 4 users x 4 conditions (generated + temporal: positive control) x 2 shuffles
     assert len(recs) == 32 and sent == 32
     assert {r["condition"] for r in recs} == {"none", "context", "placebo", "random"}
@@ -124,6 +132,47 @@ def test_llm_arms_through_the_fake_api_with_malformed_permutations(
         assert server2.total_requests == 0
 
 
+SMALL = ("--llm", "claude", "--eval-users", "2", "--shuffles", "1", "--mode", "listwise")
+
+
+def test_answers_file_names_its_run(small_sample_dir, env, monkeypatch):
+    """The answers file's first line names its run (data, split, candidate sets, options,
+    LLM), as the results JSON records it."""
+    with FakeAnthropic() as server:
+        monkeypatch.setenv("ANTHROPIC_API_KEY", KEY)
+        monkeypatch.setenv("ANTHROPIC_BASE_URL", server.base_url)
+        X.main(argv(small_sample_dir, env, *SMALL))
+    res = json.loads((env / "r.json").read_text())
+    run, recs = answer_records(env / "answers.jsonl")
+    assert res["answers_run"] == run and res["answers_file"] == "answers.jsonl"
+    assert run["data"] == {k: res["data"][k] for k in experiment.SAME_DATA_KEYS}
+    assert run["split"] == {"mode": "temporal", "seed": res["split"]["seed"]}
+    assert run["candidate_sets"] == ["faiss@20"] and run["run_id"]
+    assert (run["options"]["eval_users"], run["options"]["shuffles"]) == (2, 1)
+    assert run["options"]["mode"] == "listwise" and run["llm_users"] == 2
+    assert run["llm"]["backend"] == "fake" and run["llm"]["model"] == llm.DEFAULT_MODEL  # loopback
+    assert len(recs) == 2 * 4  # 2 users x 4 conditions x 1 shuffle
+    # the evals, asked about this run (its results JSON), read exactly this file
+    ev = reranker_evals.run(results=env / "r.json", out=None, verbose=False)
+    assert (ev["answers"], ev["answers_run"]) == (8, run)
+
+
+def test_a_crashed_run_keeps_the_last_complete_answers_file(small_sample_dir, env, monkeypatch):
+    """A run that crashes mid-way (a fatal 401 from the API) leaves the last complete answers
+    file as it was, and no partial file beside it."""
+    with FakeAnthropic() as server:
+        monkeypatch.setenv("ANTHROPIC_API_KEY", KEY)
+        monkeypatch.setenv("ANTHROPIC_BASE_URL", server.base_url)
+        X.main(argv(small_sample_dir, env, *SMALL))
+        before = (env / "answers.jsonl").read_bytes()
+        # the next run, with more users (new prompts are sent): the API refuses the key
+        server.add_fault("401", times=10_000)
+        with pytest.raises(llm.LLMFatal):
+            X.main(argv(small_sample_dir, env, *SMALL[:3], "4", *SMALL[4:]))
+    assert (env / "answers.jsonl").read_bytes() == before
+    assert sorted(p.name for p in env.iterdir() if "answers" in p.name) == ["answers.jsonl"]
+
+
 def test_pointwise_mode_scores_every_candidate(small_sample_dir, env, monkeypatch):
     with FakeAnthropic() as server:
         monkeypatch.setenv("ANTHROPIC_API_KEY", KEY)
@@ -134,7 +183,7 @@ def test_pointwise_mode_scores_every_candidate(small_sample_dir, env, monkeypatc
             )
         )
         n_requests = server.total_requests
-    recs = [json.loads(x) for x in (env / "answers.jsonl").read_text().splitlines()]
+    recs = answer_records(env / "answers.jsonl")[1]
     assert all(r["mode"] == "pointwise" for r in recs)
     main, repeats = [r for r in recs if not r["repeat"]], [r for r in recs if r["repeat"]]
     assert len(main) == 2 * 4

@@ -253,3 +253,94 @@ def test_empty_results_folder_still_gives_a_report(tmp_path):
     (tmp_path / "results").mkdir()
     text, _ = build(tmp_path / "results")
     assert text.count("**Status: not run**") == len(R.EXPERIMENTS) + 1  # + the evals
+
+
+def run_marker(res: Path, run: str, status: str, steps=R.STEPS, started="2026-01-02T00:00:00Z"):
+    (res / ".overnight" / "run.marker").write_text(
+        f"run={run}\nstarted={started}\nstatus={status}\nsteps={' '.join(steps)}\n"
+    )
+
+
+def step_row(text: str, step: str) -> str:
+    steps = section(text, "Steps")
+    return next(line for line in steps.splitlines() if line.startswith(f"| {step} |"))
+
+
+def test_failure_reason_is_prefixed_with_its_exit_status_once(study):
+    text, _ = build(study)
+    assert "exit 1: exit 1:" not in text
+    assert "exit 1: error: boom in narration" in section(text, "llm_user_narration.py")
+    assert "exit 1: error: boom in narration" in step_row(text, "llm_user_narration")
+
+
+def test_stale_steps_of_an_interrupted_run_are_named(study):
+    """The last run (run=new) was interrupted in llm_reranker: the steps it finished are
+    current, the interrupted one, the failed one and those it never reached are stale, and the
+    report says so at the top and in the steps table."""
+    for name in ("two_tower", "llm_item_enrichment"):  # finished by the last run
+        with open(study / ".overnight" / f"{name}.marker", "a") as f:
+            f.write("run=new\n")
+    with open(study / ".overnight" / "llm_user_narration.marker", "a") as f:
+        f.write("run=new\n")  # failed in the last run
+    (study / ".overnight" / "llm_reranker.marker").write_text(
+        "step=llm_reranker\nstatus=running\nrun=new\nlog=logs/llm_reranker.log\n"
+    )
+    with open(study / ".overnight" / "exp5_dual_head.marker", "a") as f:
+        f.write("run=old\n")  # ok, but from an older run: the last one never reached it
+    run_marker(study, "new", "interrupted")
+    text, _ = build(study)
+    head = text.split("\n## ")[0]
+    assert "**Stale.**" in head and "interrupted" in head
+    for step in ("llm_user_narration", "llm_reranker", "exp5_dual_head"):
+        assert step in head.split("**Stale.**")[1], step
+    for step in ("two_tower", "llm_item_enrichment"):
+        assert step not in head.split("**Stale.**")[1], step
+        assert "stale" not in step_row(text, step)
+    assert "| stale |" in step_row(text, "exp5_dual_head")
+    assert "not reached" in step_row(text, "exp5_dual_head")
+    s = section(text, "exp5_dual_head.py")
+    assert "**Stale**" in s and "from an earlier run" in s
+    assert "exp5_dual_head numbers (stale: not reached" in section(text, "Verdicts at a glance")
+
+
+def test_a_step_found_up_to_date_by_the_last_run_is_not_stale(study):
+    """Every step checked by the last run (its marker carries the run id, even when the step
+    was skipped as up to date and its results are older than the run): no stale note."""
+    for name in R.STEPS:
+        m = study / ".overnight" / f"{name}.marker"
+        if name == "llm_user_narration":
+            m.write_text(f"step={name}\nstatus=0\nrun=new\nwall_s=3\n")
+        elif m.exists():
+            with open(m, "a") as f:
+                f.write("run=new\n")
+    run_marker(study, "new", "done")
+    text, _ = build(study)
+    assert "**Stale.**" not in text and "| stale |" not in text
+
+
+def test_results_without_a_marker_that_predate_the_last_run_are_stale(study):
+    (study / ".overnight" / "exp5_dual_head.marker").unlink()
+    for name in R.STEPS:
+        m = study / ".overnight" / f"{name}.marker"
+        if m.exists():
+            with open(m, "a") as f:
+                f.write("run=new\n")
+    run_marker(study, "new", "done", started="2999-01-01T00:00:00Z")
+    text, _ = build(study)
+    assert "| stale |" in step_row(text, "exp5_dual_head")
+    assert "predate" in step_row(text, "exp5_dual_head")
+
+
+def test_reranker_answers_of_the_run_or_n_a_with_the_reason(study):
+    evals = study.parent / "evals_results"
+    evals.mkdir()
+    na = "n/a: the llm_reranker run of x.json made no LLM answers (LLM arms skipped: --llm none)"
+    (evals / "run_20260101-000000.json").write_text(
+        json.dumps({"parts": {"reranker": {"skipped": na}}})
+    )
+    assert f"Reranker answers: {na}." in section(build(study)[0], "Evaluations")
+    part = {"answers": 6, "users": 1, "models": ["claude-haiku"], "answers_file": "a.jsonl"}
+    part |= {"results_file": "llm_reranker_csv_temporal.json", "answers_run": {"run_id": "r9"}}
+    (evals / "run_20260102-000000.json").write_text(json.dumps({"parts": {"reranker": part}}))
+    s = section(build(study)[0], "Evaluations")
+    assert "Reranker answers (run r9, `a.jsonl` of `llm_reranker_csv_temporal.json`): 6" in s

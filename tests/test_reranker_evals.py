@@ -112,3 +112,108 @@ def test_missing_answers_file_is_a_one_line_error(tmp_path, capsys):
     assert R.main(["--answers", str(tmp_path / "none.jsonl")]) == 2
     assert "no reranker answers" in capsys.readouterr().err
     assert np.isnan(R.rbo([], []))
+
+
+# ---------------------------------------------------------------------------------------------
+# which answers are evaluated: those of the llm_reranker run asked about, never "the newest"
+
+DATA = {"source": "generated sample", "sampling": "all", "users": 300, "items": 1500, "rows": 9}
+
+
+def answers_run(run_id: str = "r1", **kw) -> dict:
+    run = {
+        "run_id": run_id,
+        "data": dict(DATA),
+        "split": {"mode": "temporal", "seed": 42},
+        "candidate_sets": ["faiss@20"],
+        "options": {"eval_users": 1, "shuffles": 2, "mode": "listwise"},
+        "llm": {"backend": "claude", "model": "claude-haiku", "label": "claude-haiku"},
+    }
+    return {**run, **kw}
+
+
+def write_run(folder, name="llm_reranker_generated_temporal", run=None, header="same", recs=None):
+    """A results JSON of llm_reranker.py and the answers file it names (header: the run
+    header written in the file: "same" = the results JSON's, None = no header line)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    run = answers_run() if run is None else run
+    answers = f"llm_reranker_answers_{name.split('_', 2)[2]}.jsonl"
+    res = {
+        "experiment": "llm_reranker",
+        "data": {**DATA, "orders": 3},
+        "split": {"mode": "temporal", "seed": 42},
+        "answers_file": answers if run else None,
+        "answers_run": run or None,
+    }
+    if not run:
+        res["llm"] = {"skipped": "LLM arms disabled (--llm none)"}
+    (folder / f"{name}.json").write_text(json.dumps(res))
+    a, b = [1, 2, 3, 4, 5, 6], [6, 5, 4, 3, 2, 1]
+    recs = recs or [_rec(0, "none", 0, a, a), _rec(0, "none", 1, b, a)]
+    head = run if header == "same" else header
+    lines = ([json.dumps({"answers_run": head})] if head else []) + [json.dumps(r) for r in recs]
+    if run:
+        (folder / answers).write_text("\n".join(lines) + "\n")
+    return folder / f"{name}.json", folder / answers
+
+
+def test_the_answers_of_the_run_asked_about_are_read_when_they_match(tmp_path):
+    results, answers = write_run(tmp_path)
+    res = R.run(results=results, out=None, verbose=False)
+    assert res["answers"] == 2 and res["answers_file"] == answers.name
+    assert res["results_file"] == results.name and res["answers_run"]["run_id"] == "r1"
+    # the header line is no answer
+    header, recs = R.read_answers(answers)
+    assert header["run_id"] == "r1" and len(recs) == 2
+
+
+@pytest.mark.parametrize(
+    "case, why",
+    [
+        ("llm skipped", "made no LLM answers"),
+        ("other run", "from another run"),
+        ("other data", "differs in data"),
+        ("missing", "is missing"),
+        ("no header", "no run header"),
+        ("old results", "records no answers run"),
+    ],
+)
+def test_answers_that_are_not_the_runs_are_not_evaluated(tmp_path, case, why):
+    kw = {
+        "llm skipped": {"run": {}},
+        "other run": {"header": answers_run("r0")},
+        "other data": {"header": answers_run(data={**DATA, "rows": 10})},
+        "no header": {"header": None},
+    }.get(case, {})
+    results, answers = write_run(tmp_path, **kw)
+    if case == "missing":
+        answers.unlink()
+    if case == "old results":
+        d = json.loads(results.read_text())
+        del d["answers_run"]
+        results.write_text(json.dumps(d))
+    with pytest.raises(R.NoAnswers, match=why):
+        R.run(results=results, out=None, verbose=False)
+
+
+def test_without_a_named_run_the_one_results_json_is_used_never_the_newest_answers(tmp_path):
+    # a newer answers file of another run (no results JSON of its own: the run crashed)
+    crashed, stray = write_run(tmp_path / "a", name="llm_reranker_csv_temporal")
+    crashed.unlink()
+    with pytest.raises(R.NoAnswers, match="no llm_reranker results JSON"):
+        R.run(out=None, verbose=False, results_dir=tmp_path / "a")
+    write_run(tmp_path / "a", run={})  # the --llm none run of the study
+    stray.touch()
+    with pytest.raises(R.NoAnswers, match="made no LLM answers"):
+        R.run(out=None, verbose=False, results_dir=tmp_path / "a")
+    write_run(tmp_path / "a", name="llm_reranker_generated_interaction")
+    with pytest.raises(R.ChooseRun, match="2 llm_reranker results JSONs"):
+        R.run(out=None, verbose=False, results_dir=tmp_path / "a")
+
+
+def test_main_says_n_a_in_one_line(tmp_path, capsys):
+    results, _ = write_run(tmp_path, run={})
+    assert R.main(["--results", str(results), "--out", str(tmp_path / "e.json")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: n/a: ") and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "e.json").exists()

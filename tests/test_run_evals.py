@@ -155,3 +155,54 @@ def test_options_are_checked():
         with pytest.raises(SystemExit) as e:
             E.parse_args(bad)
         assert e.value.code == 2
+
+
+def test_reranker_part_reads_the_answers_of_the_study_run_never_the_newest(tmp_path, monkeypatch):
+    """The issue's case: a --llm none study on generated data (its llm_reranker results name
+    no answers) beside a newer answers file of a crashed real-rows run (claude-haiku). The
+    eval run says n/a with the reason; it never evaluates that file."""
+    from evals import reranker_evals as R
+
+    res = tmp_path / "results"
+    res.mkdir()
+    (res / "llm_reranker_generated_interaction.json").write_text(
+        json.dumps(
+            {
+                "experiment": "llm_reranker",
+                "data": {"source": "generated sample", "users": 300},
+                "split": {"mode": "interaction", "seed": 42},
+                "answers_file": None,
+                "llm": {"skipped": "LLM arms disabled (--llm none)"},
+            }
+        )
+    )
+    rec = {"user": 7, "set": "faiss@20", "condition": "none", "shuffle": 0, "mode": "listwise"}
+    rec |= {"model": "claude-haiku", "candidates": [1, 2], "shown": [1, 2], "parsed": [2, 1]}
+    rec |= {"names": ["a", "b"], "aisles": ["x", "y"], "repairs": {}}
+    (res / "llm_reranker_answers_csv_temporal.jsonl").write_text(
+        "".join(json.dumps({**rec, "shuffle": s}) + "\n" for s in range(6))
+    )
+    monkeypatch.setattr(R, "RESULTS_DIR", res)  # where the old code looked for "the newest"
+    named = ["--reranker-results", str(res / "llm_reranker_generated_interaction.json")]
+    for argv in (["--reranker"], ["--reranker", *named]):
+        d = json.loads(E.run(args_for(tmp_path, *argv)).read_text())
+        part = d["parts"]["reranker"]
+        assert "answers" not in part and part["skipped"].startswith("n/a: "), part
+        assert d["models_evaluated"]["reranker"] == []
+        assert "made no LLM answers (LLM arms skipped: LLM arms disabled" in part["skipped"]
+    d = json.loads(
+        E.run(args_for(tmp_path, "--reranker", "--reranker-results", "none")).read_text()
+    )
+    assert d["parts"]["reranker"]["skipped"].startswith("n/a: no completed llm_reranker run")
+
+
+def test_several_reranker_results_need_one_named(tmp_path, capsys):
+    res = tmp_path / "results"
+    res.mkdir()
+    for name in ("llm_reranker_generated_interaction", "llm_reranker_csv_temporal"):
+        (res / f"{name}.json").write_text(json.dumps({"answers_file": None}))
+    argv = ["--reranker", "--results-dir", str(res), "--out-dir", str(tmp_path / "runs")]
+    assert E.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: 2 llm_reranker results JSONs") and "--reranker-results" in err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "runs").exists()

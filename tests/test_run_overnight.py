@@ -35,6 +35,8 @@ with open("calls.log", "a") as f:
 if os.environ.get("FAKE_KILL") == name:          # the orchestrator dies mid-step (kill -9)
     os.kill(os.getppid(), signal.SIGKILL)
     sys.exit(137)
+if os.environ.get("FAKE_SLEEP") == name:         # a long step, for a signal to stop
+    time.sleep(60)
 if os.environ.get("FAKE_FAIL") == name:
     print("error: fake failure of " + name)
     sys.exit(3)
@@ -133,7 +135,7 @@ ALL = [*EXPERIMENTS, "run_evals", "report"]
 
 
 def test_runs_every_step_in_order_and_a_failure_does_not_stop_the_others(repo):
-    p = run(repo, "--llm", "none", env={"FAKE_FAIL": "llm_reranker"})
+    p = run(repo, "--llm", "none", env={"FAKE_FAIL": "llm_reranker"}, check=False)
     assert calls(repo) == ALL
     st = status_lines(p.stdout)
     assert st["llm_reranker"].startswith("failed: exit 3: error: fake failure of llm_reranker")
@@ -143,8 +145,26 @@ def test_runs_every_step_in_order_and_a_failure_does_not_stop_the_others(repo):
     assert "error: fake failure" in (repo / "logs/llm_reranker.log").read_text()
 
 
+def test_a_failed_step_makes_the_run_exit_1_and_its_last_line_says_so(repo):
+    p = run(repo, "--llm", "none", env={"FAKE_FAIL": "llm_reranker"}, check=False)
+    assert p.returncode == 1, p.stdout + p.stderr
+    last = p.stdout.strip().splitlines()[-1]
+    assert last.startswith("FAILED: 1 of 8 steps failed (llm_reranker)"), last
+    assert (repo / "logs/overnight_summary.txt").read_text().strip().splitlines()[-1] == last
+    marker = (repo / "results/.overnight/run.marker").read_text()
+    assert "status=failed" in marker and "failed=llm_reranker" in marker
+    # the rerun redoes the failed step and ends well: up-to-date skips and "LLM arms skipped"
+    # are no failure
+    p = run(repo, "--llm", "none")
+    assert p.stdout.strip().splitlines()[-1].startswith("done: 8 steps ok or up to date")
+    assert "status=done" in (repo / "results/.overnight/run.marker").read_text()
+    # a failing report step counts too
+    p = run(repo, "--llm", "none", env={"FAKE_FAIL": "report"}, check=False)
+    assert p.returncode == 1 and "FAILED: 1 of 8 steps failed (report)" in p.stdout
+
+
 def test_rerun_skips_finished_steps_and_redoes_the_failed_one(repo):
-    run(repo, "--llm", "none", env={"FAKE_FAIL": "llm_reranker"})
+    run(repo, "--llm", "none", env={"FAKE_FAIL": "llm_reranker"}, check=False)
     calls(repo)
     p = run(repo, "--llm", "none")
     # the failed step runs again; the evals follow because their inputs changed; the report
@@ -162,9 +182,42 @@ def test_killed_run_resumes_where_it_stopped(repo):
     p = run(repo, "--quick", "--llm", "none", env={"FAKE_KILL": "llm_user_narration"}, check=False)
     assert p.returncode == -signal.SIGKILL
     assert calls(repo) == ["two_tower", "llm_item_enrichment", "llm_user_narration"]
+    # the report of the earlier run is still there, and says that a newer run started after it
+    report = (repo / "results/REPORT.md").read_text()
+    assert report.startswith("> **Stale report.** run_overnight.sh started a run at ")
+    assert "status=running" in (repo / "results/.overnight/run.marker").read_text()
     wait_until_unlocked(repo)
     run(repo, "--quick", "--llm", "none")
     assert calls(repo) == ALL[2:]  # the killed step is not taken as done
+
+
+def test_an_interrupted_run_says_so_and_rebuilds_the_report(repo):
+    """SIGTERM in the middle of a step: the step keeps no ok marker, the run marker says
+    interrupted, the report is rebuilt (report.py names the stale steps) and the exit is 130."""
+    run(repo, "--llm", "none")
+    calls(repo)
+    e = {k: v for k, v in os.environ.items() if not k.startswith(("FAKE_", "LLM_BACKEND"))}
+    e.update({"OVERNIGHT_PYTHON": sys.executable, "FAKE_SLEEP": "exp5_dual_head"})
+    proc = subprocess.Popen(
+        ["bash", str(repo / "run_overnight.sh"), "--llm", "none", "--force"],
+        cwd=repo,
+        env=e,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    log, deadline = repo / "calls.log", time.monotonic() + 30
+    while not (log.exists() and "exp5_dual_head" in log.read_text()):
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 130
+    assert calls(repo)[-2:] == ["exp5_dual_head", "report"]  # the report, rebuilt
+    marker = (repo / "results/.overnight/run.marker").read_text()
+    assert "status=interrupted" in marker
+    assert "status=running" in (repo / "results/.overnight/exp5_dual_head.marker").read_text()
+    assert out.strip().splitlines()[-1].startswith("interrupted")
 
 
 def wait_until_unlocked(repo, timeout: float = 10.0) -> None:
@@ -326,3 +379,46 @@ def test_data_dir_order_option_then_environment_then_kaggle_folder(repo, tmp_pat
     assert helper(repo, "data-dir", "/opt/csvs", env=env) == ["/opt/csvs"]
     assert helper(repo, "backend", "none") == ["none (--llm none): LLM arms skipped"]
     assert helper(repo, "backend", "auto") == ["none (local model not installed): LLM arms skipped"]
+
+
+def test_every_step_a_run_ran_or_found_up_to_date_carries_its_run_id(repo):
+    """The report tells current results from stale ones by the run id in each marker: a step
+    skipped as up to date gets the new run's id too; a step outside --steps keeps its own."""
+    marker = lambda name: dict(
+        line.split("=", 1)
+        for line in (repo / f"results/.overnight/{name}.marker").read_text().splitlines()
+    )
+    run(repo, "--llm", "none")
+    first = marker("run")["run"]
+    assert {marker(s)["run"] for s in [*EXPERIMENTS, "evals", "report"]} == {first}
+    run(repo, "--llm", "none", "--steps", "two_tower,exp5_dual_head,report")
+    second = marker("run")["run"]
+    assert second != first and marker("run")["status"] == "done"
+    assert marker("two_tower")["run"] == marker("exp5_dual_head")["run"] == second
+    assert marker("two_tower")["status"] == "0"  # skipped as up to date: still ok
+    assert marker("llm_reranker")["run"] == first
+
+
+def test_the_evals_read_the_answers_of_this_studys_reranker_run(repo):
+    """The evals step is told which llm_reranker results to read: the file its step wrote,
+    or 'none' when that step did not succeed (n/a, never an older run's answers)."""
+
+    def evals_args() -> list[str]:
+        lines = (repo / "calls.log").read_text().splitlines()
+        calls(repo)
+        args = next(ln.split()[1:] for ln in lines if ln.startswith("run_evals"))
+        return args[args.index("--reranker-results") + 1 :][:1]
+
+    run(repo, "--llm", "none", env={"FAKE_FAIL": "llm_reranker"}, check=False)
+    assert evals_args() == ["none"]
+    run(repo, "--llm", "none")
+    assert evals_args() == ["results/llm_reranker_generated_interaction.json"]
+
+
+def test_stale_report_marks_the_report_once(repo):
+    (repo / "REPORT.md").write_text("# Study report\n\nbody\n")
+    helper(repo, "stale-report", "REPORT.md", "2026-01-01T00:00:00Z")
+    helper(repo, "stale-report", "REPORT.md", "2026-01-02T00:00:00Z")
+    text = (repo / "REPORT.md").read_text()
+    assert text.count("Stale report") == 1 and "2026-01-02T00:00:00Z" in text
+    assert text.endswith("\n\n# Study report\n\nbody\n")

@@ -260,3 +260,15 @@ def test_pipeline_reference_is_the_best_row_on_the_same_data_and_split(tmp_path)
     assert experiment.pipeline_reference({**data, "rows": 41}, "interaction", 42, tmp_path) is None
     assert experiment.pipeline_reference(data, "interaction", 7, tmp_path) is None
     assert experiment.pipeline_reference(data, "temporal", 42, tmp_path) is None
+
+
+def test_quick_keeps_an_explicit_value_equal_to_the_default():
+    """`--quick --seeds 3` runs 3 seeds (the default) and `--quick --epochs 4` 4 epochs:
+    --quick fills only the options not written on the command line, whatever their value."""
+    import two_tower
+
+    args = two_tower.parse_args(["--quick", "--seeds", "3", "--epochs", "4"])
+    assert (args.seeds, args.epochs) == (3, 4)
+    assert (args.users, args.items) == (two_tower.QUICK["users"], two_tower.QUICK["items"])
+    plain = two_tower.parse_args(["--seeds", "3"])  # defaults restored after the probe
+    assert (plain.users, plain.epochs) == (C.DEFAULT_USERS, C.TowerConfig().epochs)
