@@ -269,7 +269,7 @@ def check_options(args):
     if hasattr(args, "llm"):
         from llm.selection import check_backend_choice  # lazy, as script_parser's llm import
 
-        check_backend_choice(args.llm)
+        check_backend_choice(args.llm, getattr(args, "llm_model", None))
 
 
 def add_tower_args(parser):

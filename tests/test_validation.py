@@ -199,6 +199,20 @@ def test_bad_llm_backend_fails_before_data(tmp_path, monkeypatch, script):
         mod.main(["--llm", "foo", *nope])
 
 
+def test_non_gguf_local_model_fails_before_data(tmp_path, monkeypatch):
+    """A local model file that is not GGUF is refused before the data loads (a missing
+    --data-dir would otherwise be the error), whether named by --llm-model or the env."""
+    import llm_user_narration
+
+    fake = tmp_path / "model.gguf"
+    fake.write_text("not a model")
+    nope = ["--data-dir", str(tmp_path / "nope")]
+    run = lambda *a: llm_user_narration.main(["--llm", "local", *a, *nope])
+    one_line_error(lambda: run("--llm-model", str(fake)), "not a GGUF file", exc=ConfigError)
+    monkeypatch.setenv("LLM_LOCAL_MODEL", str(fake))
+    one_line_error(lambda: run(), "LLM_LOCAL_MODEL", "not a GGUF file", exc=ConfigError)
+
+
 @pytest.mark.parametrize("text", ["faiss@0", "faiss@0+bought", "faiss@20+bought0"])
 def test_bad_candidate_settings(tmp_path, text):
     one_line_error(lambda: reranking.CandidateConfig.parse(text), text, exc=ConfigError)
