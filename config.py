@@ -46,23 +46,27 @@ class ConfigError(FatalError):
     """A bad option or configuration value (not a data problem), reported as one line."""
 
 
-def write_atomic(path: str | Path, text: str) -> Path:
-    """Write `text` to `path` through a uniquely named temporary file in the same folder,
-    renamed into place: a reader sees the old file or the whole new one, never a part, and
-    two writers never share a temporary file."""
+def write_atomic(path: str | Path, data: str | bytes, replace: bool = True) -> Path:
+    """Write `data` (text, UTF-8, or bytes) to `path` through a uniquely named temporary
+    file in the same folder, moved into place: a reader sees the old file or the whole new
+    one, never a part, and two writers never share a temporary file. With replace=False an
+    existing file is never replaced: FileExistsError (the move is a hard link, which fails
+    when the name is taken, so two writers cannot both claim it)."""
     import tempfile
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data.encode("utf-8") if isinstance(data, str) else data)
         os.chmod(tmp, 0o644)  # mkstemp makes it owner-only; results are for everyone to read
-        os.replace(tmp, path)
-    except BaseException:
+        if replace:
+            os.replace(tmp, path)
+        else:
+            os.link(tmp, path)
+    finally:
         Path(tmp).unlink(missing_ok=True)
-        raise
     return path
 
 

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 import config
+import runs
 from baselines import baseline_rankings
 from config import (
     RANDOM_SEED,
@@ -32,7 +33,8 @@ from config import (
 )
 from features import Features, build_features
 from instacart import Dataset, add_data_args, load_from_args
-from metrics import K_MAX, evaluate, paired_gain
+from metrics import K_MAX, evaluate, paired_gain, per_user_metrics
+from runs import SAME_DATA_KEYS, load_results  # noqa: F401 (re-exported: experiment.load_results)
 from splits import Split, split_interactions
 from towers import (
     TOWER_LIMITS,
@@ -99,8 +101,12 @@ def provenance() -> dict:
 
 def write_results(path: str | Path, payload: dict) -> Path:
     """Write a results JSON (with provenance) atomically; NaN becomes null."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    return write_atomic(path, results_text(payload))
+
+
+def results_text(payload: dict) -> str:
+    """A results JSON's text: `payload` with provenance; NaN becomes null, numpy numbers
+    plain numbers."""
 
     def clean(x):
         if isinstance(x, dict):
@@ -113,7 +119,7 @@ def write_results(path: str | Path, payload: dict) -> Path:
             return int(x)
         return x
 
-    return write_atomic(path, json.dumps(clean({**payload, "provenance": provenance()}), indent=1))
+    return json.dumps(clean({**payload, "provenance": provenance()}), indent=1)
 
 
 def format_table(
@@ -198,7 +204,8 @@ def add_experiment_args(parser, seeds: int = 3):
     g.add_argument(
         "--out",
         default=None,
-        help="results JSON path (default results/<script>_<data>_<split>.json)",
+        help="results JSON path, replaced if it exists (default: a new file per run, "
+        "results/<script>_<data>_<split>_<UTC time>_<options hash>.json)",
     )
     g.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
     return g
@@ -376,24 +383,21 @@ def sample_users(users: np.ndarray, n: int, seed: int = RANDOM_SEED) -> np.ndarr
 
 
 PIPELINE_SCRIPT = "two_tower"  # whose best pipeline row every experiment table carries
-SAME_DATA_KEYS = ("source", "sampling", "users", "items", "rows")
 
 
 def pipeline_reference(
     data: dict, split_mode: str, split_seed: int, results_dir: Path | None = None
 ) -> tuple[str, dict, Path] | None:
-    """The best pipeline row of two_tower.py's results on the same data and split (highest
-    mean NDCG@10 among its two-tower arms): (row label, its summarize() dict, the file), or
-    None when two_tower.py has not been run on this data and split. A reference only: its
-    per-user lists are not saved, so no paired gain is computed against it."""
-    src = "generated" if "generated" in data["source"] else "csv"
-    path = Path(results_dir or config.RESULTS_DIR) / f"{PIPELINE_SCRIPT}_{src}_{split_mode}.json"
+    """The best pipeline row of two_tower.py's newest run on the same data and split (the
+    results index: runs.newest_run), highest mean NDCG@10 among its two-tower arms: (row
+    label, its summarize() dict, the file), or None when two_tower.py has not been run on
+    this data and split. A reference row only: no paired gain is computed against it."""
+    path = runs.newest_run(PIPELINE_SCRIPT, data, split_mode, split_seed, results_dir)
     try:
-        r = json.loads(path.read_text())
+        r = json.loads(path.read_text()) if path else None
     except (OSError, ValueError):
         return None
-    same = all(r.get("data", {}).get(k) == data.get(k) for k in SAME_DATA_KEYS)
-    if not same or r.get("split", {}).get("seed") != split_seed:
+    if not isinstance(r, dict):
         return None
     arms = {a: m for a, m in r.get("metrics", {}).items() if a.startswith("two-tower")}
     if not arms:
@@ -489,6 +493,7 @@ class Experiment:
         # what the report shows above this experiment's table (EXPERIMENTS.md)
         self.question, self.original_finding = question, original_finding
         self.t_start = time.perf_counter()
+        self.t_wall = time.time()  # the run's start, in its results file name
         if getattr(args, "threads", None):
             torch.set_num_threads(args.threads)
         self.device = pick_device(getattr(args, "device", "auto"))
@@ -663,46 +668,74 @@ class Experiment:
         print(self.verdict_line)
         return self.verdict_line
 
+    def options(self) -> dict:
+        return {k: v for k, v in vars(self.args).items() if not k.startswith("_")}
+
+    def run_name(self) -> str:
+        """<script>_<data>_<split>_<UTC start time>_<options hash> (runs.run_name)."""
+        kind = runs.data_kind(self.ds.source)
+        return runs.run_name(self.name, kind, self.split.mode, self.t_wall, self.options())
+
     def results_path(self) -> Path:
-        src = "generated" if "generated" in self.ds.source else "csv"
-        return Path(
-            getattr(self.args, "out", None)
-            or config.RESULTS_DIR / f"{self.name}_{src}_{self.split.mode}.json"
-        )
+        """--out, else results/<run_name()>.json: one file per run (write() adds a -N
+        suffix rather than replace a file of another run with the same name)."""
+        out = getattr(self.args, "out", None)
+        return Path(out) if out else config.RESULTS_DIR / f"{self.run_name()}.json"
+
+    def per_user(self) -> dict:
+        """Per arm, first seed: the original ids of the users with a held-out item and
+        their runs.PER_USER_METRICS, for pairing this run with another (runs.paired_run_gains)."""
+        out = {}
+        for arm, (users, ranked, split) in self.lists.items():
+            truths = [split.truth.get(int(u), np.empty(0, np.int64)) for u in users]
+            per = per_user_metrics(ranked, truths, ks=(10,))
+            keep = ~np.isnan(per[runs.PER_USER_METRICS[0]])
+            out[arm] = {"users": np.asarray(self.ds.user_ids)[np.asarray(users)[keep]]}
+            out[arm].update({m: np.round(per[m][keep], 5) for m in runs.PER_USER_METRICS})
+        return out
 
     def write(self, extra: dict | None = None) -> Path:
         """One results JSON: configuration, data, split, metrics with intervals, labels,
         verdict, timings, the LLM's usage and prompt versions (start_llm), + `extra`: the
-        experiment's own tables. Closes the LLM client: call it last."""
+        experiment's own tables; the per-user metrics beside it (<name>.users.npz) and one
+        row in the results index (runs.py). Never replaces another run's file (an explicit
+        --out is replaced). Closes the LLM client: call it last."""
         self.timings["total_s"] = round(time.perf_counter() - self.t_start, 2)
-        args = {k: v for k, v in vars(self.args).items() if not k.startswith("_")}
-        path = write_results(
-            self.results_path(),
-            {
-                "experiment": self.name,
-                "question": self.question,
-                "original_finding": self.original_finding,
-                "options": args,
-                "data": self.ds.summary(),
-                "split": {
-                    "mode": self.split.mode,
-                    "seed": self.split.seed,
-                    "train_rows": len(self.split.train),
-                    "test_rows": len(self.split.test),
-                    "eval_users": len(self.users),
-                },
-                "seeds": self.seeds,
-                "device": self.device,
-                "metrics": self.summary(),
-                "references": self.references,
-                "candidate_recall": self.cand_recall,
-                "produced_by": self.labels,
-                "verdict": self.verdict_line,
-                "timings": self.timings,
-                **(self.llm.results() if self.llm else {}),
-                **(extra or {}),
+        args = self.options()
+        payload = {
+            "experiment": self.name,
+            "question": self.question,
+            "original_finding": self.original_finding,
+            "options": args,
+            "data": self.ds.summary(),
+            "split": {
+                "mode": self.split.mode,
+                "seed": self.split.seed,
+                "train_rows": len(self.split.train),
+                "test_rows": len(self.split.test),
+                "eval_users": len(self.users),
             },
-        )
+            "seeds": self.seeds,
+            "device": self.device,
+            "metrics": self.summary(),
+            "references": self.references,
+            "candidate_recall": self.cand_recall,
+            "produced_by": self.labels,
+            "verdict": self.verdict_line,
+            "timings": self.timings,
+            **(self.llm.results() if self.llm else {}),
+            **(extra or {}),
+        }
+
+        written = {}
+
+        def text(per_user_file: str) -> str:  # the JSON names its per-user metrics file
+            written["text"] = results_text({**payload, "per_user_file": per_user_file})
+            return written["text"]
+
+        explicit = bool(getattr(self.args, "out", None))
+        path = runs.write_run(self.results_path(), text, self.per_user(), replace=explicit)
+        runs.append_index(path.parent, runs.index_row(json.loads(written["text"]), path))
         print(f"results: {path}")
         if self.llm:
             self.llm.close()

@@ -124,7 +124,7 @@ def parse_args(argv=None):
         "--answers",
         default=None,
         help="JSONL of every LLM answer (default results/llm_reranker_answers_"
-        "<data>_<split>.jsonl)",
+        "<data>_<split>_<time>_<hash>.jsonl, named like the run's results file)",
     )
     return experiment.parse_args_with_quick(p, argv, QUICK)
 
@@ -757,11 +757,10 @@ def publish_answers(arms: dict) -> None:
 
 
 def answers_path(args, exp) -> Path:
-    """--answers, or results/llm_reranker_answers_<data>_<split>.jsonl (folder created)."""
-    src = "generated" if "generated" in exp.ds.source else "csv"
-    path = Path(
-        args.answers or config.RESULTS_DIR / f"llm_reranker_answers_{src}_{exp.split.mode}.jsonl"
-    )
+    """--answers, or results/llm_reranker_answers_<data>_<split>_<time>_<hash>.jsonl, named
+    like the run's results file (one per run; folder created)."""
+    name = exp.run_name().replace("llm_reranker_", "llm_reranker_answers_", 1)
+    path = Path(args.answers or config.RESULTS_DIR / f"{name}.jsonl")
     path.parent.mkdir(parents=True, exist_ok=True)
     return path
 

@@ -1,14 +1,15 @@
 """Evaluations of saved LLM reranker answers (experiment 3, llm_reranker.py).
 
-    uv run python -m evals.reranker_evals      # the run of the one llm_reranker_*.json in results/
-    uv run python -m evals.reranker_evals --results results/llm_reranker_generated_temporal.json
+    uv run python -m evals.reranker_evals      # the newest llm_reranker run in results/
+    uv run python -m evals.reranker_evals --results results/llm_reranker_<...>.json
     uv run python -m evals.reranker_evals --answers FILE.jsonl   # a file, evaluated as it is
     uv run python -m evals.reranker_evals --users 10             # the first 10 users only
 
 Evaluates the answers of the run it is asked about: the answers file that an llm_reranker.py
 results JSON names (answers_file), checked against it: the file's first line, its run
 header (run id, data, split, candidate sets, options, LLM), must equal the JSON's
-answers_run. Without --results, results/ must hold one llm_reranker results JSON. When the
+answers_run. Without --results, the newest llm_reranker run in results/, when its results
+JSONs are all of one data and split. When the
 run has no answers (LLM arms skipped), or its file is missing, has no run header or is from
 another run, the answer is n/a with the reason (NoAnswers), never another file such as the
 newest one.
@@ -48,6 +49,7 @@ from pathlib import Path
 
 import numpy as np
 
+import runs
 from common import agreement, jaccard_at, kendall_tau, rbo  # noqa: F401 (re-exported)
 from experiment import SAME_DATA_KEYS
 from llm import Repair, repair_permutation  # noqa: F401 (re-exported)
@@ -55,7 +57,7 @@ from llm import Repair, repair_permutation  # noqa: F401 (re-exported)
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS_DIR = ROOT / "results"  # where llm_reranker.py writes its results JSON and answers
 OUT_PATH = Path(__file__).resolve().parent / "results" / "reranker_evals.json"
-RESULTS_GLOB = "llm_reranker_*.json"  # llm_reranker.py's results JSONs (one per data/split)
+RESULTS_GLOB = "llm_reranker_*.json"  # llm_reranker.py's results JSONs (one per run)
 NO_CONTEXT = "none"  # the condition every context condition is compared with
 
 
@@ -99,19 +101,22 @@ def load_answers(path: str | Path, users: int | None = None) -> list[dict]:
 
 
 def pick_results(results_dir: str | Path) -> Path:
-    """The one llm_reranker results JSON in `results_dir` (NoAnswers: none; ChooseRun: more
-    than one, which the caller must name)."""
-    files = sorted(Path(results_dir).glob(RESULTS_GLOB))
+    """The newest llm_reranker run in `results_dir` when all its llm_reranker results JSONs
+    are of one data and split (one series, runs.series_of); NoAnswers: none; ChooseRun:
+    several data or splits, which the caller must name."""
+    files = sorted(Path(results_dir).glob(RESULTS_GLOB), key=lambda p: p.stat().st_mtime)
     if not files:
         raise NoAnswers(
             f"no llm_reranker results JSON in {_show(results_dir)} (run llm_reranker.py first)"
         )
-    if len(files) > 1:
-        names = ", ".join(f.name for f in files)
+    series = sorted({runs.series_of(f.name) for f in files})
+    if len(series) > 1:
+        names = ", ".join(f"{s}_*.json" for s in series)
         raise ChooseRun(
-            f"{len(files)} llm_reranker results JSONs in {_show(results_dir)} ({names})"
+            f"{len(files)} llm_reranker results JSONs of {len(series)} data / splits in "
+            f"{_show(results_dir)} ({names})"
         )
-    return files[0]
+    return files[-1]
 
 
 def answers_of_run(results: str | Path) -> tuple[Path, dict]:
@@ -364,7 +369,7 @@ def run(
 ) -> dict:
     """Evaluate the answers of one llm_reranker run; write JSON, print table.
 
-    `results`: the run's results JSON (default: the one llm_reranker_*.json in results_dir,
+    `results`: the run's results JSON (default: the newest llm_reranker run in results_dir,
     default results/), whose answers file is read once its run header matches (answers_of_run);
     or `answers`: a file named explicitly, evaluated as it is. Raises NoAnswers (n/a, with
     the reason) or ChooseRun (several results JSONs, none named). The entry point for

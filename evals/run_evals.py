@@ -6,24 +6,31 @@
     uv run python evals/run_evals.py --descriptions --reranker        # both, one run file
     python evals/run_evals.py --compare                      # latest run vs the previous one
     python evals/run_evals.py --compare RUN_A RUN_B          # two named runs (id or path)
+    uv run python evals/run_evals.py --compare results/A.json results/B.json   # two experiment
+                                                 # runs (or @-2 @-1: rows of results/index.jsonl)
     python evals/run_evals.py --list                         # the runs on file
 
 Each run writes one timestamped JSON, evals/results/run_<YYYYmmdd-HHMMSS>.json (git-ignored),
 holding every part it ran (`descriptions`: evals/description_evals.py; `reranker`:
 evals/reranker_evals.py), a snapshot of the study's headline metrics (`study`: R@10, R@20 and
-NDCG@10 of every arm in results/*.json, with the 95% bootstrap interval of the first seed),
+NDCG@10 of every arm of the newest run of each experiment series <script>_<data>_<split> in
+results/, with the 95% bootstrap interval of the first seed),
 the prompt versions, the model and backend of the answers evaluated (and of the judge, when
 --judge calls one), and the git commit (experiment.provenance()). A part whose input is missing
 (no cached description, no answers file) is recorded as skipped, with the reason. The reranker
 part evaluates the answers of one llm_reranker.py run, named by its results JSON
 (--reranker-results; run_overnight.sh passes the one its llm_reranker step wrote, or 'none'),
-else the one llm_reranker results JSON in --results-dir: a run without answers is n/a, never
+else the newest llm_reranker run in --results-dir: a run without answers is n/a, never
 another run's answers (evals/reranker_evals.py).
 
 --compare prints each metric of two runs with its delta, and flags a regression when the later
 value leaves the earlier run's 95% interval (metrics that carry one: the study snapshot);
-metrics without an interval get no flag. It needs only the standard library, so plain
-`python` works. The measures themselves live in the evals modules; this file only runs them.
+metrics without an interval get no flag, and the study arms found in only one run are listed.
+It needs only the standard library, so plain `python` works. Given two experiment results
+files instead (or @N rows of results/index.jsonl), --compare pairs them over the users both
+scored (runs.paired_run_gains: needs the project's environment): per arm in both, the gain in
+recall@10 and ndcg@10 with a 95% bootstrap interval, and the arms added or removed. The
+measures themselves live in the evals modules; this file only runs them.
 """
 
 from __future__ import annotations
@@ -77,8 +84,8 @@ def reranker_part(
     results_dir: Path = RESULTS_DIR,
 ) -> dict:
     """evals/reranker_evals.py over the answers of one llm_reranker.py run: the one whose
-    results JSON is `results` ("none": no completed run to evaluate), else the one
-    llm_reranker results JSON in `results_dir`; or the `answers` file named. A run without
+    results JSON is `results` ("none": no completed run to evaluate), else the newest
+    llm_reranker run in `results_dir`; or the `answers` file named. A run without
     answers of its own is n/a, with the reason (never another run's answers)."""
     try:
         from evals import reranker_evals as R
@@ -108,18 +115,32 @@ def _first(d: dict, *keys):
     return d
 
 
+def newest_per_series(results_dir: Path) -> list[tuple[str, Path]]:
+    """(series, file) of the newest results JSON (by time written) of each series,
+    <script>_<data>_<split> (runs.series_of: one file per run, the time and options hash
+    in its name), sorted by series."""
+    import runs
+
+    newest = {}
+    for path in sorted(Path(results_dir).glob("*.json"), key=lambda p: p.stat().st_mtime):
+        newest[runs.series_of(path.name)] = path
+    return sorted(newest.items())
+
+
 def study_part(results_dir: Path = RESULTS_DIR) -> dict:
-    """Headline metrics of every experiment's results JSON: {file: {arm: {metric: {mean,
-    ci95}}}}, read from the files (nothing recomputed), with the data they were measured on
-    (the keys by which experiment.pipeline_reference matches data) as one string."""
+    """Headline metrics of the newest run of every experiment series (<script>_<data>_<split>
+    .json: the same key from one eval run to the next): {series: {arm: {metric: {mean,
+    ci95}}}}, read from the files (nothing recomputed), with the file and the data they were
+    measured on (the keys by which experiment.pipeline_reference matches data) as one string."""
     import experiment
 
     out = {}
-    for path in sorted(Path(results_dir).glob("*.json")):
+    for series, path in newest_per_series(results_dir):
+        key = f"{series}.json"
         try:
             d = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError) as e:
-            out[path.name] = {"unreadable": str(e)}
+            out[key] = {"unreadable": str(e), "file": path.name}
             continue
         if not isinstance(d, dict) or not isinstance(d.get("metrics"), dict):
             continue
@@ -132,7 +153,8 @@ def study_part(results_dir: Path = RESULTS_DIR) -> dict:
                 if _first(s, "all", m, "mean") is not None
             }
         data = d.get("data") if isinstance(d.get("data"), dict) else {}
-        out[path.name] = {
+        out[key] = {
+            "file": path.name,
             "data": " ".join(f"{k}={data.get(k)}" for k in experiment.SAME_DATA_KEYS),
             "verdict": d.get("verdict"),
             "commit": _first(d, "provenance", "git_commit"),
@@ -340,7 +362,32 @@ def format_compare(rows: list[dict], name_a: str, name_b: str, show_all: bool = 
     return "\n".join(lines)
 
 
-def compare(names: list[str], runs_dir: Path = RUNS_DIR, show_all: bool = False) -> list[dict]:
+def study_arms_changed(a: dict, b: dict) -> tuple[list[str], list[str]]:
+    """(added, removed): the study snapshot's arms (series/arm) and series found in only the
+    later (added) or only the earlier (removed) of two eval runs."""
+    sa, sb = (r.get("parts", {}).get("study", {}) or {} for r in (a, b))
+
+    def arms(study: dict) -> set[str]:
+        out = set()
+        for series, part in study.items():
+            names = (part.get("arms") or {}) if isinstance(part, dict) else {}
+            out |= {f"{series}/{arm}" for arm in names} or {series}
+        return out
+
+    arms_a, arms_b = arms(sa), arms(sb)
+    return sorted(arms_b - arms_a), sorted(arms_a - arms_b)
+
+
+def compare(
+    names: list[str],
+    runs_dir: Path = RUNS_DIR,
+    show_all: bool = False,
+    results_dir: Path = RESULTS_DIR,
+) -> list[dict] | dict:
+    """Two eval runs (none named: the latest two), or two experiment results files (paths,
+    names in `results_dir` or @N rows of its index: compare_results)."""
+    if names and len(names) == 2 and all(is_results(n, results_dir) for n in names):
+        return compare_results(names, results_dir)
     if names:
         if len(names) != 2:
             raise EvalError("--compare takes no run (latest vs previous) or exactly two runs")
@@ -359,7 +406,75 @@ def compare(names: list[str], runs_dir: Path = RUNS_DIR, show_all: bool = False)
         raise EvalError(f"unreadable run file: {e}") from None
     rows = compare_runs(a, b)
     print(format_compare(rows, pa.stem, pb.stem, show_all))
+    added, removed = study_arms_changed(a, b)
+    print(f"study arms added: {', '.join(added) or '-'}")
+    print(f"study arms removed: {', '.join(removed) or '-'}")
     return rows
+
+
+# ---------------------------------------------------------------------------------------------
+# comparing two experiment runs: paired intervals over the users both scored (runs.py)
+
+
+def is_results(name: str, results_dir: Path = RESULTS_DIR) -> bool:
+    """Whether `name` names an experiment's results JSON (a path, a name in results_dir, an
+    index row @N) rather than an eval run (standard library only: read, not imported)."""
+    if name.startswith("@"):
+        return True
+    path = next((p for p in (Path(name), Path(results_dir) / name) if p.is_file()), None)
+    try:
+        d = json.loads(path.read_text()) if path else None
+    except (OSError, ValueError):
+        return False
+    return isinstance(d, dict) and isinstance(d.get("metrics"), dict) and "parts" not in d
+
+
+def compare_results(names: list[str], results_dir: Path = RESULTS_DIR) -> dict:
+    """Two experiment runs, earlier then later: the arms added and removed, and per arm in
+    both the paired gain later - earlier of recall@10 and ndcg@10 with its 95% bootstrap
+    interval over the users both runs scored (runs.paired_run_gains, from their saved
+    per-user metrics). Printed; returns {"added", "removed", "gains", "notes", "files"}."""
+    import runs
+
+    paths = [runs.resolve_results(n, results_dir) for n in names]
+    for n, p in zip(names, paths):
+        if p is None:
+            raise EvalError(f"no experiment results {n!r} (a results JSON, or @N of the index)")
+    res = runs.paired_run_gains(*paths)
+    res["files"] = [p.name for p in paths]
+    print(format_results_compare(res))
+    return res
+
+
+def format_results_compare(res: dict) -> str:
+    (a, b), gains = res["files"], res["gains"]
+    lines = [
+        (
+            f"compare {a} (earlier) -> {b} (later): {len(gains)} arms in both, "
+            f"{len(res['added'])} added, {len(res['removed'])} removed"
+        ),
+        f"arms added: {', '.join(res['added']) or '-'}",
+        f"arms removed: {', '.join(res['removed']) or '-'}",
+    ]
+    if gains:
+        w = max(len("arm"), *(len(arm) for arm in gains))
+        lines.append("paired gain later - earlier (first seed; 95% bootstrap over the users both")
+        lines.append("runs scored for the arm):")
+        lines.append(f"{'arm':<{w}}  {'metric':<9}  {'gain [95% CI]':>25}  users")
+        for arm, by_metric in gains.items():
+            for m, g in by_metric.items():
+                cell = "no per-user metrics" if g is None else _interval(g)
+                n = "-" if g is None else g["n"]
+                lines.append(f"{arm:<{w}}  {m:<9}  {cell:>25}  {n}")
+    lines += [f"note: {n}" for n in res["notes"]]
+    return "\n".join(lines)
+
+
+def _interval(g: dict) -> str:
+    if not g["n"]:
+        return "no shared user"
+    lo, hi = g["ci95"]
+    return f"{g['mean']:+.4f} [{lo:+.4f}, {hi:+.4f}]"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -403,7 +518,7 @@ def parse_args(argv=None):
         default=None,
         metavar="JSON",
         help="with --reranker: the llm_reranker.py results JSON whose run's answers are "
-        "evaluated ('none': no run to evaluate, n/a; default: the one llm_reranker_*.json "
+        "evaluated ('none': no run to evaluate, n/a; default: the newest llm_reranker_*.json "
         "in --results-dir)",
     )
     which.add_argument(
@@ -414,7 +529,9 @@ def parse_args(argv=None):
         nargs="*",
         metavar="RUN",
         default=None,
-        help="compare the latest eval run with the previous one, or two named runs",
+        help="compare the latest eval run with the previous one, or two named runs; two "
+        "experiment results files (paths, names in --results-dir, or @N rows of its "
+        "index.jsonl, @-1 the newest): arms added / removed and paired intervals",
     )
     p.add_argument("--all", action="store_true", help="with --compare: show unchanged metrics too")
     p.add_argument("--list", action="store_true", help="list the eval runs on file")
@@ -422,7 +539,7 @@ def parse_args(argv=None):
     p.add_argument(
         "--results-dir",
         default=str(RESULTS_DIR),
-        help="experiment results read for the study snapshot",
+        help="experiment results read for the study snapshot and by --compare",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument(
@@ -466,7 +583,7 @@ def main(argv=None) -> int:
                     raise
                 raise EvalError(str(e)) from None
         if args.compare is not None:
-            compare(args.compare, Path(args.out_dir), args.all)
+            compare(args.compare, Path(args.out_dir), args.all, Path(args.results_dir))
     except EvalError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

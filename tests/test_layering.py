@@ -26,6 +26,7 @@ SHARED_FLOORS = [
     "splits",
     "features",
     "metrics",
+    "runs",
     "baselines",
     "towers",
     "common",
