@@ -170,25 +170,26 @@ def test_the_answers_of_the_run_asked_about_are_read_when_they_match(tmp_path):
 @pytest.mark.parametrize(
     "case, why",
     [
-        ("llm skipped", "made no LLM answers"),
-        ("other run", "from another run"),
-        ("other data", "differs in data"),
+        ("llm-skipped", "made no LLM answers"),
+        ("other-run", "from another run"),
+        ("other-data", "differs in data"),
         ("missing", "is missing"),
-        ("no header", "no run header"),
-        ("old results", "records no answers run"),
+        ("no-header", "no run header"),
+        ("old-results", "records no answers run"),
     ],
+    ids=lambda v: v if "-" in v or v == "missing" else "",  # node ids without spaces
 )
 def test_answers_that_are_not_the_runs_are_not_evaluated(tmp_path, case, why):
     kw = {
-        "llm skipped": {"run": {}},
-        "other run": {"header": answers_run("r0")},
-        "other data": {"header": answers_run(data={**DATA, "rows": 10})},
-        "no header": {"header": None},
+        "llm-skipped": {"run": {}},
+        "other-run": {"header": answers_run("r0")},
+        "other-data": {"header": answers_run(data={**DATA, "rows": 10})},
+        "no-header": {"header": None},
     }.get(case, {})
     results, answers = write_run(tmp_path, **kw)
     if case == "missing":
         answers.unlink()
-    if case == "old results":
+    if case == "old-results":
         d = json.loads(results.read_text())
         del d["answers_run"]
         results.write_text(json.dumps(d))
