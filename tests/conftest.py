@@ -31,6 +31,16 @@ def small_sample_dir(tmp_path_factory) -> Path:
     )
 
 
+def small_run_argv(data_dir, *extra) -> list[str]:
+    """An experiment script at its smallest on `data_dir` (300 users, 600 items, one seed,
+    one thread, no progress bars, no TIFU-KNN), then `extra` options."""
+    return [
+        *("--data-dir", str(data_dir), "--users", "300", "--items", "600"),
+        *("--seeds", "1", "--threads", "1", "--quiet", "--no-tifu"),
+        *extra,
+    ]
+
+
 def real_data_dir() -> Path:
     """The real Kaggle-format folder named by $INSTACART_DATA_DIR, else skip the test."""
     d = os.environ.get(common.DATA_ENV)

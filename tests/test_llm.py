@@ -19,6 +19,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
+from conftest import small_run_argv
 from fake_anthropic import HTTP_FAULTS, FakeAnthropic, answer_for
 
 import config
@@ -205,26 +206,7 @@ def test_fatal_api_errors_stop_the_run_in_one_line(server, make_client, status):
 
 def _narration_argv(data_dir, out, *extra):
     """llm_user_narration.py at its smallest: no training, 20 evaluation users."""
-    return [
-        "--data-dir",
-        str(data_dir),
-        "--users",
-        "300",
-        "--items",
-        "600",
-        "--seeds",
-        "1",
-        "--threads",
-        "1",
-        "--quiet",
-        "--no-tifu",
-        "--no-train",
-        "--eval-users",
-        "20",
-        "--out",
-        str(out),
-        *extra,
-    ]
+    return small_run_argv(data_dir, "--no-train", "--eval-users", "20", "--out", str(out), *extra)
 
 
 def _guarded(main, capsys) -> tuple[int, list[str], str]:
