@@ -213,3 +213,34 @@ def seed_interval(diffs) -> dict:
         "std": float(d.std(ddof=1)),
         "ci95": [float(d.mean() - half), float(d.mean() + half)],
     }
+
+
+def seeds_needed(std: float | None, half_width: float, cap: int = 2000) -> int | None:
+    """Smallest n >= 2 whose 95% t interval over n seeds, t(n-1) * std / sqrt(n), is no wider
+    than `half_width` each side (None when std is unknown or n would exceed `cap`)."""
+    from scipy import stats
+
+    if std is None or not np.isfinite(std):
+        return None
+    if std == 0:
+        return 2
+    for n in range(2, cap + 1):
+        if stats.t.ppf(0.975, n - 1) * std / np.sqrt(n) <= half_width:
+            return n
+    return None
+
+
+def seed_plan(sgain: dict, target_half_width: float) -> dict:
+    """The seed count of a run against the count a verdict needs, from the per-seed gains
+    `sgain` (seed_interval) of the arm the verdict reads: half_width is the run's own t
+    half-width, needed the seeds at which it would reach `target_half_width`."""
+    ci = sgain["ci95"]
+    half = None if ci is None else (ci[1] - ci[0]) / 2
+    return {
+        "seeds": len(sgain["per_seed"]),
+        "std": sgain["std"],
+        "half_width": half,
+        "target_half_width": target_half_width,
+        "needed": seeds_needed(sgain["std"], target_half_width),
+        "enough": half is not None and half <= target_half_width,
+    }

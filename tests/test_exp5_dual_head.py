@@ -138,6 +138,7 @@ def test_smoke_end_to_end(small_sample_dir, tmp_path, monkeypatch, capsys):
     assert "one seed, no interval" in r["verdict"]
     assert r["question"] == X.QUESTION and r["original_finding"] == X.ORIGINAL_FINDING
     assert "cold-start items" in text and "alpha by epoch" in text and "survival share" in text
+    assert "seed plan: 1 seed" in text and r["findings"]["seed_plan"]["seeds"] == 1
     # every saved tower that reads the text is keyed by the texts and the text model
     saved = [
         json.loads(p.read_text())["variant"]
@@ -271,6 +272,17 @@ def test_gate_and_validation_loss_findings_follow_the_numbers():
         g,
     )
     assert "lower-than-baseline claim confirmed" in line
+
+
+def test_seed_plan_counts_the_seeds_the_frozen_clause_needs(capsys):
+    from scipy import stats
+
+    g = metrics.seed_interval([0.0013, 0.0048, 0.0026, 0.0006, -0.0066])
+    plan = X.print_seed_plan({"frozen semantic": g}, None)
+    n = plan["frozen_r10_seeds_needed"]
+    assert stats.t.ppf(0.975, n - 1) * g["std"] / np.sqrt(n) <= X.TARGET_HALF_WIDTH
+    assert stats.t.ppf(0.975, n - 2) * g["std"] / np.sqrt(n - 1) > X.TARGET_HALF_WIDTH
+    assert f"{n} seeds give <= 0.0025 -> NOT enough" in capsys.readouterr().out
 
 
 def test_dim_larger_than_pca_rank_is_a_config_error():

@@ -271,11 +271,11 @@ def test_seeds_needed_reaches_the_half_width():
     from scipy import stats
 
     for std in (0.001, 0.005, 0.011):
-        n = X.seeds_needed(std)
+        n = metrics.seeds_needed(std, X.TARGET_HALF_WIDTH)
         assert stats.t.ppf(0.975, n - 1) * std / np.sqrt(n) <= X.TARGET_HALF_WIDTH
         if n > 2:
             assert stats.t.ppf(0.975, n - 2) * std / np.sqrt(n - 1) > X.TARGET_HALF_WIDTH
-    assert X.seeds_needed(None) is None and X.TARGET_HALF_WIDTH == pytest.approx(0.0025)
+    assert metrics.seeds_needed(None, 0.01) is None and X.TARGET_HALF_WIDTH == pytest.approx(0.0025)
 
 
 class VerdictOnly:
@@ -313,7 +313,7 @@ def test_verdict_sentence_follows_the_numbers(per_seed, word, noise, can):
     assert line.startswith(f"verdict: {word} - ")
     assert f"is {noise} seed noise" in line and f"the verdict {can} land either way" in line
     assert f"{len(per_seed)} seeds, half-width {(g['ci95'][1] - g['ci95'][0]) / 2:.4f}" in line
-    assert f"({X.seeds_needed(g['std'])} seeds needed at this std)" in line
+    assert f"({metrics.seeds_needed(g['std'], X.TARGET_HALF_WIDTH)} seeds needed at this std)" in line
     assert experiment.format_interval({"mean": g["mean"], "ci95": g["ci95"]}, 4) in line
 
 
