@@ -3,18 +3,22 @@
     uv run python evals/report.py                      # results/ -> results/REPORT.md + PNGs
     uv run python evals/report.py --results DIR --out DIR/REPORT.md
 
+The header says which LLM backend and model each step used (from its results JSON's usage
+reports, not the run's --llm flag), then the steps and the verdicts at a glance: one row per
+verdict line, with its status word (a smoke run, --quick, says so; a word the script held back
+says what it would read and why), the line's headline in at most SENTENCE_CHARS characters,
+the users, items and seeds it rests on, and the LLM the step used.
+
 One section per experiment (two_tower.py and the five experiments, in the order of
 run_overnight.sh): its question and the original study's finding (the JSON's "question" and
 "original_finding", which experiment.Experiment writes), our table (from the JSON: mean +- std
-over seeds, the first seed's 95% bootstrap interval), the verdict, and the
-experiment's own tables (description statistics, category precision, reranker controls,
-validation loss). Then the evaluations (latest eval run of evals/run_evals.py and its
-comparison with the previous one) and a cost table: wall time per step, LLM backend and model,
-calls, tokens and dollars, read from the JSONs' LLM usage and timings.
-
-Plots (matplotlib, Agg), beside the report: R@10 per arm with interval bars for each
-experiment, exp5's gate alpha per epoch, the reranker's context shift against its noise floor
-and placebo, description statistics. Nothing is recomputed: everything comes from the files.
+over seeds, the first seed's 95% bootstrap interval over users, so labelled), the full
+verdict line, its plot (evals/plots.py: what the verdict decides) and the experiment's own
+tables (description statistics, category precision, reranker controls, validation loss). Then
+the evaluations (latest eval run of evals/run_evals.py and its comparison with the previous
+one) and a cost table: wall time per step, LLM backend and model, calls, tokens and dollars,
+read from the JSONs' LLM usage and timings. Nothing is recomputed: everything comes from the
+files.
 
 It degrades gracefully: a missing results file, a failed or interrupted step (read from the
 step markers run_overnight.sh keeps in results/.overnight/), an unreadable JSON or a missing
@@ -29,6 +33,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 import sys
 import time
 from pathlib import Path
@@ -36,6 +41,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+
+from evals import plots
 
 # (results name = script stem = step of run_overnight.sh, section title)
 EXPERIMENTS = [
@@ -49,12 +56,10 @@ EXPERIMENTS = [
 STEPS = [name for name, _ in EXPERIMENTS] + ["evals", "report"]
 MARKER_DIR = ".overnight"
 RUN_MARKER = "run.marker"  # the last run of run_overnight.sh: run id, start, steps, status
-BASELINES = ("random", "popularity", "top-frequency", "top-frequency + popular", "tifu-knn")
-# the original study's final gate alphas (../shared/EXPERIMENTS.md), drawn as references
-ORIGINAL_ALPHA = {"frozen": 0.986, "trainable": 0.889}
-MAX_ARMS = 24  # rows of one metrics table / plot
+MAX_ARMS = 24  # rows of one metrics table (the plots draw every arm)
 METRICS_HEADER = "arm|R@10|R@10 95% CI|R@20|NDCG@10|R@20 repeat|R@20 explore|cand. recall|users"
 METRICS_HEADER = METRICS_HEADER.split("|")
+SENTENCE_CHARS = 160  # the longest verdict sentence of the verdicts-at-a-glance table
 METRICS_COLUMNS = [("all", "recall@20"), ("all", "ndcg@10")]
 METRICS_COLUMNS += [("repeat", "recall@20"), ("explore", "recall@20")]
 
@@ -210,182 +215,24 @@ def metrics_table(d: dict, results_dir: Path | None = None) -> str:
             + [num(cands.get(arm)), num(get(s, "all", "n_users"))]
         )
     more = len(metrics) - MAX_ARMS
-    return md_table(METRICS_HEADER, rows) + (
-        f"\n\n_{more} more arms in the JSON._" if more > 0 else ""
+    return md_table(metrics_header(len(d.get("seeds") or [])), rows) + (
+        f"\n\n_{more} more arms in the JSON (the plot draws every arm)._" if more > 0 else ""
     )
+
+
+def metrics_header(n_seeds: int) -> list[str]:
+    """The metrics table's header: with several seeds, the means say they are over seeds and
+    the interval says it is over the users of the first seed only."""
+    if n_seeds <= 1:
+        return METRICS_HEADER[:2] + ["R@10 95% CI over users"] + METRICS_HEADER[3:]
+    head = [f"{h} (mean ± std, {n_seeds} seeds)" if h.startswith(("R@", "NDCG")) else h
+            for h in METRICS_HEADER]  # fmt: skip
+    head[2] = "R@10 95% CI over users, first seed only"
+    return head
 
 
 # ---------------------------------------------------------------------------------------------
-# plots (each returns the PNG's file name, or None when there is nothing to draw)
-
-
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(plt, fig, out_dir: Path, fname: str) -> str:
-    fig.tight_layout()
-    fig.savefig(out_dir / fname, dpi=110)
-    plt.close(fig)
-    return fname
-
-
-def plot_metrics(name: str, d: dict, out_dir: Path) -> str | None:
-    metrics = d.get("metrics") or {}
-    arms = [a for a, s in metrics.items() if get(s, "all", "recall@10", "mean") is not None]
-    arms = arms[:MAX_ARMS]
-    if not arms:
-        return None
-    plt = _plt()
-    labels = d.get("produced_by") or {}
-    fig, ax = plt.subplots(figsize=(9, 0.38 * len(arms) + 1.6))
-    for i, arm in enumerate(arms):
-        s = metrics[arm]
-        m = s["all"]["recall@10"]["mean"]
-        ci = get(s, "ci95_first_seed", "recall@10")
-        colour = "#e07b39" if arm in labels else "#9a9a9a" if arm in BASELINES else "#3b75af"
-        xerr = [[max(m - ci[0], 0)], [max(ci[1] - m, 0)]] if ci else None
-        ax.barh(i, m, color=colour, xerr=xerr, capsize=3, ecolor="black")
-        seeds = [r.get("recall@10") for r in s.get("per_seed") or [] if r.get("recall@10")]
-        if len(seeds) > 1:
-            ax.plot(seeds, [i] * len(seeds), "k.", markersize=4)
-    ax.set_yticks(range(len(arms)))
-    ax.set_yticklabels(arms, fontsize=8)
-    ax.invert_yaxis()
-    ax.set_xlabel("Recall@10")
-    ax.set_title(
-        f"{name}: Recall@10 per arm\nbar: mean over seeds | whisker: 95% bootstrap CI "
-        "over users (first seed) | dots: seeds\ngrey: simple baselines | orange: LLM "
-        "arms | blue: models",
-        fontsize=8,
-    )
-    ax.grid(axis="x", alpha=0.3)
-    return _save(plt, fig, out_dir, f"plot_{name}_metrics.png")
-
-
-def plot_alpha(d: dict, out_dir: Path) -> str | None:
-    curves = d.get("alpha_curves") or {}
-    curves = {a: c for a, c in curves.items() if c and any(len(s) for s in c)}
-    if not curves:
-        return None
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(7, 4))
-    for arm, per_seed in curves.items():
-        n = min(len(s) for s in per_seed)
-        if n == 0:
-            continue
-        ep = list(range(1, n + 1))
-        cols = [[s[e] for s in per_seed] for e in range(n)]
-        mean = [sum(c) / len(c) for c in cols]
-        (line,) = ax.plot(ep, mean, marker="o", label=f"{arm} ({len(per_seed)} seed(s))")
-        if len(per_seed) > 1:
-            lo, hi = [min(c) for c in cols], [max(c) for c in cols]
-            ax.fill_between(ep, lo, hi, color=line.get_color(), alpha=0.2)
-    longest = max(len(s) for c in curves.values() for s in c)
-    ax.set_xticks(range(1, longest + 1))
-    ax.set_xlim(0.5, longest + 0.5)
-    for k, v in ORIGINAL_ALPHA.items():
-        ax.axhline(v, ls="--", lw=0.8, color="grey")
-        ax.text(0.55, v, f" original study, {k} head: {v}", fontsize=7, va="bottom", color="grey")
-    ax.axhline(0.5, ls=":", lw=0.8, color="black")
-    ax.set_ylim(0, 1.05)
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("alpha (weight of the semantic head)")
-    ax.set_title("exp5: gate alpha per epoch (line: mean over seeds; band: min-max)", fontsize=9)
-    ax.legend(fontsize=7)
-    ax.grid(alpha=0.3)
-    return _save(plt, fig, out_dir, "plot_exp5_alpha.png")
-
-
-def plot_context(d: dict, out_dir: Path) -> str | None:
-    """RBO of each condition against no context and against the placebo, beside the noise
-    floor (agreement of two shuffles of the same prompt), per candidate set."""
-    controls = {s: rows for s, rows in (d.get("controls") or {}).items() if rows}
-    if not controls:
-        return None
-    plt = _plt()
-    fig, axes = plt.subplots(1, len(controls), figsize=(6 * len(controls), 4), squeeze=False)
-    series = [
-        ("noise floor", "noise floor (shuffles)"),
-        ("vs none", "vs no context"),
-        ("vs placebo", "vs placebo"),
-    ]
-    for ax, (cset, rows) in zip(axes[0], controls.items()):
-        conds = list(rows)
-        w = 0.8 / len(series)
-        for j, (key, label) in enumerate(series):
-            vals = [get(rows[c], key, "rbo") for c in conds]
-            xs = [i + (j - 1) * w for i in range(len(conds))]
-            ax.bar(xs, [v if v is not None else 0 for v in vals], width=w, label=label)
-        ax.set_xticks(range(len(conds)))
-        ax.set_xticklabels(conds, rotation=20, fontsize=8)
-        ax.set_ylim(0, 1)
-        ax.set_ylabel("RBO agreement (1 = same ranking)")
-        ax.set_title(f"{cset}", fontsize=9)
-        ax.legend(fontsize=7)
-        ax.grid(axis="y", alpha=0.3)
-    fig.suptitle(
-        "exp3: context sensitivity; a shift is real only where 'vs no context' is "
-        "well below the noise floor and below 'vs placebo'",
-        fontsize=9,
-    )
-    return _save(plt, fig, out_dir, "plot_reranker_context.png")
-
-
-def plot_descriptions(exp1: dict | None, evals_run: dict | None, out_dir: Path) -> str | None:
-    stats = (exp1 or {}).get("description_stats") or {}
-    models = get(evals_run or {}, "parts", "descriptions", "models") or []
-    if not stats and not models:
-        return None
-    plt = _plt()
-    panels = [
-        p for p in (("exp1 description statistics", stats), ("description evals", models)) if p[1]
-    ]
-    fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 4), squeeze=False)
-    for ax, (title, src) in zip(axes[0], panels):
-        if isinstance(src, dict):
-            names = list(src)
-            bars = {"words": [get(src[n], "words") for n in names]}
-            shares = {
-                "mentions aisle/dept": [get(src[n], "grounded") for n in names],
-                "words not in name/aisle/dept": [get(src[n], "novel_word_share") for n in names],
-            }
-        else:
-            names = [f"{m.get('model')} ({str(m.get('version'))[:6]})" for m in src]
-            bars = {
-                "words": [m.get("words") for m in src],
-                "template words": [m.get("template_words") for m in src],
-            }
-            shares = {
-                "grounded": [m.get("grounded") for m in src],
-                "contradicts": [m.get("contradiction") for m in src],
-                "similarity to template": [m.get("sim_template") for m in src],
-            }
-        x = range(len(names))
-        w = 0.7 / len(bars)
-        for j, (lab, vals) in enumerate(bars.items()):
-            xs = [i + (j - (len(bars) - 1) / 2) * w for i in x]
-            ax.bar(xs, [v or 0 for v in vals], width=w, alpha=0.6, label=f"{lab} (left)")
-        ax.set_xlim(-0.6, len(names) - 0.4)
-        ax.set_ylabel("mean words per text")
-        ax2 = ax.twinx()
-        for lab, vals in shares.items():
-            ys = [v if v is not None else float("nan") for v in vals]
-            ax2.plot(list(x), ys, marker="o", ls="none", markersize=8, label=f"{lab} (right)")
-        ax2.set_ylim(0, 1.05)
-        ax2.set_ylabel("share")
-        ax.set_xticks(list(x))
-        ax.set_xticklabels(names, rotation=15, fontsize=7)
-        ax.set_title(title, fontsize=9)
-        h1, l1 = ax.get_legend_handles_labels()
-        h2, l2 = ax2.get_legend_handles_labels()
-        ax.legend(h1 + h2, l1 + l2, fontsize=7, loc="upper left")
-    return _save(plt, fig, out_dir, "plot_descriptions.png")
+# plots (evals/plots.py draws them)
 
 
 def try_plot(fn, *a, notes: list | None = None):
@@ -663,21 +510,21 @@ def verdict_lines(d: dict) -> list[str]:
     return ["**Verdict.** _none recorded (a reference run states no verdict)_", ""]
 
 
-def plot_lines(name: str, d: dict, plots: dict, notes: list, plot_dir: Path) -> list[str]:
-    """The experiment's plots (written to plot_dir, linked), or why one is missing."""
+def plot_lines(name: str, d: dict, made: dict, notes: list, plot_dir: Path) -> list[str]:
+    """The experiment's plots (evals/plots.py; written to plot_dir, linked, recorded in
+    `made`), or why one is missing."""
     lines = []
-    for fname in [
-        try_plot(plot_metrics, name, d, plot_dir, notes=notes),
-        try_plot(plot_alpha, d, plot_dir, notes=notes) if name == "exp5_dual_head" else None,
-        try_plot(plot_context, d, plot_dir, notes=notes) if name == "llm_reranker" else None,
-    ]:
+    main = try_plot(plots.plot_experiment, name, d, plot_dir, notes=notes)
+    exp5 = name == "exp5_dual_head"
+    alpha = try_plot(plots.plot_alpha, d, plot_dir, notes=notes) if exp5 else None
+    for fname in (main, alpha):
         if fname:
-            plots.setdefault(name, []).append(fname)
+            made.setdefault(name, []).append(fname)
             lines += [f"![{fname}]({fname})", ""]
+    if main is None:
+        lines += ["_No paired gains or arm metrics in the JSON: no plot._", ""]
     if name == "exp5_dual_head" and not d.get("alpha_curves"):
         lines += ["_No `alpha_curves` in the JSON: no alpha plot._", ""]
-    if name == "llm_reranker" and not any((d.get("controls") or {}).values()):
-        lines += ["_No context controls in the JSON (LLM arms skipped): no context plot._", ""]
     return lines
 
 
@@ -686,7 +533,7 @@ def experiment_section(
     title: str,
     results_dir: Path,
     marker: dict,
-    plots: dict,
+    made: dict,
     notes: list,
     plot_dir: Path,
     stale: str | None = None,
@@ -708,7 +555,7 @@ def experiment_section(
     if skipped:
         lines += [f"LLM arms skipped: {skipped}.", ""]
     lines += [metrics_table(d, results_dir), ""]
-    lines += plot_lines(name, d, plots, notes, plot_dir)
+    lines += plot_lines(name, d, made, notes, plot_dir)
     for block in extra_blocks(name, d):
         lines += [block, ""]
     return "\n".join(lines), d
@@ -870,6 +717,174 @@ def cost_section(results: dict, markers: dict) -> str:
     )
 
 
+# ---------------------------------------------------------------------------------------------
+# the verdicts at a glance, and the LLM each step used
+
+VERDICT_RE = re.compile(r"^\s*verdict:\s*(\w+)\s*-\s*(.*)$", re.DOTALL)
+SMOKE_RE = re.compile(r"^smoke run \(--quick\), not a finding \(would read (\w+)\):\s*")
+GUARD_RE = re.compile(r"\s*\[would read '(\w+)', but ([\d,]+) users < (\d+): not a finding\]")
+
+
+def parse_verdict(line: str) -> dict:
+    """A verdict line -> {"status", "text", "would" (the word a smoke run or a too-small LLM
+    sample held back, else None), "why" (that reason), "guard_users" (that sample's users)}."""
+    m = VERDICT_RE.match(line or "")
+    out = {"status": "-", "text": (line or "").strip(), "would": None, "why": None}
+    out["guard_users"] = None
+    if not m:
+        return out
+    status, text = m.group(1), m.group(2).strip()
+    would = why = users = None
+    sm = SMOKE_RE.match(text)
+    if sm:
+        would, why, text = sm.group(1), "smoke run", text[sm.end() :]
+    g = GUARD_RE.search(text)
+    if g:
+        would = would or g.group(1)
+        why = why or f"{g.group(2)} users < {g.group(3)}"
+        users = int(g.group(2).replace(",", ""))
+        text = text[: g.start()] + text[g.end() :]
+    out.update(status=status, text=text.strip(), would=would, why=why, guard_users=users)
+    return out
+
+
+def first_clause(text: str) -> str:
+    """A verdict's headline: the text up to its first '; ' outside brackets, and inside each
+    (...) aside only its first clause too."""
+    out, depth, skip = [], 0, None  # skip: the depth whose '; ...' rest is being dropped
+    for i, ch in enumerate(text):
+        if ch in "([":
+            depth += 1
+        elif ch in ")]":
+            depth -= 1
+            if skip is not None and depth < skip:
+                skip = None
+        elif text.startswith("; ", i) and skip is None:
+            if depth == 0:
+                break
+            skip = depth
+        if skip is None:
+            out.append(ch)
+    return "".join(out)
+
+
+def without_parentheses(text: str) -> str:
+    """The text without its (...) asides (the [...] intervals stay)."""
+    out, depth = [], 0
+    for ch in text:
+        if ch == "(":
+            depth += 1
+        elif ch == ")" and depth:
+            depth -= 1
+        elif depth == 0:
+            out.append(ch)
+    return re.sub(r"\s+([,;:])", r"\1", re.sub(r"\s{2,}", " ", "".join(out))).strip()
+
+
+def short_sentence(text: str, limit: int = SENTENCE_CHARS) -> str:
+    """A verdict's headline in at most `limit` characters: its first clause, without its
+    asides if too long, then cut at a word."""
+    s = first_clause(text).strip()
+    if len(s) > limit:
+        s = without_parentheses(s)
+    if len(s) > limit:
+        s = s[: limit - 1].rsplit(" ", 1)[0].rstrip(",;:") + "…"
+    return s
+
+
+def llm_used(d: dict | None) -> str:
+    """The LLM backend and model a step's results JSON says it used (its usage reports), or
+    why it used none."""
+    if not d:
+        return "-"
+    us = usage_dicts(d)
+    if us:
+        names = {f"{u.get('backend')}: {u.get('label') or u.get('model')}" for u in us}
+        return ", ".join(sorted(names))
+    return "none (LLM arms skipped)" if llm_skipped(d) else "not used"
+
+
+def verdict_size(name: str, d: dict, text: str, users: int | None = None) -> str:
+    """What a verdict rests on: its users (`users`, else the number its headline states, else
+    the LLM's users
+    for exp3's context verdict, else the users its arms are scored on), the items and the
+    training seeds (the line's 'over N seeds', else the run's seeds)."""
+    m = re.search(r"([\d,]+) users", first_clause(text))
+    if users is None and m:
+        users = int(m.group(1).replace(",", ""))
+    if users is None and name == "llm_reranker" and "placebo" in text and usage_dicts(d):
+        users = d.get("llm_users")
+    if users is None:
+        users = d.get("eval_users") if isinstance(d.get("eval_users"), int) else None
+    if users is None:  # the users the arms are scored on (those with a held-out item)
+        scored = [get(s, "all", "n_users") for s in (d.get("metrics") or {}).values()]
+        users = max([n for n in scored if isinstance(n, int)], default=None)
+    if users is None:
+        users = get(d, "split", "eval_users")
+    m = re.search(r"over (\d+) seeds", text)
+    seeds = int(m.group(1)) if m else len(d.get("seeds") or []) or None
+    items = get(d, "item_set", "items") or get(d, "data", "items")
+    bits = [f"{num(users)} users" if users is not None else None]
+    bits += [f"{num(items)} items" if items is not None else None]
+    bits += [f"{seeds} seed{'s' if seeds != 1 else ''}" if seeds else None]
+    return " · ".join(b for b in bits if b) or "-"
+
+
+def verdict_rows(name: str, title: str, d: dict | None, stale: str | None) -> list[list]:
+    """One row per verdict line of a step: status word (with a smoke run or a held-back word
+    said), a short sentence, the size it rests on, the LLM the step used."""
+    late = f"; stale: {stale}" if stale else ""
+    if d is None:
+        return [[title, "no results" + late, "-", "-", "-"]]
+    lines = d.get("verdicts") if isinstance(d.get("verdicts"), list) else None
+    lines = lines or ([d["verdict"]] if d.get("verdict") else [])
+    smoke = bool(get(d, "options", "quick"))
+    if not lines:
+        status = "no verdict" + (" (smoke run, --quick)" if smoke else "") + late
+        size = verdict_size(name, d, "")
+        return [[title, status, "reference run: states no verdict", size, llm_used(d)]]
+    rows = []
+    for line in lines:
+        v = parse_verdict(line)
+        notes = ["smoke run, --quick"] if smoke or v["why"] == "smoke run" else []
+        if v["would"] and v["would"] != v["status"]:
+            held = f"would read {v['would']}"
+            notes.append(held if v["why"] == "smoke run" else f"{held}: {v['why']}")
+        status = f"**{v['status']}**" + (f" ({'; '.join(notes)})" if notes else "") + late
+        text, users = v["text"], v["guard_users"]
+        size = verdict_size(name, d, text, users)
+        rows.append([title, status, short_sentence(text), size, llm_used(d)])
+    return rows
+
+
+def verdict_table(results: dict, stale: dict) -> str:
+    """The verdicts at a glance: every step, every verdict line, short (the full line is in
+    the experiment's section)."""
+    rows = [
+        row
+        for name, title in EXPERIMENTS
+        for row in verdict_rows(name, title, results.get(name), stale.get(name))
+    ]
+    header = ["experiment", "status", "verdict, short (full line in the section)", "rests on"]
+    return md_table(header + ["LLM used (from the JSON)"], rows)
+
+
+def llm_header(results: dict, run_llm: str | None) -> list[str]:
+    """The report's LLM line: the backend and model each step's JSON says it used; the last
+    run_overnight.sh run's --llm resolution beside it (it may differ: a step can be up to
+    date from an earlier run)."""
+    used: dict = {}
+    for name, _ in EXPERIMENTS:
+        d = results.get(name)
+        if d is not None:
+            used.setdefault(llm_used(d), []).append(name)
+    parts = [f"{k}: {', '.join(v)}" for k, v in used.items() if k not in ("-", "not used")]
+    lines = ["LLM used, per the results JSONs: " + ("; ".join(parts) or "none") + "."]
+    if run_llm:
+        lines.append(f"The last `run_overnight.sh` run resolved `--llm` to: {run_llm}.")
+    return [" ".join(lines), ""]
+
+
 def build_report(results_dir: Path, evals_dir: Path, out: Path | None = None) -> Path:
     results_dir, evals_dir = Path(results_dir), Path(evals_dir)
     out = Path(out) if out else results_dir / "REPORT.md"
@@ -878,17 +893,17 @@ def build_report(results_dir: Path, evals_dir: Path, out: Path | None = None) ->
     run = read_marker(results_dir / MARKER_DIR / RUN_MARKER)
     stale = stale_steps(results_dir, evals_dir, markers, run)
     notes: list[str] = []
-    plots: dict = {}
+    made: dict = {}
     sections, results = [], {}
     for name, title in EXPERIMENTS:
         text, d = experiment_section(
-            name, title, results_dir, markers[name], plots, notes, out.parent, stale.get(name)
+            name, title, results_dir, markers[name], made, notes, out.parent, stale.get(name)
         )
         sections.append(text)
         results[name] = d
     ev_text, ev = evals_section(evals_dir, markers["evals"], stale.get("evals"))
     desc_plot = try_plot(
-        plot_descriptions, results.get("llm_item_enrichment"), ev, out.parent, notes=notes
+        plots.plot_descriptions, results.get("llm_item_enrichment"), ev, out.parent, notes=notes
     )
     # header: how this report was produced
     llm_line = next((m["llm_status"] for m in markers.values() if m.get("llm_status")), None)
@@ -901,8 +916,7 @@ def build_report(results_dir: Path, evals_dir: Path, out: Path | None = None) ->
         + (f" Settings: {' and '.join(sorted(modes))}." if modes else ""),
         "",
     ]
-    if llm_line:
-        head += [f"LLM: {llm_line}.", ""]
+    head += llm_header(results, llm_line)
     if "quick" in modes:
         head += [
             (
@@ -927,12 +941,7 @@ def build_report(results_dir: Path, evals_dir: Path, out: Path | None = None) ->
         md_table(["step", "status", "detail", "wall time", "log"], step_rows),
         "",
     ]
-    verdict_rows = []
-    for name, title in EXPERIMENTS[1:]:
-        d = results.get(name)
-        v = (d or {}).get("verdict") or ("no results" if d is None else "no verdict")
-        verdict_rows.append([title, v + (f" (stale: {stale[name]})" if name in stale else "")])
-    head += ["## Verdicts at a glance", "", md_table(["experiment", "verdict"], verdict_rows), ""]
+    head += ["## Verdicts at a glance", "", verdict_table(results, stale), ""]
     body = "\n".join(head) + "\n" + "\n".join(sections) + "\n" + ev_text + "\n"
     if desc_plot:
         body += f"\n### Description statistics\n\n![{desc_plot}]({desc_plot})\n\n"

@@ -46,6 +46,12 @@ def usage(calls: int, tin: int, tout: int, usd: float) -> dict:
     }
 
 
+def gain(mean: float, lo: float, hi: float, n: int) -> dict:
+    """An Experiment.gain()-shaped paired gain (first seed)."""
+    g = {"mean": mean, "ci95": [lo, hi]}
+    return {"recall@10": g, "ndcg@10": g, "n_users": n}
+
+
 def experiment(name: str, **extra) -> dict:
     return {
         "experiment": name,
@@ -73,7 +79,11 @@ def study(tmp_path):
     (res / ".overnight").mkdir(parents=True)
     u = usage(10, 1000, 200, 0.25)
     files = {
-        "two_tower": experiment("two_tower", verdict=None),
+        "two_tower": experiment(
+            "two_tower",
+            verdict=None,
+            gains={"popularity": {"two-tower": gain(0.07, 0.05, 0.09, 50)}},
+        ),
         "llm_item_enrichment": experiment(
             "llm_item_enrichment",
             llm=u,
@@ -96,6 +106,7 @@ def study(tmp_path):
         ),
         "llm_reranker": experiment(
             "llm_reranker",
+            gains={"faiss@20: lightgbm": {"faiss@20: xgboost": gain(0.01, -0.01, 0.03, 50)}},
             llm=usage(5, 500, 100, 0.05),
             verdicts=["verdict: refuted - a", "verdict: confirmed - b"],
             controls={
@@ -118,6 +129,7 @@ def study(tmp_path):
                 "trainable": [[0.5, 0.4], [0.5, 0.45]],
             },
             val_loss={"frozen semantic": [2.5, 2.6]},
+            gains={"frozen semantic": gain(0.01, -0.01, 0.03, 50)},
             llm=u,
             llm_labels={"usage": u},
         ),
@@ -217,14 +229,16 @@ def test_plots_are_written_and_linked(study):
     pngs = sorted(p.name for p in out.parent.glob("*.png"))
     assert {
         "plot_exp5_alpha.png",
-        "plot_reranker_context.png",
         "plot_descriptions.png",
-        "plot_two_tower_metrics.png",
+        "plot_two_tower.png",
+        "plot_llm_item_enrichment.png",
+        "plot_llm_reranker.png",
+        "plot_exp5_dual_head.png",
     } <= set(pngs)
     for png in pngs:
         assert f"]({png})" in text
         assert (out.parent / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert "plot_synthetic_context_metrics.png" not in pngs
+    assert "plot_synthetic_context.png" not in pngs
 
 
 def test_absent_alpha_curves_are_tolerated(study):
@@ -300,7 +314,9 @@ def test_stale_steps_of_an_interrupted_run_are_named(study):
     assert "not reached" in step_row(text, "exp5_dual_head")
     s = section(text, "exp5_dual_head.py")
     assert "**Stale**" in s and "from an earlier run" in s
-    assert "exp5_dual_head numbers (stale: not reached" in section(text, "Verdicts at a glance")
+    glance = section(text, "Verdicts at a glance")
+    row = next(line for line in glance.splitlines() if "Experiment 5" in line)
+    assert "stale: not reached" in row and "exp5_dual_head numbers" in row
 
 
 def test_a_step_found_up_to_date_by_the_last_run_is_not_stale(study):
@@ -344,3 +360,109 @@ def test_reranker_answers_of_the_run_or_n_a_with_the_reason(study):
     (evals / "run_20260102-000000.json").write_text(json.dumps({"parts": {"reranker": part}}))
     s = section(build(study)[0], "Evaluations")
     assert "Reranker answers (run r9, `a.jsonl` of `llm_reranker_csv_temporal.json`): 6" in s
+
+
+# a verdict line as long as the issue's (696 characters), of a smoke run
+LONG = (
+    "verdict: inconclusive - smoke run (--quick), not a finding (would read refuted): trained "
+    "with the collaborative loss, the MiniLM MLP keeps a survival share 0.529 [0.516, 0.541] "
+    "over 5 seeds of the attainable MiniLM neighbourhoods (at init 0.666 [0.651, 0.681] over 5 "
+    "seeds; overlap@10 0.547 -> 0.446, floor 0.054, ceiling 0.794; 'destroyed' below 0.25); "
+    "frozen PCA head R@10 gain +0.0005 [-0.0048, +0.0059] over 5 seeds: recovery inconclusive "
+    "(margin 0.005); MiniLM MLP R@10 gain -0.0698 [-0.0776, -0.0621] over 5 seeds; finding - "
+    "final alpha 0.440 [0.426, 0.454] over 5 seeds frozen / 0.472 [0.464, 0.480] over 5 seeds "
+    "trainable (original 0.986 / 0.889); finding - trainable val loss minus baseline -0.0248 "
+    "[-0.0587, +0.0091] over 5 seeds: lower-than-baseline claim inconclusive"
+)
+
+
+def glance_rows(text: str, title_part: str) -> list[list[str]]:
+    """The cells of the verdicts-at-a-glance rows whose experiment contains title_part."""
+    glance = section(text, "Verdicts at a glance")
+    rows = [line for line in glance.splitlines() if line.startswith("| ") and title_part in line]
+    return [[c.strip() for c in r.strip("|").split(" | ")] for r in rows]
+
+
+def test_verdict_table_is_short_marks_smoke_runs_and_names_the_llm_from_usage(study):
+    """Bugs caught (the issue): 696-character cells; 'LLM: none' in the header after steps
+    ran a model; smoke-run verdicts that read like findings."""
+    p = study / "exp5_dual_head_generated_interaction.json"
+    d = json.loads(p.read_text())
+    d["verdict"] = LONG
+    d["llm"] = d["llm_labels"]["usage"] = usage(3, 10, 10, 0.0) | {
+        "backend": "local",
+        "model": "qwen2.5-1.5b-q4",
+        "label": "qwen2.5-1.5b-q4",
+    }
+    p.write_text(json.dumps(d))
+    p = study / "llm_reranker_generated_interaction.json"
+    d = json.loads(p.read_text())
+    d["options"]["quick"] = False
+    d["verdicts"][0] = "verdict: refuted - LLM minus LightGBM [-0.1, -0.05] over 400 users; more"
+    p.write_text(json.dumps(d))
+    # the last run resolved --llm to none; the JSONs say which model each step used
+    with open(study / ".overnight" / "llm_reranker.marker", "a") as f:
+        f.write("llm_status=none (--llm none): LLM arms skipped\n")
+    text, _ = build(study)
+    (row,) = glance_rows(text, "Experiment 5")
+    status, sentence, size, llm_cell = row[1:]
+    assert status == "**inconclusive** (smoke run, --quick; would read refuted)"
+    assert len(sentence) <= R.SENTENCE_CHARS and sentence.startswith("trained with the")
+    assert "0.529 [0.516, 0.541] over 5 seeds" in sentence and "smoke run" not in sentence
+    assert size == "50 users · 1,500 items · 5 seeds"
+    assert llm_cell == "local: qwen2.5-1.5b-q4"
+    assert LONG in section(text, "exp5_dual_head.py")  # the full line stays in the section
+    rr = glance_rows(text, "Experiment 3")
+    assert [r[1] for r in rr] == ["**refuted**", "**confirmed**"]  # not a smoke run
+    assert rr[0][2] == "LLM minus LightGBM [-0.1, -0.05] over 400 users"
+    assert rr[0][3].startswith("400 users") and rr[0][4] == "claude: claude-haiku"
+    assert glance_rows(text, "Reference pipeline")[0][1] == "no verdict (smoke run, --quick)"
+    head = text.split("\n## ")[0]
+    assert "local: qwen2.5-1.5b-q4: exp5_dual_head" in head
+    assert "claude: claude-haiku: llm_item_enrichment, llm_reranker" in head
+    assert "resolved `--llm` to: none" in head and "\nLLM: none" not in head
+
+
+def test_every_glance_cell_is_short(study):
+    for name in ("llm_item_enrichment", "exp5_dual_head"):
+        p = study / f"{name}_generated_interaction.json"
+        d = json.loads(p.read_text())
+        d["verdict"] = LONG.replace("(--quick)", "").replace("(", "").replace(")", "")
+        p.write_text(json.dumps(d))
+    text, _ = build(study)
+    for row in glance_rows(text, "Experiment"):
+        assert len(row[2]) <= R.SENTENCE_CHARS, row[2]
+
+
+def test_a_held_back_word_says_why():
+    v = R.parse_verdict(
+        "verdict: inconclusive - shift +0.1 [+0.05, +0.2] [would read 'confirmed', but 4 users "
+        "< 200: not a finding]; more"
+    )
+    assert (v["status"], v["would"], v["why"]) == ("inconclusive", "confirmed", "4 users < 200")
+    assert v["text"] == "shift +0.1 [+0.05, +0.2]; more"
+
+
+def test_metrics_table_says_which_interval(study):
+    text, _ = build(study)
+    s = section(text, "llm_item_enrichment.py")  # two seeds
+    assert "| R@10 95% CI over users, first seed only |" in s
+    assert "R@10 (mean ± std, 2 seeds)" in s
+    p = study / "llm_item_enrichment_generated_interaction.json"
+    d = json.loads(p.read_text())
+    d["seeds"] = [42]
+    p.write_text(json.dumps(d))
+    s = section(build(study)[0], "llm_item_enrichment.py")
+    assert "| R@10 | R@10 95% CI over users | R@20 |" in s
+
+
+def test_the_short_sentence_keeps_the_headline_and_its_paired_interval():
+    text = (
+        "category precision@10 template profile 0.117 vs m narration 0.132 (paired difference "
+        "-0.015, 95% CI [-0.057, +0.023], 60 users; base rate 0.107); original 0.767 vs 0.167"
+    )
+    assert R.short_sentence(text) == (
+        "category precision@10 template profile 0.117 vs m narration 0.132 (paired difference "
+        "-0.015, 95% CI [-0.057, +0.023], 60 users)"
+    )
+    assert R.verdict_size("x", {"seeds": [1, 2]}, text) == "60 users · 2 seeds"
