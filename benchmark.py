@@ -1,8 +1,8 @@
 """Benchmarks of the project's heavy steps, one subcommand each.
 
-    uv run benchmark.py load --full-sample             # full-size generated data (~206k users)
+    uv run benchmark.py load --kaggle-size             # full-size generated data (~206k users)
     uv run benchmark.py load --data-dir DIR            # any Kaggle-format folder
-    uv run benchmark.py load --full-sample --phases uncached,cached,split,features
+    uv run benchmark.py load --kaggle-size --phases uncached,cached,split,features
     uv run benchmark.py two_tower                       # the default two_tower.py run, by stage
     uv run benchmark.py two_tower --data-dir DIR --items 5000   # any two_tower.py options
     uv run benchmark.py llm                             # local model tokens/s at 1,2,4,8 requests
@@ -32,7 +32,7 @@ import common
 import config
 import experiment
 
-FULL_DIR = common.REPO / "data" / "full"  # where --full-sample writes the full-size data
+FULL_DIR = common.REPO / "data" / "full"  # where --kaggle-size writes the full-size data
 LOAD_PHASES = ("uncached", "cached", "split", "features")
 LOAD_TARGETS = {"uncached": 30.0, "cached": 3.0}  # seconds, from the foundation issue
 
@@ -171,8 +171,8 @@ def load_phase(spec: dict):
 
 
 def cmd_load(args) -> dict:
-    if args.full_sample and args.data_dir:
-        raise common.DataError("give --data-dir or --full-sample, not both")
+    if args.kaggle_size and args.data_dir:
+        raise common.DataError("give --data-dir or --kaggle-size, not both")
     phases = [p.strip() for p in args.phases.split(",") if p.strip()]
     bad = [p for p in phases if p not in LOAD_PHASES]
     if bad or not phases:
@@ -180,7 +180,7 @@ def cmd_load(args) -> dict:
             f"unknown phase(s) {', '.join(bad) or '(none)'} (choose from {', '.join(LOAD_PHASES)})"
         )
     data_dir, source = common.resolve_data_dir(
-        ensure_full_sample() if args.full_sample else args.data_dir
+        ensure_full_sample() if args.kaggle_size else args.data_dir
     )
     print(f"load benchmark: {source}; full=True; phases {', '.join(phases)}", flush=True)
     # A private cache dir, empty at the start: the first phase cannot hit an old entry.
@@ -222,7 +222,7 @@ def cmd_load(args) -> dict:
         "benchmark": "load",
         "source": source,
         "data_dir": str(data_dir),
-        "full_sample": bool(args.full_sample),
+        "kaggle_size": bool(args.kaggle_size),
         "phases": rows,
         "notes": {
             "cpu_s": "CPU seconds of the phase's process (all threads); "
@@ -456,6 +456,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=__doc__.split("\n\n", 1)[1],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    config.add_log_level_arg(ap)
     sub = ap.add_subparsers(dest="command", required=True)
     p = sub.add_parser(
         "load",
@@ -472,9 +473,12 @@ def build_parser() -> argparse.ArgumentParser:
         "data/instacart/, then the generated sample in data/sample/)",
     )
     src.add_argument(
-        "--full-sample",
+        "--kaggle-size",
         action="store_true",
-        help="the full-size synthetic data in data/full/ (generated once if missing)",
+        help="generated data of Kaggle's size in data/full/ (generated once if missing)",
+    )
+    src.add_argument(
+        "--full-sample", dest="kaggle_size", action="store_true", help=argparse.SUPPRESS
     )
     p.add_argument(
         "--phases",
@@ -536,6 +540,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     # two_tower passes its options on; argparse's REMAINDER does not take a first word that
     # starts with '--' (`two_tower --data-dir DIR` failed), so unknown options are kept here
     args, extra = parser.parse_known_args(argv)
+    config.apply_log_level(args)
     if extra and args.command != "two_tower":
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if args.command == "two_tower":

@@ -3,8 +3,8 @@ marginals (basket size, reorder rate, order cadence, department shares, ...), ho
 project's own models behave on both (top-frequency, popularity, a short two-tower run), and
 whether the generated occasions carry signal. Generated vs real, side by side, OK/OFF per row.
 
-    uv run calibration.py --real-dir DIR            # generate at the real folder's size, compare
-    uv run calibration.py --real-dir DIR --out D    # compare an existing generated folder D
+    uv run calibration.py --data-dir DIR            # generate at the real folder's size, compare
+    uv run calibration.py --data-dir DIR --out-dir D  # compare an existing generated folder D
 
 Above the generator (it imports sample_generator and the project's models); the generator
 imports nothing from the project.
@@ -22,8 +22,9 @@ import numpy as np
 import pandas as pd
 
 import common
+import config
 from config import DATA_ENV
-from sample_generator import FULL_PRODUCTS, FULL_USERS, KAGGLE_FILES, generate
+from sample_generator import KAGGLE_FILES, add_size_args, generate, sizes_from_args
 
 # -----------------------------------------------------------------------------
 # marginals
@@ -234,7 +235,7 @@ def occasion_signal(data_dir, k: int = 20) -> dict[str, float]:
 def _real_dir(arg: str | None) -> Path:
     d = arg or os.environ.get(DATA_ENV)
     if not d:
-        sys.exit(f"error: calibration needs --real-dir DIR or ${DATA_ENV} set to the real data")
+        sys.exit(f"error: calibration needs --data-dir DIR or ${DATA_ENV} set to the real data")
     missing = [f for f in KAGGLE_FILES if not kaggle_file(Path(d), f).is_file()]
     if missing:
         sys.exit(f"error: real data dir {d} lacks {', '.join(missing)}")
@@ -245,48 +246,36 @@ def main(argv=None):
     ap = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
+    add_size_args(ap, default_note="; here the real folder's")
     ap.add_argument(
-        "--out",
-        help="output folder for the Kaggle-layout CSVs (default data/sample; "
-        "with --calibrate, reused if it already exists)",
+        "--data-dir",
+        help=f"the real Kaggle-layout folder to calibrate against (default ${DATA_ENV})",
     )
-    ap.add_argument(
-        "--users",
-        type=int,
-        help="number of users (default 5000; with --calibrate, the real folder's user count)",
-    )
-    ap.add_argument(
-        "--products",
-        type=int,
-        help="catalogue size (default 10000; with --calibrate, the real catalogue size)",
-    )
-    ap.add_argument("--seed", type=int, default=42, help="random seed; same seed -> same bytes")
-    ap.add_argument(
-        "--full",
-        action="store_true",
-        help=f"full Kaggle size: {FULL_USERS:,} users x {FULL_PRODUCTS:,} products",
-    )
-    ap.add_argument("--real-dir", help=f"real Kaggle-layout folder (default ${DATA_ENV})")
+    ap.add_argument("--real-dir", dest="data_dir", help=argparse.SUPPRESS)
     ap.add_argument(
         "--no-behaviour",
         action="store_true",
-        help="with --calibrate: skip the behaviour rows (they train a two-tower)",
+        help="skip the behaviour rows (they train a two-tower)",
     )
-    ap.add_argument("--json", help="with --calibrate: also write the table as JSON here")
+    ap.add_argument("--json", help="also write the table as JSON here")
     ap.add_argument("--quiet", action="store_true", help="no progress bar")
+    config.add_log_level_arg(ap)
     args = ap.parse_args(argv)
-    users, products = args.users, args.products
-    if args.full:
-        users, products = users or FULL_USERS, products or FULL_PRODUCTS
-    real = _real_dir(args.real_dir)
+    config.apply_log_level(args)
+    users, products = sizes_from_args(args)
+    real = _real_dir(args.data_dir)
     with tempfile.TemporaryDirectory() as tmp:
-        gen = Path(args.out) if args.out and Path(args.out).exists() else Path(tmp) / "gen"
+        gen = (
+            Path(args.out_dir)
+            if args.out_dir and Path(args.out_dir).exists()
+            else Path(tmp) / "gen"
+        )
         if gen.parent == Path(tmp):
             users = users or _read(real, "orders.csv", usecols=["user_id"]).user_id.nunique()
             products = products or len(_read(real, "products.csv", usecols=["product_id"]))
             print(
                 f"generating {users:,} users x {products:,} products, seed {args.seed} "
-                f"(matched to the real folder's size unless --users/--products given)"
+                f"(matched to the real folder's size unless --users / --items given)"
             )
             generate(gen, users, products, args.seed, progress=not args.quiet)
         else:

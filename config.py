@@ -84,6 +84,40 @@ _LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 _log_handlers: list[logging.Handler] = []
 
 
+# Progress bars: on a terminal they redraw at tqdm's pace; into a log file (run_overnight.sh,
+# nohup) every redraw is kept, so they redraw at most every LOG_PROGRESS_S seconds there.
+LOG_PROGRESS_S = 60.0
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+def progress(iterable=None, **kw):
+    """A tqdm bar that does not flood a log: on a terminal as usual, elsewhere (stderr not a
+    TTY) one redraw per LOG_PROGRESS_S seconds at most. Pass postfixes with refresh=False."""
+    from tqdm import tqdm
+
+    if not sys.stderr.isatty():
+        kw.setdefault("mininterval", LOG_PROGRESS_S)
+        kw.setdefault("maxinterval", LOG_PROGRESS_S * 2)
+    return tqdm(iterable, **kw)
+
+
+def add_log_level_arg(parser) -> None:
+    """--log-level (default $LOG_LEVEL, else INFO): every CLI of the project has it."""
+    default = (os.environ.get("LOG_LEVEL") or "INFO").upper()
+    parser.add_argument(
+        "--log-level",
+        type=str.upper,
+        choices=LOG_LEVELS,
+        default=default if default in LOG_LEVELS else "INFO",
+        help=f"log level (default $LOG_LEVEL, else INFO; now: {default})",
+    )
+
+
+def apply_log_level(args) -> None:
+    """Sets the root logger's level from a parsed --log-level."""
+    logging.getLogger().setLevel(args.log_level)
+
+
 def setup_logging(log_file: str | Path | None = None, level: str | int = "INFO") -> None:
     """Send every logger's records (llm's included) to stderr and, if given, to log_file.
 

@@ -208,6 +208,7 @@ def add_experiment_args(parser, seeds: int = 3):
         "results/<script>_<data>_<split>_<UTC time>_<options hash>.json)",
     )
     g.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
+    config.add_log_level_arg(g)
     return g
 
 
@@ -224,6 +225,7 @@ def parse_args_with_quick(parser, argv, quick: dict):
         ),
     )
     args = parser.parse_args(argv)
+    config.apply_log_level(args)
     if args.quick:
         given = options_given(parser, argv)
         for k, v in quick.items():
@@ -655,10 +657,14 @@ class Experiment:
     def verdict(self, status: str, sentence: str, n_users: int | None = None) -> str:
         """The closing line every experiment prints (EXPERIMENTS.md). An LLM arm's verdict
         passes `n_users`: below MIN_VERDICT_USERS a confirmed / refuted is reported as
-        inconclusive (a smoke run is not a finding), with the reason in the line."""
+        inconclusive (too few users is not a finding), with the reason in the line; so is
+        every verdict of a smoke run (--quick), which says "smoke run" first."""
         if status not in VERDICTS:
             raise ConfigError(f"verdict must be one of {', '.join(VERDICTS)}")
-        if n_users is not None and n_users < MIN_VERDICT_USERS and status != "inconclusive":
+        if getattr(self.args, "quick", False):
+            sentence = f"smoke run (--quick), not a finding (would read {status}): {sentence}"
+            status = "inconclusive"
+        elif n_users is not None and n_users < MIN_VERDICT_USERS and status != "inconclusive":
             sentence += (
                 f" [would read '{status}', but {n_users} users < {MIN_VERDICT_USERS}: "
                 "not a finding]"

@@ -7,14 +7,14 @@ was really the FAISS order, and no control separated a context effect from noise
 bias. Here every arm ranks the same candidates for the same users:
 
     uv run llm_reranker.py --llm none                     # rankers only (LLM arms skipped)
-    uv run llm_reranker.py --split temporal --llm local --eval-users 30 --mode pointwise
+    uv run llm_reranker.py --split temporal --llm local --llm-users 30 --mode pointwise
     uv run llm_reranker.py --data-dir DIR --items 5000    # real rows; Claude when a key is set
     uv run llm_reranker.py --quick                        # about a minute: a smoke run
 
 Candidates per user: FAISS top-20 of the trained two-tower (the original setting) and the
 pipeline's best set (faiss@50+bought) cut to its LightGBM top-20 (the LLM reorders what the
 strongest stage proposes). Arms: candidate order, LightGBM, XGBoost (cross-fitted, every
-training seed), LLM without context, LLM with context (first seed, --eval-users users).
+training seed), LLM without context, LLM with context (first seed, --llm-users users).
 Controls (rows and columns of the controls table): B seeded shuffles of each user's list,
 aggregated by Borda count, with the spread between shuffles (position bias); agreement of
 two shuffles of the same prompt (noise floor: RBO, Jaccard@10, Kendall tau); a placebo
@@ -77,7 +77,7 @@ QUICK = {
     "items": 1500,
     "epochs": 1,
     "seeds": 1,
-    "eval_users": 2,
+    "llm_users": 2,
     "shuffles": 2,
     "no_tifu": True,
 }
@@ -99,11 +99,15 @@ def parse_args(argv=None):
         f"LightGBM top-{N_CANDIDATES}); default %(default)s",
     )
     g.add_argument(
+        "--llm-users",
         "--eval-users",
+        "--reranker-users",
+        dest="llm_users",
         type=int,
         default=EVAL_USERS,
         help="users the LLM arms rank, a seeded sample of the evaluation users "
-        "(0 = all; --users is the data sample size); default %(default)s",
+        "(0 = all; --users is the data sample size; --eval-users and the original study's "
+        "--reranker-users are the same option); default %(default)s",
     )
     g.add_argument(
         "--shuffles",
@@ -135,8 +139,8 @@ def candidate_sets(args) -> list:
     sets = [reranking.CandidateConfig.parse(c) for c in args.candidate_sets.split(",") if c.strip()]
     if not sets:
         raise C.ConfigError("--candidate-sets is empty")
-    if args.shuffles < 1 or args.eval_users < 0:
-        raise C.ConfigError("--shuffles must be >= 1 and --eval-users >= 0")
+    if args.shuffles < 1 or args.llm_users < 0:
+        raise C.ConfigError("--shuffles must be >= 1 and --llm-users >= 0")
     if any(c.bought_n() == 0 and c.k < N_CANDIDATES for c in sets):
         raise C.ConfigError(f"a faiss@K candidate set needs K >= {N_CANDIDATES}")
     return sets
@@ -787,7 +791,7 @@ def main(argv=None):
     if client:
         print(f"LLM mode: {mode}")
     # the LLM's users: a seeded sample of the evaluation users (nested across sizes)
-    llm_users = experiment.sample_users(exp.users, args.eval_users)
+    llm_users = experiment.sample_users(exp.users, args.llm_users)
 
     # stage 1: tower, candidates and the GBDT rankers, per training seed
     cand_top = ranker_arms(exp, args, sets)

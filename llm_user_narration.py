@@ -6,7 +6,7 @@ both profiles say the same facts, from TRAINING rows only (text.user_profile_fac
 
 Protocol, top to bottom:
   1. data -> the one split -> features from training rows (experiment.Experiment); a seeded
-     sample of --eval-users evaluation users (all of them get every arm).
+     sample of --llm-users evaluation users (all of them get every arm).
   2. profiles: the template profile (text.profile_template_text of the facts) and the LLM
      narration of the same facts (prompt user_narration, through llm/, cached).
   3. each profile is embedded (MiniLM, text.embed_texts) and matched by FAISS against the
@@ -25,7 +25,7 @@ Protocol, top to bottom:
      of template - narration category precision@10.
 
     uv run llm_user_narration.py --no-llm
-    uv run llm_user_narration.py --llm local --eval-users 50 --seeds 1 --epochs 1
+    uv run llm_user_narration.py --llm local --llm-users 50 --seeds 1 --epochs 1
     uv run llm_user_narration.py --quick
 """
 
@@ -47,7 +47,7 @@ ORIGINAL_FINDING = "category precision@10: template profile 0.767 vs LLM narrati
 # constants (each one is also a command-line option)
 EVAL_USERS = 300  # users per arm (>= 200 by the experiments' contract)
 CAT_K = 10  # category precision@10
-QUICK = {"users": 400, "items": 1500, "seeds": 1, "epochs": 1, "hidden": 64, "eval_users": 40}
+QUICK = {"users": 400, "items": 1500, "seeds": 1, "epochs": 1, "hidden": 64, "llm_users": 8}
 
 # arm names the verdict and the paired gains refer to
 TOWER = "two-tower user tower"
@@ -87,19 +87,21 @@ def parse_args(argv=None):
     p = experiment.script_parser(__doc__, epilog_from=5)
     g = p.add_argument_group("experiment 2")
     g.add_argument(
+        "--llm-users",
         "--eval-users",
+        dest="llm_users",
         type=int,
         default=EVAL_USERS,
         metavar="N",
-        help=f"evaluation users (seeded sample) every arm is scored on, default "
-        f"{EVAL_USERS}; --users is the data option (users loaded)",
+        help=f"evaluation users (seeded sample) every arm is scored on, default {EVAL_USERS} "
+        "(--eval-users is the same option; --users is the data option: users loaded)",
     )
     g.add_argument(
         "--no-train", action="store_true", help="leave out the trained two-tower reference"
     )
     args = experiment.parse_args_with_quick(p, argv, QUICK)
-    if args.eval_users < 1:
-        raise C.ConfigError("--eval-users must be >= 1")
+    if args.llm_users < 1:
+        raise C.ConfigError("--llm-users must be >= 1")
     return args
 
 
@@ -112,7 +114,7 @@ def main(argv=None):
     progress = not args.quiet
 
     # --- 1. the evaluation users ----------------------------------------------------------
-    users = experiment.sample_users(exp.users, args.eval_users)  # nested across sizes
+    users = experiment.sample_users(exp.users, args.llm_users)  # nested across sizes
     print(
         f"{len(users):,} evaluation users (seeded sample of {len(exp.users):,})"
         + ("; fewer than the 200 the experiments' contract asks for" if len(users) < 200 else "")

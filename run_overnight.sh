@@ -36,14 +36,15 @@ options:
   --steps LIST     comma list of steps to consider (default: all, in the order above)
   --args STEP="OPTIONS"
                    extra options for one step's script, e.g. sizes for a local-model run:
-                   --args llm_reranker="--eval-users 100" (repeatable; part of the step's
+                   --args llm_reranker="--llm-users 100" (repeatable; part of the step's
                    command line, so changing them reruns the step)
   --force          rerun the selected steps even when their results are up to date
   --dry-run        print what would run or be skipped, run nothing
   -h, --help       this help
 
 resuming: after each step a marker results/.overnight/<step>.marker records its command
-line, git commit, a hash of the code it runs (its script and every repository module it
+line, git commit (for the record only: a commit that changes no code the step runs does
+not rerun it), a hash of the code it runs (its script and every repository module it
 imports, directly or not; pyproject.toml; uncommitted edits count), the data folder's
 files (name, size, mtime), the LLM backend it resolved to (LLM steps), the exit status,
 wall time and results file with its hash. A step is skipped when all of these match, it
@@ -283,7 +284,6 @@ why_run() {
         *) echo "its last run did not succeed"; return ;;
     esac
     [[ $(marker_get "$m" command) == "${CMD[*]}" ]] || { echo "other options"; return; }
-    [[ $(marker_get "$m" commit) == "$COMMIT" ]] || { echo "new commit"; return; }
     [[ $(marker_get "$m" code) == "$CODE" ]] || { echo "code changed"; return; }
     [[ $(marker_get "$m" data) == "$DATA" ]] || { echo "data changed"; return; }
     [[ $(marker_get "$m" llm) == "$LLM_KEY" ]] || { echo "other LLM backend"; return; }
@@ -361,7 +361,7 @@ for step in "${SELECTED[@]}"; do
     [[ $step == evals ]] && INPUTS=$(inputs_hash)
     LLM_KEY=""   # the backend matters to the LLM experiments only
     [[ $LLM_STEPS == *" $step "* ]] && LLM_KEY=$LLM_STATUS
-    KEY=$(printf '%s\n' "${CMD[*]}" "$COMMIT" "$CODE" "$DATA" "$LLM_KEY" "$INPUTS" | sha)
+    KEY=$(printf '%s\n' "${CMD[*]}" "$CODE" "$DATA" "$LLM_KEY" "$INPUTS" | sha)
     m=$MARKERS/$step.marker
     why=$(why_run "$step" "$m")
     if [[ -z $why ]]; then

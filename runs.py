@@ -33,7 +33,7 @@ STAMP_FORMAT = "%Y%m%dT%H%M%SZ"  # UTC
 SAME_DATA_KEYS = ("source", "sampling", "users", "items", "rows")  # what "the same data" means
 PER_USER_METRICS = ("recall@10", "ndcg@10")  # saved per user, per arm (first seed)
 HEADLINE_METRICS = ("recall@10", "recall@20", "ndcg@10")  # the best arm's, in the index
-NOT_HASHED = ("out", "quiet")  # options that do not change a result
+NOT_HASHED = ("out", "quiet", "log_level")  # options that do not change a result
 # the part of a run's file name after <script>_<data>_<split>: time, options hash, -N
 RUN_SUFFIX = re.compile(r"_\d{8}T\d{6}Z_[0-9a-f]{8}(-\d+)?$")
 
@@ -45,7 +45,7 @@ def data_kind(source: str) -> str:
 
 
 def options_hash(options: dict) -> str:
-    """8 hex digits of the options (json, sorted keys; --out and --quiet left out)."""
+    """8 hex digits of the options (json, sorted keys; --out, --quiet and --log-level left out)."""
     kept = {k: v for k, v in options.items() if k not in NOT_HASHED and not k.startswith("_")}
     return config.short_hash(json.dumps(kept, sort_keys=True, default=str), 8)
 

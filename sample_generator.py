@@ -7,8 +7,8 @@ and staples, Zipf-like item popularity, Instacart's order/basket/timing shapes,
 and a per-order latent "occasion" (written to order_occasions.csv) that shifts
 the aisle mix and serves as a ground-truth positive control.
 
-    uv run sample_generator.py --out data/sample                # 5,000 users x 10,000 products
-    uv run sample_generator.py --out data/full --full           # ~206k users, ~32M prior rows
+    uv run sample_generator.py --out-dir data/sample            # 5,000 users x 10,000 products
+    uv run sample_generator.py --out-dir data/full --kaggle-size # ~206k users, ~32M prior rows
 
 Calibration against real rows lives in calibration.py (it trains the project's models);
 this module is a bottom-floor shared module: it imports nothing from the project.
@@ -923,27 +923,47 @@ def generate(
     return out_dir
 
 
+def add_size_args(ap: argparse.ArgumentParser, default_note: str = "") -> None:
+    """The generator's options, shared with calibration.py: --out-dir, --users, --items,
+    --seed, --kaggle-size. The project's one vocabulary: --items is a number of products in
+    every script; --full in the scripts means "no sampling", so the Kaggle size here is
+    --kaggle-size. The older spellings (--out, --products, --full) still parse, unlisted."""
+    ap.add_argument(
+        "--out-dir", help="output folder for the Kaggle-layout CSVs (default data/sample)"
+    )
+    ap.add_argument("--users", type=int, help=f"number of users (default 5000{default_note})")
+    ap.add_argument(
+        "--items", type=int, help=f"catalogue size, products (default 10000{default_note})"
+    )
+    ap.add_argument("--seed", type=int, default=42, help="random seed; same seed -> same bytes")
+    ap.add_argument(
+        "--kaggle-size",
+        action="store_true",
+        help=f"Kaggle's size: {FULL_USERS:,} users x {FULL_PRODUCTS:,} products",
+    )
+    ap.add_argument("--out", dest="out_dir", help=argparse.SUPPRESS)
+    ap.add_argument("--products", dest="items", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--full", dest="kaggle_size", action="store_true", help=argparse.SUPPRESS)
+
+
+def sizes_from_args(args) -> tuple[int | None, int | None]:
+    """(users, items) asked for: --kaggle-size fills whichever of the two is not given."""
+    if args.kaggle_size:
+        return args.users or FULL_USERS, args.items or FULL_PRODUCTS
+    return args.users, args.items
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    ap.add_argument("--out", help="output folder for the Kaggle-layout CSVs (default data/sample)")
-    ap.add_argument("--users", type=int, help="number of users (default 5000)")
-    ap.add_argument("--products", type=int, help="catalogue size (default 10000)")
-    ap.add_argument("--seed", type=int, default=42, help="random seed; same seed -> same bytes")
-    ap.add_argument(
-        "--full",
-        action="store_true",
-        help=f"full Kaggle size: {FULL_USERS:,} users x {FULL_PRODUCTS:,} products",
-    )
+    add_size_args(ap)
     ap.add_argument("--quiet", action="store_true", help="no progress bar")
     args = ap.parse_args(argv)
-    users, products = args.users, args.products
-    if args.full:
-        users, products = users or FULL_USERS, products or FULL_PRODUCTS
-    out = Path(args.out or "data/sample")
+    users, items = sizes_from_args(args)
+    out = Path(args.out_dir or "data/sample")
     t0 = time.time()
-    generate(out, users or 5000, products or 10000, args.seed, progress=not args.quiet)
+    generate(out, users or 5000, items or 10000, args.seed, progress=not args.quiet)
     print(f"wrote {out} in {time.time() - t0:.1f}s (generator {GENERATOR_VERSION})")
 
 

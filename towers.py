@@ -346,8 +346,6 @@ class TwoTower:
         """Train on the (user, item) rows of `train`; a seeded val_frac of them only
         measures the validation loss printed after each epoch. `context`: one category
         per row of `train` (cfg.n_contexts > 0, train_on='rows')."""
-        from tqdm import tqdm
-
         cfg = self.cfg
         rng = np.random.default_rng(cfg.seed)
         if cfg.train_on == "pairs":
@@ -383,7 +381,7 @@ class TwoTower:
             order = fit_idx[rng.permutation(len(fit_idx))]
             starts = range(0, max(len(order) - bs + 1, 1), bs)  # drops the last partial batch
             total, n = 0.0, 0
-            bar = tqdm(
+            bar = config.progress(
                 starts, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not progress, leave=False
             )
             for s in bar:
@@ -394,7 +392,7 @@ class TwoTower:
                 opt.step()
                 scheduler.step()
                 total, n = total + loss.item(), n + 1
-                bar.set_postfix(loss=f"{total / n:.3f}")
+                bar.set_postfix(loss=f"{total / n:.3f}", refresh=False)
             val_loss = self.validation_loss(users[val], items[val], log_q, ctx(val))
             self.training_log["epochs"].append(
                 {

@@ -42,6 +42,7 @@ if str(ROOT) not in sys.path:  # `python evals/description_evals.py` as well as 
     sys.path.insert(0, str(ROOT))
 
 import common as C
+import config
 import experiment
 import llm
 from descriptions import (
@@ -185,7 +186,9 @@ def main(argv=None):
     p.add_argument("--out", default=str(RESULTS_PATH), help="results JSON path")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     llm.add_llm_args(p)
+    config.add_log_level_arg(p)
     args = p.parse_args(argv)
+    config.apply_log_level(args)
     if args.judge < 0:
         raise C.ConfigError("--judge must be >= 0")
     client = None

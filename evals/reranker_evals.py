@@ -49,6 +49,7 @@ from pathlib import Path
 
 import numpy as np
 
+import config
 import runs
 from common import agreement, jaccard_at, kendall_tau, rbo  # noqa: F401 (re-exported)
 from experiment import SAME_DATA_KEYS
@@ -432,7 +433,9 @@ def main(argv: list[str] | None = None) -> int:
         help="evaluate only the first N users of the file (default: all)",
     )
     p.add_argument("--out", default=str(OUT_PATH), help="results JSON path")
+    config.add_log_level_arg(p)
     args = p.parse_args(argv)
+    config.apply_log_level(args)
     if args.users is not None and args.users < 1:
         print("error: --users must be >= 1", file=sys.stderr)
         return 2

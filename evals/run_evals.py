@@ -552,7 +552,12 @@ def parse_args(argv=None):
         "--no-llm", dest="llm", action="store_const", const="none", help="same as --llm none"
     )
     p.add_argument("--llm-model", default=None, help="model of the --judge calls")
-    return check_args(p, p.parse_args(argv))
+    import config
+
+    config.add_log_level_arg(p)
+    args = p.parse_args(argv)
+    config.apply_log_level(args)
+    return check_args(p, args)
 
 
 def check_args(p: argparse.ArgumentParser, args):

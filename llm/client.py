@@ -282,6 +282,6 @@ def _progress(total: int, enabled: bool, desc: str):
     """A tqdm bar (rate and ETA) when asked for (and there is work), else a no-op."""
     if not (enabled and total):
         return _NoBar()
-    from tqdm import tqdm
+    from config import progress
 
-    return tqdm(total=total, desc=desc, unit="call", dynamic_ncols=True)
+    return progress(total=total, desc=desc, unit="call", dynamic_ncols=True)

@@ -132,7 +132,7 @@ def test_llm_arms_through_the_fake_api_with_malformed_permutations(
         assert server2.total_requests == 0
 
 
-SMALL = ("--llm", "claude", "--eval-users", "2", "--shuffles", "1", "--mode", "listwise")
+SMALL = ("--llm", "claude", "--reranker-users", "2", "--shuffles", "1", "--mode", "listwise")
 
 
 def test_answers_file_names_its_run(small_sample_dir, env, monkeypatch):
@@ -148,7 +148,7 @@ def test_answers_file_names_its_run(small_sample_dir, env, monkeypatch):
     assert run["data"] == {k: res["data"][k] for k in experiment.SAME_DATA_KEYS}
     assert run["split"] == {"mode": "temporal", "seed": res["split"]["seed"]}
     assert run["candidate_sets"] == ["faiss@20"] and run["run_id"]
-    assert (run["options"]["eval_users"], run["options"]["shuffles"]) == (2, 1)
+    assert (run["options"]["llm_users"], run["options"]["shuffles"]) == (2, 1)
     assert run["options"]["mode"] == "listwise" and run["llm_users"] == 2
     assert run["llm"]["backend"] == "fake" and run["llm"]["model"] == llm.DEFAULT_MODEL  # loopback
     assert len(recs) == 2 * 4  # 2 users x 4 conditions x 1 shuffle
@@ -203,7 +203,7 @@ def test_pointwise_mode_scores_every_candidate(small_sample_dir, env, monkeypatc
 
 def test_quick_fills_only_the_options_not_given():
     args = X.parse_args(["--quick", "--eval-users", "5"])
-    assert args.eval_users == 5  # given: kept
+    assert args.llm_users == 5  # given: kept
     assert (args.users, args.items, args.seeds, args.no_tifu) == (400, 1500, 1, True)
     assert X.parse_args([]).users != 400
 

@@ -105,7 +105,7 @@ def test_script_with_fake_llm_then_rerun_makes_no_call(
     D.describe_items(ds, np.arange(80), client, progress=False)
     client.close()
     out = tmp / "r.json"
-    N.main(argv(small_sample_dir, out, "--llm", "claude", "--eval-users", "60"))
+    N.main(argv(small_sample_dir, out, "--llm", "claude", "--llm-users", "60"))
     printed = capsys.readouterr().out
     res = json.loads(out.read_text())
     arms = res["metrics"]
@@ -136,7 +136,7 @@ def test_script_with_fake_llm_then_rerun_makes_no_call(
         if ref != "template profile x descriptions":
             assert not [a for a in arms if a.endswith("x descriptions")], ref
     sent = server.counts.copy()
-    N.main(argv(small_sample_dir, out, "--llm", "claude", "--eval-users", "60"))
+    N.main(argv(small_sample_dir, out, "--llm", "claude", "--llm-users", "60"))
     assert server.counts == sent
     # samples are nested: 70 users = the 60 above (narrations cached) + 10 new ones
     N.main(argv(small_sample_dir, out, "--llm", "claude", "--eval-users", "70"))

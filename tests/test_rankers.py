@@ -99,9 +99,7 @@ def test_candidate_recall_hand_check(data):
     u0, u1 = int(users[0]), int(users[1])
     t0, t1 = split.truth[u0], split.truth[u1]
     other = np.setdiff1d(np.arange(ds.n_items), np.concatenate([t0, t1]))[:3]
-    cands = pd.DataFrame(
-        {"user": [u0, u0, u0, u1], "item": [t0[0], other[0], other[1], other[2]]}
-    )
+    cands = pd.DataFrame({"user": [u0, u0, u0, u1], "item": [t0[0], other[0], other[1], other[2]]})
     # u0 finds 1 of its |t0| items, u1 none: recall = (1/|t0| + 0) / 2
     assert reranking.candidate_recall(cands, np.array([u0, u1]), split) == pytest.approx(
         1 / len(t0) / 2

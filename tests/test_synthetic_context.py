@@ -313,7 +313,9 @@ def test_verdict_sentence_follows_the_numbers(per_seed, word, noise, can):
     assert line.startswith(f"verdict: {word} - ")
     assert f"is {noise} seed noise" in line and f"the verdict {can} land either way" in line
     assert f"{len(per_seed)} seeds, half-width {(g['ci95'][1] - g['ci95'][0]) / 2:.4f}" in line
-    assert f"({metrics.seeds_needed(g['std'], X.TARGET_HALF_WIDTH)} seeds needed at this std)" in line
+    assert (
+        f"({metrics.seeds_needed(g['std'], X.TARGET_HALF_WIDTH)} seeds needed at this std)" in line
+    )
     assert experiment.format_interval({"mean": g["mean"], "ci95": g["ci95"]}, 4) in line
 
 
