@@ -26,13 +26,17 @@ def generator_args(*argv):
 def test_generator_speaks_the_scripts_vocabulary_and_keeps_the_old_spellings():
     new = generator_args("--out-dir", "d", "--items", "300", "--kaggle-size")
     old = generator_args("--out", "d", "--products", "300", "--full")
-    assert vars(new) == vars(old) == {
-        "out_dir": "d",
-        "users": None,
-        "items": 300,
-        "seed": 42,
-        "kaggle_size": True,
-    }
+    assert (
+        vars(new)
+        == vars(old)
+        == {
+            "out_dir": "d",
+            "users": None,
+            "items": 300,
+            "seed": 42,
+            "kaggle_size": True,
+        }
+    )
     # --kaggle-size fills only the size not given
     assert sample_generator.sizes_from_args(new) == (sample_generator.FULL_USERS, 300)
 

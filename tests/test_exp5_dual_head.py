@@ -139,6 +139,9 @@ def test_smoke_end_to_end(small_sample_dir, tmp_path, monkeypatch, capsys):
     assert r["question"] == X.QUESTION and r["original_finding"] == X.ORIGINAL_FINDING
     assert "cold-start items" in text and "alpha by epoch" in text and "survival share" in text
     assert "seed plan: 1 seed" in text and r["findings"]["seed_plan"]["seeds"] == 1
+    # what the verdict reads, with its margin beside the gain it reads (the report's plots)
+    assert r["verdict_reads"]["recovery"]["margin"] == X.MIN_EFFECT
+    assert r["gains_over_seeds"]["frozen semantic"]["margin"] == X.MIN_EFFECT
     # every saved tower that reads the text is keyed by the texts and the text model
     saved = [
         json.loads(p.read_text())["variant"]

@@ -181,6 +181,8 @@ def test_smoke_generated_with_fake_llm(small_sample_dir, tmp_path, monkeypatch, 
     assert lab["agreement"]["orders"] == lab["orders_labelled"]
     assert r["verdict"].split(" - ")[0] in {f"verdict: {v}" for v in experiment.VERDICTS}
     assert "verdict:" in text and "confusion (rows truth" in text and "seed plan: 1 seed" in text
+    assert r["verdict_reads"]["hurts"]["margin"] == X.MIN_EFFECT
+    assert r["gains_over_seeds"]["random fractions"]["margin"] == X.MIN_EFFECT
 
 
 def test_llm_arms_are_evaluated_on_the_users_whose_orders_were_labelled(
