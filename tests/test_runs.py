@@ -137,3 +137,20 @@ def test_eval_run_compare_lists_study_arms_added_and_removed(tmp_path, capsys):
     out = capsys.readouterr().out
     assert [r["metric"] for r in rows] == ["study/x.json/arms/a/recall@10"]
     assert "study arms added: x.json/c" in out and "study arms removed: x.json/b" in out
+
+
+def test_provenance_records_every_installed_distribution(monkeypatch):
+    """provenance()["versions"]: every installed distribution (name -> version, sorted), not
+    only the nine libraries it once named; those keep their keys, None when absent, and
+    "xgboost" is the xgboost module's version when xgboost-cpu installs it."""
+    from importlib.metadata import version
+
+    v = experiment.provenance()["versions"]
+    assert v["scipy"] == version("scipy") and v["httpx2"] == version("httpx2")
+    assert v["torch"] == version("torch") and v["faiss-cpu"] == version("faiss-cpu")
+    assert list(v) == sorted(v) and len(v) > 40
+    assert set(experiment.CORE_LIBRARIES) <= set(v)
+    assert v["xgboost"] == __import__("xgboost").__version__
+    assert all(k == k.lower() and "_" not in k for k in v)  # normalised names
+    monkeypatch.setattr(experiment, "CORE_LIBRARIES", (*experiment.CORE_LIBRARIES, "no-such"))
+    assert experiment.installed_versions()["no-such"] is None
