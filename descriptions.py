@@ -249,6 +249,7 @@ def description_stats(
         "n": len(texts),
         "words": float(np.mean([len(d) for d in docs])),
         "distinct_tokens": float(np.mean([len(s) for s in sets])),
+        "vocabulary": len(set().union(*sets)),  # distinct words over all the texts
         "distinct_1": distinct_n(docs, 1),
         "distinct_2": distinct_n(docs, 2),
         "ttr": float(np.mean([len(s) / len(d) if d else 0.0 for s, d in zip(sets, docs)])),

@@ -180,6 +180,7 @@ TABLE_COLUMNS = ["R@5", "R@10", "R@20", "NDCG@10", "R@20 repeat", "R@20 explore"
 REFERENCE_BASELINE = "top-frequency + popular"  # the strong simple baseline of paired gains
 VERDICTS = ("confirmed", "refuted", "inconclusive")
 MIN_VERDICT_USERS = 200  # LLM arms: EXPERIMENTS.md's minimum evaluation users for a finding
+MIN_VERDICT_ITEMS = 500  # item text: EXPERIMENTS.md's minimum described items for a finding
 
 
 def script_parser(doc: str, epilog_from: int | None = None, seeds: int = 3, llm_args: bool = True):
@@ -404,6 +405,24 @@ def sample_users(users: np.ndarray, n: int, seed: int = RANDOM_SEED) -> np.ndarr
     users = np.asarray(users)
     n = len(users) if n == 0 else min(n, len(users))
     return np.sort(np.random.default_rng(seed).permutation(users)[:n])
+
+
+def sample_items_by_popularity(
+    popularity_order: np.ndarray, n: int, seed: int = RANDOM_SEED, strata: int = 10
+) -> np.ndarray:
+    """A seeded sample of `n` items drawn across popularity, sorted: the items, most bought
+    first (`popularity_order`), are cut into `strata` bands of equal size; each band is
+    shuffled with the seed and the bands are dealt out in turn (the first of every band,
+    then the second, ...), so every band gives n / strata items (all items when n is 0 or
+    >= their number). Samples are nested: a larger one holds every item of a smaller one
+    and reuses its cached LLM answers. Never the n most bought."""
+    order = np.asarray(popularity_order)
+    n = len(order) if n == 0 else min(n, len(order))
+    rng = np.random.default_rng(seed)
+    bands = [b[rng.permutation(len(b))] for b in np.array_split(order, strata) if len(b)]
+    depth = max(len(b) for b in bands)
+    dealt = [b[r] for r in range(depth) for b in bands if r < len(b)]
+    return np.sort(np.asarray(dealt[:n], dtype=np.int64))
 
 
 PIPELINE_SCRIPT = "two_tower"  # whose best pipeline row every experiment table carries
@@ -676,21 +695,29 @@ class Experiment:
             )
         return out
 
-    def verdict(self, status: str, sentence: str, n_users: int | None = None) -> str:
+    def verdict(
+        self, status: str, sentence: str, n_users: int | None = None, n_items: int | None = None
+    ) -> str:
         """The closing line every experiment prints (EXPERIMENTS.md). An LLM arm's verdict
-        passes `n_users`: below MIN_VERDICT_USERS a confirmed / refuted is reported as
-        inconclusive (too few users is not a finding), with the reason in the line; so is
-        every verdict of a smoke run (--quick), which says "smoke run" first."""
+        passes the units the LLM worked on: `n_users` (below MIN_VERDICT_USERS) and, for item
+        text, `n_items` described items (below MIN_VERDICT_ITEMS); too few of either turns a
+        confirmed / refuted into inconclusive (not a finding), every shortfall named in the
+        line; so is every verdict of a smoke run (--quick), which says "smoke run" first."""
         if status not in VERDICTS:
             raise ConfigError(f"verdict must be one of {', '.join(VERDICTS)}")
-        if getattr(self.args, "quick", False):
+        short = [
+            f"{n:,} {unit} < {low}"
+            for n, unit, low in (
+                (n_users, "users", MIN_VERDICT_USERS),
+                (n_items, "described items", MIN_VERDICT_ITEMS),
+            )
+            if n is not None and n < low
+        ]
+        if getattr(getattr(self, "args", None), "quick", False):
             sentence = f"smoke run (--quick), not a finding (would read {status}): {sentence}"
             status = "inconclusive"
-        elif n_users is not None and n_users < MIN_VERDICT_USERS and status != "inconclusive":
-            sentence += (
-                f" [would read '{status}', but {n_users} users < {MIN_VERDICT_USERS}: "
-                "not a finding]"
-            )
+        elif short and status != "inconclusive":
+            sentence += f" [would read '{status}', but {' and '.join(short)}: not a finding]"
             status = "inconclusive"
         self.verdict_line = f"verdict: {status} - {sentence}"
         print(self.verdict_line)

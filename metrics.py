@@ -1,6 +1,7 @@
 """Metrics: one implementation for every table in the project (conventions in
-per_user_metrics' docstring), bootstrap intervals over users, paired gains, and the
-agreement between two rankings (RBO, Jaccard@10, Kendall tau).
+per_user_metrics' docstring), bootstrap intervals over users (and over users and items
+together: two_way_bootstrap), paired gains, intervals over seeds, and the agreement between
+two rankings (RBO, Jaccard@10, Kendall tau).
 """
 
 from __future__ import annotations
@@ -182,6 +183,90 @@ def kendall_tau(a, b) -> float:
 def agreement(a, b) -> dict:
     """RBO, Jaccard@10 and Kendall tau of two rankings."""
     return {"rbo": rbo(a, b), "jaccard@10": jaccard_at(a, b), "tau": kendall_tau(a, b)}
+
+
+# ----------------------------------------------------------------------------
+# a two-way bootstrap: users and items resampled together (a finding about item text must
+# hold for other items as well as for other users)
+def recall_pairs(ranked: np.ndarray, truths: list, k: int = 10) -> tuple:
+    """(user row, item, hit) for every (user, held-out item) pair of `truths` (one array per
+    row of `ranked`): hit = 1.0 when the item is in the row's top k. A user's Recall@k is the
+    mean of its pairs' hits (per_user_metrics' definition)."""
+    rows, items, hits = [], [], []
+    for j, t in enumerate(truths):
+        t = np.unique(np.asarray(t, np.int64))
+        top = ranked[j, :k]
+        rows.append(np.full(len(t), j, np.int64))
+        items.append(t)
+        hits.append(np.isin(t, top[top >= 0]).astype(float))
+    cat = lambda xs, dt: np.concatenate(xs).astype(dt) if xs else np.zeros(0, dt)
+    return cat(rows, np.int64), cat(items, np.int64), cat(hits, float)
+
+
+def two_way_bootstrap(
+    rows: np.ndarray,
+    items: np.ndarray,
+    values: np.ndarray,
+    n_boot: int = 1000,
+    seed: int = RANDOM_SEED,
+    chunk: int = 100,
+) -> dict:
+    """Mean over users of each user's mean `values` over its (user, item) pairs, with a 95%
+    interval from resampling users AND items together (Owen's two-way "pigeonhole" bootstrap):
+    in each replicate every user and every item gets a multinomial weight, a user's mean is
+    weighted by its items' weights, and users without a drawn item drop out. Conservative
+    for crossed effects; with one item per user it is the bootstrap over users.
+    Paired gains pass values = hit_a - hit_b (Recall@k of two lists over the same pairs).
+    Returns {"mean", "ci95", "n_users", "n_items"}."""
+    from scipy import sparse
+
+    rows, items, values = np.asarray(rows), np.asarray(items), np.asarray(values, float)
+    if not len(values):
+        nan = float("nan")
+        return {"mean": nan, "ci95": [nan, nan], "n_users": 0, "n_items": 0}
+    u_ids, u = np.unique(rows, return_inverse=True)
+    i_ids, i = np.unique(items, return_inverse=True)
+    n_u, n_i = len(u_ids), len(i_ids)
+    val = sparse.csr_matrix((values, (u, i)), shape=(n_u, n_i))
+    has = sparse.csr_matrix((np.ones(len(u)), (u, i)), shape=(n_u, n_i))
+    per_user = np.asarray(val.sum(1)).ravel() / np.asarray(has.sum(1)).ravel()
+    rng = np.random.default_rng(seed)
+
+    def weights(c: int, n: int) -> np.ndarray:  # c multinomial resamples of n units
+        draws = rng.integers(0, n, size=(c, n)) + (np.arange(c) * n)[:, None]
+        return np.bincount(draws.ravel(), minlength=c * n).reshape(c, n).astype(float)
+
+    means = []
+    for start in range(0, n_boot, chunk):
+        c = min(chunk, n_boot - start)
+        w_i, w_u = weights(c, n_i).T, weights(c, n_u).T  # [n_i, c], [n_u, c]
+        num, den = val @ w_i, has @ w_i  # per user and replicate
+        ok = den > 0
+        r = np.where(ok, num / np.where(ok, den, 1.0), 0.0)
+        w = w_u * ok
+        means.append((w * r).sum(0) / np.maximum(w.sum(0), 1e-12))
+    means = np.concatenate(means)
+    return {
+        "mean": float(per_user.mean()),
+        "ci95": [float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))],
+        "n_users": int(n_u),
+        "n_items": int(n_i),
+    }
+
+
+def paired_recall_users_items(
+    ranked_a: np.ndarray,
+    ranked_b: np.ndarray,
+    truths: list,
+    k: int = 10,
+    n_boot: int = 1000,
+    seed: int = RANDOM_SEED,
+) -> dict:
+    """Recall@k of list a - list b over the same users and held-out items, with the two-way
+    bootstrap interval over users and items (two_way_bootstrap)."""
+    rows, items, hit_a = recall_pairs(ranked_a, truths, k)
+    _, _, hit_b = recall_pairs(ranked_b, truths, k)
+    return two_way_bootstrap(rows, items, hit_a - hit_b, n_boot, seed)
 
 
 # ----------------------------------------------------------------------------

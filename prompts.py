@@ -146,6 +146,26 @@ USER_NARRATION = Template(
     max_tokens=250,
 )
 
+# Experiment 2's history arm: the LLM reads the purchase history itself (text.user_history,
+# training rows only) instead of paraphrasing the template profile. The instructions come
+# first and the history last, so a local model's slot reuses the KV cache of the shared part.
+USER_HISTORY_PROFILE = Template(
+    name="user_history_profile",
+    system=USER_NARRATION.system,
+    text=(
+        "Below is one Instacart shopper's purchase history: the products they bought most "
+        "often, with how many times, and their most recent orders.\n\n"
+        "In 3-5 sentences, describe this shopper for a product search engine that will match "
+        "your text against product names: the kinds of products and the specific products "
+        "they buy again and again, the aisles and departments they shop, dietary patterns, "
+        "and what they are likely to buy in their next order. Do not guess anything about "
+        "the person's identity.\n\n"
+        "Most bought products, as name (aisle): purchases:\n{top_items}\n\n"
+        "Recent orders, most recent first:\n{recent_orders}"
+    ),
+    max_tokens=250,
+)
+
 _RANKING_SCHEMA = {
     "type": "object",
     "properties": {"ranking": {"type": "array", "items": {"type": "integer"}, "minItems": 1}},
@@ -270,6 +290,7 @@ TEMPLATES: dict[str, Template] = {
     for t in (
         ITEM_DESCRIPTION,
         USER_NARRATION,
+        USER_HISTORY_PROFILE,
         RERANKER,
         RERANKER_CONTEXT,
         DESCRIPTION_JUDGE,

@@ -241,3 +241,48 @@ def profile_template_text(facts: dict) -> str:
         f"Often buys {', '.join(facts['products'])}. {facts['orders']} orders{gap}; "
         f"{facts['organic_share']:.0%} of purchases organic."
     )
+
+
+# The purchase history an LLM reads for a user profile of its own (experiment 2's history
+# arm): what the user bought most, with counts, and the last few orders, from TRAINING rows
+# only. Fields of the prompt user_history_profile.
+HISTORY_TOP_ITEMS = 15  # most bought products listed, with their purchase counts
+HISTORY_ORDERS = 3  # most recent training orders listed
+HISTORY_ORDER_ITEMS = 12  # products shown per order (the rest counted)
+
+
+def user_history(
+    ds: Dataset,
+    train: pd.DataFrame,
+    users: np.ndarray,
+    top: int = HISTORY_TOP_ITEMS,
+    orders: int = HISTORY_ORDERS,
+    per_order: int = HISTORY_ORDER_ITEMS,
+) -> list[dict]:
+    """Per user of `users`, {"top_items", "recent_orders"}: the `top` products bought most
+    often in training rows as "- name (aisle): N times" lines (ties: the lower item index),
+    and the last `orders` training orders, most recent first, as "- order K: a, b, c"
+    lines (at most `per_order` names, then "(+M more)"); "- none" without training rows."""
+    names = ds.items["product_name"].fillna("unknown product").to_numpy()
+    aisles = ds.items["aisle"].fillna("unknown aisle").to_numpy()
+    rows = train[train["user"].isin(users)]
+    groups = dict(tuple(rows.groupby("user")))
+    out = []
+    for u in users:
+        g = groups.get(int(u))
+        if g is None or not len(g):
+            out.append({"top_items": "- none", "recent_orders": "- none"})
+            continue
+        counts = g["item"].value_counts()
+        counts = counts.iloc[np.lexsort((counts.index.to_numpy(), -counts.to_numpy()))]
+        top_lines = [
+            f"- {names[i]} ({aisles[i]}): {n} time{'s' if n != 1 else ''}"
+            for i, n in counts.head(top).items()
+        ]
+        recent = []
+        for num in sorted(g["order_number"].unique())[::-1][:orders]:
+            items = g.loc[g["order_number"] == num, "item"].to_numpy()
+            more = f" (+{len(items) - per_order} more)" if len(items) > per_order else ""
+            recent.append(f"- order {num}: " + ", ".join(names[items[:per_order]]) + more)
+        out.append({"top_items": "\n".join(top_lines), "recent_orders": "\n".join(recent)})
+    return out

@@ -32,6 +32,7 @@ METRIC_NAMES = {
     "recall@20": "R@20",
     "ndcg@10": "NDCG@10",
     "cat_precision@10": "category precision@10",
+    "recall@10 users x items": "R@10",  # exp1: R@10 with the two-way interval (users x items)
 }
 # the original study's final gate alphas (../shared/EXPERIMENTS.md), used when the JSON's
 # findings do not carry them
@@ -80,6 +81,7 @@ class Row:
     over: str = "users"  # the interval: "users" (paired bootstrap, first seed) | "seeds"
     verdict: bool = False  # the row the verdict reads
     unit: str = "users"  # what n counts
+    items: int | None = None  # the items an interval over users x items resampled
     value_note: str = ""  # e.g. "mean of 3 seeds" for a value whose interval is seed 1's
 
     def text(self, digits: int, signed: bool) -> str:
@@ -87,12 +89,14 @@ class Row:
         f = f"{{:{'+' if signed else ''}.{digits}f}}".format
         val = f(self.mean) + (f" ({self.value_note})" if self.value_note else "")
         if self.ci is not None:
-            where = "seeds" if self.over == "seeds" else "users"
+            where = self.over if self.over in ("seeds", "users x items") else "users"
             seed1 = ", seed 1" if self.over == "users" and (self.seeds or 1) > 1 else ""
             val += f" [{f(self.ci[0])}, {f(self.ci[1])}] over {where}{seed1}"
         else:
             val += " (no interval)"
         size = f"n={self.users:,} {self.unit}" if self.users is not None else "n=?"
+        if self.items is not None:
+            size += f" x {self.items:,} items"
         if self.seeds:
             size += f", {self.seeds} seed{'s' if self.seeds > 1 else ''}"
         return f"{val} | {size}"
@@ -271,10 +275,58 @@ def two_tower_figure(d: dict) -> Figure | None:
     )
 
 
+ENRICHMENT_GROUPS = {  # exp1's populations, by arm-name prefix (the verdict's first)
+    "described: ": "held-out purchases of the described items (the verdict's truth)",
+    "": "every held-out purchase",
+    "cold: ": "cold-start items",
+}
+
+
+def enrichment_reads_figure(d: dict) -> Figure | None:
+    """exp1 with its verdict_reads: every paired gain (each LLM or placebo text − template,
+    the description − each placebo, per arm), on the verdict's metric and interval (R@10,
+    two-way over users x items, where the gain has it), one panel per population; the
+    gains the verdict reads in bold."""
+    gains, reads = d.get("gains") or {}, d["verdict_reads"]
+    read = {r["gain"].removeprefix("gains."): r for r in reads.values()}
+    metric = next(iter(read.values()))["metric"]
+    groups = {p: [] for p in ENRICHMENT_GROUPS}
+    for key, g in gains.items():
+        a, _, b = key.partition(" vs ")
+        prefix = next((p for p in ENRICHMENT_GROUPS if p and a.startswith(p)), "")
+        m = metric if metric in g else "recall@10"
+        row = paired_row(d, pair_label(a, b), g, m, a, b, verdict=key in read)
+        if m == metric and "users x items" in metric:
+            row.over, row.items, row.per_seed = "users x items", g[m].get("n_items"), []
+        groups[prefix].append(row)
+    verdict_gain = gains.get(next(iter(read), ""))
+    margin = get(verdict_gain, "margin")
+    panels = [
+        Panel(
+            f"{ENRICHMENT_GROUPS[p]}: R@10, paired, same arm ({rows[0].users or 0:,} users)",
+            f"paired gain in {METRIC_NAMES.get(metric, metric)} (text − reference text)",
+            rows,
+            band=margin_band(verdict_gain, "beats") if p == "described: " and margin else None,
+        )
+        for p, rows in groups.items()
+        if rows
+    ]
+    if not panels:
+        return None
+    return Figure(
+        "llm_item_enrichment: does the LLM description beat the template and the best "
+        f"placebo? (verdict, in bold: {' and '.join(reads)}, zero-shot purchases)",
+        panels,
+    )
+
+
 def enrichment_figure(d: dict) -> Figure | None:
     """exp1: description (and both) − template text, same arm, R@10 paired over users; warm
-    users and cold-start users apart. Without LLM arms (no gains): each arm's R@10."""
+    users and cold-start users apart. Without LLM arms (no gains): each arm's R@10. A JSON
+    with verdict_reads (the placebo arms): enrichment_reads_figure."""
     gains = d.get("gains") or {}
+    if gains and d.get("verdict_reads"):
+        return enrichment_reads_figure(d)
     if gains:
         groups = {"warm items": [], "cold-start items": []}
         for key, g in gains.items():
@@ -323,9 +375,70 @@ def enrichment_figure(d: dict) -> Figure | None:
     )
 
 
+def narration_reads_figure(d: dict) -> Figure:
+    """exp2 with its verdict_reads: each text profile − the trained user tower in R@10 (the
+    verdict's metric, claim 'competitive', its margin as a band), each − top-frequency, then
+    every arm's category precision@10 (the original's metric) beside its base rate."""
+    r = d["verdict_reads"]["replace"]
+    ref, metric = r["reference"], r["metric"]
+    name = METRIC_NAMES.get(metric, metric)
+    panels = []
+    for against in (ref, "top-frequency"):
+        arms = get(d, "gains", against) or {}
+        rows = [
+            paired_row(d, a, g, metric, a, against, verdict=against == ref and a == r["arm"])
+            for a, g in arms.items()
+            if metric in g
+        ]
+        if rows:
+            verdict = against == ref
+            panels.append(
+                Panel(
+                    f"{name}: every text profile − {against}"
+                    + (" (the verdict: can a profile replace it?)" if verdict else ""),
+                    f"paired gain in {name} (profile − {against})",
+                    rows,
+                    digits=3,
+                    band=margin_band(arms.get(r["arm"]), r["claim"]) if verdict else None,
+                )
+            )
+    return Figure(
+        f"llm_user_narration: can a text profile replace the trained user tower? (verdict: "
+        f"{name}, claim '{r['claim']}', margin {r['margin']:g})",
+        panels + category_panels(d),
+    )
+
+
+def category_panels(d: dict) -> list:
+    """exp2's category precision@10 of every arm (not paired) beside its base rate line."""
+    cp = d.get("category_precision") or {}
+    base = {a: v for a, v in cp.items() if a.startswith("base rate")}
+    rows = [
+        Row(a, v["mean"], v.get("ci95"), users=v.get("users"), seeds=1, kind=kind_of(d, a))
+        for a, v in cp.items()
+        if a not in base and v.get("mean") is not None
+    ]
+    if not rows:
+        return []
+    return [
+        Panel(
+            "category precision@10 of every arm (the original's metric; not paired; 95% CI "
+            "over users); the top department's name alone is its ceiling",
+            "category precision@10 (share of the top 10 in the user's top department)",
+            rows,
+            digits=3,
+            signed=False,
+            lines=[(v["mean"], "base rate (random item)") for v in base.values()],
+        )
+    ]
+
+
 def narration_figure(d: dict) -> Figure | None:
     """exp2: the verdict's paired difference in category precision@10 (template − narration,
-    the narrated users), then every arm's category precision@10 beside the base rate."""
+    the narrated users), then every arm's category precision@10 beside the base rate. A JSON
+    with verdict_reads (the verdict on R@10 against the tower): narration_reads_figure."""
+    if get(d, "verdict_reads", "replace"):
+        return narration_reads_figure(d)
     panels, notes = [], []
     pair = d.get("paired_template_minus_narration")
     if pair and pair.get("mean") is not None:

@@ -254,8 +254,10 @@ def description_stats_block(d: dict) -> list[str]:
     stats = d.get("description_stats") or {}
     if not stats:
         return []
-    header = "text|words|distinct tokens|mentions aisle/dept|words not in name/aisle/dept"
-    cols = ("distinct_tokens", "grounded", "novel_word_share")
+    header = (
+        "text|words|distinct tokens|mentions aisle/dept|words not in name/aisle/dept|contradiction"
+    )
+    cols = ("distinct_tokens", "grounded", "novel_word_share", "contradiction")
     rows = [[k, num(v.get("words"), 1), *(num(v.get(c)) for c in cols)] for k, v in stats.items()]
     return ["Description statistics:\n\n" + md_table(header.split("|"), rows)]
 
@@ -722,7 +724,9 @@ def cost_section(results: dict, markers: dict) -> str:
 
 VERDICT_RE = re.compile(r"^\s*verdict:\s*(\w+)\s*-\s*(.*)$", re.DOTALL)
 SMOKE_RE = re.compile(r"^smoke run \(--quick\), not a finding \(would read (\w+)\):\s*")
-GUARD_RE = re.compile(r"\s*\[would read '(\w+)', but ([\d,]+) users < (\d+): not a finding\]")
+# the size guard of Experiment.verdict: "N users < 200", "N described items < 500", or both
+GUARD_RE = re.compile(r"\s*\[would read '(\w+)', but ([^\]]+?): not a finding\]")
+GUARD_USERS_RE = re.compile(r"([\d,]+) users < \d+")
 
 
 def parse_verdict(line: str) -> dict:
@@ -741,8 +745,9 @@ def parse_verdict(line: str) -> dict:
     g = GUARD_RE.search(text)
     if g:
         would = would or g.group(1)
-        why = why or f"{g.group(2)} users < {g.group(3)}"
-        users = int(g.group(2).replace(",", ""))
+        why = why or g.group(2)
+        gu = GUARD_USERS_RE.search(g.group(2))
+        users = int(gu.group(1).replace(",", "")) if gu else None
         text = text[: g.start()] + text[g.end() :]
     out.update(status=status, text=text.strip(), would=would, why=why, guard_users=users)
     return out

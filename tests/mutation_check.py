@@ -297,6 +297,56 @@ MUTATIONS = [
         '                (r["shuffle"])\n',
         ("tests/test_reranker_evals.py",),
     ),
+    # --- experiments 1 and 2: placebos, the item sample, the size guard, the history arm
+    M(
+        "placebo-filler-length",
+        "exp1's filler placebo padded to the template's length, not the description's",
+        "llm_item_enrichment.py",
+        '        "placebo filler": {i: filler(n_words(d)) for i, d in desc.items()},\n',
+        '        "placebo filler": {i: filler(n_words(template[i])) for i in desc},\n',
+        ("tests/test_llm_item_enrichment.py",),
+    ),
+    M(
+        "placebo-user-vectors",
+        "exp1's placebo arms build user vectors from the template, not from their own text",
+        "llm_item_enrichment.py",
+        "purchase_vectors(t0.feats, t0.users, text.emb[s])",
+        'purchase_vectors(t0.feats, t0.users, text.emb["template" if s in PLACEBOS else s])',
+        ("tests/test_llm_item_enrichment.py",),
+    ),
+    M(
+        "described-top-n",
+        "exp1 describes the N most bought items, not a draw across popularity",
+        "llm_item_enrichment.py",
+        "    return experiment.sample_items_by_popularity(order, n, C.RANDOM_SEED, STRATA)\n",
+        "    return np.sort(order[: n or None])\n",
+        ("tests/test_llm_item_enrichment.py",),
+    ),
+    M(
+        "guard-users-only",
+        "the verdict's size guard counts users only, not described items",
+        "experiment.py",
+        '                (n_items, "described items", MIN_VERDICT_ITEMS),\n',
+        "",
+        ("tests/test_llm_item_enrichment.py",),
+    ),
+    M(
+        "guard-items-not-passed",
+        "exp1's verdict does not tell the guard how many items were described",
+        "llm_item_enrichment.py",
+        "n_users=n_users, n_items=n_described)",
+        "n_users=n_users)",
+        ("tests/test_llm_item_enrichment.py",),
+    ),
+    M(
+        "history-reads-template",
+        "exp2's history arm prompts with the template profile instead of the purchase history",
+        "llm_user_narration.py",
+        "        HISTORY: (PROMPTS[HISTORY], T.user_history(ds, train, users)),\n",
+        '        HISTORY: (PROMPTS[HISTORY], [{"top_items": t, "recent_orders": "- none"} '
+        "for t in template_texts]),\n",
+        ("tests/test_llm_user_narration.py",),
+    ),
     # --- the import floors
     M(
         "layering-arrow-up",

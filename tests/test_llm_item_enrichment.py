@@ -1,6 +1,7 @@
-"""Experiment 1 (llm_item_enrichment.py): the text tower, zero-shot vectors, the item set, and
-the script end to end against the loopback fake Anthropic server (offline, fast: the sentence
-model is replaced by a deterministic hash embedding)."""
+"""Experiment 1 (llm_item_enrichment.py): the text tower, zero-shot vectors, the described items
+and their placebos, the size guard, and the script end to end against the loopback fake
+Anthropic server (offline, fast: the sentence model is replaced by a deterministic hash
+embedding)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,8 @@ import descriptions as D
 import experiment
 import llm
 import llm_item_enrichment as E
+import text as T
+from evals import plots as P
 from prompts import versions_used
 
 
@@ -87,38 +90,110 @@ def test_purchase_vectors_are_count_weighted_means(data):
         np.testing.assert_allclose(g, v / np.linalg.norm(v), atol=1e-5)
 
 
-def test_search_and_baselines_stay_inside_the_item_set(data):
-    """Bug caught: --limit not applied to an arm or a baseline (items outside the set)."""
-    ds, split, feats = data
-    items = np.sort(feats.popularity_order()[:50])
-    users = C.restrict_truth(split, items).eval_users()[:40]
-    emb = hash_embed([str(i) for i in range(ds.n_items)])
-    ranked = C.search(emb[users % ds.n_items], emb, items)
-    assert np.isin(ranked, items).all()
-    for name, r in E.baselines_on(feats, users, items).items():
-        assert np.isin(r[r >= 0], items).all(), name
-    # top-frequency keeps the user's own order (count, then recency) inside the set
-    full = C.top_frequency_ranking(feats, users, k=C.K_MAX)
-    top = E.baselines_on(feats, users, np.arange(ds.n_items))["top-frequency"]
-    np.testing.assert_array_equal(top, full)
-
-
-def test_cold_items_are_drawn_inside_the_item_set(data):
-    """Bugs caught: cold items outside the --limit set; items outside the set losing their
-    training rows (they stay negatives); cold truth holding warm items."""
+def test_described_items_span_popularity_not_the_top_n(data):
+    """Bug caught: the described items are the N most bought (the original study's item
+    world: the head only), not a seeded draw across popularity bands; samples not nested (a
+    larger run would not reuse a smaller one's descriptions)."""
     ds, split, feats = data
     exp = SimpleNamespace(ds=ds, split=split, feats=feats)
-    args = SimpleNamespace(limit=60, cold_frac=0.1)
-    items, scope, split_s, cold, cold_items = E.item_set_and_cold_split(exp, args)
-    assert len(items) == 60 and "--limit" in scope
-    assert len(cold_items) and np.isin(cold_items, items).all()
+    order = feats.popularity_order()
+    got = E.described_sample(exp, 50)
+    assert len(got) == 50 and len(np.unique(got)) == 50
+    assert not np.array_equal(got, np.sort(order[:50]))
+    for band in np.array_split(order, E.STRATA):  # the same number from every band
+        assert np.isin(got, band).sum() == 50 // E.STRATA
+    assert np.isin(E.described_sample(exp, 30), got).all()  # nested
+    np.testing.assert_array_equal(E.described_sample(exp, 50), got)  # seeded
+    assert len(E.described_sample(exp, 0)) == ds.n_items  # 0: every item
+
+
+def fake_descriptions(items, seed=0) -> dict:
+    """{item: a made-up description} of varied lengths (3 to 40 words)."""
+    rng = np.random.default_rng(seed)
+    return {int(i): " ".join(f"w{i}x{k}" for k in range(rng.integers(3, 41))) for i in items}
+
+
+def test_every_source_is_built_like_the_description_arm(data, monkeypatch):
+    """Bugs caught: a placebo built differently from the description arm: its appendix on
+    other items than the described ones, of another length than the description (the
+    filler padded to the template's length), an item keeping its own description in the
+    shuffled placebo; or a placebo arm whose user vectors come from another source's
+    embeddings than its item vectors. Arms may differ only in the described items' text."""
+    ds, split, feats = data
+    monkeypatch.setattr(T, "embed_texts", hash_embed)
+    described = np.array([3, 8, 40, 41, 77, 120, 200, 333, 401])
+    desc = fake_descriptions(described)
+    template = T.item_template_texts(ds)
+    texts = E.source_texts(template, desc)
+    assert set(texts) == set(E.SOURCES)
+    length_rank = {i: r for r, i in enumerate(sorted(desc, key=lambda i: E.n_words(desc[i])))}
+    for s in E.SOURCES[1:]:
+        appendix = {}
+        for i, (t, x) in enumerate(zip(template, texts[s])):
+            if i not in desc:
+                assert x == t, (s, i)
+            else:
+                assert x.startswith(t + " ") and x != t, (s, i)
+                appendix[i] = x[len(t) + 1 :]
+        assert set(appendix) == set(desc)
+        if s == "description":
+            assert appendix == desc
+        elif s == "placebo filler":  # the same words for every item, the description's length
+            assert all(E.n_words(a) == E.n_words(desc[i]) for i, a in appendix.items())
+            assert len({a.split()[0] for a in appendix.values()}) == 1
+        else:  # another described item's description, of about the same length
+            assert sorted(appendix.values()) == sorted(desc.values())
+            owner = {d: i for i, d in desc.items()}
+            assert all(owner[a] != i for i, a in appendix.items())
+            assert all(
+                abs(length_rank[owner[a]] - length_rank[i]) <= 2 for i, a in appendix.items()
+            )
+    # every source's arms: user and item vectors from that source's embeddings, the same way
+    text = E.item_texts(ds, desc, "m", progress=False)
+    users = split.eval_users()[:30]
+    added = {}
+    exp = SimpleNamespace(
+        ds=ds,
+        args=SimpleNamespace(quiet=True),
+        add=lambda arm, ranked, *a, **k: added.setdefault(arm, ranked),
+    )
+    E.zero_shot_arms(exp, [E.Truth("", split, users, feats, "all")], text)
+    profile = hash_embed(
+        [T.profile_template_text(f) for f in T.user_profile_facts(ds, split.train, users)]
+    )
+    for s in E.SOURCES:
+        emb = hash_embed(texts[s])
+        np.testing.assert_allclose(text.emb[s], emb)
+        want = C.search(E.purchase_vectors(feats, users, emb), emb)
+        np.testing.assert_array_equal(added[f"zero-shot purchases x {s}"], want, err_msg=s)
+        want = C.search(profile, emb)
+        np.testing.assert_array_equal(added[f"zero-shot profile x {s}"], want, err_msg=s)
+
+
+def test_verdict_guard_counts_described_items_as_well_as_users():
+    """Bug caught: the size guard counting users only (a 60-item run with 1,107 users read
+    'confirmed' in the issue)."""
+    exp = SimpleNamespace(args=SimpleNamespace(quick=False))
+    line = experiment.Experiment.verdict(exp, "confirmed", "x", n_users=1107, n_items=60)
+    assert line.startswith("verdict: inconclusive - x [would read 'confirmed', but 60 described")
+    assert "60 described items < 500" in line and "users <" not in line
+    line = experiment.Experiment.verdict(exp, "refuted", "x", n_users=150, n_items=60)
+    assert "150 users < 200 and 60 described items < 500" in line
+    assert (
+        experiment.Experiment.verdict(exp, "confirmed", "x", 200, 500) == "verdict: confirmed - x"
+    )
+
+
+def test_cold_items_are_drawn_inside_the_described_items(data):
+    """Bugs caught: cold items outside the described set; items outside it losing their
+    training rows (they stay negatives); cold truth holding warm items."""
+    _, split, feats = data
+    described = E.described_sample(SimpleNamespace(feats=feats), 100)
+    cold, cold_items = E.cold_split(split, described, 0.1)
+    assert len(cold_items) and np.isin(cold_items, described).all()
     assert not cold.train["item"].isin(cold_items).any()
-    outside = ~split.train["item"].isin(items)
-    assert cold.train["item"].isin(split.train["item"][outside]).any()
     assert len(cold.train) == (~split.train["item"].isin(cold_items)).sum()
     assert all(np.isin(t, cold_items).all() for t in cold.truth.values())
-    assert all(np.isin(t, items).all() for t in split_s.truth.values())
-    assert split_s.train is split.train
 
 
 def test_descriptions_are_keyed_by_product_not_position(fake_llm_env, data):
@@ -140,33 +215,86 @@ def test_descriptions_are_keyed_by_product_not_position(fake_llm_env, data):
         client.close()
 
 
-def test_script_with_fake_llm_then_rerun_makes_no_call(fake_llm_env, small_sample_dir, capsys):
-    """Bugs caught: no LLM arm / no label / no cost; a rerun that pays again."""
+def test_script_with_fake_llm_then_rerun_makes_no_call(
+    fake_llm_env, small_sample_dir, capsys, monkeypatch
+):
+    """Bugs caught: no LLM or placebo arm / no label / no cost; the described-items truth
+    missing or not restricted; the verdict not told how many items were described; what the
+    verdict reads not in the JSON; a rerun that pays again."""
     server, tmp = fake_llm_env
     out = tmp / "r.json"
-    E.main(argv(small_sample_dir, out, "--llm", "claude", "--limit", "60", "--no-train"))
+    sizes = []
+    verdict = experiment.Experiment.verdict
+
+    def recording(self, status, sentence, n_users=None, n_items=None):
+        sizes.append((n_users, n_items))
+        return verdict(self, status, sentence, n_users, n_items)
+
+    monkeypatch.setattr(experiment.Experiment, "verdict", recording)
+    E.main(argv(small_sample_dir, out, "--llm", "claude", "--llm-items", "60", "--no-train"))
     printed = capsys.readouterr().out
     res = json.loads(out.read_text())
-    assert "zero-shot purchases x description" in res["metrics"]
-    assert "cold: zero-shot profile x both" in res["metrics"]
-    assert res["produced_by"]["zero-shot purchases x description"] == llm.DEFAULT_MODEL
+    m = res["metrics"]
+    for s in E.SOURCES:
+        for arm in (f"zero-shot purchases x {s}", f"described: zero-shot profile x {s}"):
+            assert arm in m, arm
+    assert "cold: zero-shot purchases x placebo filler" in m
+    for s in ("description", *E.PLACEBOS):
+        assert res["produced_by"][f"zero-shot purchases x {s}"] == llm.DEFAULT_MODEL
     assert res["cost"]["usd_per_1000_items_batches"] > 0
-    assert res["item_set"]["items"] == 60 and "--limit" in printed
+    assert res["item_set"]["items"] == 60 and res["item_set"]["world"] == 600
+    assert "held-out purchases of the 60 described items only" in printed
+    # the described-items truth: fewer users than every held-out purchase, same lists
+    n_all, n_d = (m[f"{p}popularity"]["all"]["n_users"] for p in ("", "described: "))
+    assert 0 < n_d < n_all
+    assert m["described: zero-shot purchases x description"]["all"]["n_users"] == n_d
+    # richness: words, distinct words, vocabulary, contradiction for every text
+    stats = res["description_stats"]
+    assert set(stats) == {
+        "template",
+        f"description [{llm.DEFAULT_MODEL}]",
+        "placebo shuffled (appendix)",
+        "placebo filler (appendix)",
+    }
+    assert all(
+        {"words", "distinct_tokens", "vocabulary", "contradiction"} <= set(v)
+        for v in stats.values()
+    )
+    filler = stats["placebo filler (appendix)"]["words"]
+    assert filler == pytest.approx(stats[f"description [{llm.DEFAULT_MODEL}]"]["words"])
+    # the verdict: sizes passed to the guard, what it reads, the gains it reads
+    assert sizes == [(res["verdict_sizes"]["users"], 60)]
+    reads = res["verdict_reads"]
+    assert set(reads) == {"beats best placebo", "beats template"}
+    for r in reads.values():
+        g = res["gains"][r["gain"].removeprefix("gains.")]
+        assert r["metric"] == E.TWO_WAY and g["margin"] == r["margin"] == 0.0
+        assert g[E.TWO_WAY]["n_users"] == res["verdict_sizes"]["users"]
+        assert 0 < g["n_items"] <= 60
+    assert reads["beats best placebo"]["reference"].split(" x ")[-1] in E.PLACEBOS
     assert res["verdict"].startswith("verdict: ") and res["verdict"] in printed
-    # the question, the LLM's usage and prompt versions, the gains evals/report.py reads
+    assert "60 described items" in res["verdict"] and "placebo gap" in res["verdict"]
+    # the report's plot reads this JSON: the verdict's gains, in bold
+    spec = P.FIGURES["llm_item_enrichment"](res)
+    assert any(r.verdict for panel in spec.panels for r in panel.rows)
+    assert P.plot_experiment("llm_item_enrichment", res, tmp) == "plot_llm_item_enrichment.png"
+    # the question, the LLM's usage and prompt versions
     assert res["question"] == E.QUESTION and res["original_finding"] == E.ORIGINAL_FINDING
     assert res["prompt_versions"] == versions_used("item_description")
     assert res["llm"]["label"] == llm.DEFAULT_MODEL and not res.get("llm_skipped")
-    gain = "zero-shot purchases x description vs zero-shot purchases x template"
-    assert set(res["gains"][gain]) >= {"recall@10", "ndcg@10", "n_users"}
-    assert "description - template, same arm:" in printed
-    for arm in ("zero-shot purchases x description", "random"):  # restricted to the set
-        assert res["metrics"][arm]["all"]["n_users"] == res["metrics"]["random"]["all"]["n_users"]
     sent = server.counts.copy()
     assert sum(sent.values()) > 0
     E.main(argv(small_sample_dir, out, "--llm", "claude", "--limit", "60", "--no-train"))
     assert server.counts == sent  # every description came from the cache
     assert json.loads(out.read_text())["metrics"] == res["metrics"]
+
+
+def test_quick_describes_a_handful_in_a_large_item_world():
+    """Bug caught: --quick describing hundreds of items (hours with the local model), or
+    shrinking the item world the metrics run on to the described items."""
+    args = E.parse_args(["--quick"])
+    assert 2 <= args.llm_items <= 20 and args.items >= 1000
+    assert E.parse_args(["--quick", "--limit", "30"]).llm_items == 30  # the old spelling
 
 
 def test_script_without_llm_skips_the_llm_arms(fake_llm_env, small_sample_dir, capsys):
@@ -178,36 +306,25 @@ def test_script_without_llm_skips_the_llm_arms(fake_llm_env, small_sample_dir, c
         argv(
             small_sample_dir,
             out,
-            "--no-llm",
-            "--limit",
-            "40",
-            "--epochs",
-            "1",
-            "--hidden",
-            "16",
-            "--dim",
-            "8",
-            "--batch-size",
-            "4096",
-            "--users",
-            "100",
-            "--items",
-            "300",
+            *("--no-llm", "--llm-items", "40", "--epochs", "1", "--hidden", "16", "--dim", "8"),
+            *("--batch-size", "4096", "--users", "100", "--items", "300"),
         )
     )
     printed = capsys.readouterr().out
     res = json.loads(out.read_text())
     assert "LLM arms skipped" in printed and res["llm_skipped"]
     assert res["llm"] == {"skipped": res["llm_skipped"]} and "gains" not in res
-    assert not [a for a in res["metrics"] if "description" in a or "both" in a]
+    assert not [a for a in res["metrics"] if "description" in a or "placebo" in a]
     assert "two-tower + text x template" in res["metrics"]
-    assert "cold: two-tower + text x template" in res["metrics"]
-    assert len(list((tmp / "cache" / "two_tower").glob("*/model.pt"))) == 4
+    cold = res["cold_start"]["users"] > 0
+    assert ("cold: two-tower + text x template" in res["metrics"]) == cold
+    assert len(list((tmp / "cache" / "two_tower").glob("*/model.pt"))) == 2 + 2 * cold
     assert res["verdict"].startswith("verdict: inconclusive")
     assert sum(server.counts.values()) == 0
 
 
-def test_bad_option_is_one_line_error(fake_llm_env, small_sample_dir, capsys):
+@pytest.mark.parametrize("value", ["1", "-3"])
+def test_bad_option_is_one_line_error(fake_llm_env, small_sample_dir, capsys, value):
     with pytest.raises(SystemExit) as e:
-        experiment.main_guard(lambda: E.main(argv(small_sample_dir, "x.json", "--limit", "3")))
-    assert e.value.code == 2 and "--limit" in capsys.readouterr().err
+        experiment.main_guard(lambda: E.main(argv(small_sample_dir, "x.json", "--limit", value)))
+    assert e.value.code == 2 and "--llm-items" in capsys.readouterr().err

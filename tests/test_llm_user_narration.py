@@ -1,6 +1,7 @@
-"""Experiment 2 (llm_user_narration.py): profiles from training rows only, category
-precision, and the script end to end against the loopback fake Anthropic server (offline;
-the sentence model is replaced by a deterministic hash embedding)."""
+"""Experiment 2 (llm_user_narration.py): profiles and the history the LLM reads from training
+rows only, category precision, the controls, the verdict on the question's metric, and the
+script end to end against the loopback fake Anthropic server (offline; the sentence model is
+replaced by a deterministic hash embedding)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import descriptions as D
 import llm
 import llm_user_narration as N
 import text as T
+from evals import plots as P
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +44,6 @@ def argv(small_sample_dir, out, *extra):
         "1",
         "--quiet",
         "--no-tifu",
-        "--no-train",
         "--out",
         str(out),
         *extra,
@@ -64,9 +65,16 @@ def test_changing_a_held_out_row_changes_no_profile(data, mode):
     assert [T.profile_template_text(f) for f in facts[0]] == [
         T.profile_template_text(f) for f in facts[1]
     ]
+    # the history the LLM reads too
+    history = [
+        T.user_history(d, C.split_interactions(d.interactions, mode).train, users)
+        for d in (base, altered)
+    ]
+    assert history[0] == history[1]
     # and the held-out rows do matter when they are (wrongly) included
     leaky = T.user_profile_facts(altered, altered.interactions, users)
     assert leaky != facts[1]
+    assert T.user_history(altered, altered.interactions, users) != history[1]
 
 
 def test_top_department_and_category_precision_by_hand(data):
@@ -94,64 +102,168 @@ def test_top_department_and_category_precision_by_hand(data):
     assert N.category_precision(ds, ranked, t)[0] == pytest.approx(3 / 10)
 
 
+def test_history_arm_reads_the_purchase_history_not_the_template(data):
+    """Bug caught: the history arm's prompt filled with the template profile (a paraphrase,
+    as the narration) instead of the user's own history: most bought products with their
+    counts and the last orders, from training rows."""
+    ds, split = data
+    users = np.array([2, 5, 11])
+    facts = T.user_profile_facts(ds, split.train, users)
+    template_texts = [T.profile_template_text(f) for f in facts]
+    fields = N.llm_profile_fields(ds, split.train, users, template_texts)
+    assert fields[N.NARRATION] == (
+        "user_narration",
+        [{"purchase_summary": t} for t in template_texts],
+    )
+    name, history = fields[N.HISTORY]
+    assert name == "user_history_profile" and len(history) == len(users)
+    names = ds.items["product_name"].to_numpy()
+    for u, t, h in zip(users, template_texts, history):
+        assert t not in h["top_items"] and t not in h["recent_orders"]
+        rows = split.train[split.train["user"] == u]
+        counts = rows["item"].value_counts()
+        first = counts.index[np.lexsort((counts.index.to_numpy(), -counts.to_numpy()))][0]
+        assert h["top_items"].splitlines()[0].startswith(f"- {names[first]} (")
+        assert h["top_items"].splitlines()[0].endswith(f": {counts[first]} times")
+        assert len(h["top_items"].splitlines()) == min(T.HISTORY_TOP_ITEMS, len(counts))
+        last = rows["order_number"].max()
+        assert h["recent_orders"].splitlines()[0].startswith(f"- order {last}: ")
+        prompt = N.TEMPLATES[name].request(**h).prompt
+        assert h["top_items"] in prompt and h["recent_orders"] in prompt
+
+
+def test_placebo_gives_each_user_another_users_profile():
+    users = np.arange(7)
+    texts = [f"profile {u}" for u in users]
+    got_users, got = N.another_users_profiles(users, texts)
+    assert list(got_users) == list(users) and sorted(got) == sorted(texts)
+    assert all(g != t for g, t in zip(got, texts))
+
+
 def test_script_with_fake_llm_then_rerun_makes_no_call(
-    fake_llm_env, small_sample_dir, data, capsys
+    fake_llm_env, small_sample_dir, data, capsys, monkeypatch
 ):
-    """Bugs caught: narration arm missing or unlabelled, no paired verdict, cached item
-    descriptions not used, a rerun that pays again."""
+    """Bugs caught: an LLM arm missing or unlabelled; the verdict not on the question's metric
+    (R@10 against the trained tower) or what it reads not in the JSON; category precision
+    without its ceiling and base rate; cached item descriptions not used; a rerun that pays
+    again; samples not nested."""
     server, tmp = fake_llm_env
     ds = data[0]
     client = llm.LLM()  # an earlier experiment 1 described 80 items
     D.describe_items(ds, np.arange(80), client, progress=False)
     client.close()
+    sent_fields, profiles = {}, N.llm_profiles
+
+    def recording(client, template, fields, users):
+        sent_fields[template] = fields
+        return profiles(client, template, fields, users)
+
+    monkeypatch.setattr(N, "llm_profiles", recording)
     out = tmp / "r.json"
-    N.main(argv(small_sample_dir, out, "--llm", "claude", "--llm-users", "60"))
+    tower = ("--epochs", "1", "--hidden", "16", "--dim", "8", "--batch-size", "4096")
+    run = lambda *extra: N.main(argv(small_sample_dir, out, *tower, *extra))
+    run("--llm", "claude", "--llm-users", "60")
     printed = capsys.readouterr().out
     res = json.loads(out.read_text())
     arms = res["metrics"]
     assert {
-        "template profile x template items",
-        "LLM narration x template items",
+        N.TEMPLATE_ARM,
+        N.NARRATION_ARM,
+        N.HISTORY_ARM,
+        N.PLACEBO + N.ITEMS,
+        N.CEILING + N.ITEMS,
         "LLM narration x descriptions",
+        N.TOWER,
         "popularity",
         "top-frequency",
     } <= set(arms)
-    assert res["produced_by"]["LLM narration x template items"] == llm.DEFAULT_MODEL
-    assert arms["template profile x template items"]["all"]["n_users"] == 60
+    for a in (N.NARRATION_ARM, N.HISTORY_ARM, N.PLACEBO + N.ITEMS):
+        assert res["produced_by"][a] == llm.DEFAULT_MODEL
+    assert arms[N.TEMPLATE_ARM]["all"]["n_users"] == 60
     assert "80 items with a cached" in printed
-    cp = res["category_precision"]
-    assert 0 <= cp["LLM narration x template items"]["mean"] <= 1
-    assert "base rate (random catalogue item)" in cp
+    # the question's metric decides: each text profile against the tower and top-frequency
+    for ref in (N.TOWER, "top-frequency"):
+        assert {N.TEMPLATE_ARM, N.NARRATION_ARM, N.HISTORY_ARM} <= set(res["gains"][ref])
+    r = res["verdict_reads"]["replace"]
+    assert (r["metric"], r["reference"], r["claim"]) == ("recall@10", N.TOWER, "competitive")
+    ref, arm = r["gain"].removeprefix("gains.").split(".", 1)
+    assert ref == N.TOWER and res["gains"][ref][arm]["margin"] == r["margin"] == N.MARGIN
+    assert arm in r["candidates"] and N.CEILING + N.ITEMS not in r["candidates"]
+    assert "vs the trained user tower" in res["verdict"] and res["verdict"] in printed
+    # the report's plot reads this JSON: the verdict's gains, in bold
+    spec = P.FIGURES["llm_user_narration"](res)
+    assert any(r.verdict for panel in spec.panels for r in panel.rows)
+    assert P.plot_experiment("llm_user_narration", res, tmp) == "plot_llm_user_narration.png"
     assert res["verdict"].split()[1] in ("confirmed", "refuted", "inconclusive")
-    assert "paired difference" in res["verdict"] and res["verdict"] in printed
-    assert res["paired_template_minus_narration"]["users"] == res["narration"]["narrated"]
+    # the original's metric, with its ceiling control, base rate and what it rewards
+    cp = res["category_precision"]
+    assert N.CEILING + N.ITEMS in cp and N.BASE_RATE in cp  # (hash embeddings: no ceiling here)
+    assert "ceiling" in res["category_precision_rewards"] and "ceiling" in printed
+    assert (
+        res["paired_template_minus_narration"]["users"] == res["profiles"][N.NARRATION]["profiled"]
+    )
+    assert res["profiles"][N.HISTORY]["profiled"] == 60
+    # the history prompts sent carry purchase counts, not the template profile
+    history = sent_fields["user_history_profile"]
+    assert len(history) == 60 and all(" time" in h["top_items"] for h in history)
+    assert not any("Shops mostly in" in v for h in history for v in h.values())
     # the report shows the question and the original finding; the prompts sent are versioned
     assert (res["question"], res["original_finding"]) == (N.QUESTION, N.ORIGINAL_FINDING)
-    assert set(res["prompt_versions"]) == {"user_narration", "item_description"}
+    assert set(res["prompt_versions"]) == {
+        "user_narration",
+        "user_history_profile",
+        "item_description",
+    }
     # paired gains only between arms ranking the same items (the described subset has
     # another truth and denominator than the two-tower's whole catalogue)
-    # (--no-train here: no tower arm; the description arms are compared among themselves)
-    assert set(res["gains"]["template profile x descriptions"]) == {"LLM narration x descriptions"}
-    for ref, arms in res["gains"].items():
+    assert "LLM narration x descriptions" in res["gains"]["template profile x descriptions"]
+    for ref, gained in res["gains"].items():
         if ref != "template profile x descriptions":
-            assert not [a for a in arms if a.endswith("x descriptions")], ref
+            assert not [a for a in gained if a.endswith("x descriptions")], ref
     sent = server.counts.copy()
-    N.main(argv(small_sample_dir, out, "--llm", "claude", "--llm-users", "60"))
+    run("--llm", "claude", "--llm-users", "60")
     assert server.counts == sent
-    # samples are nested: 70 users = the 60 above (narrations cached) + 10 new ones
-    N.main(argv(small_sample_dir, out, "--llm", "claude", "--eval-users", "70"))
+    # samples are nested: 70 users = the 60 above (profiles cached) + 10 new ones, 2 prompts each
+    run("--llm", "claude", "--eval-users", "70")
     usage = json.loads(out.read_text())["llm"]
-    assert usage["requests"] - usage["cached"] == 10
+    assert usage["requests"] - usage["cached"] == 20
 
 
 def test_script_without_llm(fake_llm_env, small_sample_dir, capsys):
     server, tmp = fake_llm_env
     out = tmp / "r.json"
-    N.main(argv(small_sample_dir, out, "--llm", "none", "--eval-users", "30"))
+    N.main(argv(small_sample_dir, out, "--no-train", "--llm", "none", "--eval-users", "30"))
     printed = capsys.readouterr().out
     res = json.loads(out.read_text())
     assert "LLM arms skipped" in printed and "fewer than the 200" in printed
     assert not [a for a in res["metrics"] if "LLM" in a]
-    assert res["verdict"].startswith("verdict: inconclusive")
+    assert N.CEILING + N.ITEMS in res["metrics"]
+    assert res["verdict"].startswith("verdict: inconclusive - no LLM arm")
     assert res["llm"] == {"skipped": "LLM arms disabled (--llm none)"}
     assert sum(server.counts.values()) == 0
+
+
+@pytest.mark.skipif(
+    not (llm.local_runtime_installed() and llm.local_model_installed(llm.TINY_LOCAL_MODEL)),
+    reason="xllamacpp or the tiny model packages are not installed",
+)
+def test_history_profiles_with_the_tiny_local_model(data, tmp_path):
+    """The history arm through the real local backend (the 0.5B test model): free text back
+    for each user, its words and wall time counted, and a rerun from the cache."""
+    ds, split = data
+    users = np.array([2, 5])
+    template = [T.profile_template_text(f) for f in T.user_profile_facts(ds, split.train, users)]
+    name, fields = N.llm_profile_fields(ds, split.train, users, template)[N.HISTORY]
+    client = llm.LLM(
+        llm.TINY_LOCAL_MODEL, backend="local", cache_path=tmp_path / "c.sqlite", n_parallel=2
+    )
+    try:
+        got = N.llm_profiles(client, name, fields, users)
+        assert list(got["users"]) == list(users) and all(len(t.split()) > 3 for t in got["texts"])
+        assert got["info"]["profiled"] == 2 and got["info"]["words"] > 3
+        assert got["info"]["wall_s"] >= 0
+        calls = client.usage_report()["api_calls"]
+        assert N.llm_profiles(client, name, fields, users)["texts"] == got["texts"]
+        assert client.usage_report()["api_calls"] == calls
+    finally:
+        client.close()

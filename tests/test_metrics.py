@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 
 import common as C
+import metrics as M
 
 
 def approx(x):
@@ -156,3 +157,21 @@ def test_paired_gain():
         ]
         < 0
     )
+
+
+def test_two_way_bootstrap_resamples_items_as_well_as_users():
+    """Bug caught: an interval over users only where a finding must hold for other items too:
+    every user gains on item 0 and loses nothing on item 1, so resampling users alone sees no
+    spread at all; resampling the two items does."""
+    ranked_a = np.array([[0, 9, 8], [0, 7, 6], [0, 5, 4], [0, 3, 2]])
+    ranked_b = np.array([[9, 8, 7], [7, 6, 5], [5, 4, 3], [3, 2, 9]])
+    truths = [np.array([0, 1])] * 4
+    g = M.paired_recall_users_items(ranked_a, ranked_b, truths, k=3)
+    a = C.per_user_metrics(ranked_a, truths, ks=(3,))["recall@3"]
+    b = C.per_user_metrics(ranked_b, truths, ks=(3,))["recall@3"]
+    assert g["mean"] == approx((a - b).mean()) == approx(0.5)
+    assert (g["n_users"], g["n_items"]) == (4, 2)
+    users_only = M.paired_mean_ci(a - b)["ci95"]
+    assert users_only == [approx(0.5), approx(0.5)]
+    lo, hi = g["ci95"]
+    assert lo == approx(0.0) and hi == approx(1.0)  # both items drawn as 0 or as 1

@@ -275,3 +275,103 @@ def test_every_experiment_with_nothing_to_draw_gives_none(tmp_path):
     for name in P.FIGURES:
         assert P.plot_experiment(name, {}, tmp_path) is None
     assert P.plot_alpha({}, tmp_path) is None
+
+
+def two_way(mean: float, lo: float, hi: float, n: int, items: int) -> dict:
+    """An exp1 gain dict: R@10 / NDCG@10 over users, and R@10 over users x items."""
+    g = paired(mean, lo - 0.01, hi + 0.01, n)
+    g["recall@10 users x items"] = {"mean": mean, "ci95": [lo, hi], "n_items": items}
+    g["n_items"] = items
+    return g
+
+
+def test_enrichment_with_placebos_draws_the_verdicts_interval_over_users_and_items():
+    """Bug caught: the users-only interval drawn where the verdict reads the two-way one; the
+    described-items truth mixed with every held-out purchase; the verdict's rows not marked."""
+    fam = "described: zero-shot purchases x "
+    gains = {
+        f"{fam}description vs {fam}placebo filler": two_way(0.01, -0.02, 0.04, 600, 510),
+        f"{fam}description vs {fam}template": two_way(0.03, 0.01, 0.05, 600, 510),
+        f"{fam}placebo filler vs {fam}template": two_way(0.02, 0.0, 0.04, 600, 510),
+        "zero-shot purchases x description vs zero-shot purchases x template": two_way(
+            0.001, -0.002, 0.004, 700, 4000
+        ),
+        "cold: zero-shot purchases x description vs cold: zero-shot purchases x template": (
+            two_way(0.0, -0.1, 0.1, 40, 50)
+        ),
+    }
+    read = lambda k, ref: {
+        "gain": f"gains.{k}",
+        "metric": "recall@10 users x items",
+        "reference": ref,
+        "claim": "beats",
+        "margin": 0.0,
+    }
+    d = {
+        "gains": gains,
+        "verdict_reads": {
+            "beats best placebo": read(f"{fam}description vs {fam}placebo filler", "placebo"),
+            "beats template": read(f"{fam}description vs {fam}template", "template"),
+        },
+        "produced_by": {},
+    }
+    spec = P.enrichment_figure(d)
+    axes, _ = drawn(spec)
+    assert len(axes) == 3  # described items, every purchase, cold start
+    described = axes[0]
+    assert "described items" in described.get_title(loc="left")
+    assert whiskers(described)[:2] == pytest.approx([-0.02, 0.04])  # the two-way interval
+    texts = row_texts(described)
+    assert all("over users x items" in t and "n=600 users x 510 items" in t for t in texts)
+    bold = [t.get_text() for t in described.get_yticklabels() if t.get_fontweight() == "bold"]
+    assert len(bold) == 2 and all("description −" in b for b in bold)
+    assert "n=700 users x 4,000 items" in row_texts(axes[1])[0]
+    assert "n=40 users x 50 items" in row_texts(axes[2])[0]
+
+
+def test_narration_with_verdict_reads_plots_r10_against_the_tower_with_its_margin():
+    """Bug caught: category precision drawn where the verdict reads R@10 against the tower."""
+    tower = "two-tower user tower"
+    d = {
+        "gains": {
+            tower: {
+                "template profile x template items": paired(-0.15, -0.17, -0.13, 300),
+                "LLM history profile x template items": {
+                    **paired(-0.12, -0.14, -0.10, 298),
+                    "margin": 0.01,
+                },
+            },
+            "top-frequency": {
+                "LLM history profile x template items": paired(-0.3, -0.32, -0.28, 298)
+            },
+        },
+        "verdict_reads": {
+            "replace": {
+                "gain": f"gains.{tower}.LLM history profile x template items",
+                "metric": "recall@10",
+                "reference": tower,
+                "claim": "competitive",
+                "margin": 0.01,
+                "arm": "LLM history profile x template items",
+            }
+        },
+        "category_precision": {
+            "top department name alone x template items": {
+                "mean": 0.99,
+                "ci95": [0.98, 1.0],
+                "users": 300,
+            },
+            "base rate (random catalogue item)": {"mean": 0.15, "ci95": [0.1, 0.2], "users": 300},
+        },
+        "produced_by": {"LLM history profile x template items": "m"},
+    }
+    spec = P.narration_figure(d)
+    assert spec.panels[0].band[:2] == (-0.01, 0.0)
+    axes, _ = drawn(spec)
+    assert len(axes) == 3
+    assert "R@10" in axes[0].get_xlabel() and tower in axes[0].get_xlabel()
+    assert [b.get_width() for b in bars(axes[0])] == pytest.approx([-0.15, -0.12])
+    bold = [t.get_text() for t in axes[0].get_yticklabels() if t.get_fontweight() == "bold"]
+    assert bold == ["LLM history profile x template items  [verdict]"]
+    assert "top-frequency" in axes[1].get_xlabel()
+    assert "category precision@10" in axes[2].get_xlabel() and len(bars(axes[2])) == 1

@@ -23,6 +23,7 @@ def test_registry_holds_the_experiment_templates():
     assert set(reg.TEMPLATES) >= {
         "item_description",
         "user_narration",
+        "user_history_profile",
         "reranker",
         "reranker_context",
         "description_judge",
@@ -30,8 +31,10 @@ def test_registry_holds_the_experiment_templates():
         "rerank_pointwise",
     }
     structured = {n for n, t in reg.TEMPLATES.items() if t.schema}
-    # free text: the narration; yes/no: the pointwise reranker (llm.LLM.yes_probability)
-    assert structured == set(reg.TEMPLATES) - {"user_narration", "rerank_pointwise"}
+    # free text: the narration and the history profile; yes/no: the pointwise reranker
+    # (llm.LLM.yes_probability)
+    free = {"user_narration", "user_history_profile", "rerank_pointwise"}
+    assert structured == set(reg.TEMPLATES) - free
     assert len({t.version for t in reg.TEMPLATES.values()}) == len(reg.TEMPLATES)
 
 
