@@ -475,6 +475,15 @@ def verdict_word(ci, claim: str = "beats", margin: float = 0.0, seeds=None) -> s
     raise ConfigError(f"unknown claim '{claim}' ({', '.join(CLAIMS)})")
 
 
+def verdict_all(words) -> str:
+    """The word for a claim that needs each of its parts (each part's verdict_word):
+    confirmed when every part is, refuted when any part is, else inconclusive."""
+    words = list(words)
+    if words and all(w == "confirmed" for w in words):
+        return "confirmed"
+    return "refuted" if "refuted" in words else "inconclusive"
+
+
 def format_interval(g: dict, digits: int = 3) -> str:
     """'+0.012 [+0.003, +0.021]' from {"mean", "ci95": [lo, hi]}."""
     lo, hi = g["ci95"]

@@ -90,14 +90,88 @@ class Template:
         )
 
 
-def format_candidates(candidates) -> str:
-    """Numbered candidate list for the reranker prompts: one '[id] name (aisle)' line each."""
-    return "\n".join(f"[{pid}] {name} ({aisle})" for pid, name, aisle in candidates)
+# ---------------------------------------------------------------------------------------------
+# The reranker's pieces of text (experiment 3, llm_reranker.py): the candidate lines, the
+# shopper's recent orders, the purchase facts of the fair arm and the context line. Every
+# condition of a user (no context, context, placebo, random occasion, facts + context) fills
+# the same template with the same shopper facts; they differ only in the context line (and,
+# in the facts arm, the candidate lines).
+
+
+def format_candidate(name: str, aisle: str, facts: str | None = None) -> str:
+    """One candidate as the pointwise prompt shows it: 'name (aisle)', then its purchase
+    facts (purchase_facts) in the facts arm."""
+    return f"{name} ({aisle})" + (f"; {facts}" if facts else "")
+
+
+def format_candidates(candidates, facts=None) -> str:
+    """Numbered candidate list for the listwise prompts: one '[id] name (aisle)' line each,
+    with the candidate's purchase facts after it when `facts` (one string per candidate)."""
+    facts = facts or [None] * len(candidates)
+    return "\n".join(
+        f"[{pid}] {format_candidate(name, aisle, f)}"
+        for (pid, name, aisle), f in zip(candidates, facts)
+    )
+
+
+def format_recent_orders(orders) -> str:
+    """The shopper's recent orders, one '- order N: a, b, c (+k more)' line each, from
+    (order number, [item names], k) tuples, most recent first."""
+    lines = [
+        f"- order {num}: " + ", ".join(names) + (f" (+{more} more)" if more else "")
+        for num, names, more in orders
+    ]
+    return "\n".join(lines) or "- none"
+
+
+def purchase_facts(times: int, orders: int, days_before_latest: float | None) -> str:
+    """What the facts arm adds to a candidate: the facts LightGBM ranks it on (training rows
+    only): in how many of the shopper's orders it was, that share, and how many days before
+    their latest order they last bought it."""
+    if not times:
+        return "never bought by this shopper"
+    last = (
+        ""
+        if days_before_latest is None
+        else ", last in their latest order"
+        if days_before_latest == 0
+        else f", last {days_before_latest:.0f} days before their latest order"
+    )
+    return f"bought in {times} of their {orders} orders ({times / max(orders, 1):.0%}){last}"
+
+
+PLACEBO_TEXT = (
+    "This order is placed through the usual app in the usual way, like any other "
+    "ordinary order on an ordinary day. "
+)
+
+
+def time_context(dow: int, hour: int) -> str:
+    """The context of a real order: when it is placed (Instacart's day-of-week code, whose
+    weekday the data does not name, and the hour)."""
+    return f"the order is placed on day-of-week code {dow}, around {hour:02d}:00."
+
+
+def occasion_context(occasion: str) -> str:
+    """The context of a generated order: its occasion, as the shopper would state it."""
+    return f"the shopper says this order is for: {occasion.replace('_', ' ')}."
+
+
+def placebo_context(n: int) -> str:
+    """A neutral sentence of n characters (the placebo of a context of that length)."""
+    s = (PLACEBO_TEXT * (n // len(PLACEBO_TEXT) + 1))[: max(n - 1, 0)]
+    return s + "." if n else ""
+
+
+def context_line(text: str) -> str:
+    """The one line in which the conditions of a reranker prompt differ: empty without a
+    context, else 'Next order context: <text>' and a blank line."""
+    return f"Next order context: {text}\n\n" if text else ""
 
 
 # ---------------------------------------------------------------------------------------------
-# The templates. Structured prompts end with the schema so the model sees the exact contract
-# that llm/ validates against.
+# The templates. Structured prompts show the schema (most end with it) so the model sees the
+# exact contract that llm/ validates against.
 
 _JSON_TAIL = "Reply with only a JSON object that matches this JSON Schema:\n{schema}"
 
@@ -176,36 +250,56 @@ _RERANK_SYSTEM = (
     "likely this shopper is to buy them in their next order. You answer with "
     "JSON only."
 )
+# What every reranker prompt tells about the shopper (training rows only): the same in every
+# condition, so the conditions of one user differ only in the context line.
+_SHOPPER = (
+    "Shopper profile:\n{user_profile}\n\nRecent orders, most recent first:\n{recent_orders}\n\n"
+)
+# The listwise prompts: the instruction and the schema first, then the shopper, the context
+# line and the candidates (the part that changes most often last: a local model's slot keeps
+# the KV cache of the prefix it shares with the previous prompt).
+_RANK_ALL = (
+    "Rank the {n_candidates} candidate products below from most to least likely to be in "
+    "this shopper's next order."
+)
+_LISTWISE_TAIL = "{order_context}Candidate products:\n{candidates}"
+
+
+def _listwise(instruction: str) -> str:
+    """A listwise reranker text: rank, `instruction`, the schema, the shopper, the context
+    line, the candidates."""
+    return f"{_RANK_ALL} {instruction}\n\n{_JSON_TAIL}\n\n{_SHOPPER}{_LISTWISE_TAIL}"
+
 
 RERANKER = Template(
     name="reranker",
     system=_RERANK_SYSTEM,
-    text=(
-        "Shopper profile:\n{user_profile}\n\n"
-        "Candidate products, as [id] name (aisle):\n{candidates}\n\n"
-        "Rank all {n_candidates} candidates from most to least likely to be in this "
-        "shopper's next order. Use every id exactly once.\n\n" + _JSON_TAIL
-    ),
+    text=_listwise("Use every id exactly once."),
     schema=_RANKING_SCHEMA,
     max_tokens=400,
     validator="permutation",
 )
 
-RERANKER_CONTEXT = Template(
-    name="reranker_context",
+# The unconstrained listwise arm of the reranker evals: no id grammar (the caller sends no ids),
+# the name of the first product and a one-line reason, so that invented ids and names and the
+# reason's facts can be counted.
+RERANKER_FREE = Template(
+    name="reranker_free",
     system=_RERANK_SYSTEM,
-    text=(
-        "Shopper profile:\n{user_profile}\n\n"
-        "Next order context: {order_context}\n\n"
-        "Recent orders, most recent first:\n{recent_orders}\n\n"
-        "Candidate products, as [id] name (aisle):\n{candidates}\n\n"
-        "Rank all {n_candidates} candidates from most to least likely to be in this "
-        "shopper's next order, taking the order context and recent orders into account. "
-        "Use every id exactly once.\n\n" + _JSON_TAIL
+    text=_listwise(
+        "Give their ids, then the name of the product you ranked first and, in one line, why "
+        "this shopper will buy it."
     ),
-    schema=_RANKING_SCHEMA,
-    max_tokens=400,
-    validator="permutation",
+    schema={
+        "type": "object",
+        "properties": {
+            "ranking": {"type": "array", "items": {"type": "integer"}, "minItems": 1},
+            "top_product": {"type": "string", "minLength": 1, "maxLength": 120},
+            "reason": {"type": "string", "minLength": 1, "maxLength": 200},
+        },
+        "required": ["ranking", "top_product", "reason"],
+    },
+    max_tokens=500,
 )
 
 DESCRIPTION_JUDGE = Template(
@@ -273,14 +367,14 @@ RERANK_POINTWISE = Template(
         "You are a grocery recommendation engine. You judge whether a shopper will buy "
         "a product in their next order. You answer Yes or No."
     ),
-    # The candidate comes last: a local model's slot keeps the KV cache of the shared prefix
-    # (system, profile, context, question), so each of a list's 20 calls evaluates only the
-    # candidate's ~15 tokens (3.1 calls/s vs 1.6 with the question after the candidate).
+    # The shopper and the question first, then the context line, then the candidate: a local
+    # model's slot keeps the KV cache of the common prefix, so each of a list's 20 calls
+    # evaluates only the candidate's ~15 tokens, and each condition of a user only its context
+    # line and the candidates (the shopper's ~200 tokens once per user).
     text=(
-        "Shopper profile:\n{user_profile}\n\n"
-        "Next order context: {order_context}\n\n"
-        "Will this shopper buy the product below in their next order? Answer Yes or No.\n\n"
-        "Product: {candidate}"
+        _SHOPPER
+        + "Will this shopper buy the product below in their next order? Answer Yes or No.\n\n"
+        "{order_context}Product: {candidate}"
     ),
     max_tokens=1,
 )
@@ -292,7 +386,7 @@ TEMPLATES: dict[str, Template] = {
         USER_NARRATION,
         USER_HISTORY_PROFILE,
         RERANKER,
-        RERANKER_CONTEXT,
+        RERANKER_FREE,
         DESCRIPTION_JUDGE,
         OCCASION_LABEL,
         RERANK_POINTWISE,

@@ -15,20 +15,30 @@ another run, the answer is n/a with the reason (NoAnswers), never another file s
 newest one.
 
 Reads the JSONL that llm_reranker.py writes (after the run header, one line per answer: user,
-candidate set, condition, shuffle, the candidate ids in their original order, the order
-shown, the context, the raw answer, the parsed ranking and its repair counts) and reports,
-without any LLM call:
+candidate set, condition, shuffle, repeat, arm, the candidate ids in their original order, the
+order shown, the context, how it was decoded, an id of its requests, the raw answer, the parsed
+ranking and its repair counts; the free arm's also its first product's name, its reason and
+the user's training-row facts) and reports, without any LLM call:
 
-- hallucination: answers naming an id (or a product name) that is not among the candidates;
+- hallucination, on the listwise answers produced without the id grammar (Claude's, and the
+  free arm's of any backend): answers with ids outside the candidates, and a first product's
+  name that no candidate has (invented) or that is not the first id's; n/a where every answer
+  was held to the candidate ids (0 by construction);
 - repairs per 100 answers: unknown ids dropped, duplicates removed, missing ids appended, and
   failures (more than half the ids missing: not a ranking);
-- reasoning alignment, when the answer gives a reason: does the reason name an attribute of
-  its top item (a word of its name, its aisle or department), matched at token boundaries;
+- reasoning alignment, over the answers that give a reason (only those): the share whose
+  reason cites a fact true of the user (a product, aisle or department of their training
+  rows) or of the context, matched at token boundaries, beside the same share against another
+  user's facts (chance);
+- the noise floor: agreement between an answer and the same prompts asked again with sampling
+  (temperature > 0, another seed; a separate request, never the cached first answer read
+  back: such a repeat, or one not sampled, is left out and counted);
 - position bias: Kendall tau between the order shown and the answer (1 = the model echoed
   the list) and the agreement between shuffles of the same prompt;
-- context sensitivity against the noise floor: agreement (RBO, Jaccard@10, Kendall tau)
-  between the no-context and each context condition on the same shuffle, beside the
-  agreement between two shuffles, or a repeat, of the same condition (the noise floor).
+- context sensitivity: agreement (RBO, Jaccard@10, Kendall tau) between the no-context and
+  each context condition on the same shuffle, to be read against the noise floor.
+
+A metric the run cannot measure is n/a with the reason ("not_measured"), never 0.
 
 Writes evals/results/reranker_evals.json and prints a table. The ranking-agreement measures
 (`rbo`, `jaccard_at`, `kendall_tau`, `agreement`) live in metrics.py and the permutation
@@ -50,6 +60,7 @@ from pathlib import Path
 import numpy as np
 
 import config
+import prompts as P
 import runs
 from common import agreement, jaccard_at, kendall_tau, rbo  # noqa: F401 (re-exported)
 from experiment import SAME_DATA_KEYS
@@ -168,7 +179,18 @@ def answers_of_run(results: str | Path) -> tuple[Path, dict]:
 
 
 # ---------------------------------------------------------------------------------------------
-# Evaluations over saved answers
+# Evaluations over saved answers. A metric that a run cannot measure is None, with the reason
+# in "not_measured" (printed as n/a), never 0.
+
+# words no fact is told by: a reason's glue, and Instacart's placeholder aisle names
+STOP_WORDS = {"and", "the", "for", "with", "from", "this", "that", "they", "their", "them"}
+STOP_WORDS |= {"have", "will", "next", "other", "missing", "unknown", "aisle", "department"}
+# the words of the context sentences' frame (not facts): those of prompts.py's sentences
+CONTEXT_FRAME = {
+    w
+    for t in (P.time_context(0, 0), P.occasion_context(""), P.PLACEBO_TEXT)
+    for w in re.findall(r"[a-z]+", t.lower())
+}
 
 
 def _tokens(text: str) -> set[str]:
@@ -190,16 +212,135 @@ def names_attribute(reason: str, words: set[str]) -> bool:
     )
 
 
-def _hallucinated_names(rec: dict) -> int:
-    """String values in the parsed answer (other than a reason) that are no candidate name."""
+def fact_words(user_facts: dict | None, context: str = "") -> set[str]:
+    """What is true of a user or of their order's context, as the words a reason may cite:
+    the words of 4+ letters of the products they bought in training rows, those of 3+ letters
+    of their aisles and departments (user_facts, written by llm_reranker.py from training
+    rows; STOP_WORDS out), the context's words of 4+ letters outside its sentence frame, and
+    its times ('14:00')."""
+    facts = user_facts or {}
+    words = {
+        w
+        for texts, shortest in (
+            (facts.get("products", []), 4),
+            ([*facts.get("aisles", []), *facts.get("departments", [])], 3),
+        )
+        for t in texts
+        for w in _tokens(t)
+        if len(w) >= shortest and w not in STOP_WORDS
+    }
+    words |= {w for w in _tokens(context) if len(w) >= 4 and w not in CONTEXT_FRAME}
+    return words | set(re.findall(r"\b\d{1,2}:\d{2}\b", context))
+
+
+def reason_of(rec: dict) -> str | None:
+    """The answer's one-line reason, or None when it gave none (missing or blank)."""
+    reason = rec.get("reason")
+    return reason.strip() if isinstance(reason, str) and reason.strip() else None
+
+
+def reasoning_alignment(recs: list[dict]) -> tuple[dict, str | None]:
+    """How many reasons cite a fact that is true of the user (training rows) or of the
+    context, over the answers that carry a reason only (an answer without one is no evidence
+    either way); beside it the same share against another user's facts and context (the
+    next user of the file: what a reason scores by chance). Returns the figures and the
+    reason they are n/a (None when measured)."""
+    asked = [r for r in recs if "reason" in r]  # the arm that asks for a reason
+    given = [r for r in asked if reason_of(r)]
+    out = {
+        "answers_asked": len(asked),
+        "answers_with_reason": len(given),
+        "share_citing_a_true_fact": None,
+        "share_citing_another_users_fact": None,
+    }
+    if not given:
+        why = (
+            "no answer asks for a reason (the free listwise arm did not run: --free-users 0)"
+            if not asked
+            else f"none of the {len(asked)} answers that were asked for a reason gave one"
+        )
+        return out, why
+    facts = {r["user"]: (r.get("user_facts"), r.get("context") or "") for r in given}
+    users = sorted(facts)
+    other = {u: facts[users[(i + 1) % len(users)]] for i, u in enumerate(users)}
+    cites = lambda r, f: names_attribute(reason_of(r), fact_words(*f))
+    out["share_citing_a_true_fact"] = _mean([cites(r, facts[r["user"]]) for r in given])
+    if len(users) > 1:
+        out["share_citing_another_users_fact"] = _mean([cites(r, other[r["user"]]) for r in given])
+    return out, None
+
+
+def hallucination(recs: list[dict]) -> tuple[dict, str | None]:
+    """Hallucination on the listwise answers produced without the id grammar (id_grammar
+    false: Claude's, and the free arm's of any backend): answers with ids outside the
+    candidates, such ids per 100 answers, and (free arm) a first product's name that is no
+    candidate's (invented) or not the name of the id ranked first. Where every answer was
+    held to the candidates' ids (pointwise scores, a local model's grammar), n/a: 0 by
+    construction. Returns the figures and the reason they are n/a (None when measured)."""
+    free = [
+        r for r in recs if r.get("mode", "listwise") == "listwise" and r.get("id_grammar") is False
+    ]
+    named = [r for r in free if "top_product" in r]
+    n, m = len(free), len(named)
+    pct = lambda k, rs: round(100 * k / len(rs), 2) if rs else None
+    out = {
+        "answers": n,
+        "answers_with_unknown_ids_pct": pct(
+            sum(r["repairs"].get("unknown", 0) > 0 for r in free), free
+        ),
+        "unknown_ids_per_100_answers": pct(sum(r["repairs"].get("unknown", 0) for r in free), free),
+        "answers_naming_a_first_product": m,
+        "invented_product_names_pct": pct(sum(_invented(r) for r in named), named),
+        "first_name_not_the_first_id_pct": pct(sum(_misnamed(r) for r in named), named),
+    }
+    if n:
+        return out, None
+    return out, (
+        "every answer's ids were held to the candidates (pointwise scores, or listwise ids "
+        "constrained by the local model's grammar): 0 by construction; the free listwise arm "
+        "(--free-users) answers without the grammar"
+    )
+
+
+def _name(x) -> str:
+    """A product name as compared: lower case, one space, without a leading '[id]' or a
+    trailing '(aisle)' (the way the prompt's candidate lines write it)."""
+    x = re.sub(r"^\[\d+\]\s*|\s*\([^()]*\)$", "", " ".join(str(x or "").lower().split()))
+    return x.strip()
+
+
+def _named_candidate(rec: dict) -> int | None:
+    """The position among the candidates of the answer's first product (its name, or its
+    id written as the name); None when it names no candidate: an invented product."""
+    top = _name(rec.get("top_product"))
+    names = [_name(n) for n in rec.get("names") or []]
+    if top in names:
+        return names.index(top)
+    ids = [str(c) for c in rec.get("candidates") or []]
+    return ids.index(top) if top in ids else None
+
+
+def _invented(rec: dict) -> bool:
+    """The answer's first product is no candidate."""
+    return _named_candidate(rec) is None
+
+
+def _misnamed(rec: dict) -> bool:
+    """The first product is a candidate, but not the one the answer ranked first (its first
+    id among the candidates)."""
+    j = _named_candidate(rec)
+    ids = [x for x in _ranking_ids(rec) if x in rec["candidates"]]
+    return j is not None and bool(ids) and rec["candidates"][j] != ids[0]
+
+
+def _ranking_ids(rec: dict) -> list:
+    """The ids of the raw answer's ranking, as the model wrote them (before any repair)."""
     try:
         data = json.loads(rec.get("raw") or "")
     except (json.JSONDecodeError, TypeError):
-        return 0
-    names = {str(n).lower() for n in rec.get("names") or []}
-    strings = [v for k, v in data.items() if k != "reason"] if isinstance(data, dict) else []
-    flat = [x for v in strings for x in (v if isinstance(v, list) else [v])]
-    return sum(1 for x in flat if isinstance(x, str) and x.lower() not in names)
+        return []
+    ranking = data.get("ranking") if isinstance(data, dict) else None
+    return [x for x in ranking if isinstance(x, int)] if isinstance(ranking, list) else []
 
 
 def _mean(xs) -> float | None:
@@ -215,51 +356,39 @@ def _agree_mean(pairs) -> dict:
 
 
 def evaluate_answers(recs: list[dict]) -> dict:
-    """Every evaluation over answer records, per (mode, candidate set) and overall."""
-    listwise = [r for r in recs if r.get("mode", "listwise") == "listwise"]
+    """Every evaluation over answer records, per (candidate set, mode, arm) and overall;
+    what a run cannot measure is None, its reason in "not_measured"."""
+    listwise = [
+        r for r in recs if r.get("mode", "listwise") == "listwise" and r.get("arm") != "free"
+    ]
     n = len(listwise)
     out: dict = {
         "answers": len(recs),
         "listwise_answers": n,
         "users": len({r["user"] for r in recs}),
         "models": sorted({r.get("model", "?") for r in recs}),
+        "not_measured": {},
     }
     per100 = lambda k: (
         round(100 * sum(int(r["repairs"].get(k, 0) > 0) for r in listwise) / n, 2) if n else None
     )
-    out["hallucination"] = {
-        "answers_with_unknown_ids_pct": per100("unknown"),
-        "unknown_ids_per_100_answers": round(
-            100 * sum(r["repairs"].get("unknown", 0) for r in listwise) / n, 2
-        )
-        if n
-        else None,
-        "answers_with_unknown_names_pct": round(
-            100 * sum(_hallucinated_names(r) > 0 for r in listwise) / n, 2
-        )
-        if n
-        else None,
-    }
+    out["hallucination"], why = hallucination(recs)
+    if why:
+        out["not_measured"]["hallucination"] = why
     out["repairs_per_100_answers"] = {k: per100(k) for k in ("unknown", "duplicate", "missing")} | {
         "failed": round(100 * sum(bool(r["repairs"].get("failed")) for r in listwise) / n, 2)
         if n
         else None,
         "llm_error": round(100 * sum(bool(r.get("error")) for r in listwise) / n, 2) if n else None,
     }
-    # reasoning alignment (only answers that carry a reason)
-    with_reason = [r for r in recs if r.get("reason") and r.get("parsed")]
-    aligned = []
-    for r in with_reason:
-        top = r["parsed"][0]
-        j = r["candidates"].index(top)
-        words = attribute_words(
-            r["names"][j], r["aisles"][j], (r.get("departments") or [""] * len(r["names"]))[j]
+    if not n:
+        out["not_measured"]["repairs_per_100_answers"] = (
+            "no listwise answer of the ranking arms (a pointwise run; the free arm's are under "
+            "hallucination)"
         )
-        aligned.append(names_attribute(r["reason"], words))
-    out["reasoning_alignment"] = {
-        "answers_with_reason": len(with_reason),
-        "share_naming_top_item_attribute": _mean(aligned),
-    }
+    out["reasoning_alignment"], why = reasoning_alignment(recs)
+    if why:
+        out["not_measured"]["reasoning_alignment"] = why
     # position bias and context sensitivity, per candidate set
     pointwise = [r for r in recs if r.get("mode") == "pointwise"]
     if pointwise:
@@ -272,41 +401,87 @@ def evaluate_answers(recs: list[dict]) -> dict:
                 [r["repairs"].get("no_score", 0) for r in pointwise]
             ),
         }
-    out["per_set"] = agreement_per_set(recs)
+    out["per_set"], out["noise_floor"] = agreement_per_set(recs)
+    if not out["noise_floor"]["pairs"]:
+        repeats = sum(bool(r.get("repeat")) for r in recs)
+        out["not_measured"]["noise_floor"] = noise_floor_na(out["noise_floor"], repeats)
     return out
 
 
-def agreement_per_set(recs: list[dict]) -> dict:
-    """Per (candidate set, mode): how far the answer echoes the shown order (Kendall tau),
-    the noise floor (agreement between shuffles or repeats of one condition) and each
-    context's shift against the no-context answer on the same shuffle."""
+def noise_floor_na(nf: dict, repeats: int) -> str:
+    """Why no noise floor was measured: no repeat, only repeats that cannot differ, or no
+    pair of usable rankings."""
+    if nf["cached_repeats"]:
+        return (
+            f"{nf['cached_repeats']} repeat(s) are the cached first answer (same requests): "
+            "agreement 1 by construction, not a noise floor"
+        )
+    if nf["unsampled_repeats"]:
+        return f"{nf['unsampled_repeats']} repeat(s) were not sampled (temperature 0): not noise"
+    if repeats:
+        return f"{repeats} repeat(s), but no pair of usable rankings (failed answers)"
+    return (
+        "no answer was asked again with sampling in this run (a local pointwise run has none: "
+        "sampling does not change P(yes); its free arm's repeat is the model's)"
+    )
+
+
+def set_key(r: dict) -> str:
+    """The group of an answer: candidate set, mode and (the free arm) arm."""
+    arm = ", free arm" if r.get("arm") == "free" else ""
+    return f"{r['set']} ({r.get('mode', 'listwise')}{arm})"
+
+
+def is_noise_pair(first: dict, repeat: dict) -> str:
+    """'ok' when `repeat` is a sampled asking again of `first`'s prompts (sampled, other
+    requests than the first answer's: never the cached first answer read back), else why not:
+    'cached' or 'unsampled'."""
+    if repeat.get("key") is None or repeat.get("key") == first.get("key"):
+        return "cached"
+    return "ok" if repeat.get("sampled") else "unsampled"
+
+
+def agreement_per_set(recs: list[dict]) -> tuple[dict, dict]:
+    """Per (candidate set, mode, arm): how far the answer echoes the shown order (Kendall
+    tau), the shuffle agreement (two shuffles of one condition), the noise floor (an answer
+    against the same prompts asked again with sampling: is_noise_pair) and each context's
+    shift against the no-context answer on the same shuffle. Returns the blocks and the noise
+    floor over every set (its pairs, and the repeats left out as cached or unsampled)."""
     # every answer with a ranking (pointwise ones have one shuffle)
     by_key: dict = {}
     for r in recs:
         if r.get("parsed"):
-            s = f"{r['set']} ({r.get('mode', 'listwise')})"
             # a repeat (the same prompt asked again) is its own slot beside the shuffles
-            by_key.setdefault((s, r["condition"], r["user"]), {})[
+            by_key.setdefault((set_key(r), r["condition"], r["user"]), {})[
                 (r["shuffle"], r.get("repeat", 0))
             ] = r
     sets = sorted({k[0] for k in by_key})
-    per_set = {}
+    per_set, all_pairs, left_out = {}, [], {"cached": 0, "unsampled": 0}
     for s in sets:
         conds = sorted({k[1] for k in by_key if k[0] == s})
         users = sorted({k[2] for k in by_key if k[0] == s})
-        block = {"echo_tau": {}, "noise_floor": {}, "shift_vs_none": {}}
+        block = {"echo_tau": {}, "shuffle_agreement": {}, "noise_floor": {}, "shift_vs_none": {}}
         for c in conds:
-            shown = [
-                (r["shown"], r["parsed"]) for u in users for r in by_key.get((s, c, u), {}).values()
-            ]
+            groups = [g for u in users if (g := by_key.get((s, c, u)))]
+            shown = [(r["shown"], r["parsed"]) for g in groups for r in g.values()]
             block["echo_tau"][c] = _mean([kendall_tau(a, b) for a, b in shown])
-            pairs = [
+            firsts = lambda g: sorted(k for k in g if k[1] == 0)
+            block["shuffle_agreement"][c] = _agree_mean(
                 (g[x]["parsed"], g[y]["parsed"])
-                for u in users
-                if (g := by_key.get((s, c, u)))
-                for x, y in combinations(sorted(g), 2)
-            ]
+                for g in groups
+                for x, y in combinations(firsts(g), 2)
+            )
+            pairs = []
+            for g in groups:
+                for (sh, rep), r in g.items():
+                    if rep and (sh, 0) in g:
+                        why = is_noise_pair(g[(sh, 0)], r)
+                        if why == "ok":
+                            pairs.append((g[(sh, 0)]["parsed"], r["parsed"]))
+                        else:
+                            left_out[why] += 1
             block["noise_floor"][c] = _agree_mean(pairs)
+            all_pairs += pairs
             if c != NO_CONTEXT:
                 pairs = [
                     (g0[sh]["parsed"], g[sh]["parsed"])
@@ -316,46 +491,57 @@ def agreement_per_set(recs: list[dict]) -> dict:
                 ]
                 block["shift_vs_none"][c] = _agree_mean(pairs)
         per_set[s] = block
-    return per_set
+    floor = _agree_mean(all_pairs) | {
+        "cached_repeats": left_out["cached"],
+        "unsampled_repeats": left_out["unsampled"],
+    }
+    return per_set, floor
 
 
 def format_report(res: dict) -> str:
-    """The printed table of evaluate_answers()."""
+    """The printed table of evaluate_answers(): n/a with the reason where a metric was not
+    measured."""
     f = lambda v: "-" if v is None else f"{v:.3f}" if isinstance(v, float) else str(v)
+    na = res.get("not_measured") or {}
+    line = lambda name, d: (
+        f"{name}: n/a ({na[name]})"
+        if name in na
+        else f"{name}: " + ", ".join(f"{k} {f(v)}" for k, v in d.items())
+    )
     lines = [
         run_line(res),
         (
             f"reranker answers: {res['answers']} ({res['listwise_answers']} listwise) from "
             f"{res['users']} users, model(s) {', '.join(res['models'])}"
         ),
+        line("hallucination", res["hallucination"]),
+        line("repairs_per_100_answers", res["repairs_per_100_answers"]),
+        line("reasoning_alignment", res["reasoning_alignment"]),
+        line("noise_floor", res["noise_floor"]),
     ]
-    h, rp = res["hallucination"], res["repairs_per_100_answers"]
-    lines.append("hallucination: " + ", ".join(f"{k} {f(v)}" for k, v in h.items()))
-    lines.append("repairs per 100 answers: " + ", ".join(f"{k} {f(v)}" for k, v in rp.items()))
-    ra = res["reasoning_alignment"]
-    lines.append(
-        f"reasoning alignment: {ra['answers_with_reason']} answers with a reason; share "
-        f"naming an attribute of the top item {f(ra['share_naming_top_item_attribute'])}"
-    )
     if "pointwise" in res:
         lines.append("pointwise: " + ", ".join(f"{k} {f(v)}" for k, v in res["pointwise"].items()))
+    cell = lambda a: (
+        "-"
+        if not a or not a["pairs"]
+        else f"{f(a['rbo'])} / {f(a['jaccard@10'])} / {f(a['tau'])}; {a['pairs']}"
+    )
     for s, b in res["per_set"].items():
         lines.append(f"\ncandidate set {s}: agreement (RBO / Jaccard@10 / tau; pairs)")
         lines.append(
-            f"  {'condition':<24}{'echo tau':>9}  {'noise floor (shuffles)':>28}"
-            f"  {'shift vs no context':>28}"
+            f"  {'condition':<12}{'echo tau':>9}  {'noise floor (sampled)':>26}"
+            f"  {'shuffles':>26}  {'shift vs no context':>26}"
         )
         for c in b["echo_tau"]:
-            nf, sh = b["noise_floor"][c], b["shift_vs_none"].get(c)
-            cell = lambda a: (
-                "-"
-                if not a or not a["pairs"]
-                else f"{f(a['rbo'])} / {f(a['jaccard@10'])} / {f(a['tau'])}; {a['pairs']}"
+            lines.append(
+                f"  {c:<12}{f(b['echo_tau'][c]):>9}  {cell(b['noise_floor'][c]):>26}"
+                f"  {cell(b['shuffle_agreement'][c]):>26}"
+                f"  {cell(b['shift_vs_none'].get(c)):>26}"
             )
-            lines.append(f"  {c:<24}{f(b['echo_tau'][c]):>9}  {cell(nf):>28}  {cell(sh):>28}")
     lines.append(
-        "(echo tau: order shown vs answer, 1 = the list echoed; a context shift is "
-        "real only where it is well below the noise floor's agreement)"
+        "(echo tau: order shown vs answer, 1 = the list echoed; noise floor: an answer against "
+        "the same prompts asked again with sampling; a context shift is real only where it "
+        "is well below the noise floor's agreement)"
     )
     return "\n".join(lines)
 

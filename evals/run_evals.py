@@ -50,7 +50,7 @@ RESULTS_DIR = ROOT / "results"
 RUN_GLOB = "run_*.json"
 STUDY_METRICS = ("recall@10", "recall@20", "ndcg@10")
 DESCRIPTION_PROMPTS = ("item_description", "description_judge")
-RERANKER_PROMPTS = ("reranker", "reranker_context", "rerank_pointwise")
+RERANKER_PROMPTS = ("reranker", "reranker_free", "rerank_pointwise")
 
 
 class EvalError(Exception):

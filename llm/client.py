@@ -257,6 +257,7 @@ def yes_request(r: Request, local: bool) -> Request:
             temperature=r.temperature,
             mode="yes_no",
             repeat=r.repeat,
+            seed=r.seed,
         )
     return Request(
         prompt=r.prompt + SCORE_SUFFIX,
@@ -267,6 +268,7 @@ def yes_request(r: Request, local: bool) -> Request:
         max_tokens=20,
         temperature=r.temperature,
         repeat=r.repeat,
+        seed=r.seed,
     )
 
 

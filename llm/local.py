@@ -404,7 +404,7 @@ class LocalBackend:
         body = {
             "messages": messages,
             "max_tokens": max_tokens,
-            "seed": self.seed,
+            "seed": self.seed if req.seed is None else req.seed,
             "temperature": 0.0 if req.temperature is None else req.temperature,
         }
         if req.mode == "yes_no":

@@ -70,6 +70,9 @@ class Request:
     mode: str = "generate"
     # > 0: the same prompt asked again as a separate cache entry (a repeat for a noise floor)
     repeat: int = 0
+    # the sampling seed of the local model (None: the backend's own); with a temperature > 0,
+    # another seed is another sample (Claude takes no seed: its answers are sampled anyway)
+    seed: int | None = None
 
 
 @dataclass
@@ -121,6 +124,7 @@ def cache_key(model: str, req: Request) -> str:
         ("repair_truncated", False),
         ("mode", "generate"),
         ("repeat", 0),
+        ("seed", None),
     ):
         if getattr(req, k) != default:
             blob[k] = list(req.ids) if k == "ids" else getattr(req, k)

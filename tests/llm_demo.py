@@ -102,6 +102,8 @@ def demo_requests(kind: str, n: int) -> list[llm.Request]:
         reqs.append(
             t.request(
                 user_profile=f"Shopper {i} buys {names[i % len(names)]} weekly.",
+                recent_orders="- none",
+                order_context="",
                 candidates=format_candidates(cands),
                 n_candidates=len(cands),
             )

@@ -438,6 +438,82 @@ MUTATIONS = [
         "class LLMFatal(RuntimeError):",
         ("tests/test_llm.py",),
     ),
+    # --- experiment 3: verdicts, the conditions' prompts, the noise floor, the evals
+    M(
+        "competitive-refuted-below-0",
+        "exp3's 'competitive' reads refuted for any interval below 0, inside the margin too",
+        "llm_reranker.py",
+        '    status = experiment.verdict_word(r10["ci95"], word, margin)\n',
+        '    status = "refuted" if r10["ci95"][1] < 0 else '
+        'experiment.verdict_word(r10["ci95"], word, margin)\n',
+        ("tests/test_llm_reranker.py",),
+    ),
+    M(
+        "context-correct-without-random",
+        "exp3's positive control calls a context correct without beating the random occasion",
+        "llm_reranker.py",
+        "        words.append(\n"
+        '            experiment.verdict_word(vs_random[VERDICT_METRIC]["ci95"], "beats", '
+        "BEATS_MARGIN)\n        )\n",
+        "",
+        ("tests/test_llm_reranker.py",),
+    ),
+    M(
+        "none-arm-without-recent-orders",
+        "exp3's listwise no-context prompt leaves out the recent orders the context arms show",
+        "llm_reranker.py",
+        "        recent_orders=lists.recent[j],\n        order_context=P.context_line(lists."
+        "contexts[condition][j]),\n        candidates=lines,\n",
+        '        recent_orders=lists.recent[j] if condition != "none" else "- none",\n'
+        "        order_context=P.context_line(lists.contexts[condition][j]),\n"
+        "        candidates=lines,\n",
+        ("tests/test_llm_reranker.py",),
+    ),
+    M(
+        "none-arm-context-not-given",
+        "exp3's pointwise no-context prompt says 'Next order context: not given'",
+        "llm_reranker.py",
+        "            order_context=P.context_line(lists.contexts[condition][j]),\n"
+        "            candidate=",
+        '            order_context=P.context_line(lists.contexts[condition][j] or "not given"),\n'
+        "            candidate=",
+        ("tests/test_llm_reranker.py",),
+    ),
+    M(
+        "repeat-not-sampled",
+        "exp3's noise-floor repeat on the local model is greedy again (agrees by construction)",
+        "llm_reranker.py",
+        "            req, repeat=repeat, temperature=REPEAT_TEMPERATURE, seed=C.RANDOM_SEED + "
+        "repeat\n",
+        "            req, repeat=repeat\n",
+        ("tests/test_llm_reranker.py",),
+    ),
+    M(
+        "evals-noise-from-cached-repeat",
+        "reranker_evals takes a repeat that is the cached first answer as the noise floor",
+        "evals/reranker_evals.py",
+        '    if repeat.get("key") is None or repeat.get("key") == first.get("key"):\n',
+        '    if repeat.get("key") is None:\n',
+        ("tests/test_reranker_evals.py",),
+    ),
+    M(
+        "evals-reason-share-of-all",
+        "reranker_evals' reason alignment counts the answers without a reason",
+        "evals/reranker_evals.py",
+        '    out["share_citing_a_true_fact"] = _mean([cites(r, facts[r["user"]]) for r in '
+        "given])\n",
+        '    out["share_citing_a_true_fact"] = sum(cites(r, facts[r["user"]]) for r in given) / '
+        "len(asked)\n",
+        ("tests/test_reranker_evals.py",),
+    ),
+    M(
+        "evals-hallucination-under-grammar",
+        "reranker_evals measures hallucination on answers the id grammar held (0 by construction)",
+        "evals/reranker_evals.py",
+        ' and r.get("id_grammar") is False\n',
+        "\n",
+        ("tests/test_reranker_evals.py",),
+    ),
     M(
         "answers-truncated-first",
         "the reranker's answers file is truncated before the run (a crash loses the last one)",

@@ -124,6 +124,8 @@ def test_fake_answers_every_registry_template_validly():
         answer_for(
             TEMPLATES["reranker"].render(
                 user_profile="p",
+                recent_orders="- none",
+                order_context="",
                 n_candidates=2,
                 candidates=format_candidates([(3, "Milk", "dairy"), (7, "Bread", "bakery")]),
             )
@@ -662,7 +664,14 @@ RERANK = TEMPLATES["reranker"]
 
 def rerank_req(n: int, **kw) -> llm.Request:
     cands = format_candidates([(1000 + i, f"Product {i}", "snacks") for i in range(n)])
-    return RERANK.request(user_profile="likes snacks", candidates=cands, n_candidates=n, **kw)
+    return RERANK.request(
+        user_profile="likes snacks",
+        recent_orders="- none",
+        order_context="",
+        candidates=cands,
+        n_candidates=n,
+        **kw,
+    )
 
 
 def test_truncated_ranking_is_reasked_never_accepted_partial(server, make_client):
@@ -933,7 +942,8 @@ def test_claude_yes_probability_is_a_cached_score(server, make_client):
     reqs = [
         t.request(
             user_profile="likes snacks",
-            order_context="party",
+            recent_orders="- none",
+            order_context="Next order context: party\n\n",
             candidate=f"Chips {i} (chips pretzels)",
         )
         for i in range(3)

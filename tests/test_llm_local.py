@@ -53,6 +53,8 @@ def occasion():
 def rerank():
     return TEMPLATES["reranker"].request(
         user_profile="Hosts parties on weekends.",
+        recent_orders="- none",
+        order_context="",
         candidates=format_candidates(CANDS),
         n_candidates=3,
         max_tokens=40,
@@ -64,7 +66,8 @@ def pointwise():
     return [
         t.request(
             user_profile="Hosts parties on weekends.",
-            order_context="party",
+            recent_orders="- none",
+            order_context="Next order context: party\n\n",
             candidate=f"{name} ({aisle})",
         )
         for _, name, aisle in CANDS[:2]
@@ -114,6 +117,28 @@ def test_yes_probability_from_logprobs_and_cached(client):
     calls = client.usage_report()["api_calls"]
     assert client.yes_probability(pointwise()) == p
     assert client.usage_report()["api_calls"] == calls
+
+
+@needs_model
+def test_a_sampled_repeat_is_asked_again_and_sampling_leaves_p_yes_alone(client):
+    """The reranker's noise floor (llm_reranker.sampled): a listwise repeat at a temperature
+    and another seed is sent, never the cached first answer read back; a pointwise P(yes),
+    read from the first token's log-probabilities, does not move under sampling (so the local
+    pointwise noise floor is n/a, not 1 by construction): a second asking differs only by
+    the numerics of the slots' KV caches (measured: up to ~0.01)."""
+    import llm_reranker as X
+
+    req = rerank()
+    client.complete(req)
+    before = client.usage_report()["api_calls"]
+    again = client.complete(X.sampled(req, 1, local=True))
+    assert not again.cached and client.usage_report()["api_calls"] > before
+    reqs = pointwise()
+    p0 = client.yes_probability(reqs)
+    sent = client.usage_report()["api_calls"]
+    p1 = client.yes_probability([X.sampled(r, 1, True) for r in reqs])
+    assert client.usage_report()["api_calls"] == sent + len(reqs)  # asked, not cached
+    assert p1 == pytest.approx(p0, abs=0.05)
 
 
 @needs_model

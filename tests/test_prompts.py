@@ -25,7 +25,7 @@ def test_registry_holds_the_experiment_templates():
         "user_narration",
         "user_history_profile",
         "reranker",
-        "reranker_context",
+        "reranker_free",
         "description_judge",
         "occasion_label",
         "rerank_pointwise",
@@ -89,7 +89,8 @@ def test_request_carries_name_version_schema_and_text():
     t = reg.TEMPLATES["reranker"]
     cands = reg.format_candidates([(12, "Bananas", "fresh fruits"), (5, "Milk", "milk")])
     assert cands == "[12] Bananas (fresh fruits)\n[5] Milk (milk)"
-    req = t.request(user_profile="likes fruit", candidates=cands, n_candidates=2)
+    fields = {"user_profile": "likes fruit", "recent_orders": "- none", "order_context": ""}
+    req = t.request(**fields, candidates=cands, n_candidates=2)
     assert isinstance(req, llm.Request)
     assert (req.template, req.version, req.schema, req.system) == (
         "reranker",
@@ -97,20 +98,20 @@ def test_request_carries_name_version_schema_and_text():
         t.schema,
         t.system,
     )
-    assert req.prompt == t.render(user_profile="likes fruit", candidates=cands, n_candidates=2)
-    assert (
-        t.request(max_tokens=50, user_profile="p", candidates=cands, n_candidates=2).max_tokens
-        == 50
-    )
+    assert req.prompt == t.render(**fields, candidates=cands, n_candidates=2)
+    assert t.request(max_tokens=50, **fields, candidates=cands, n_candidates=2).max_tokens == 50
 
 
 def test_rankings_carry_the_permutation_validator_and_never_repair_truncation():
     cands = reg.format_candidates([(12, "Bananas", "fresh fruits"), (5, "Milk", "milk")])
-    for name in ("reranker", "reranker_context"):
-        t = reg.TEMPLATES[name]
-        assert t.validator == "permutation" and not t.repair_truncated
-    req = reg.TEMPLATES["reranker"].request(user_profile="p", candidates=cands, n_candidates=2)
+    t = reg.TEMPLATES["reranker"]
+    assert t.validator == "permutation" and not t.repair_truncated
+    fields = {"user_profile": "p", "recent_orders": "- none", "order_context": ""}
+    req = t.request(**fields, candidates=cands, n_candidates=2)
     assert req.ids == (12, 5) and req.validator == "permutation" and not req.repair_truncated
+    # the free arm's ranking is held to nothing: no validator, no ids (no id grammar)
+    free = reg.TEMPLATES["reranker_free"].request(**fields, candidates=cands, n_candidates=2)
+    assert free.ids is None and free.validator is None
     assert (
         reg.TEMPLATES["item_description"]
         .request(product_name="x", aisle="y", department="z")
@@ -130,7 +131,8 @@ def test_occasion_label_schema_lists_the_generator_occasions():
 def test_pointwise_prompts_of_one_list_differ_only_at_the_end():
     # a local slot reuses the KV cache of the common prefix: the candidate must come last
     t = reg.TEMPLATES["rerank_pointwise"]
-    a = t.render(user_profile="P", order_context="C", candidate="Bananas (fresh fruits)")
-    b = t.render(user_profile="P", order_context="C", candidate="Milk (milk)")
+    shopper = {"user_profile": "P", "recent_orders": "R", "order_context": reg.context_line("C")}
+    a = t.render(**shopper, candidate="Bananas (fresh fruits)")
+    b = t.render(**shopper, candidate="Milk (milk)")
     assert a.endswith("Bananas (fresh fruits)") and b.endswith("Milk (milk)")
     assert a[: -len("Bananas (fresh fruits)")] == b[: -len("Milk (milk)")]

@@ -66,29 +66,39 @@ def _rec(user, cond, shuffle, shown, parsed, repairs=None, **kw):
         "raw": json.dumps({"ranking": parsed}),
         "parsed": parsed,
         "repairs": repairs or {"unknown": 0, "duplicate": 0, "missing": 0, "failed": False},
+        "arm": "main",
+        "id_grammar": False,  # Claude's listwise answers: no grammar holds their ids
+        "repeat": 0,
+        "key": f"k-{user}-{cond}-{shuffle}",
+        "sampled": True,
         **kw,
     }
 
 
-def test_evaluate_answers_rates_noise_floor_and_shift(tmp_path):
+def test_evaluate_answers_rates_shuffles_and_shift(tmp_path):
     a, b = [1, 2, 3, 4, 5, 6], [6, 5, 4, 3, 2, 1]
     recs = [
         _rec(0, "none", 0, a, a),
-        _rec(0, "none", 1, b, a),  # stable: floor 1
+        _rec(0, "none", 1, b, a),  # stable across shuffles: agreement 1
         _rec(0, "context", 0, a, b, {"unknown": 1, "duplicate": 0, "missing": 1, "failed": False}),
         _rec(0, "context", 1, b, b),
         _rec(1, "none", 0, a, None, {"failed": True}),
-        _rec(1, "none", 1, b, b, reason="likes tea"),
+        _rec(1, "none", 1, b, b),
     ]
     res = R.evaluate_answers(recs)
     assert res["hallucination"]["answers_with_unknown_ids_pct"] == pytest.approx(100 / 6, abs=0.01)
     assert res["repairs_per_100_answers"]["failed"] == pytest.approx(100 / 6, abs=0.01)
     assert res["repairs_per_100_answers"]["missing"] == pytest.approx(100 / 6, abs=0.01)
     blk = res["per_set"]["faiss@20 (listwise)"]
-    assert blk["noise_floor"]["none"]["rbo"] == pytest.approx(1.0)
+    assert blk["shuffle_agreement"]["none"]["rbo"] == pytest.approx(1.0)
     assert blk["shift_vs_none"]["context"]["tau"] == pytest.approx(-1.0)
     assert blk["echo_tau"]["context"] == pytest.approx(0.0)  # one echo (+1), one reversal (-1)
-    assert res["reasoning_alignment"]["share_naming_top_item_attribute"] == 1.0
+    # no repeat, no reason in this run: n/a with the reason, never 0
+    assert res["noise_floor"]["pairs"] == 0 and res["noise_floor"]["rbo"] is None
+    assert set(res["not_measured"]) == {"noise_floor", "reasoning_alignment"}
+    assert res["reasoning_alignment"]["share_citing_a_true_fact"] is None
+    text = R.format_report({"answers_file": "a.jsonl", **res})
+    assert "noise_floor: n/a (no answer was asked again with sampling" in text
     path = tmp_path / "answers.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in recs))
     out = R.run(path, users=1, out=tmp_path / "e.json", verbose=False)
@@ -99,13 +109,86 @@ def test_pointwise_repeat_is_the_noise_floor_and_does_not_replace_the_answer():
     a, b = [1, 2, 3, 4, 5, 6], [6, 5, 4, 3, 2, 1]
     pw = {"mode": "pointwise", "set": "faiss@20"}
     recs = [
-        {**_rec(0, "none", 0, a, a), **pw, "repeat": 0},
-        {**_rec(0, "none", 0, a, b), **pw, "repeat": 1},  # the same prompts asked again
-        {**_rec(0, "context", 0, a, a), **pw, "repeat": 0},
+        {**_rec(0, "none", 0, a, a), **pw},
+        {**_rec(0, "none", 0, a, b, repeat=1, key="k-again"), **pw},  # asked again, sampled
+        {**_rec(0, "context", 0, a, a), **pw},
     ]
-    blk = R.evaluate_answers(recs)["per_set"]["faiss@20 (pointwise)"]
+    res = R.evaluate_answers(recs)
+    blk = res["per_set"]["faiss@20 (pointwise)"]
     assert blk["noise_floor"]["none"]["tau"] == pytest.approx(-1.0)
     assert blk["shift_vs_none"]["context"]["tau"] == pytest.approx(1.0)  # vs the first answer
+    assert res["noise_floor"]["pairs"] == 1 and "noise_floor" not in res["not_measured"]
+
+
+@pytest.mark.parametrize(
+    "repeat_kw, why",
+    [
+        ({"key": "k-0-none-0"}, "cached first answer"),  # the first answer's own requests
+        ({"key": "k-again", "sampled": False}, "not sampled"),  # greedy: cannot differ
+    ],
+    ids=["cached-repeat", "unsampled-repeat"],
+)
+def test_no_noise_floor_from_a_repeat_that_cannot_differ(repeat_kw, why):
+    a, b = [1, 2, 3, 4, 5, 6], [6, 5, 4, 3, 2, 1]
+    recs = [_rec(0, "none", 0, a, a), _rec(0, "none", 0, a, b, repeat=1, **repeat_kw)]
+    res = R.evaluate_answers(recs)
+    assert res["noise_floor"]["pairs"] == 0 and res["noise_floor"]["rbo"] is None
+    assert why in res["not_measured"]["noise_floor"]
+    assert res["per_set"]["faiss@20 (listwise)"]["noise_floor"]["none"]["pairs"] == 0
+
+
+def _free(
+    user, reason, top="item 1", ranking=(1, 2, 3, 4, 5, 6), facts=("Green Tea",), aisle="tea"
+):
+    """An answer of the free arm: no id grammar, its first product's name and a reason."""
+    ranking = list(ranking)
+    parsed = R.repair_permutation(ranking, [1, 2, 3, 4, 5, 6])
+    rec = _rec(user, "context", 0, [1, 2, 3, 4, 5, 6], parsed.ranking, parsed.counts())
+    rec.update(
+        arm="free",
+        raw=json.dumps({"ranking": ranking, "top_product": top, "reason": reason}),
+        top_product=top,
+        reason=reason,
+        context="the shopper says this order is for: weeknight dinner.",
+        user_facts={"products": list(facts), "aisles": [aisle], "departments": ["beverages"]},
+    )
+    return rec
+
+
+def test_reason_alignment_counts_only_the_answers_that_give_a_reason():
+    recs = [
+        _free(0, "They often buy green tea."),  # a product of their training rows
+        _free(1, "A good choice for anyone.", facts=("Bananas",), aisle="fresh fruits"),
+        _free(2, None),  # asked, gave no reason: no evidence either way
+        _free(3, "   "),
+    ]
+    ra = R.evaluate_answers(recs)["reasoning_alignment"]
+    assert (ra["answers_asked"], ra["answers_with_reason"]) == (4, 2)
+    assert ra["share_citing_a_true_fact"] == pytest.approx(0.5)  # 1 of 2, not 1 of 4
+    # by chance: user 0's reason against user 1's facts, user 1's against user 0's
+    assert ra["share_citing_another_users_fact"] == pytest.approx(0.0)
+    # the context counts as a fact ("dinner"), its sentence frame ("shopper", "order") not
+    assert R.names_attribute("for a weeknight dinner", R.fact_words({}, recs[0]["context"]))
+    assert not R.names_attribute("this shopper's order", R.fact_words({}, recs[0]["context"]))
+
+
+def test_hallucination_only_where_no_grammar_held_the_ids():
+    a = [1, 2, 3, 4, 5, 6]
+    held = [_rec(0, "none", 0, a, a, id_grammar=True)]  # a local model's grammar: 0 by construction
+    res = R.evaluate_answers(held)
+    assert res["hallucination"]["answers_with_unknown_ids_pct"] is None
+    assert "0 by construction" in res["not_measured"]["hallucination"]
+    assert "hallucination: n/a (" in R.format_report({"answers_file": "a.jsonl", **res})
+    free = [
+        _free(0, "tea", ranking=(1, 2, 99, 3, 4, 5, 6)),  # an id outside the candidates
+        _free(1, "tea", top="Moon Cheese"),  # an invented product name
+        _free(2, "tea", top="item 2"),  # a candidate's name, but not the first id's
+        _free(3, "tea", top="[1] Item 1 (tea)"),  # the candidate line, copied: no invention
+    ]
+    h = R.evaluate_answers(held + free)["hallucination"]
+    assert h["answers"] == 4 and h["answers_with_unknown_ids_pct"] == pytest.approx(25.0)
+    assert h["invented_product_names_pct"] == pytest.approx(25.0)
+    assert h["first_name_not_the_first_id_pct"] == pytest.approx(25.0)
 
 
 def test_missing_answers_file_is_a_one_line_error(tmp_path, capsys):
