@@ -8,8 +8,9 @@ beside it, every arm the JSON has a gain for (a selection is said in the panel t
 panel per population (users who differ: the LLM's sample, cold-start users), per-seed values
 as dots, a zero line, and the row the verdict reads in bold. A margin band or threshold line
 is drawn where the JSON carries it (a "margin" key in the gain dict the verdict reads); where
-it does not, the figure says so. Colours: grey = simple baselines and candidate orders,
-orange = LLM arms, blue = trained models.
+it does not, the figure says so. Colours: grey = simple baselines, candidate orders and
+controls without LLM text (exp2's template profile and top-department ceiling), orange = LLM
+arms, blue = trained models.
 
 Nothing is recomputed, with one exception said on the figure: where the JSON has no gains
 over seeds, the dots are the per-seed differences of the arms' per-seed means
@@ -25,6 +26,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 BASELINES = ("random", "popularity", "top-frequency", "top-frequency + popular", "tifu-knn")
+# controls drawn as baselines (their text has no LLM in it): exp2's template profile (the
+# reference text) and the top department's name alone (the category-precision ceiling), by the
+# profile before " x <item texts>"
+TEXT_CONTROLS = ("template profile", "top department name alone")
 COLOURS = {"baseline": "#9a9a9a", "llm": "#e07b39", "model": "#3b75af"}
 KIND_NAMES = {"baseline": "baseline / candidate order", "llm": "LLM arm", "model": "model"}
 METRIC_NAMES = {
@@ -148,7 +153,7 @@ def kind_of(d: dict, arm: str) -> str:
     own = arm.replace("(LLM users)", "").replace("[LLM users]", "")  # the LLM's users only
     if arm in (d.get("produced_by") or {}) or "LLM" in own:
         return "llm"
-    if base in BASELINES or "candidate order" in arm:
+    if base in BASELINES or "candidate order" in arm or base.split(" x ")[0] in TEXT_CONTROLS:
         return "baseline"
     return "model"
 
@@ -496,7 +501,10 @@ def reranker_figure(d: dict) -> Figure | None:
     """exp3: every arm − its reference (LightGBM over every evaluation user; the LLM arms over
     LightGBM and over the candidate order on the LLM's users), R@10, one panel per reference
     (so the LLM's few users never share an axis with every user); then the context shift over
-    the placebo (RBO), the second verdict."""
+    the placebo (RBO), the second verdict. A JSON with verdict_reads (verdicts on every
+    candidate set): reranker_reads_figure."""
+    if d.get("verdict_reads") and d.get("gains"):
+        return reranker_reads_figure(d)
     gains = d.get("gains") or {}
     panels, notes = [], []
     first = next(iter(gains), "").split(": ")[0]
@@ -521,7 +529,7 @@ def reranker_figure(d: dict) -> Figure | None:
                 notes.append(NO_MARGIN + " (claim 'competitive' with LightGBM)")
             panels.append(
                 Panel(
-                    f"R@10: arm − {ref} ({rows[0].users:,} users)",
+                    f"R@10: arm − {ref}{users_tag(rows)}",
                     f"paired gain in R@10 (arm − {ref.split(' (LLM')[0]})",
                     rows,
                     band=band,
@@ -532,7 +540,7 @@ def reranker_figure(d: dict) -> Figure | None:
         panels.append(shift)
         if not shift.band:
             notes.append(NO_MARGIN + " of the context shift (claim 'beats')")
-        if d.get("positive_control"):
+        if d.get("positive_control") and not any(k in gains for k in control_refs(gains)):
             notes.append(
                 "the second verdict's positive control (R@10, true occasion − placebo, paired) "
                 "is not in the JSON's gains: not drawn"
@@ -549,17 +557,140 @@ def reranker_figure(d: dict) -> Figure | None:
     )
 
 
-def shift_panel(d: dict) -> Panel | None:
+# exp3's positive control: the references its context gains are over (true − placebo and
+# random − placebo over the placebo, true − random over the random occasion)
+RERANKER_CONTROLS = ("LLM placebo context", "LLM random occasion")
+
+
+def control_refs(gains: dict) -> list:
+    """The gains keys of exp3's positive control, every candidate set."""
+    return [k for k in gains if k.split(": ", 1)[-1] in RERANKER_CONTROLS]
+
+
+def users_tag(rows: list) -> str:
+    n = rows[0].users if rows else None
+    return f" ({n:,} users)" if n else ""
+
+
+def read_rows(reads: dict, gains: dict) -> dict:
+    """{(gains key, arm): [the verdict_reads entries that read gains[key][arm]]}: a read's
+    "gain" is "gains.<key>.<arm>" (keys hold dots and ': ', so matched, not split)."""
+    out = {}
+    for name, r in reads.items():
+        key = next((k for k in gains if r.get("gain") == f"gains.{k}.{r.get('arm')}"), None)
+        if key is not None:
+            out.setdefault((key, r["arm"]), []).append({**r, "name": name})
+    return out
+
+
+def reads_band(reads: list, gains: dict, key: str) -> tuple[tuple | None, list]:
+    """The margin band of a panel's verdict rows (margin_band of each read: its own margin,
+    else the gain dict's) and the claims with their margins for the title (each once); a
+    margin of 0 is the zero line (no band); with several bands, the widest."""
+    bands, clauses = [], []
+    for r in reads:
+        src = r if isinstance(r.get("margin"), (int, float)) else get(gains, key, r["arm"])
+        b = margin_band(src, r["claim"])
+        m = get(src, "margin")
+        clause = f"'{r['claim']}' " + (
+            (f"margin {m:g}" + (" (band)" if b[0] != b[1] else ""))
+            if b
+            else "margin not in the JSON"
+        )
+        if clause not in clauses:
+            clauses.append(clause)
+        if b and b[0] != b[1]:
+            bands.append(b)
+    return (max(bands, key=lambda b: b[1] - b[0]) if bands else None), clauses
+
+
+def reranker_reads_figure(d: dict) -> Figure | None:
+    """exp3 with its verdict_reads: per candidate set, every arm − each reference the JSON has
+    gains over (LightGBM on every evaluation user; on the LLM's users LightGBM, the candidate
+    order, the bare context arm), then the positive control (true occasion − placebo, random
+    occasion − placebo, true − random occasion); the rows each verdict reads in bold, with its
+    margin band; then the context's movement over the placebo (RBO: movement, not a verdict)."""
+    gains, reads = d["gains"], d["verdict_reads"]
+    read = read_rows(reads, gains)
+    metric = next((r["metric"] for r in reads.values() if r.get("metric")), "recall@10")
+    name = METRIC_NAMES.get(metric, metric)
+    sets = list(dict.fromkeys(k.split(": ")[0] for k in gains))
+    panels, notes = [], []
+
+    def rows_of(ref, label=lambda arm, ref: arm):
+        base = ref.split(" (LLM")[0]
+        return [
+            paired_row(d, label(arm, ref), g, metric, arm, base, verdict=(ref, arm) in read)
+            for arm, g in gains[ref].items()
+            if isinstance(g, dict) and metric in g
+        ]
+
+    def panel_reads(refs):
+        return [r for (k, _), rs in read.items() if k in refs for r in rs]
+
+    for cset in sets:
+        refs = [k for k in gains if k.split(": ")[0] == cset]
+        controls = [k for k in control_refs(gains) if k in refs]
+        for ref in refs:
+            rows = rows_of(ref) if ref not in controls else []
+            if not rows:
+                continue
+            band, clauses = reads_band(panel_reads([ref]), gains, ref)
+            base = ref.split(" (LLM")[0]
+            panels.append(
+                Panel(
+                    f"{name}: arm − {ref}{users_tag(rows)}"
+                    + (f"; verdicts in bold: {', '.join(clauses)}" if clauses else ""),
+                    f"paired gain in {name} (arm − {base})",
+                    rows,
+                    band=band,
+                )
+            )
+            notes += [f"{cset}: {NO_MARGIN} ({c})" for c in clauses if "not in the JSON" in c]
+        rows = [r for ref in controls for r in rows_of(ref, pair_label)]
+        if rows:
+            band, clauses = reads_band(panel_reads(controls), gains, controls[0])
+            what = (
+                "true occasion vs placebo and vs random occasion"
+                if len(controls) > 1
+                else ("context vs placebo")
+            )
+            panels.append(
+                Panel(
+                    f"{cset}: positive control ({what}), {name}{users_tag(rows)}"
+                    + (f"; verdict in bold: {', '.join(clauses)}" if clauses else ""),
+                    f"paired gain in {name} (context arm − control arm)",
+                    rows,
+                    band=band,
+                )
+            )
+            notes += [f"{cset}: {NO_MARGIN} ({c})" for c in clauses if "not in the JSON" in c]
+    shift = shift_panel(d, verdict=False)
+    if shift:
+        panels.append(shift)
+    if not panels:
+        return None
+    return Figure(
+        "llm_reranker: does the LLM (facts + context) beat or compete with LightGBM on each "
+        f"candidate set, and does context shift rankings correctly? ({name}, paired)",
+        panels,
+        notes,
+    )
+
+
+def shift_panel(d: dict, verdict: bool = True) -> Panel | None:
     """The context's extra shift of the LLM ranking over the placebo's, per candidate set
     (paired over the LLM's users): RBO(placebo, no context) - RBO(context, no context), > 0
-    when the context moves the ranking further than the placebo; the verdict reads the first
-    set. The noise floor (RBO of two shuffles of one prompt) is named in the title."""
+    when the context moves the ranking further than the placebo. `verdict`: an older JSON's
+    second verdict reads the first set (bold, its band); with verdict_reads it is movement,
+    not a verdict. The noise floor's RBO (a sampled repeat of the no-context prompts; in older
+    JSONs, two shuffles of one prompt) is named in the title."""
     rows, floors, band = [], [], None
     for cset, st in (d.get("context_shift") or {}).items():
         sh = get(st, "extra_shift_context_vs_placebo")
         if not sh or sh.get("mean") is None or not sh.get("n"):
             continue
-        if not rows:
+        if not rows and verdict:
             band = margin_band(sh, "beats")
         rows.append(
             Row(
@@ -569,16 +700,23 @@ def shift_panel(d: dict) -> Panel | None:
                 users=sh.get("n"),
                 seeds=1,
                 kind="llm",
-                verdict=not rows,
+                verdict=verdict and not rows,
             )
         )
         if st.get("noise_floor_rbo") is not None:
             floors.append(f"{cset} {st['noise_floor_rbo']:.3f}")
     if not rows:
         return None
+    if verdict:
+        title = "the context's extra shift over the placebo's, paired over the LLM's users" + (
+            f" (noise floor RBO: {', '.join(floors)})" if floors else ""
+        )
+    else:
+        title = "movement, not a verdict: the context's extra shift over the placebo's, paired" + (
+            f"; noise floor RBO (sampled repeat): {', '.join(floors)}" if floors else ""
+        )
     return Panel(
-        "the context's extra shift over the placebo's, paired over the LLM's users"
-        + (f" (noise floor RBO: {', '.join(floors)})" if floors else ""),
+        title,
         "extra shift: RBO(placebo, no context) − RBO(context, no context)",
         rows,
         digits=3,

@@ -292,23 +292,52 @@ def category_precision_block(d: dict) -> list[str]:
 
 def reranker_controls_block(d: dict) -> list[str]:
     """exp3's context controls, one table per candidate set: RBO against the noise floor,
-    no context and the placebo."""
+    the shuffle agreement, no context and the placebo. The caption says what the JSON's noise
+    floor is: a sampled repeat of the first users' no-context prompts, with the shuffle
+    agreement (shuffle 1 vs 2) a column of its own; in older JSONs (no "shuffle agreement"),
+    two shuffles of the same prompt."""
     out = []
-    header = "condition|R@10|NDCG@10|noise floor|vs none|vs placebo|fit@10|failed per 100"
     for cset, rows in (d.get("controls") or {}).items():
         if not rows:
             continue
+        repeat = any("shuffle agreement" in r for r in rows.values())
+        cols = ("noise floor", "shuffle agreement") if repeat else ("noise floor",)
+        header = (
+            ["condition", "R@10", "NDCG@10", "noise floor"]
+            + (["shuffles"] if repeat else [])
+            + ["vs none", "vs placebo", "fit@10", "failed per 100"]
+        )
         table = [
             [c, num(r.get("R@10")), num(r.get("NDCG@10"))]
-            + [num(get(r, k, "rbo")) for k in ("noise floor", "vs none", "vs placebo")]
+            + [num(get(r, k, "rbo")) for k in (*cols, "vs none", "vs placebo")]
             + [num(r.get("fit share top-10")), num(r.get("failed per 100"), 1)]
             for c, r in rows.items()
         ]
-        out.append(
-            f"Controls, {cset} (RBO agreement; noise floor = two shuffles of the "
-            "same prompt):\n\n" + md_table(header.split("|"), table)
-        )
+        if repeat:
+            caption = f"Controls, {cset} (RBO agreement; {noise_floor_caption(d, cset)}):"
+        else:
+            caption = (
+                f"Controls, {cset} (RBO agreement; noise floor = two shuffles of the same prompt):"
+            )
+        out.append(caption + "\n\n" + md_table(header, table))
     return out
+
+
+def noise_floor_caption(d: dict, cset: str) -> str:
+    """exp3's noise floor and shuffle columns, as the JSON holds them (noise_floor_repeat)."""
+    rep = get(d, "noise_floor_repeat", cset) or {}
+    if rep.get("not_measured"):
+        floor = f"noise floor not measured ({rep['not_measured']})"
+    else:
+        users = f"the first {rep['users']:,} users'" if rep.get("users") else "the first users'"
+        floor = (
+            f"noise floor = {users} no-context answers against the same prompts asked again "
+            "with sampling (a sampled repeat; no-context row only)"
+        )
+    return (
+        f"{floor}; shuffles = shuffle 1 vs 2 of one condition (position bias); vs none / vs "
+        "placebo = same shuffle, other condition"
+    )
 
 
 def val_loss_block(d: dict) -> list[str]:

@@ -375,3 +375,143 @@ def test_narration_with_verdict_reads_plots_r10_against_the_tower_with_its_margi
     assert bold == ["LLM history profile x template items  [verdict]"]
     assert "top-frequency" in axes[1].get_xlabel()
     assert "category precision@10" in axes[2].get_xlabel() and len(bars(axes[2])) == 1
+
+
+def reranker_reads_json(sets=("faiss@20", "faiss@50+bought"), random=True) -> dict:
+    """An exp3 JSON after verdict_reads (af8120d's shapes): per set, rankers − LightGBM, the LLM
+    arms − LightGBM on the LLM's users (the facts arm's gain carries the competitive margin),
+    the facts arm − the bare context arm, and the positive control (true − placebo, random −
+    placebo, true − random), each read gain with its margin; what each verdict reads."""
+    gains, reads, produced = {}, {}, {}
+    for i, s in enumerate(sets):
+        llm = lambda c, s=s: f"{s}: LLM {c}"
+        facts, ctx, pla, rnd = (
+            llm("facts + context"),
+            llm("context"),
+            llm("placebo context"),
+            (llm("random occasion")),
+        )
+        produced.update({a: "m" for a in (facts, ctx, pla, rnd, llm("no context"))})
+        gains[f"{s}: lightgbm"] = {f"{s}: xgboost": paired(0.001, -0.002, 0.004, 394)}
+        gains[f"{s}: lightgbm (LLM users)"] = {
+            llm("no context"): paired(-0.06, -0.09, -0.03, 200),
+            ctx: paired(-0.05, -0.08, -0.02, 200),
+            facts: {**paired(-0.004 - 0.001 * i, -0.009, 0.001, 200), "margin": 0.01},
+        }
+        gains[ctx] = {facts: paired(0.046, 0.03, 0.06, 200)}
+        gains[pla] = {ctx: {**paired(0.02, 0.01, 0.03, 200), "margin": 0.0}}
+        if random:
+            gains[pla][rnd] = paired(0.001, -0.01, 0.012, 200)
+            gains[rnd] = {ctx: {**paired(0.019, 0.008, 0.03, 200), "margin": 0.0}}
+
+        def read(key, arm, ref, claim, margin, v):
+            return {"gain": f"gains.{key}.{arm}", "arm": arm, "reference": ref,
+                    "metric": "recall@10", "interval": "95% paired bootstrap over users",
+                    "claim": claim, "margin": margin, "verdict": v}  # fmt: skip
+
+        lgbm = f"{s}: lightgbm (LLM users)"
+        reads[f"{s}: beats LightGBM"] = read(lgbm, facts, f"{s}: lightgbm", "beats", 0.0, 3 * i)
+        reads[f"{s}: competitive with LightGBM"] = read(
+            lgbm, facts, f"{s}: lightgbm", "competitive", 0.01, 3 * i + 1
+        )
+        claim = f"{s}: context shifts rankings correctly"
+        reads[f"{claim} (vs placebo context)"] = read(pla, ctx, pla, "beats", 0.0, 3 * i + 2)
+        if random:
+            reads[f"{claim} (vs random occasion)"] = read(rnd, ctx, rnd, "beats", 0.0, 3 * i + 2)
+    return {
+        "gains": gains,
+        "verdict_reads": reads,
+        "produced_by": produced,
+        "context_kind": "occasion" if random else "time",
+        "positive_control": random,
+        "context_shift": {
+            s: {
+                "extra_shift_context_vs_placebo": {"mean": 0.1, "ci95": [0, 0.2], "n": 200},
+                "noise_floor_rbo": 0.9,
+            }
+            for s in sets
+        },
+    }
+
+
+def bold_labels(ax) -> list[str]:
+    return [t.get_text() for t in ax.get_yticklabels() if t.get_fontweight() == "bold"]
+
+
+def test_reranker_with_verdict_reads_draws_every_sets_verdict_rows_with_their_band():
+    """Bug caught: only the first set's bare 'LLM context' row drawn as the verdict (the
+    verdicts read the facts + context arm, on every candidate set), no margin band, and the
+    positive control said to be missing from the JSON while its gains are there."""
+    d = reranker_reads_json()
+    spec = P.reranker_figure(d)
+    axes, _ = drawn(spec)
+    titles = [ax.get_title(loc="left") for ax in axes]
+    by_title = lambda *words: [
+        ax for ax, t in zip(axes, titles) if all(w in t for w in words)
+    ]  # fmt: skip
+    for s in ("faiss@20", "faiss@50+bought"):
+        # the LightGBM verdicts' row, in bold, with the competitive band [-0.01, 0]
+        (lgbm,) = by_title(f"arm − {s}: lightgbm (LLM users)")
+        assert bold_labels(lgbm) == [f"{s}: LLM facts + context  [verdict]"]
+        panel = spec.panels[axes.index(lgbm)]
+        assert panel.band[:2] == (-0.01, 0.0)
+        spans = [p for p in lgbm.patches if p not in list(lgbm.containers[0])]
+        assert len(spans) == 1  # the band, drawn
+        assert len(bars(lgbm)) == 3 and all("n=200 users" in t for t in row_texts(lgbm))
+        # the positive control: true − placebo, random − placebo, true − random
+        (pc,) = by_title(f"{s}: positive control")
+        assert labels_of(pc)[0].startswith(f"{s}: LLM [context − placebo context]")
+        assert [b.get_width() for b in bars(pc)] == pytest.approx([0.02, 0.001, 0.019])
+        assert len(bold_labels(pc)) == 2 and "random occasion − placebo" not in " ".join(
+            bold_labels(pc)
+        )
+        assert len(row_texts(pc)) == 3 and all("n=200 users" in t for t in row_texts(pc))
+    # n on every bar of every panel
+    for ax in axes:
+        assert len(row_texts(ax)) == len(bars(ax))
+        assert all(" | n=?" not in t for t in row_texts(ax))
+    assert not any("positive control" in n for n in spec.notes)
+    # the movement is movement: no verdict row in the shift panel
+    (shift,) = by_title("extra shift")
+    assert bold_labels(shift) == [] and "sampled repeat" in shift.get_title(loc="left")
+
+
+def test_reranker_positive_control_panel_only_where_its_gains_exist():
+    """With the held-out order's time (no random occasion): context − placebo only; with no
+    placebo gains at all (an older JSON): no positive-control panel, drawn as before."""
+    d = reranker_reads_json(sets=("faiss@20",), random=False)
+    spec = P.reranker_figure(d)
+    pcs = [p for p in spec.panels if "positive control" in p.title]
+    assert len(pcs) == 1 and "context vs placebo" in pcs[0].title
+    assert [r.verdict for r in pcs[0].rows] == [True]
+    old = {
+        "gains": {
+            "faiss@20: lightgbm (LLM users)": {"faiss@20: LLM context": paired(-0.05, -0.2, 0.1, 2)}
+        },
+        "positive_control": True,
+        "context_shift": {
+            "faiss@20": {"extra_shift_context_vs_placebo": {"mean": 0.1, "ci95": [0, 0.2], "n": 2}}
+        },
+    }
+    spec = P.reranker_figure(old)
+    assert not any("positive control" in p.title for p in spec.panels)
+    assert any("positive control" in n and "not drawn" in n for n in spec.notes)
+
+
+def test_narration_colours_text_controls_as_baselines_and_llm_arms_orange():
+    """Bug caught: the template profile and the top-department ceiling coloured as models."""
+    assert P.kind_of({}, "template profile x template items") == "baseline"
+    assert P.kind_of({}, "top department name alone x template items") == "baseline"
+    assert P.kind_of({}, "template profile x LLM descriptions") == "llm"
+    assert P.kind_of({}, "LLM history profile x template items") == "llm"
+    assert P.kind_of({}, "two-tower user tower") == "model"
+    d = {
+        "category_precision": {
+            "two-tower user tower": {"mean": 0.5, "ci95": [0.4, 0.6], "users": 300},
+            "template profile x template items": {"mean": 0.7, "ci95": [0.6, 0.8], "users": 300},
+            "top department name alone x template items": {"mean": 0.99, "users": 300},
+            "LLM history profile x template items": {"mean": 0.6, "users": 300},
+        }
+    }
+    (panel,) = P.category_panels(d)
+    assert [r.kind for r in panel.rows] == ["model", "baseline", "baseline", "llm"]

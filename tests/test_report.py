@@ -466,3 +466,34 @@ def test_the_short_sentence_keeps_the_headline_and_its_paired_interval():
         "-0.015, 95% CI [-0.057, +0.023], 60 users)"
     )
     assert R.verdict_size("x", {"seeds": [1, 2]}, text) == "60 users · 2 seeds"
+
+
+def test_reranker_controls_caption_says_what_the_noise_floor_is():
+    """Bug caught: the caption said "noise floor = two shuffles" where the JSON's noise floor
+    is a sampled repeat of the first users' no-context prompts, the shuffle agreement a
+    column of its own; an older JSON (no shuffle agreement) keeps its caption."""
+    ag = lambda r: {"rbo": r, "jaccard@10": r, "tau": r}
+    new = {
+        "controls": {
+            "faiss@20": {
+                "none": {"R@10": 0.1, "noise floor": ag(0.91), "shuffle agreement": ag(0.7)},
+                "context": {"R@10": 0.12, "noise floor": {}, "shuffle agreement": ag(0.72)},
+            },
+            "faiss@50+bought": {"none": {"R@10": 0.1, "shuffle agreement": ag(0.5)}},
+        },
+        "noise_floor_repeat": {
+            "faiss@20": {"users": 20},
+            "faiss@50+bought": {"users": 0, "not_measured": "n/a: pointwise P(yes)"},
+        },
+    }
+    first, second = R.reranker_controls_block(new)
+    assert "two shuffles" not in first + second
+    assert "first 20 users' no-context answers" in first and "sampled repeat" in first
+    assert "shuffles = shuffle 1 vs 2" in first
+    header = first.split("\n")[2]
+    assert "| noise floor | shuffles |" in header
+    assert "| none | 0.100 | - | 0.910 | 0.700 |" in first
+    assert "noise floor not measured (n/a: pointwise P(yes))" in second
+    old = {"controls": {"faiss@20": {"none": {"R@10": 0.1, "noise floor": ag(0.8)}}}}
+    (block,) = R.reranker_controls_block(old)
+    assert "noise floor = two shuffles" in block and "| shuffles |" not in block
