@@ -661,14 +661,7 @@ def state_verdict(exp, gains: dict | None, n_described: int, stats: dict | None)
     key_p, key_t = f"{arm} vs {placebo}", f"{arm} vs {template}"
     vs_p, vs_t = gains[key_p][TWO_WAY], gains[key_t][TWO_WAY]
     gap = gains[f"{placebo} vs {template}"][TWO_WAY]
-    words = [experiment.verdict_word(g["ci95"], "beats") for g in (vs_t, vs_p)]
-    word = (
-        "confirmed"
-        if words == ["confirmed"] * 2
-        else "refuted"
-        if "refuted" in words
-        else "inconclusive"
-    )
+    word = experiment.verdict_all(experiment.verdict_word(g["ci95"], "beats") for g in (vs_t, vs_p))
     fmt = lambda g: experiment.format_interval(g, 4)
     n_users = vs_p["n_users"]
     half = (vs_p["ci95"][1] - vs_p["ci95"][0]) / 2

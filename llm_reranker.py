@@ -207,13 +207,8 @@ def ranking_mode(args) -> str:
 
 def recent_orders_text(ds, train, user, n=RECENT_ORDERS, k=RECENT_ITEMS) -> str:
     """The user's last n TRAINING orders, most recent first, k item names each."""
-    rows = train[train["user"] == user]
-    names = ds.items["product_name"].to_numpy()
-    orders = []
-    for num in sorted(rows["order_number"].unique())[::-1][:n]:
-        items = rows.loc[rows["order_number"] == num, "item"].to_numpy()
-        orders.append((int(num), list(names[items[:k]]), max(len(items) - k, 0)))
-    return P.format_recent_orders(orders)
+    names = ds.items["product_name"].fillna("unknown product").to_numpy()
+    return P.format_recent_orders(T.recent_orders(train[train["user"] == user], names, n, k))
 
 
 def target_orders(ds, split, users) -> pd.DataFrame:

@@ -263,6 +263,8 @@ def user_history(
     often in training rows as "- name (aisle): N times" lines (ties: the lower item index),
     and the last `orders` training orders, most recent first, as "- order K: a, b, c"
     lines (at most `per_order` names, then "(+M more)"); "- none" without training rows."""
+    from prompts import format_recent_orders  # lazy: prompts imports llm (the SDK)
+
     names = ds.items["product_name"].fillna("unknown product").to_numpy()
     aisles = ds.items["aisle"].fillna("unknown aisle").to_numpy()
     rows = train[train["user"].isin(users)]
@@ -279,10 +281,17 @@ def user_history(
             f"- {names[i]} ({aisles[i]}): {n} time{'s' if n != 1 else ''}"
             for i, n in counts.head(top).items()
         ]
-        recent = []
-        for num in sorted(g["order_number"].unique())[::-1][:orders]:
-            items = g.loc[g["order_number"] == num, "item"].to_numpy()
-            more = f" (+{len(items) - per_order} more)" if len(items) > per_order else ""
-            recent.append(f"- order {num}: " + ", ".join(names[items[:per_order]]) + more)
-        out.append({"top_items": "\n".join(top_lines), "recent_orders": "\n".join(recent)})
+        recent = format_recent_orders(recent_orders(g, names, orders, per_order))
+        out.append({"top_items": "\n".join(top_lines), "recent_orders": recent})
+    return out
+
+
+def recent_orders(rows: pd.DataFrame, names: np.ndarray, n: int, k: int) -> list[tuple]:
+    """One user's last `n` orders in `rows` (their TRAINING rows), most recent first, as
+    (order number, the first `k` item names, how many more) for prompts.format_recent_orders:
+    the one reading of "recent orders" that the narration and reranker prompts share."""
+    out = []
+    for num in sorted(rows["order_number"].unique())[::-1][:n]:
+        items = rows.loc[rows["order_number"] == num, "item"].to_numpy()
+        out.append((int(num), list(names[items[:k]]), max(len(items) - k, 0)))
     return out

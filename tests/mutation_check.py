@@ -562,6 +562,39 @@ MUTATIONS = [
         "    if st.isdigit():\n",
         ("tests/test_report.py",),
     ),
+    # --- the option vocabulary and smoke runs (experiment.py, config.py, runs.py, run_overnight.sh)
+    M(
+        "quick-verdict-a-finding",
+        "a --quick smoke run prints a confirmed / refuted verdict",
+        "experiment.py",
+        '        if getattr(getattr(self, "args", None), "quick", False):\n',
+        "        if False:\n",
+        ("tests/test_cli.py",),
+    ),
+    M(
+        "progress-floods-log",
+        "progress bars redraw at tqdm's pace into a log file",
+        "config.py",
+        "    if not sys.stderr.isatty():\n",
+        "    if False:\n",
+        ("tests/test_cli.py",),
+    ),
+    M(
+        "log-level-in-options-hash",
+        "--log-level changes a run's options hash (two identical runs look different)",
+        "runs.py",
+        'NOT_HASHED = ("out", "quiet", "log_level")',
+        'NOT_HASHED = ("out", "quiet")',
+        ("tests/test_cli.py",),
+    ),
+    M(
+        "resume-keyed-on-commit",
+        "run_overnight.sh reruns every step after a commit that changed no code",
+        "run_overnight.sh",
+        'KEY=$(printf \'%s\\n\' "${CMD[*]}" "$CODE"',
+        'KEY=$(printf \'%s\\n\' "${CMD[*]}" "$COMMIT" "$CODE"',
+        ("tests/test_run_overnight.py",),
+    ),
 ]
 
 
