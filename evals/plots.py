@@ -60,6 +60,7 @@ DUAL_VERDICT = ("frozen semantic", "overlap@10")
 
 
 def get(d, *keys, default=None):
+    """d[k1][k2]..., or `default` where a key or a level is missing."""
     for k in keys:
         if isinstance(d, dict) and k in d:
             d = d[k]
@@ -604,6 +605,16 @@ def reads_band(reads: list, gains: dict, key: str) -> tuple[tuple | None, list]:
     return (max(bands, key=lambda b: b[1] - b[0]) if bands else None), clauses
 
 
+def read_panel(panels, cset, title, word, xlabel, rows, reads, gains, ref) -> list[str]:
+    """Appends the panel of `rows` with the band of the verdicts it reads (`reads`), their
+    clauses in the title; returns the notes for clauses whose margin the JSON lacks."""
+    band, clauses = reads_band(reads, gains, ref)
+    if clauses:
+        title += f"; {word} in bold: {', '.join(clauses)}"
+    panels.append(Panel(title, xlabel, rows, band=band))
+    return [f"{cset}: {NO_MARGIN} ({c})" for c in clauses if "not in the JSON" in c]
+
+
 def reranker_reads_figure(d: dict) -> Figure | None:
     """exp3 with its verdict_reads: per candidate set, every arm − each reference the JSON has
     gains over (LightGBM on every evaluation user; on the LLM's users LightGBM, the candidate
@@ -635,36 +646,25 @@ def reranker_reads_figure(d: dict) -> Figure | None:
             rows = rows_of(ref) if ref not in controls else []
             if not rows:
                 continue
-            band, clauses = reads_band(panel_reads([ref]), gains, ref)
             base = ref.split(" (LLM")[0]
-            panels.append(
-                Panel(
-                    f"{name}: arm − {ref}{users_tag(rows)}"
-                    + (f"; verdicts in bold: {', '.join(clauses)}" if clauses else ""),
-                    f"paired gain in {name} (arm − {base})",
-                    rows,
-                    band=band,
-                )
+            title = f"{name}: arm − {ref}{users_tag(rows)}"
+            xlabel = f"paired gain in {name} (arm − {base})"
+            notes += read_panel(
+                panels, cset, title, "verdicts", xlabel, rows, panel_reads([ref]), gains, ref
             )
-            notes += [f"{cset}: {NO_MARGIN} ({c})" for c in clauses if "not in the JSON" in c]
         rows = [r for ref in controls for r in rows_of(ref, pair_label)]
         if rows:
-            band, clauses = reads_band(panel_reads(controls), gains, controls[0])
             what = (
                 "true occasion vs placebo and vs random occasion"
                 if len(controls) > 1
                 else ("context vs placebo")
             )
-            panels.append(
-                Panel(
-                    f"{cset}: positive control ({what}), {name}{users_tag(rows)}"
-                    + (f"; verdict in bold: {', '.join(clauses)}" if clauses else ""),
-                    f"paired gain in {name} (context arm − control arm)",
-                    rows,
-                    band=band,
-                )
+            title = f"{cset}: positive control ({what}), {name}{users_tag(rows)}"
+            xlabel = f"paired gain in {name} (context arm − control arm)"
+            reads = panel_reads(controls)
+            notes += read_panel(
+                panels, cset, title, "verdict", xlabel, rows, reads, gains, controls[0]
             )
-            notes += [f"{cset}: {NO_MARGIN} ({c})" for c in clauses if "not in the JSON" in c]
     shift = shift_panel(d, verdict=False)
     if shift:
         panels.append(shift)

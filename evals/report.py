@@ -43,6 +43,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from evals import plots
+from evals.plots import get  # one nested-dict reader for the report and its plots
 
 # (results name = script stem = step of run_overnight.sh, section title)
 EXPERIMENTS = [
@@ -97,15 +98,6 @@ def find_results(results_dir: Path, name: str, marker: dict) -> Path | None:
             return p
     files = sorted(results_dir.glob(f"{name}_*.json"), key=lambda p: p.stat().st_mtime)
     return files[-1] if files else None
-
-
-def get(d, *keys, default=None):
-    for k in keys:
-        if isinstance(d, dict) and k in d:
-            d = d[k]
-        else:
-            return default
-    return d
 
 
 def usage_dicts(tree) -> list[dict]:
