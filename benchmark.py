@@ -28,11 +28,9 @@ import threading
 import time
 from pathlib import Path
 
-import common
 import config
-import experiment
 
-FULL_DIR = common.REPO / "data" / "full"  # where --kaggle-size writes the full-size data
+FULL_DIR = config.REPO / "data" / "full"  # where --kaggle-size writes the full-size data
 LOAD_PHASES = ("uncached", "cached", "split", "features")
 LOAD_TARGETS = {"uncached": 30.0, "cached": 3.0}  # seconds, from the foundation issue
 
@@ -69,7 +67,7 @@ def run_child(func: str, spec: dict) -> dict:
     code = f"import benchmark, json, sys; benchmark.{func}(json.loads(sys.argv[1]))"
     p = subprocess.run(
         [sys.executable, "-c", code, json.dumps(spec)],
-        cwd=common.REPO,
+        cwd=config.REPO,
         stdout=subprocess.PIPE,
         text=True,
         check=False,
@@ -81,9 +79,11 @@ def run_child(func: str, spec: dict) -> dict:
 
 def print_table(rows: list[dict], cols: list[tuple[str, str]]):
     """rows of dicts -> experiment.format_table; cols = (key, header), the first names the row."""
+    from experiment import format_table  # lazy: torch, not needed for --help
+
     (key0, head0), rest = cols[0], cols[1:]
     print(
-        experiment.format_table(
+        format_table(
             {r[key0]: r for r in rows},
             [k for k, _ in rest],
             fmt=lambda v: f"{v:.2f}",
@@ -118,18 +118,18 @@ def ensure_full_sample() -> Path:
         "version": gen.GENERATOR_VERSION,
         "n_users": gen.FULL_USERS,
         "n_products": gen.FULL_PRODUCTS,
-        "seed": common.RANDOM_SEED,
+        "seed": config.RANDOM_SEED,
     }
     stamp = FULL_DIR / "generator.json"
     if stamp.is_file() and json.loads(stamp.read_text()) == want:
         return FULL_DIR
     print(
-        f"generating the full-size sample into {FULL_DIR.relative_to(common.REPO)} "
+        f"generating the full-size sample into {FULL_DIR.relative_to(config.REPO)} "
         f"({gen.FULL_USERS:,} users x {gen.FULL_PRODUCTS:,} products; a few minutes)",
         flush=True,
     )
     t0 = time.perf_counter()
-    gen.generate(FULL_DIR, gen.FULL_USERS, gen.FULL_PRODUCTS, seed=common.RANDOM_SEED)
+    gen.generate(FULL_DIR, gen.FULL_USERS, gen.FULL_PRODUCTS, seed=config.RANDOM_SEED)
     print(f"generated in {time.perf_counter() - t0:.0f}s", flush=True)
     return FULL_DIR
 
@@ -138,11 +138,16 @@ def load_phase(spec: dict):
     """Child process: one phase of `load`; prints its measurements as a JSON line."""
 
     def phase():
+        # the data layer only (no torch), so each phase's peak RSS is the data's own
+        from features import build_features
+        from instacart import load_dataset
+        from splits import split_interactions
+
         config.CACHE_DIR = Path(spec["cache_dir"])
         name = spec["phase"]
         load_avg = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
         clock = Clock()
-        ds = common.load_dataset(spec["data_dir"], full=True, verbose=False)
+        ds = load_dataset(spec["data_dir"], full=True, verbose=False)
         out = {
             "phase": name,
             **clock.read(),
@@ -152,36 +157,36 @@ def load_phase(spec: dict):
         }
         if name in ("split", "features"):
             clock = Clock()
-            split = common.split_interactions(ds.interactions, "interaction")
+            split = split_interactions(ds.interactions, "interaction")
             out.update(clock.read(), rows=len(split.train))
             if name == "split":
                 clock = Clock()
-                temporal = common.split_interactions(ds.interactions, "temporal")
+                temporal = split_interactions(ds.interactions, "temporal")
                 out["temporal_wall_s"] = clock.read()["wall_s"]
                 out["temporal_test_rows"] = len(temporal.test)
             else:
                 clock = Clock()
-                feats = common.build_features(ds, split.train)
+                feats = build_features(ds, split.train)
                 out.update(clock.read(), rows=len(feats.pairs))
         out["peak_rss_gib"] = round(peak_rss_gib(), 2)
         out["load_avg_1min"] = load_avg
         print(json.dumps(out))
 
-    experiment.main_guard(phase)
+    config.main_guard(phase)
 
 
 def cmd_load(args) -> dict:
     if args.kaggle_size and args.data_dir:
-        raise common.DataError("give --data-dir or --kaggle-size, not both")
+        raise config.DataError("give --data-dir or --kaggle-size, not both")
     phases = [p.strip() for p in args.phases.split(",") if p.strip()]
     bad = [p for p in phases if p not in LOAD_PHASES]
     if bad or not phases:
-        raise common.DataError(
+        raise config.DataError(
             f"unknown phase(s) {', '.join(bad) or '(none)'} (choose from {', '.join(LOAD_PHASES)})"
         )
-    data_dir, source = common.resolve_data_dir(
-        ensure_full_sample() if args.kaggle_size else args.data_dir
-    )
+    from instacart import resolve_data_dir
+
+    data_dir, source = resolve_data_dir(ensure_full_sample() if args.kaggle_size else args.data_dir)
     print(f"load benchmark: {source}; full=True; phases {', '.join(phases)}", flush=True)
     # A private cache dir, empty at the start: the first phase cannot hit an old entry.
     cache_dir = Path(tempfile.mkdtemp(prefix="benchmark-", dir=config.CACHE_DIR.parent))
@@ -253,7 +258,7 @@ def cmd_two_tower(args) -> dict:
     env = {**os.environ, "INSTACART_CACHE_DIR": str(cache_dir)}
     try:
         clock = Clock()
-        p = subprocess.run(cmd, cwd=common.REPO, env=env, check=False)
+        p = subprocess.run(cmd, cwd=config.REPO, env=env, check=False)
         wall = clock.read()["wall_s"]
         if p.returncode != 0:
             raise SystemExit(p.returncode)
@@ -469,7 +474,7 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument(
         "--data-dir",
         default=None,
-        help=f"directory of Kaggle-format CSVs (default: ${common.DATA_ENV}, then "
+        help=f"directory of Kaggle-format CSVs (default: ${config.DATA_ENV}, then "
         "data/instacart/, then the generated sample in data/sample/)",
     )
     src.add_argument(
@@ -558,4 +563,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    experiment.main_guard(main)
+    config.main_guard(main)

@@ -21,7 +21,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-import common
 import config
 from config import DATA_ENV
 from sample_generator import KAGGLE_FILES, add_size_args, generate, sizes_from_args
@@ -110,6 +109,8 @@ def behaviour_stats(
     """How the project's own models behave on a Kaggle-layout folder: every user, the
     `n_items` most bought items, the interaction split, common's baselines, metrics and a
     short one-seed two-tower run. Used to compare generated with real rows at matched size."""
+    import common  # lazy: torch, so that --help and the marginal checks need none
+
     n_users = _read(Path(data_dir), "orders.csv", usecols=["user_id"]).user_id.nunique()
     ds = common.load_dataset(
         data_dir, n_users=n_users, n_items=n_items, use_cache=False, verbose=False

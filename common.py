@@ -6,11 +6,12 @@ Each name is defined once, in the module it comes from (read those top to bottom
   instacart.py  loading Kaggle-format CSVs (real or generated), validation, sampling, cache
   splits.py     the train / held-out split (one function for every experiment)
   features.py   user, item and user x item features, from training rows only
+  options.py    the options every script shares, TowerConfig, --device (torch-free)
   metrics.py    metrics (conventions in per_user_metrics' docstring), intervals, agreement
   baselines.py  random, popularity, personal top-frequency (+ popular), TIFU-KNN
   towers.py     the two-tower model, its training loop, saved towers, FAISS retrieval
 The other shared concepts have modules of their own, imported by name: reranking.py
-(candidates, LightGBM / XGBoost), experiment.py (the Experiment scaffolding, options,
+(candidates, LightGBM / XGBoost), experiment.py (the Experiment scaffolding, provenance,
 results JSON), text.py (template text, MiniLM embeddings, profiles), prompts.py, llm/,
 descriptions.py, sample_generator.py and calibration.py.
 
@@ -84,6 +85,7 @@ from metrics import (  # noqa: F401
     rbo,
     split_truth,
 )
+from options import TowerConfig, pick_device  # noqa: F401
 from splits import (  # noqa: F401
     Split,
     cold_start_split,
@@ -92,14 +94,12 @@ from splits import (  # noqa: F401
 )
 from towers import (  # noqa: F401
     ItemTower,
-    TowerConfig,
     TwoTower,
     UserTower,
     faiss_index,
     lr_scheduler,
     mlp,
     model_dir,
-    pick_device,
     retrieve,
     search,
     tower_code_key,

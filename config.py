@@ -140,3 +140,16 @@ def setup_logging(log_file: str | Path | None = None, level: str | int = "INFO")
     root.setLevel(level if isinstance(level, int) else level.upper())
     for noisy in ("httpx", "httpx2", "httpcore", "anthropic", "faiss", "faiss.loader"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def main_guard(main):
+    """Run a script's main(); turn a config.FatalError (DataError, ConfigError, the LLM
+    layer's fatal errors) into a one-line message, exit 2.
+    Logging is configured here, once for every script ($LOG_LEVEL, default INFO), so the
+    lines of llm/ and the other modules reach the console and the overnight logs."""
+    setup_logging(level=os.environ.get("LOG_LEVEL", "INFO"))
+    try:
+        return main()
+    except FatalError as e:
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None

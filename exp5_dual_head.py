@@ -41,18 +41,7 @@ than a tower without text. Confirmed (destroyed) when the interval over seeds li
 SURVIVAL_MARGIN, refuted when it lies above it.
 """
 
-import time
-from typing import NamedTuple
-
-import numpy as np
-import torch
-import torch.nn.functional as F
-from torch import nn
-
-import common as C
-import experiment
-import metrics
-import text as T
+import options
 
 QUESTION = "Are semantic embeddings destroyed by MLP training? Can a frozen head recover them?"
 ORIGINAL_FINDING = (
@@ -87,12 +76,29 @@ QUICK = {"users": 300, "items": 1500, "epochs": 1, "seeds": 2}
 
 
 def parse_args(argv=None):
-    p = experiment.script_parser(__doc__, seeds=SEEDS, llm_args=False)
+    p = options.script_parser(__doc__, seeds=SEEDS, llm_args=False)
     g = p.add_argument_group("experiment 5")
     g.add_argument("--no-cold", action="store_true", help="skip the cold-start item arms")
     p.set_defaults(epochs=EPOCHS)
-    args = experiment.parse_args_with_quick(p, argv, QUICK)
+    args = options.parse_args_with_quick(p, argv, QUICK)
     return args
+
+
+# --help answers here, before the heavy imports below (torch alone takes seconds)
+options.help_before_imports(parse_args)
+
+import time
+from typing import NamedTuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import common as C
+import experiment
+import metrics
+import text as T
 
 
 # ----------------------------------------------------------------------------
@@ -257,7 +263,7 @@ def main(argv=None):
     # every arm over the same seeds: alpha per epoch, final validation loss, item spaces
     curves, val, space = ({a: [] for a in ARMS} for _ in range(3))
     for seed in exp.seeds:
-        cfg = experiment.tower_config(args, seed)
+        cfg = options.tower_config(args, seed)
         for arm in ARMS:
             curve, loss, spaces = train_arm(
                 exp, cfg, arm, semantic, sample, cold, text_variant(texts)
@@ -299,7 +305,7 @@ def main(argv=None):
         {
             "verdict_reads": verdict_reads(sgains, findings),
             "tower_config": {
-                **experiment.tower_config(args, exp.seeds[0]).key(),
+                **options.tower_config(args, exp.seeds[0]).key(),
                 "seed": exp.seeds,
             },
             "gate": "alpha = sigmoid(gate) = weight of the semantic head; heads L2-normalised",

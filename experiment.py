@@ -10,7 +10,6 @@ knows about a particular experiment.
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import sys
@@ -28,40 +27,19 @@ from config import (
     REPO,
     ConfigError,
     DataError,
-    FatalError,
-    setup_logging,
+    main_guard,  # noqa: F401 (scripts end with experiment.main_guard(main))
     write_atomic,
 )
 from features import Features, build_features
-from instacart import Dataset, add_data_args, load_from_args
+from instacart import Dataset, load_from_args
 from metrics import K_MAX, evaluate, paired_gain, per_user_metrics
+from options import TowerConfig, pick_device
 from runs import SAME_DATA_KEYS, load_results  # noqa: F401 (re-exported: experiment.load_results)
 from splits import Split, split_interactions
-from towers import (
-    TOWER_LIMITS,
-    TowerConfig,
-    TwoTower,
-    pick_device,
-    tower_value_problem,
-    train_two_tower,
-)
-
+from towers import TwoTower, train_two_tower
 
 # ----------------------------------------------------------------------------
-# the one-line error guard, provenance, results JSON, plain-text tables
-def main_guard(main):
-    """Run a script's main(); turn a config.FatalError (DataError, ConfigError, the LLM
-    layer's fatal errors) into a one-line message, exit 2.
-    Logging is configured here, once for every script ($LOG_LEVEL, default INFO), so the
-    lines of llm/ and the other modules reach the console and the overnight logs."""
-    setup_logging(level=os.environ.get("LOG_LEVEL", "INFO"))
-    try:
-        return main()
-    except FatalError as e:
-        print(f"error: {e}", file=sys.stderr)
-        raise SystemExit(2) from None
-
-
+# provenance, results JSON, plain-text tables (the one-line error guard: config.main_guard)
 # The libraries a results JSON has always named: each stays a key of provenance["versions"],
 # None when not installed. "xgboost" is the version of the `xgboost` module whichever
 # distribution installs it (xgboost, or xgboost-cpu, the CPU-only build this project uses).
@@ -181,187 +159,6 @@ REFERENCE_BASELINE = "top-frequency + popular"  # the strong simple baseline of 
 VERDICTS = ("confirmed", "refuted", "inconclusive")
 MIN_VERDICT_USERS = 200  # LLM arms: EXPERIMENTS.md's minimum evaluation users for a finding
 MIN_VERDICT_ITEMS = 500  # item text: EXPERIMENTS.md's minimum described items for a finding
-
-
-def script_parser(doc: str, epilog_from: int | None = None, seeds: int = 3, llm_args: bool = True):
-    """The argument parser every script starts from: its docstring's first line as the
-    description (the rest, from line `epilog_from`, as the epilog; None: the whole docstring
-    as the description), then the data, experiment and two-tower options, and --llm unless
-    `llm_args` is False. The script adds its own group and calls parse_args_with_quick."""
-    import argparse
-
-    lines = doc.splitlines()
-    parser = argparse.ArgumentParser(
-        description=doc if epilog_from is None else lines[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=None if epilog_from is None else "\n".join(lines[epilog_from:]),
-    )
-    add_data_args(parser)
-    add_experiment_args(parser, seeds=seeds)
-    add_tower_args(parser)
-    if llm_args:
-        import llm  # lazy: scripts without an LLM arm run without the anthropic SDK
-
-        llm.add_llm_args(parser)
-    return parser
-
-
-def add_experiment_args(parser, seeds: int = 3):
-    """Options every experiment script shares besides the data ones."""
-    g = parser.add_argument_group("experiment")
-    g.add_argument(
-        "--seeds",
-        type=int,
-        default=seeds,
-        help=f"training seeds {RANDOM_SEED}, {RANDOM_SEED + 1}, ... (mean ± std over them)",
-    )
-    g.add_argument("--device", default="auto", help="auto (cuda when present), cpu, cuda, cuda:N")
-    g.add_argument(
-        "--threads",
-        type=int,
-        default=None,
-        help="torch CPU threads (default: torch's choice, one per core)",
-    )
-    g.add_argument("--retrain", action="store_true", help="ignore saved towers and train again")
-    g.add_argument("--no-tifu", action="store_true", help="leave the TIFU-KNN reference row out")
-    g.add_argument(
-        "--out",
-        default=None,
-        help="results JSON path, replaced if it exists (default: a new file per run, "
-        "results/<script>_<data>_<split>_<UTC time>_<options hash>.json)",
-    )
-    g.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
-    config.add_log_level_arg(g)
-    return g
-
-
-def parse_args_with_quick(parser, argv, quick: dict):
-    """parser.parse_args(argv) plus a `--quick` smoke mode: the options in `quick` (dest ->
-    value) take those values unless given explicitly on the command line. Checks the
-    shared options' ranges (check_options) with a one-line ConfigError."""
-    parser.add_argument(
-        "--quick",
-        action="store_true",
-        help="smoke run of about a minute: "
-        + ", ".join(
-            f"--{k.replace('_', '-')}" + ("" if v is True else f" {v}") for k, v in quick.items()
-        ),
-    )
-    args = parser.parse_args(argv)
-    config.apply_log_level(args)
-    if args.quick:
-        given = options_given(parser, argv)
-        for k, v in quick.items():
-            if k not in given:
-                setattr(args, k, v)
-    check_options(args)
-    return args
-
-
-def options_given(parser, argv) -> set[str]:
-    """The dests of the options written on the command line (`argv`, default sys.argv[1:]),
-    whatever their values: `--quick --seeds 3` keeps 3 seeds even when 3 is the default.
-    Parsed a second time with every default suppressed, so only given options are set."""
-    import argparse
-
-    actions, defaults = list(parser._actions), dict(parser._defaults)
-    saved = [a.default for a in actions]
-    try:
-        for a in actions:
-            a.default = argparse.SUPPRESS
-        parser._defaults.clear()
-        return set(vars(parser.parse_args(argv)))
-    finally:
-        for a, d in zip(actions, saved):
-            a.default = d
-        parser._defaults.update(defaults)
-
-
-def check_options(args):
-    """The shared options' ranges, before any data loads: a one-line ConfigError naming the
-    option (e.g. --epochs 0 would report and save an untrained tower, --users 1 breaks the
-    re-rankers, a bad --device or $LLM_BACKEND would fail only after the data is loaded)."""
-
-    def at_least(option: str, low: int):
-        value = getattr(args, option.lstrip("-").replace("-", "_"), None)
-        if value is not None and value < low:
-            raise ConfigError(f"{option} must be >= {low} (got {value})")
-
-    at_least("--seeds", 1)
-    at_least("--threads", 1)  # None: torch's choice
-    if not getattr(args, "full", False):
-        at_least("--users", 2)
-        at_least("--items", 1)
-    for name in TOWER_LIMITS:
-        why = tower_value_problem(name, getattr(args, name)) if hasattr(args, name) else None
-        if why:
-            raise ConfigError(f"--{name.replace('_', '-')} {why}")
-    if hasattr(args, "device"):
-        pick_device(args.device)  # --device foo, or cuda on a machine without one
-    if hasattr(args, "llm"):
-        from llm.selection import check_backend_choice  # lazy, as script_parser's llm import
-
-        check_backend_choice(args.llm, getattr(args, "llm_model", None))
-
-
-def add_tower_args(parser):
-    """The two-tower's hyper-parameters as options (defaults from TowerConfig)."""
-    d = TowerConfig()
-    g = parser.add_argument_group("two-tower")
-    g.add_argument(
-        "--epochs", type=int, default=d.epochs, help="training epochs over the training rows"
-    )
-    g.add_argument(
-        "--batch-size", type=int, default=d.batch_size, help="in-batch negatives per step"
-    )
-    g.add_argument("--dim", type=int, default=d.dim, help="embedding size of both towers")
-    g.add_argument("--hidden", type=int, default=d.hidden, help="MLP width of both towers")
-    g.add_argument("--temperature", type=float, default=d.temperature, help="InfoNCE temperature")
-    g.add_argument("--lr", type=float, default=d.lr, help="Adam (peak) learning rate")
-    g.add_argument(
-        "--lr-schedule",
-        choices=["constant", "cosine"],
-        default=d.lr_schedule,
-        help="constant, or cosine (5%% warm-up, then decay to 0)",
-    )
-    g.add_argument(
-        "--no-id-embeddings", action="store_true", help="features only, no learned ID embeddings"
-    )
-    g.add_argument(
-        "--purchases",
-        choices=["none", "bag", "centroid"],
-        default=d.purchases,
-        help="how the user tower sees the user's training purchases (see TowerConfig)",
-    )
-    g.add_argument(
-        "--train-on",
-        choices=["rows", "pairs"],
-        default=d.train_on,
-        help="positives per epoch: every training row, or each distinct (user, item) once",
-    )
-    g.add_argument(
-        "--logq", action="store_true", help="logQ sampling-bias correction of in-batch negatives"
-    )
-    return g
-
-
-def tower_config(args, seed: int, **overrides) -> TowerConfig:
-    """TowerConfig from add_tower_args options, for one training seed."""
-    options = {
-        "dim": args.dim,
-        "hidden": args.hidden,
-        "id_embeddings": not args.no_id_embeddings,
-        "purchases": args.purchases,
-        "temperature": args.temperature,
-        "logq": args.logq,
-        "epochs": args.epochs,
-        "batch_size": args.batch_size,
-        "lr": args.lr,
-        "lr_schedule": args.lr_schedule,
-        "train_on": args.train_on,
-        "seed": seed,
-    }
-    return TowerConfig(**{**options, **overrides})
 
 
 def summarize(runs: list) -> dict:

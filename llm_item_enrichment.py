@@ -48,19 +48,7 @@ Protocol, top to bottom (main's blocks; each stage is a function below it):
 
 from __future__ import annotations
 
-import dataclasses
-
-import numpy as np
-import torch
-from scipy import sparse
-
-import common as C
-import config
-import descriptions as D
-import experiment
-import llm
-import metrics
-import text as T
+import options
 
 QUESTION = "Do LLM item descriptions improve retrieval over template text?"
 ORIGINAL_FINDING = (
@@ -91,6 +79,60 @@ QUICK = {"users": 400, "items": 1500, "seeds": 1, "epochs": 1, "hidden": 64, "ll
 
 # ---------------------------------------------------------------------------------------------
 # the trained arm: an item tower with the frozen text embedding as an extra input
+
+
+def parse_args(argv=None):
+    p = options.script_parser(__doc__, epilog_from=7)
+    g = p.add_argument_group("experiment 1")
+    g.add_argument(
+        "--llm-items",
+        "--limit",
+        dest="llm_items",
+        type=int,
+        default=LLM_ITEMS,
+        metavar="N",
+        help=f"items to describe, drawn across popularity ({STRATA} bands, seeded, nested), "
+        f"default {LLM_ITEMS}; 0: every item (--limit is the same option). Every arm ranks "
+        "all loaded items either way",
+    )
+    g.add_argument(
+        "--cold-frac",
+        type=float,
+        default=COLD_FRAC,
+        help=f"share of the described items made cold-start (default {COLD_FRAC})",
+    )
+    g.add_argument(
+        "--no-train",
+        action="store_true",
+        help="skip the trained two-tower arms (zero-shot and cold zero-shot only)",
+    )
+    args = options.parse_args_with_quick(p, argv, QUICK)
+    if args.llm_items < 0 or args.llm_items == 1:
+        raise C.ConfigError(
+            "--llm-items must be >= 2 (the shuffled placebo needs two described items), "
+            f"or 0 for every item (got {args.llm_items})"
+        )
+    if not 0 < args.cold_frac < 1:
+        raise C.ConfigError("--cold-frac must be between 0 and 1")
+    return args
+
+
+# --help answers here, before the heavy imports below (torch alone takes seconds)
+options.help_before_imports(parse_args)
+
+import dataclasses
+
+import numpy as np
+import torch
+from scipy import sparse
+
+import common as C
+import config
+import descriptions as D
+import experiment
+import llm
+import metrics
+import text as T
 
 
 class TextItemTower(C.ItemTower):
@@ -326,7 +368,7 @@ def trained_arms(exp, truths: list[Truth], text: ItemText, variant=None):
     t0 = truths[0]
     own = {} if t0.split is exp.split else {"feats": t0.feats, "train": t0.split.train}
     for seed in exp.seeds:
-        cfg = experiment.tower_config(exp.args, seed)
+        cfg = options.tower_config(exp.args, seed)
         m = exp.train(cfg, variant=variant, **own)
         add_scored(
             exp,
@@ -379,42 +421,6 @@ def cold_start_arms(exp, cold: C.Split, cold_items: np.ndarray, text: ItemText) 
 
 # ---------------------------------------------------------------------------------------------
 # options, and the protocol
-
-
-def parse_args(argv=None):
-    p = experiment.script_parser(__doc__, epilog_from=7)
-    g = p.add_argument_group("experiment 1")
-    g.add_argument(
-        "--llm-items",
-        "--limit",
-        dest="llm_items",
-        type=int,
-        default=LLM_ITEMS,
-        metavar="N",
-        help=f"items to describe, drawn across popularity ({STRATA} bands, seeded, nested), "
-        f"default {LLM_ITEMS}; 0: every item (--limit is the same option). Every arm ranks "
-        "all loaded items either way",
-    )
-    g.add_argument(
-        "--cold-frac",
-        type=float,
-        default=COLD_FRAC,
-        help=f"share of the described items made cold-start (default {COLD_FRAC})",
-    )
-    g.add_argument(
-        "--no-train",
-        action="store_true",
-        help="skip the trained two-tower arms (zero-shot and cold zero-shot only)",
-    )
-    args = experiment.parse_args_with_quick(p, argv, QUICK)
-    if args.llm_items < 0 or args.llm_items == 1:
-        raise C.ConfigError(
-            "--llm-items must be >= 2 (the shuffled placebo needs two described items), "
-            f"or 0 for every item (got {args.llm_items})"
-        )
-    if not 0 < args.cold_frac < 1:
-        raise C.ConfigError("--cold-frac must be between 0 and 1")
-    return args
 
 
 def main(argv=None):

@@ -43,16 +43,7 @@ Protocol, top to bottom:
 
 from __future__ import annotations
 
-import time
-
-import numpy as np
-
-import common as C
-import descriptions as D
-import experiment
-import metrics
-import text as T
-from prompts import TEMPLATES
+import options
 
 QUESTION = "Can a natural-language user profile replace a trained user tower?"
 ORIGINAL_FINDING = "category precision@10: template profile 0.767 vs LLM narration 0.167 (6 users)"
@@ -76,6 +67,43 @@ TOWER = "two-tower user tower"
 ITEMS = " x template items"  # every profile is matched against the items' template texts
 TEMPLATE_ARM, NARRATION_ARM, HISTORY_ARM = (p + ITEMS for p in CANDIDATES)
 BASE_RATE = "base rate (random catalogue item)"
+
+
+def parse_args(argv=None):
+    p = options.script_parser(__doc__, epilog_from=5)
+    g = p.add_argument_group("experiment 2")
+    g.add_argument(
+        "--llm-users",
+        "--eval-users",
+        dest="llm_users",
+        type=int,
+        default=EVAL_USERS,
+        metavar="N",
+        help=f"evaluation users (seeded sample) every arm is scored on, default {EVAL_USERS} "
+        "(--eval-users is the same option; --users is the data option: users loaded)",
+    )
+    g.add_argument(
+        "--no-train", action="store_true", help="leave out the trained two-tower reference"
+    )
+    args = options.parse_args_with_quick(p, argv, QUICK)
+    if args.llm_users < 1:
+        raise C.ConfigError("--llm-users must be >= 1")
+    return args
+
+
+# --help answers here, before the heavy imports below (torch alone takes seconds)
+options.help_before_imports(parse_args)
+
+import time
+
+import numpy as np
+
+import common as C
+import descriptions as D
+import experiment
+import metrics
+import text as T
+from prompts import TEMPLATES
 
 
 def top_departments(ds: C.Dataset, train, users: np.ndarray) -> np.ndarray:
@@ -103,28 +131,6 @@ def category_precision(
     r = ranked[:, :k]
     hit = (r >= 0) & (dept[np.maximum(r, 0)] == top_dept[:, None])
     return hit.sum(1) / k
-
-
-def parse_args(argv=None):
-    p = experiment.script_parser(__doc__, epilog_from=5)
-    g = p.add_argument_group("experiment 2")
-    g.add_argument(
-        "--llm-users",
-        "--eval-users",
-        dest="llm_users",
-        type=int,
-        default=EVAL_USERS,
-        metavar="N",
-        help=f"evaluation users (seeded sample) every arm is scored on, default {EVAL_USERS} "
-        "(--eval-users is the same option; --users is the data option: users loaded)",
-    )
-    g.add_argument(
-        "--no-train", action="store_true", help="leave out the trained two-tower reference"
-    )
-    args = experiment.parse_args_with_quick(p, argv, QUICK)
-    if args.llm_users < 1:
-        raise C.ConfigError("--llm-users must be >= 1")
-    return args
 
 
 def main(argv=None):
@@ -167,7 +173,7 @@ def main(argv=None):
     exp.add_baselines(users=users)
     if not args.no_train:
         for seed in exp.seeds:
-            m = exp.train(experiment.tower_config(args, seed))
+            m = exp.train(options.tower_config(args, seed))
             exp.add(TOWER, C.retrieve(m, users)[0], users)
     for p, pe in prof_emb.items():
         for name, (ie, items, sp) in item_emb.items():

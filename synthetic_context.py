@@ -37,18 +37,7 @@ count: the per-seed std of the random-fraction gain is measured, and the run say
 seeds a verdict needs to land either way at the original's -0.0025 (seed_plan).
 """
 
-import dataclasses
-import hashlib
-import time
-
-import numpy as np
-import pandas as pd
-
-import common as C
-import experiment
-import metrics
-from prompts import OCCASIONS, TEMPLATES
-from sample_generator import OCCASION_AISLES
+import options
 
 QUESTION = "Do occasion labels in the features improve the two-tower?"
 ORIGINAL_FINDING = (
@@ -74,7 +63,6 @@ MIN_EFFECT = 0.005  # R@20 drop that matters ("hurts" is refuted when lo > -MIN_
 # A "hurts" verdict lands either way at the original's effect when the interval around it can
 # lie below 0 (confirmed) or above -MIN_EFFECT (refuted): a half-width <= 0.0025.
 TARGET_HALF_WIDTH = min(-ORIGINAL_EFFECT, MIN_EFFECT + ORIGINAL_EFFECT)
-NAMED = [o for o in OCCASIONS if o != "other"]  # occasions a random label is drawn from
 METRIC = "recall@20"
 CONTROL = {"true fractions": "random fractions", "context true": "context random"}
 LLM_ARM, LLM_RANDOM, LLM_TRUE, LLM_BASE = (
@@ -84,7 +72,7 @@ QUICK = {"users": 300, "items": 1500, "epochs": 1, "seeds": 2, "llm_users": 2}
 
 
 def parse_args(argv=None):
-    p = experiment.script_parser(__doc__, seeds=SEEDS)
+    p = options.script_parser(__doc__, seeds=SEEDS)
     g = p.add_argument_group("experiment 4")
     g.add_argument(
         "--llm-users",
@@ -100,10 +88,29 @@ def parse_args(argv=None):
         "local labelling run in the background; the full run then reads the cache)",
     )
     p.set_defaults(epochs=EPOCHS, split="temporal")
-    args = experiment.parse_args_with_quick(p, argv, QUICK)
+    args = options.parse_args_with_quick(p, argv, QUICK)
     if args.llm_users < 0:
         raise C.ConfigError("--llm-users must be >= 0")
     return args
+
+
+# --help answers here, before the heavy imports below (torch alone takes seconds)
+options.help_before_imports(parse_args)
+
+import dataclasses
+import hashlib
+import time
+
+import numpy as np
+import pandas as pd
+
+import common as C
+import experiment
+import metrics
+from prompts import OCCASIONS, TEMPLATES
+from sample_generator import OCCASION_AISLES
+
+NAMED = [o for o in OCCASIONS if o != "other"]  # occasions a random label is drawn from
 
 
 # ----------------------------------------------------------------------------
@@ -439,7 +446,7 @@ def train_fraction_arm(exp, cfg: C.TowerConfig, fractions: np.ndarray) -> np.nda
 def train_context_arm(exp, seed: int, orders, labels: np.ndarray, held: np.ndarray):
     """Ranked lists of a two-tower whose user tower reads the occasion at request time: each
     training row its own order's label, each evaluation user its held-out order's (`held`)."""
-    cfg = experiment.tower_config(exp.args, seed, n_contexts=len(OCCASIONS))
+    cfg = options.tower_config(exp.args, seed, n_contexts=len(OCCASIONS))
     model = exp.train(
         cfg,
         context=row_contexts(exp.split, orders, labels),
@@ -451,7 +458,7 @@ def train_context_arm(exp, seed: int, orders, labels: np.ndarray, held: np.ndarr
 def train_seed(exp, seed: int, orders: pd.DataFrame, truth, lab: LLMLabels | None) -> None:
     """Every arm on one training seed; random labels are drawn from this seed."""
     ds, split, users = exp.ds, exp.split, exp.users
-    cfg = experiment.tower_config(exp.args, seed)
+    cfg = options.tower_config(exp.args, seed)
     o_user = orders["user"].to_numpy(np.int64)
     rand, held_rand = random_labels(len(orders), len(users), seed)
     fractions = lambda codes: user_fractions(ds.n_users, o_user, codes)
@@ -537,7 +544,7 @@ def main(argv=None):
         {
             "verdict_reads": verdict_reads(sgains),
             "tower_config": {
-                **experiment.tower_config(args, exp.seeds[0]).key(),
+                **options.tower_config(args, exp.seeds[0]).key(),
                 "seed": exp.seeds,
             },
             "random_labels": "drawn afresh per training seed (random_labels(seed))",

@@ -10,7 +10,6 @@ import json
 import math
 import os
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -20,87 +19,12 @@ import torch.nn.functional as F
 from torch import nn
 
 import config
-from config import RANDOM_SEED, ConfigError, short_hash
+from config import ConfigError, short_hash
 from features import Features
 from instacart import Dataset
 from metrics import K_MAX
+from options import TowerConfig  # torch-free, so the options (and --help) need no torch
 from splits import Split
-
-
-# faiss is imported lazily: the data layer and metrics work without it.
-@dataclass
-class TowerConfig:
-    """Hyper-parameters of the two-tower model (all saved with the model)."""
-
-    dim: int = 64  # output embedding size of both towers
-    hidden: int = 256  # MLP width
-    id_embeddings: bool = True  # learned user / item ID embeddings beside the features
-    # How the user tower sees the user's training purchases:
-    #   none: features (+ ID) only; bag: a learned count-weighted bag of bought items feeds
-    #   the MLP; centroid: the count-weighted mean of the item tower's own vectors for those
-    #   items is added to the MLP's output, so a user starts next to what they buy (grocery
-    #   is repeat buying) and the MLP learns the correction.
-    purchases: str = "centroid"
-    centroid_scale: float = 4.0  # initial weight of the centroid (learned)
-    item_mlp: bool = True  # item tower: MLP like the user tower, or one linear layer
-    temperature: float = 0.1  # InfoNCE softmax temperature
-    logq: bool = False  # subtract log item frequency from logits (sampling-bias correction)
-    # rows: every training row is a positive (frequent items seen more often); pairs: each
-    # distinct (user, item) once per epoch, ~2.5x fewer steps (counts still reach the
-    # user tower through the purchase weights)
-    train_on: str = "rows"
-    epochs: int = 4
-    batch_size: int = 1024
-    lr: float = 3e-3
-    # constant, or cosine: linear warm-up over the first 5% of steps, then cosine decay to 0
-    # (lets larger batches train at a higher peak rate)
-    lr_schedule: str = "constant"
-    weight_decay: float = 0.0
-    val_frac: float = 0.02  # training rows kept aside for the per-epoch validation loss
-    n_contexts: int = 0  # > 0: the user tower takes a request-time category per row
-    seed: int = RANDOM_SEED  # training seed: initialisation and batch order
-
-    def __post_init__(self):
-        for name in TOWER_LIMITS:
-            why = tower_value_problem(name, getattr(self, name))
-            if why:
-                raise ConfigError(f"TowerConfig {name} {why}")
-
-    def key(self) -> dict:
-        return dict(self.__dict__)
-
-
-# The hyper-parameters with a range, checked by TowerConfig and (as options, before any data
-# loads) by experiment.check_options: an int's minimum, or "> 0" for a positive finite float.
-# epochs 0 would report (and save) an untrained tower; batch 1 has no in-batch negative.
-TOWER_LIMITS = {"epochs": 1, "batch_size": 2, "dim": 1, "hidden": 1, "temperature": 0.0, "lr": 0.0}
-
-
-def tower_value_problem(name: str, value) -> str | None:
-    """Why `value` is no valid TowerConfig.`name` (TOWER_LIMITS), or None."""
-    low = TOWER_LIMITS[name]
-    if isinstance(low, float):
-        ok = math.isfinite(value) and value > low
-        return None if ok else f"must be a number > {low:g} (got {value})"
-    return None if value >= low else f"must be >= {low} (got {value})"
-
-
-DEVICE_CHOICES = "auto, cpu, cuda or cuda:N"
-
-
-def pick_device(name: str = "auto") -> str:
-    """The torch device of --device: auto (cuda when present, else cpu), cpu, cuda, cuda:N."""
-    import re
-
-    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", name):
-        raise ConfigError(f"--device {name!r}: not one of {DEVICE_CHOICES}")
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"--device {name}: requested but torch sees no CUDA device")
-    if ":" in name and int(name.split(":")[1]) >= torch.cuda.device_count():
-        raise ConfigError(f"--device {name}: torch sees {torch.cuda.device_count()} CUDA device(s)")
-    return name
 
 
 def mlp(n_in: int, hidden: int, n_out: int) -> nn.Module:

@@ -13,13 +13,7 @@ commit. The split is always the project's one split (SPLIT_SEED=42); --seeds var
 only the model's initialisation and batch order.
 """
 
-import time
-
-import numpy as np
-
-import common as C
-import experiment
-import reranking
+import options
 
 # defaults (all overridable from the command line)
 SEEDS = 3  # training seeds; headline numbers are mean ± std over them
@@ -37,7 +31,7 @@ ORIGINAL_FINDING = (
 
 
 def parse_args(argv=None):
-    p = experiment.script_parser(__doc__, seeds=SEEDS, llm_args=False)
+    p = options.script_parser(__doc__, seeds=SEEDS, llm_args=False)
     r = p.add_argument_group("re-ranking")
     r.add_argument(
         "--rankers",
@@ -49,7 +43,19 @@ def parse_args(argv=None):
         default=",".join(CANDIDATE_SETTINGS),
         help="comma list of candidate settings: faiss@K or faiss@K+bought",
     )
-    return experiment.parse_args_with_quick(p, argv, QUICK)
+    return options.parse_args_with_quick(p, argv, QUICK)
+
+
+# --help answers here, before the heavy imports below (torch alone takes seconds)
+options.help_before_imports(parse_args)
+
+import time
+
+import numpy as np
+
+import common as C
+import experiment
+import reranking
 
 
 def main(argv=None):
@@ -80,7 +86,7 @@ def main(argv=None):
     k_max = max([C.K_MAX, *[c.k for c in cand_cfgs]])  # one FAISS search serves every setting
     rankers_info, towers = {}, []
     for seed in exp.seeds:
-        model = exp.train(experiment.tower_config(args, seed))
+        model = exp.train(options.tower_config(args, seed))
         towers.append(
             {
                 "seed": seed,
@@ -143,7 +149,7 @@ def main(argv=None):
     exp.write(
         {
             "tower_config": {
-                **experiment.tower_config(args, exp.seeds[0]).key(),
+                **options.tower_config(args, exp.seeds[0]).key(),
                 "seed": exp.seeds,
             },
             "logq_correction": args.logq,

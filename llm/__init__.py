@@ -85,78 +85,74 @@ Tests that monkeypatch a name patch the module that looks it up, e.g.
 ENV_FILES is deliberately not re-exported, so a stale `setattr(llm, "ENV_FILES", ...)` fails.
 """
 
-from .accounting import PRICES, Stats, dollars
-from .cache import Cache, cache_dir, default_cache_path
-from .claude import DEFAULT_MODEL, ClaudeBackend, llm_available, load_env
-from .client import LLM, P_YES_SCHEMA, SCORE_SCHEMA
-from .jsonrepair import VALIDATORS, Repair, interpret, parse_json, repair_permutation, validate
-from .local import (
-    DEFAULT_LOCAL_MODEL,
-    LOCAL_MODEL_ENV,
-    LOCAL_MODELS,
-    TINY_LOCAL_MODEL,
-    LocalBackend,
-    assemble_model,
-    local_model_installed,
-    local_runtime_installed,
-    resolve_local_model,
-)
-from .request import (
-    BackendError,
-    LLMFatal,
-    ModelError,
-    NoAPIKey,
-    Reply,
-    Request,
-    Result,
-    cache_key,
-    message_params,
-    sdk_kwargs,
-)
-from .selection import BACKENDS, add_llm_args, client_from_args, local_status, resolve_backend
+import importlib
+from typing import TYPE_CHECKING
 
-__all__ = [
-    "BACKENDS",
-    "DEFAULT_LOCAL_MODEL",
-    "DEFAULT_MODEL",
-    "LLM",
-    "LOCAL_MODELS",
-    "LOCAL_MODEL_ENV",
-    "PRICES",
-    "P_YES_SCHEMA",
-    "SCORE_SCHEMA",
-    "TINY_LOCAL_MODEL",
-    "VALIDATORS",
-    "BackendError",
-    "Cache",
-    "ClaudeBackend",
-    "LLMFatal",
-    "LocalBackend",
-    "ModelError",
-    "NoAPIKey",
-    "Repair",
-    "Reply",
-    "Request",
-    "Result",
-    "Stats",
-    "add_llm_args",
-    "assemble_model",
-    "cache_dir",
-    "cache_key",
-    "client_from_args",
-    "default_cache_path",
-    "dollars",
-    "interpret",
-    "llm_available",
-    "load_env",
-    "local_model_installed",
-    "local_runtime_installed",
-    "local_status",
-    "message_params",
-    "parse_json",
-    "repair_permutation",
-    "resolve_backend",
-    "resolve_local_model",
-    "sdk_kwargs",
-    "validate",
-]
+if TYPE_CHECKING:  # the submodules, for type checkers and overnight.deps' import walk
+    from . import accounting, cache, calls, claude, client, jsonrepair, local, request, selection  # noqa: F401
+
+# Where each public name lives. Names load on first use (PEP 562): `llm.selection`'s option
+# vocabulary and the local backend import without the anthropic SDK (~2 s), so a script's
+# --help answers at once; `llm.X` and `from llm import X` work as with eager imports.
+_HOMES = {
+    "accounting": ("PRICES", "Stats", "dollars"),
+    "cache": ("Cache", "cache_dir", "default_cache_path"),
+    "claude": ("DEFAULT_MODEL", "ClaudeBackend", "llm_available", "load_env"),
+    "client": ("LLM", "P_YES_SCHEMA", "SCORE_SCHEMA"),
+    "jsonrepair": (
+        "VALIDATORS",
+        "Repair",
+        "interpret",
+        "parse_json",
+        "repair_permutation",
+        "validate",
+    ),
+    "local": (
+        "DEFAULT_LOCAL_MODEL",
+        "LOCAL_MODEL_ENV",
+        "LOCAL_MODELS",
+        "TINY_LOCAL_MODEL",
+        "LocalBackend",
+        "assemble_model",
+        "local_model_installed",
+        "local_runtime_installed",
+        "resolve_local_model",
+    ),
+    "request": (
+        "BackendError",
+        "LLMFatal",
+        "ModelError",
+        "NoAPIKey",
+        "Reply",
+        "Request",
+        "Result",
+        "cache_key",
+        "message_params",
+        "sdk_kwargs",
+    ),
+    "selection": (
+        "BACKENDS",
+        "add_llm_args",
+        "client_from_args",
+        "local_status",
+        "resolve_backend",
+    ),
+}
+_HOME_OF = {name: module for module, names in _HOMES.items() for name in names}
+__all__ = sorted(_HOME_OF)  # noqa: PLE0605 (built from _HOMES, the one list)
+_SUBMODULES = (*_HOMES, "calls")
+
+
+def __getattr__(name: str):
+    """A public name (or a submodule, e.g. `llm.claude`), imported on first use."""
+    if name in _SUBMODULES:
+        return importlib.import_module(f".{name}", __name__)
+    if name not in _HOME_OF:
+        raise AttributeError(f"module 'llm' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_HOME_OF[name]}", __name__), name)
+    globals()[name] = value  # later lookups skip __getattr__
+    return value
+
+
+def __dir__():
+    return sorted({*globals(), *__all__})

@@ -13,11 +13,10 @@ from __future__ import annotations
 import argparse
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from config import ConfigError
 
-from .claude import llm_available
-from .client import LLM
 from .local import (
     DEFAULT_LOCAL_MODEL,
     LOCAL_MODEL_ENV,
@@ -28,7 +27,19 @@ from .local import (
     local_runtime_installed,
 )
 
+if TYPE_CHECKING:
+    from .client import LLM
+
 BACKENDS = ("auto", "claude", "local", "none")
+
+
+# The Claude side (.claude, .client: the anthropic SDK, ~2 s to import) is imported where a
+# backend is chosen, not here: a script's parser (add_llm_args) then answers --help at once.
+def llm_available() -> bool:
+    """claude.llm_available: an API key in the environment, ./.env or ~/.env."""
+    from .claude import llm_available as key_configured
+
+    return key_configured()
 
 
 def add_llm_args(parser: argparse.ArgumentParser) -> None:
@@ -139,5 +150,7 @@ def client_from_args(args: argparse.Namespace, **kw) -> tuple[LLM | None, str]:
     backend, why = resolve_backend(getattr(args, "llm", None))
     if backend is None:
         return None, why
-    client = LLM(getattr(args, "llm_model", None), backend=backend, **kw)
+    from . import client as client_module  # lazy, as llm_available above
+
+    client = client_module.LLM(getattr(args, "llm_model", None), backend=backend, **kw)
     return client, f"LLM backend {client.backend}: {client.label}"

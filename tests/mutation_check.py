@@ -357,6 +357,14 @@ MUTATIONS = [
         "        self.prompts = tuple(prompts)\n",
         ("tests/test_layering.py",),
     ),
+    M(
+        "help-after-torch",
+        "two_tower.py answers --help only after importing torch",
+        "two_tower.py",
+        "options.help_before_imports(parse_args)\n",
+        "",
+        ("tests/test_layering.py",),
+    ),
     # --- nothing silent, nothing lost (issue 26)
     M(
         "empty-numeric-accepted",
@@ -369,7 +377,7 @@ MUTATIONS = [
     M(
         "epochs-0-accepted",
         "--epochs 0 trains nothing and reports the untrained tower",
-        "towers.py",
+        "options.py",
         'TOWER_LIMITS = {"epochs": 1,',
         'TOWER_LIMITS = {"epochs": 0,',
         ("tests/test_validation.py",),
@@ -377,7 +385,7 @@ MUTATIONS = [
     M(
         "options-after-data",
         "shared options are not range-checked before the data loads",
-        "experiment.py",
+        "options.py",
         "    check_options(args)\n",
         "",
         ("tests/test_validation.py",),
@@ -461,7 +469,7 @@ MUTATIONS = [
     M(
         "none-arm-without-recent-orders",
         "exp3's listwise no-context prompt leaves out the recent orders the context arms show",
-        "llm_reranker.py",
+        "llm_ranking.py",
         "        recent_orders=lists.recent[j],\n        order_context=P.context_line(lists."
         "contexts[condition][j]),\n        candidates=lines,\n",
         '        recent_orders=lists.recent[j] if condition != "none" else "- none",\n'
@@ -472,7 +480,7 @@ MUTATIONS = [
     M(
         "none-arm-context-not-given",
         "exp3's pointwise no-context prompt says 'Next order context: not given'",
-        "llm_reranker.py",
+        "llm_ranking.py",
         "            order_context=P.context_line(lists.contexts[condition][j]),\n"
         "            candidate=",
         '            order_context=P.context_line(lists.contexts[condition][j] or "not given"),\n'
@@ -482,8 +490,8 @@ MUTATIONS = [
     M(
         "repeat-not-sampled",
         "exp3's noise-floor repeat on the local model is greedy again (agrees by construction)",
-        "llm_reranker.py",
-        "            req, repeat=repeat, temperature=REPEAT_TEMPERATURE, seed=C.RANDOM_SEED + "
+        "llm_ranking.py",
+        "            req, repeat=repeat, temperature=REPEAT_TEMPERATURE, seed=RANDOM_SEED + "
         "repeat\n",
         "            req, repeat=repeat\n",
         ("tests/test_llm_reranker.py",),

@@ -22,6 +22,7 @@ SHARED_FLOORS = [
     "llm",
     "prompts",
     "instacart",
+    "options",
     "text",
     "splits",
     "features",
@@ -33,6 +34,7 @@ SHARED_FLOORS = [
     "reranking",
     "experiment",
     "descriptions",
+    "llm_ranking",
 ]
 SCRIPTS = [
     "two_tower",
@@ -160,3 +162,37 @@ def test_two_tower_starts_without_the_anthropic_sdk():
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
     )
     assert out.stdout.split() == ["False", "False"], out.stdout
+
+
+# every command-line program (overnight.py is run_overnight.sh's helper: no options)
+CLIS = [*(s for s in SCRIPTS if s != "overnight"), "sample_generator"]
+
+
+@pytest.mark.parametrize("script", CLIS)
+def test_help_answers_before_torch_is_imported(script):
+    """`--help` prints the options without importing torch or the anthropic SDK (seconds
+    each): each experiment script builds its parser from options.py and calls
+    options.help_before_imports before its heavy imports; the others import them lazily."""
+    import subprocess
+    import sys
+
+    code = (
+        "import runpy, sys\n"
+        f"sys.argv = [{script + '.py'!r}, '--help']\n"
+        "try:\n"
+        f"    runpy.run_path({script + '.py'!r}, run_name='__main__')\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "print('loaded:', sorted({'torch', 'anthropic', 'faiss'} & set(sys.modules)))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "usage:" in out.stdout, out.stdout[-500:]
+    assert out.stdout.rstrip().endswith("loaded: []"), out.stdout[-300:]

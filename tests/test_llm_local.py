@@ -121,22 +121,22 @@ def test_yes_probability_from_logprobs_and_cached(client):
 
 @needs_model
 def test_a_sampled_repeat_is_asked_again_and_sampling_leaves_p_yes_alone(client):
-    """The reranker's noise floor (llm_reranker.sampled): a listwise repeat at a temperature
+    """The reranker's noise floor (llm_ranking.sampled): a listwise repeat at a temperature
     and another seed is sent, never the cached first answer read back; a pointwise P(yes),
     read from the first token's log-probabilities, does not move under sampling (so the local
     pointwise noise floor is n/a, not 1 by construction): a second asking differs only by
     the numerics of the slots' KV caches (measured: up to ~0.01)."""
-    import llm_reranker as X
+    import llm_ranking as LR
 
     req = rerank()
     client.complete(req)
     before = client.usage_report()["api_calls"]
-    again = client.complete(X.sampled(req, 1, local=True))
+    again = client.complete(LR.sampled(req, 1, local=True))
     assert not again.cached and client.usage_report()["api_calls"] > before
     reqs = pointwise()
     p0 = client.yes_probability(reqs)
     sent = client.usage_report()["api_calls"]
-    p1 = client.yes_probability([X.sampled(r, 1, True) for r in reqs])
+    p1 = client.yes_probability([LR.sampled(r, 1, True) for r in reqs])
     assert client.usage_report()["api_calls"] == sent + len(reqs)  # asked, not cached
     assert p1 == pytest.approx(p0, abs=0.05)
 
@@ -162,7 +162,7 @@ def test_auto_without_key_uses_the_local_model(monkeypatch):
         monkeypatch.setenv(name, "")
         monkeypatch.delenv(name)
     monkeypatch.setattr(llm.claude, "ENV_FILES", [])
-    monkeypatch.setattr(llm.selection, "LLM", Recorder)
+    monkeypatch.setattr(llm.client, "LLM", Recorder)
     ap = argparse.ArgumentParser()
     llm.add_llm_args(ap)
     _, why = llm.client_from_args(ap.parse_args(["--llm-model", TINY]), workers=2)

@@ -16,6 +16,7 @@ import common
 import config
 import experiment
 import llm
+import llm_ranking as LR
 import llm_reranker as X
 import prompts as P
 import reranking
@@ -260,8 +261,8 @@ def test_quick_fills_only_the_options_not_given():
 
 
 def test_borda_and_placebo_helpers():
-    assert X.borda([[3, 1, 2], [3, 2, 1]], [1, 2, 3]) == [3, 1, 2]  # tie 1/2: candidate order
-    assert X.borda([], [5, 4]) == [5, 4]
+    assert LR.borda([[3, 1, 2], [3, 2, 1]], [1, 2, 3]) == [3, 1, 2]  # tie 1/2: candidate order
+    assert LR.borda([], [5, 4]) == [5, 4]
     t = P.occasion_context("party")
     assert len(P.placebo_context(len(t))) == len(t) and "party" not in P.placebo_context(len(t))
 
@@ -390,7 +391,7 @@ def test_context_verdict_is_judged_against_truth_only(kind, true_placebo, true_r
 
 def one_user_lists():
     """A catalog of three items and one user's lists under every condition."""
-    cat = X.Catalog(
+    cat = LR.Catalog(
         np.array([101, 102, 103]),
         np.array(["Milk", "Bread", "Eggs"]),
         np.array(["milk", "bread", "eggs"]),
@@ -411,7 +412,7 @@ def one_user_lists():
             2: P.purchase_facts(1, 10, 0.0),
         }
     ]
-    lists = X.UserLists(
+    lists = LR.UserLists(
         np.array([7]),
         [np.array([0, 1, 2])],
         ["Shops mostly in dairy eggs (60%)."],
@@ -426,7 +427,7 @@ def one_user_lists():
 @pytest.mark.parametrize("mode", ["listwise", "pointwise"])
 def test_condition_prompts_differ_only_in_the_context_line(mode):
     cat, lists = one_user_lists()
-    plan, reqs = X.rerank_requests(mode, cat, lists, 2, 0, False)
+    plan, reqs = LR.rerank_requests(mode, cat, lists, 2, 0, False)
     per = 1 if mode == "listwise" else 3
     prompts, pos = {}, 0
     for c, _, s, _ in plan:
@@ -456,13 +457,13 @@ def test_a_noise_floor_repeat_is_sampled_and_never_the_cached_answer():
         n_candidates=2,
     )
     for local in (True, False):
-        again = X.sampled(req, 1, local)
+        again = LR.sampled(req, 1, local)
         assert llm.cache_key("m", again) != llm.cache_key("m", req)  # asked, not read back
-        assert X.decoding(again, local)["sampled"] and again.repeat == 1
-    local = X.sampled(req, 1, True)
-    assert local.temperature == X.REPEAT_TEMPERATURE > 0 and local.seed not in (None, 42)
-    assert not X.decoding(req, True)["sampled"]  # the local model's first answer is greedy
-    assert X.sampled(req, 0, True) is req
+        assert LR.decoding(again, local)["sampled"] and again.repeat == 1
+    local = LR.sampled(req, 1, True)
+    assert local.temperature == LR.REPEAT_TEMPERATURE > 0 and local.seed not in (None, 42)
+    assert not LR.decoding(req, True)["sampled"]  # the local model's first answer is greedy
+    assert LR.sampled(req, 0, True) is req
 
 
 def test_the_facts_arm_reads_training_rows_only(small_sample_dir):

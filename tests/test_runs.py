@@ -9,14 +9,15 @@ import pytest
 
 import config
 import experiment
+import options
 import runs
 from evals import run_evals as E
 
 
 def make_args(sample_dir, *extra):
-    parser = experiment.script_parser("demo", seeds=1, llm_args=False)
+    parser = options.script_parser("demo", seeds=1, llm_args=False)
     argv = ["--data-dir", str(sample_dir), "--users", "300", "--items", "1500", "--no-cache"]
-    return experiment.parse_args_with_quick(parser, [*argv, "--quiet", *extra], {})
+    return options.parse_args_with_quick(parser, [*argv, "--quiet", *extra], {})
 
 
 def one_run(args, t_wall=None, two_tower_from="popularity"):
