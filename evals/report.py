@@ -6,8 +6,9 @@
 The header says which LLM backend and model each step used (from its results JSON's usage
 reports, not the run's --llm flag), then the steps and the verdicts at a glance: one row per
 verdict line, with its status word (a smoke run, --quick, says so; a word the script held back
-says what it would read and why), the line's headline in at most SENTENCE_CHARS characters,
-the users, items and seeds it rests on, and the LLM the step used.
+says what it would read and why), the line's headline in at most glance.SENTENCE_CHARS characters,
+the users, items and seeds it rests on, and the LLM the step used (both from
+evals/glance.py; numbers and markdown tables from evals/tables.py).
 
 One section per experiment (two_tower.py and the five experiments, in the order of
 run_overnight.sh): its question and the original study's finding (the JSON's "question" and
@@ -32,8 +33,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
-import re
 import sys
 import time
 from pathlib import Path
@@ -42,8 +41,10 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from evals import plots
-from evals.plots import get  # one nested-dict reader for the report and its plots
+from evals import draw, plots
+from evals.draw import get  # one nested-dict reader for the report and its plots
+from evals.glance import llm_header, llm_skipped, usage_dicts, verdict_table
+from evals.tables import md_table, num
 
 # (results name = script stem = step of run_overnight.sh, section title)
 EXPERIMENTS = [
@@ -60,7 +61,6 @@ RUN_MARKER = "run.marker"  # the last run of run_overnight.sh: run id, start, st
 MAX_ARMS = 24  # rows of one metrics table (the plots draw every arm)
 METRICS_HEADER = "arm|R@10|R@10 95% CI|R@20|NDCG@10|R@20 repeat|R@20 explore|cand. recall|users"
 METRICS_HEADER = METRICS_HEADER.split("|")
-SENTENCE_CHARS = 160  # the longest verdict sentence of the verdicts-at-a-glance table
 METRICS_COLUMNS = [("all", "recall@20"), ("all", "ndcg@10")]
 METRICS_COLUMNS += [("repeat", "recall@20"), ("explore", "recall@20")]
 
@@ -100,63 +100,8 @@ def find_results(results_dir: Path, name: str, marker: dict) -> Path | None:
     return files[-1] if files else None
 
 
-def usage_dicts(tree) -> list[dict]:
-    """Every llm.usage_report() found in a results JSON (any key), each once."""
-    found, seen = [], set()
-
-    def walk(x):
-        if isinstance(x, dict):
-            if "backend" in x and "input_tokens" in x:
-                key = json.dumps(x, sort_keys=True, default=str)
-                if key not in seen:
-                    seen.add(key)
-                    found.append(x)
-                return
-            for v in x.values():
-                walk(v)
-        elif isinstance(x, list):
-            for v in x:
-                walk(v)
-
-    walk(tree)
-    return found
-
-
-def llm_skipped(d: dict) -> str | None:
-    """Why the experiment skipped its LLM arms, wherever its JSON says it."""
-    note = get(d, "notes", "llm")
-    note = (
-        note[len("skipped: ") :] if isinstance(note, str) and note.startswith("skipped") else None
-    )
-    return (
-        d.get("llm_skipped") or get(d, "llm", "skipped") or get(d, "llm_labels", "skipped") or note
-    )
-
-
 # ---------------------------------------------------------------------------------------------
 # formatting
-
-
-def num(v, digits: int = 3) -> str:
-    if v is None or isinstance(v, bool):
-        return "-"
-    if isinstance(v, int):
-        return f"{v:,}"
-    if isinstance(v, float):
-        return "-" if math.isnan(v) else f"{v:.{digits}f}"
-    return str(v)
-
-
-def md_table(header: list[str], rows: list[list]) -> str:
-    esc = lambda s: str(s).replace("|", "\\|").replace("\n", " ")
-    numeric = lambda v: str(v)[:1] in set("0123456789+-[$.") or str(v) == "-"
-    right = [i > 0 and all(numeric(r[i]) for r in rows if i < len(r)) for i in range(len(header))]
-    lines = [
-        "| " + " | ".join(esc(h) for h in header) + " |",
-        "|" + "|".join("---:" if r else "---" for r in right) + "|",
-    ]
-    lines += ["| " + " | ".join(esc(c) for c in r) + " |" for r in rows]
-    return "\n".join(lines)
 
 
 def mean_std(s: dict, part: str, metric: str) -> str:
@@ -539,7 +484,7 @@ def plot_lines(name: str, d: dict, made: dict, notes: list, plot_dir: Path) -> l
     lines = []
     main = try_plot(plots.plot_experiment, name, d, plot_dir, notes=notes)
     exp5 = name == "exp5_dual_head"
-    alpha = try_plot(plots.plot_alpha, d, plot_dir, notes=notes) if exp5 else None
+    alpha = try_plot(draw.plot_alpha, d, plot_dir, notes=notes) if exp5 else None
     for fname in (main, alpha):
         if fname:
             made.setdefault(name, []).append(fname)
@@ -740,177 +685,6 @@ def cost_section(results: dict, markers: dict) -> str:
     )
 
 
-# ---------------------------------------------------------------------------------------------
-# the verdicts at a glance, and the LLM each step used
-
-VERDICT_RE = re.compile(r"^\s*verdict:\s*(\w+)\s*-\s*(.*)$", re.DOTALL)
-SMOKE_RE = re.compile(r"^smoke run \(--quick\), not a finding \(would read (\w+)\):\s*")
-# the size guard of Experiment.verdict: "N users < 200", "N described items < 500", or both
-GUARD_RE = re.compile(r"\s*\[would read '(\w+)', but ([^\]]+?): not a finding\]")
-GUARD_USERS_RE = re.compile(r"([\d,]+) users < \d+")
-
-
-def parse_verdict(line: str) -> dict:
-    """A verdict line -> {"status", "text", "would" (the word a smoke run or a too-small LLM
-    sample held back, else None), "why" (that reason), "guard_users" (that sample's users)}."""
-    m = VERDICT_RE.match(line or "")
-    out = {"status": "-", "text": (line or "").strip(), "would": None, "why": None}
-    out["guard_users"] = None
-    if not m:
-        return out
-    status, text = m.group(1), m.group(2).strip()
-    would = why = users = None
-    sm = SMOKE_RE.match(text)
-    if sm:
-        would, why, text = sm.group(1), "smoke run", text[sm.end() :]
-    g = GUARD_RE.search(text)
-    if g:
-        would = would or g.group(1)
-        why = why or g.group(2)
-        gu = GUARD_USERS_RE.search(g.group(2))
-        users = int(gu.group(1).replace(",", "")) if gu else None
-        text = text[: g.start()] + text[g.end() :]
-    out.update(status=status, text=text.strip(), would=would, why=why, guard_users=users)
-    return out
-
-
-def first_clause(text: str) -> str:
-    """A verdict's headline: the text up to its first '; ' outside brackets, and inside each
-    (...) aside only its first clause too."""
-    out, depth, skip = [], 0, None  # skip: the depth whose '; ...' rest is being dropped
-    for i, ch in enumerate(text):
-        if ch in "([":
-            depth += 1
-        elif ch in ")]":
-            depth -= 1
-            if skip is not None and depth < skip:
-                skip = None
-        elif text.startswith("; ", i) and skip is None:
-            if depth == 0:
-                break
-            skip = depth
-        if skip is None:
-            out.append(ch)
-    return "".join(out)
-
-
-def without_parentheses(text: str) -> str:
-    """The text without its (...) asides (the [...] intervals stay)."""
-    out, depth = [], 0
-    for ch in text:
-        if ch == "(":
-            depth += 1
-        elif ch == ")" and depth:
-            depth -= 1
-        elif depth == 0:
-            out.append(ch)
-    return re.sub(r"\s+([,;:])", r"\1", re.sub(r"\s{2,}", " ", "".join(out))).strip()
-
-
-def short_sentence(text: str, limit: int = SENTENCE_CHARS) -> str:
-    """A verdict's headline in at most `limit` characters: its first clause, without its
-    asides if too long, then cut at a word."""
-    s = first_clause(text).strip()
-    if len(s) > limit:
-        s = without_parentheses(s)
-    if len(s) > limit:
-        s = s[: limit - 1].rsplit(" ", 1)[0].rstrip(",;:") + "…"
-    return s
-
-
-def llm_used(d: dict | None) -> str:
-    """The LLM backend and model a step's results JSON says it used (its usage reports), or
-    why it used none."""
-    if not d:
-        return "-"
-    us = usage_dicts(d)
-    if us:
-        names = {f"{u.get('backend')}: {u.get('label') or u.get('model')}" for u in us}
-        return ", ".join(sorted(names))
-    return "none (LLM arms skipped)" if llm_skipped(d) else "not used"
-
-
-def verdict_size(name: str, d: dict, text: str, users: int | None = None) -> str:
-    """What a verdict rests on: its users (`users`, else the number its headline states, else
-    the LLM's users
-    for exp3's context verdict, else the users its arms are scored on), the items and the
-    training seeds (the line's 'over N seeds', else the run's seeds)."""
-    m = re.search(r"([\d,]+) users", first_clause(text))
-    if users is None and m:
-        users = int(m.group(1).replace(",", ""))
-    if users is None and name == "llm_reranker" and "placebo" in text and usage_dicts(d):
-        users = d.get("llm_users")
-    if users is None:
-        users = d.get("eval_users") if isinstance(d.get("eval_users"), int) else None
-    if users is None:  # the users the arms are scored on (those with a held-out item)
-        scored = [get(s, "all", "n_users") for s in (d.get("metrics") or {}).values()]
-        users = max([n for n in scored if isinstance(n, int)], default=None)
-    if users is None:
-        users = get(d, "split", "eval_users")
-    m = re.search(r"over (\d+) seeds", text)
-    seeds = int(m.group(1)) if m else len(d.get("seeds") or []) or None
-    items = get(d, "item_set", "items") or get(d, "data", "items")
-    bits = [f"{num(users)} users" if users is not None else None]
-    bits += [f"{num(items)} items" if items is not None else None]
-    bits += [f"{seeds} seed{'s' if seeds != 1 else ''}" if seeds else None]
-    return " · ".join(b for b in bits if b) or "-"
-
-
-def verdict_rows(name: str, title: str, d: dict | None, stale: str | None) -> list[list]:
-    """One row per verdict line of a step: status word (with a smoke run or a held-back word
-    said), a short sentence, the size it rests on, the LLM the step used."""
-    late = f"; stale: {stale}" if stale else ""
-    if d is None:
-        return [[title, "no results" + late, "-", "-", "-"]]
-    lines = d.get("verdicts") if isinstance(d.get("verdicts"), list) else None
-    lines = lines or ([d["verdict"]] if d.get("verdict") else [])
-    smoke = bool(get(d, "options", "quick"))
-    if not lines:
-        status = "no verdict" + (" (smoke run, --quick)" if smoke else "") + late
-        size = verdict_size(name, d, "")
-        return [[title, status, "reference run: states no verdict", size, llm_used(d)]]
-    rows = []
-    for line in lines:
-        v = parse_verdict(line)
-        notes = ["smoke run, --quick"] if smoke or v["why"] == "smoke run" else []
-        if v["would"] and v["would"] != v["status"]:
-            held = f"would read {v['would']}"
-            notes.append(held if v["why"] == "smoke run" else f"{held}: {v['why']}")
-        status = f"**{v['status']}**" + (f" ({'; '.join(notes)})" if notes else "") + late
-        text, users = v["text"], v["guard_users"]
-        size = verdict_size(name, d, text, users)
-        rows.append([title, status, short_sentence(text), size, llm_used(d)])
-    return rows
-
-
-def verdict_table(results: dict, stale: dict) -> str:
-    """The verdicts at a glance: every step, every verdict line, short (the full line is in
-    the experiment's section)."""
-    rows = [
-        row
-        for name, title in EXPERIMENTS
-        for row in verdict_rows(name, title, results.get(name), stale.get(name))
-    ]
-    header = ["experiment", "status", "verdict, short (full line in the section)", "rests on"]
-    return md_table(header + ["LLM used (from the JSON)"], rows)
-
-
-def llm_header(results: dict, run_llm: str | None) -> list[str]:
-    """The report's LLM line: the backend and model each step's JSON says it used; the last
-    run_overnight.sh run's --llm resolution beside it (it may differ: a step can be up to
-    date from an earlier run)."""
-    used: dict = {}
-    for name, _ in EXPERIMENTS:
-        d = results.get(name)
-        if d is not None:
-            used.setdefault(llm_used(d), []).append(name)
-    parts = [f"{k}: {', '.join(v)}" for k, v in used.items() if k not in ("-", "not used")]
-    lines = ["LLM used, per the results JSONs: " + ("; ".join(parts) or "none") + "."]
-    if run_llm:
-        lines.append(f"The last `run_overnight.sh` run resolved `--llm` to: {run_llm}.")
-    return [" ".join(lines), ""]
-
-
 def build_report(results_dir: Path, evals_dir: Path, out: Path | None = None) -> Path:
     results_dir, evals_dir = Path(results_dir), Path(evals_dir)
     out = Path(out) if out else results_dir / "REPORT.md"
@@ -929,7 +703,7 @@ def build_report(results_dir: Path, evals_dir: Path, out: Path | None = None) ->
         results[name] = d
     ev_text, ev = evals_section(evals_dir, markers["evals"], stale.get("evals"))
     desc_plot = try_plot(
-        plots.plot_descriptions, results.get("llm_item_enrichment"), ev, out.parent, notes=notes
+        draw.plot_descriptions, results.get("llm_item_enrichment"), ev, out.parent, notes=notes
     )
     # header: how this report was produced
     llm_line = next((m["llm_status"] for m in markers.values() if m.get("llm_status")), None)
@@ -942,7 +716,7 @@ def build_report(results_dir: Path, evals_dir: Path, out: Path | None = None) ->
         + (f" Settings: {' and '.join(sorted(modes))}." if modes else ""),
         "",
     ]
-    head += llm_header(results, llm_line)
+    head += llm_header(results, llm_line, [name for name, _ in EXPERIMENTS])
     if "quick" in modes:
         head += [
             (
@@ -967,7 +741,7 @@ def build_report(results_dir: Path, evals_dir: Path, out: Path | None = None) ->
         md_table(["step", "status", "detail", "wall time", "log"], step_rows),
         "",
     ]
-    head += ["## Verdicts at a glance", "", verdict_table(results, stale), ""]
+    head += ["## Verdicts at a glance", "", verdict_table(results, stale, EXPERIMENTS), ""]
     body = "\n".join(head) + "\n" + "\n".join(sections) + "\n" + ev_text + "\n"
     if desc_plot:
         body += f"\n### Description statistics\n\n![{desc_plot}]({desc_plot})\n\n"

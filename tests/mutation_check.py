@@ -227,7 +227,7 @@ MUTATIONS = [
     M(
         "quick-overrides-given",
         "--quick overwrites options given on the command line",
-        "experiment.py",
+        "options.py",
         "            if k not in given:\n",
         "            if k not in given or getattr(args, k) == parser.get_default(k):\n",
         ("tests/test_two_tower.py", "tests/test_llm_reranker.py"),

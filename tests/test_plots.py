@@ -11,6 +11,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import pytest
 
+from evals import draw as DRAW
 from evals import plots as P
 
 
@@ -35,9 +36,9 @@ def arm(r10: float, n: int, seeds: list | None = None) -> dict:
     }
 
 
-def drawn(spec: P.Figure):
+def drawn(spec: DRAW.Figure):
     """(axes, figure) of a Figure spec; closed by the caller's fixture."""
-    fig, axes = P.draw_figure(spec)
+    fig, axes = DRAW.draw_figure(spec)
     return axes, fig
 
 
@@ -256,25 +257,25 @@ def test_alpha_draws_learned_gates_only(tmp_path):
             "MiniLM MLP": [[1.0, 1.0], [1.0, 1.0]],
         }
     }
-    learned, fixed = P.learned_gates(d)
+    learned, fixed = DRAW.learned_gates(d)
     assert set(learned) == {"frozen semantic", "trainable semantic"}
     assert fixed == {"collaborative only": 0.0, "MiniLM MLP": 1.0}
-    _, ax = P.draw_alpha(d)
+    _, ax = DRAW.draw_alpha(d)
     legend = [t.get_text() for t in ax.get_legend().get_texts()]
     assert legend == ["frozen semantic: mean of 2 seeds", "trainable semantic: mean of 2 seeds"]
     curves = [ln for ln in ax.lines if len(ln.get_xdata()) == 2 and ln.get_xdata()[0] == 1]
     assert len(curves) == 2 * (1 + 2)  # per learned arm: the mean and one line per seed
     assert "collaborative only α=0, MiniLM MLP α=1" in ax.get_title()
-    assert P.plot_alpha(d, tmp_path) == "plot_exp5_alpha.png"
+    assert DRAW.plot_alpha(d, tmp_path) == "plot_exp5_alpha.png"
     # with findings, the arms of the alpha findings are the learned ones
     d["findings"] = {"alpha": {"frozen semantic": {"original": 0.986}}}
-    assert set(P.learned_gates(d)[0]) == {"frozen semantic"}
+    assert set(DRAW.learned_gates(d)[0]) == {"frozen semantic"}
 
 
 def test_every_experiment_with_nothing_to_draw_gives_none(tmp_path):
     for name in P.FIGURES:
         assert P.plot_experiment(name, {}, tmp_path) is None
-    assert P.plot_alpha({}, tmp_path) is None
+    assert DRAW.plot_alpha({}, tmp_path) is None
 
 
 def two_way(mean: float, lo: float, hi: float, n: int, items: int) -> dict:

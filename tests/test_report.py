@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from evals import glance as G
 from evals import report as R
 
 
@@ -407,7 +408,7 @@ def test_verdict_table_is_short_marks_smoke_runs_and_names_the_llm_from_usage(st
     (row,) = glance_rows(text, "Experiment 5")
     status, sentence, size, llm_cell = row[1:]
     assert status == "**inconclusive** (smoke run, --quick; would read refuted)"
-    assert len(sentence) <= R.SENTENCE_CHARS and sentence.startswith("trained with the")
+    assert len(sentence) <= G.SENTENCE_CHARS and sentence.startswith("trained with the")
     assert "0.529 [0.516, 0.541] over 5 seeds" in sentence and "smoke run" not in sentence
     assert size == "50 users · 1,500 items · 5 seeds"
     assert llm_cell == "local: qwen2.5-1.5b-q4"
@@ -431,11 +432,11 @@ def test_every_glance_cell_is_short(study):
         p.write_text(json.dumps(d))
     text, _ = build(study)
     for row in glance_rows(text, "Experiment"):
-        assert len(row[2]) <= R.SENTENCE_CHARS, row[2]
+        assert len(row[2]) <= G.SENTENCE_CHARS, row[2]
 
 
 def test_a_held_back_word_says_why():
-    v = R.parse_verdict(
+    v = G.parse_verdict(
         "verdict: inconclusive - shift +0.1 [+0.05, +0.2] [would read 'confirmed', but 4 users "
         "< 200: not a finding]; more"
     )
@@ -461,11 +462,11 @@ def test_the_short_sentence_keeps_the_headline_and_its_paired_interval():
         "category precision@10 template profile 0.117 vs m narration 0.132 (paired difference "
         "-0.015, 95% CI [-0.057, +0.023], 60 users; base rate 0.107); original 0.767 vs 0.167"
     )
-    assert R.short_sentence(text) == (
+    assert G.short_sentence(text) == (
         "category precision@10 template profile 0.117 vs m narration 0.132 (paired difference "
         "-0.015, 95% CI [-0.057, +0.023], 60 users)"
     )
-    assert R.verdict_size("x", {"seeds": [1, 2]}, text) == "60 users · 2 seeds"
+    assert G.verdict_size("x", {"seeds": [1, 2]}, text) == "60 users · 2 seeds"
 
 
 def test_reranker_controls_caption_says_what_the_noise_floor_is():
