@@ -78,7 +78,7 @@ QUICK = {"users": 400, "items": 1500, "seeds": 1, "epochs": 1, "hidden": 64, "ll
 
 
 # ---------------------------------------------------------------------------------------------
-# the trained arm: an item tower with the frozen text embedding as an extra input
+# options: parsed before the heavy imports below, so --help needs no torch
 
 
 def parse_args(argv=None):
@@ -133,6 +133,9 @@ import experiment
 import llm
 import metrics
 import text as T
+
+# ---------------------------------------------------------------------------------------------
+# the trained arm: an item tower with the frozen text embedding as an extra input
 
 
 class TextItemTower(C.ItemTower):
@@ -420,7 +423,7 @@ def cold_start_arms(exp, cold: C.Split, cold_items: np.ndarray, text: ItemText) 
 
 
 # ---------------------------------------------------------------------------------------------
-# options, and the protocol
+# the protocol
 
 
 def main(argv=None):
