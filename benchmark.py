@@ -6,17 +6,23 @@
     uv run benchmark.py two_tower                       # the default two_tower.py run, by stage
     uv run benchmark.py two_tower --data-dir DIR --items 5000   # any two_tower.py options
     uv run benchmark.py llm                             # local model tokens/s at 1,2,4,8 requests
+    uv run benchmark.py scale                           # the pipeline at 12.5k..100k users
+    uv run benchmark.py scale --users 1500,3000,6000 --items 5000 --epochs 1
 
 `load` times load_dataset(full=True) with an empty cache (CSV read + checks + sampling +
 cache write) and again from the cache (Arrow IPC files); optionally the split and the features on
 the loaded rows. Each phase runs in its own child process, so its peak RSS is its own.
-Writes results/benchmark_load.json.
+Writes results/benchmark_load.json. `scale` runs two_tower.py (every user and item, one seed,
+LightGBM on faiss@50+bought) on generated data of growing user counts and prints seconds per
+stage, peak RSS and each stage's growth exponent (results/benchmark_scale.json).
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
+import math
 import os
 import platform
 import resource
@@ -77,6 +83,36 @@ def run_child(func: str, spec: dict) -> dict:
     return json.loads(p.stdout.strip().splitlines()[-1])
 
 
+def run_timed(cmd: list[str], env: dict) -> tuple[float, float]:
+    """Run `cmd` in the repository with `env`; (wall seconds, the child's own peak RSS in
+    GiB, from os.wait4: not the largest of every child so far, as RUSAGE_CHILDREN would
+    give). A failed child ends the benchmark with its exit code (its error already shown)."""
+    clock = Clock()
+    p = subprocess.Popen(cmd, cwd=config.REPO, env=env)
+    _, status, usage = os.wait4(p.pid, 0)
+    p.returncode = os.waitstatus_to_exitcode(status)
+    if p.returncode != 0:
+        raise SystemExit(p.returncode)
+    return clock.read()["wall_s"], usage.ru_maxrss / (2**30 if sys.platform == "darwin" else 2**20)
+
+
+def run_stages(t: dict, data: dict) -> dict:
+    """Seconds per stage of a two_tower.py run, from its results JSON's timings: load (the
+    data's own load_seconds), split + features, the baselines (TIFU-KNN included) with their
+    evaluation, two-tower training, FAISS retrieval, re-ranking, and the rest (evaluation
+    of the other arms, tables, the JSON)."""
+    stages = {
+        "load": data.get("load_seconds", 0.0),
+        "split + features": t.get("split_features_s", 0.0),
+        "baselines (incl. TIFU-KNN)": t["baselines_s"],
+        "two-tower training": sum(t["train_s"]),
+        "FAISS retrieval": sum(t["retrieve_s"]),
+        "re-ranking": sum(t.get("rank_s", [])),
+    }
+    stages["rest"] = max(t["total_s"] - sum(stages.values()), 0.0)
+    return {k: round(v, 2) for k, v in stages.items()}
+
+
 def print_table(rows: list[dict], cols: list[tuple[str, str]]):
     """rows of dicts -> experiment.format_table; cols = (key, header), the first names the row."""
     from experiment import format_table  # lazy: torch, not needed for --help
@@ -110,28 +146,36 @@ def environment() -> dict:
 
 # ----------------------------------------------------------------------------
 # load
-def ensure_full_sample() -> Path:
-    """The full-size synthetic data in data/full/, generated once (minutes) if missing."""
+def generated_data(folder: Path, n_users: int, n_products: int) -> Path:
+    """Generated Instacart-format data of that size in `folder`, generated once (and again
+    when the generator's version changes): a generator.json stamp records what is there."""
     import sample_generator as gen
 
     want = {
         "version": gen.GENERATOR_VERSION,
-        "n_users": gen.FULL_USERS,
-        "n_products": gen.FULL_PRODUCTS,
+        "n_users": n_users,
+        "n_products": n_products,
         "seed": config.RANDOM_SEED,
     }
-    stamp = FULL_DIR / "generator.json"
+    stamp = folder / "generator.json"
     if stamp.is_file() and json.loads(stamp.read_text()) == want:
-        return FULL_DIR
+        return folder
     print(
-        f"generating the full-size sample into {FULL_DIR.relative_to(config.REPO)} "
-        f"({gen.FULL_USERS:,} users x {gen.FULL_PRODUCTS:,} products; a few minutes)",
+        f"generating {n_users:,} users x {n_products:,} products into "
+        f"{folder.relative_to(config.REPO) if folder.is_relative_to(config.REPO) else folder}",
         flush=True,
     )
     t0 = time.perf_counter()
-    gen.generate(FULL_DIR, gen.FULL_USERS, gen.FULL_PRODUCTS, seed=config.RANDOM_SEED)
+    gen.generate(folder, n_users, n_products, seed=config.RANDOM_SEED, progress=False)
     print(f"generated in {time.perf_counter() - t0:.0f}s", flush=True)
-    return FULL_DIR
+    return folder
+
+
+def ensure_full_sample() -> Path:
+    """The Kaggle-size generated data in data/full/ (~206k users; minutes, once)."""
+    import sample_generator as gen
+
+    return generated_data(FULL_DIR, gen.FULL_USERS, gen.FULL_PRODUCTS)
 
 
 def load_phase(spec: dict):
@@ -255,33 +299,20 @@ def cmd_two_tower(args) -> dict:
     out = cache_dir / "two_tower.json"
     cmd = [sys.executable, "two_tower.py", "--quiet", "--out", str(out), *args.script_args]
     print(f"two_tower benchmark: {' '.join(cmd[1:])} (fresh cache)", flush=True)
-    env = {**os.environ, "INSTACART_CACHE_DIR": str(cache_dir)}
+    env = {**os.environ, config.CACHE_ENV: str(cache_dir)}
     try:
-        clock = Clock()
-        p = subprocess.run(cmd, cwd=config.REPO, env=env, check=False)
-        wall = clock.read()["wall_s"]
-        if p.returncode != 0:
-            raise SystemExit(p.returncode)
+        wall, peak = run_timed(cmd, env)
         res = json.loads(out.read_text())
     finally:
         shutil.rmtree(cache_dir, ignore_errors=True)
-    child = resource.getrusage(resource.RUSAGE_CHILDREN)
     t = res["timings"]
-    stages = {
-        "baselines (incl. TIFU-KNN)": t["baselines_s"],
-        "two-tower training": sum(t["train_s"]),
-        "FAISS retrieval": sum(t["retrieve_s"]),
-        "re-ranking": sum(t.get("rank_s", [])),
-    }
-    stages = {"load + split + features + report": t["total_s"] - sum(stages.values()), **stages}
     rows = [
-        {"stage": k, "wall_s": round(v, 2), "share": f"{100 * v / t['total_s']:.0f}%"}
-        for k, v in stages.items()
+        {"stage": k, "wall_s": v, "share": f"{100 * v / t['total_s']:.0f}%"}
+        for k, v in run_stages(t, res["data"]).items()
     ]
     rows.append({"stage": "whole process (incl. imports)", "wall_s": wall, "share": ""})
     print()
     print_table(rows, [("stage", "stage"), ("wall_s", "wall s"), ("share", "share")])
-    peak = child.ru_maxrss / (2**30 if sys.platform == "darwin" else 2**20)
     print(
         f"peak RSS {peak:.2f} GiB; {os.cpu_count()} CPUs; target: default run <= 120 s on 2 cores"
     )
@@ -296,6 +327,106 @@ def cmd_two_tower(args) -> dict:
         "environment": environment(),
         "when": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
+
+
+# ----------------------------------------------------------------------------
+# scale
+SCALE_USERS = "12500,25000,50000,100000"  # the sizes of the growth table (users)
+SCALE_ITEMS = 49688  # Kaggle's catalogue at every size: only the users grow
+SCALE_DIR = config.REPO / "data" / "scale"  # generated data, one folder per size (kept)
+# the pipeline each size runs (two_tower.py's options; more can follow on the command line):
+# every user and item (--full), one seed, LightGBM on the pipeline's best candidate set
+SCALE_RUN = ["--full", "--seeds", "1", "--rankers", "lightgbm", "--candidates", "faiss@50+bought"]
+
+
+def growth(t1: float, t2: float, n1: int, n2: int) -> float | None:
+    """The exponent b of t ~ n^b between two sizes (None where a time is ~0: below the clock's
+    grain). n log n between n and 2n reads ~1.07 at these sizes; 2.0 is quadratic."""
+    if t1 < 0.05 or t2 < 0.05:
+        return None
+    return math.log(t2 / t1) / math.log(n2 / n1)
+
+
+def cmd_scale(args) -> dict:
+    """The pipeline at growing sizes: generated data of each --users count (Kaggle's
+    catalogue), `two_tower.py` with SCALE_RUN (+ the options after `scale`) in a child process
+    with a fresh cache, seconds per stage (run_stages) and the child's peak RSS, then the
+    growth exponent of each stage between consecutive sizes (which stage grows faster than
+    the data)."""
+    sizes = sorted({int(x) for x in args.users.split(",") if x.strip()})
+    if len(sizes) < 2 or sizes[0] < 2:
+        raise config.ConfigError("--users needs two or more sizes of >= 2 users, e.g. 1500,3000")
+    runs = []
+    for n in sizes:
+        data = generated_data(SCALE_DIR / f"{n}_{args.items}", n, args.items)
+        cache_dir = Path(tempfile.mkdtemp(prefix="benchmark-", dir=config.CACHE_DIR.parent))
+        out = cache_dir / "two_tower.json"
+        cmd = [sys.executable, "two_tower.py", "--data-dir", str(data), *SCALE_RUN]
+        cmd += ["--quiet", "--out", str(out), *args.script_args]
+        print(f"scale {n:,} users: {' '.join(cmd[1:])}", flush=True)
+        try:
+            wall, peak = run_timed(cmd, {**os.environ, config.CACHE_ENV: str(cache_dir)})
+            res = json.loads(out.read_text())
+        finally:
+            shutil.rmtree(cache_dir, ignore_errors=True)
+        stages = run_stages(res["timings"], res["data"])
+        runs.append(
+            {
+                "users": n,
+                "rows": res["data"]["rows"],
+                "items": res["data"]["items"],
+                "stages": stages,
+                "wall_s": wall,
+                "peak_rss_gib": round(peak, 2),
+                "recall@20": res["metrics"]["two-tower"]["all"]["recall@20"]["mean"],
+            }
+        )
+        print(f"  {wall:.0f}s, peak RSS {peak:.2f} GiB", flush=True)
+    table = scale_table(runs)
+    print()
+    print_table(table, [("stage", "stage"), *[(k, k) for k in table[0] if k != "stage"]])
+    fast = [
+        r["stage"]
+        for r in table
+        if any(isinstance(v, float) and v > 1.3 for k, v in r.items() if k.startswith("b "))
+    ]
+    print(
+        "growth b: t ~ n^b between consecutive sizes (n log n ~ 1.07, quadratic 2); "
+        + (f"above 1.3 somewhere: {', '.join(fast)}" if fast else "no stage above 1.3")
+    )
+    return {
+        "benchmark": "scale",
+        "run": SCALE_RUN + list(args.script_args),
+        "items": args.items,
+        "runs": runs,
+        "table": table,
+        "faster_than_n_log_n": fast,
+        "environment": environment(),
+        "when": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
+
+
+def scale_table(runs: list[dict]) -> list[dict]:
+    """One row per stage (+ the whole process and its peak RSS): seconds at each size, then
+    the growth exponent between each pair of consecutive sizes."""
+    names = [*runs[0]["stages"], "whole process", "peak RSS GiB"]
+    value = lambda r, s: (
+        r["wall_s"]
+        if s == "whole process"
+        else r["peak_rss_gib"]
+        if s == "peak RSS GiB"
+        else r["stages"][s]
+    )
+    rows = []
+    for s in names:
+        row = {"stage": s, **{f"{r['users']:,}": value(r, s) for r in runs}}
+        for a, b in itertools.pairwise(runs):
+            g = growth(value(a, s), value(b, s), a["users"], b["users"])
+            row[f"b {a['users'] / 1000:g}k-{b['users'] / 1000:g}k"] = (
+                round(g, 2) if g is not None else "-"
+            )
+        rows.append(row)
+    return rows
 
 
 # ----------------------------------------------------------------------------
@@ -452,7 +583,7 @@ def cmd_llm(args) -> dict:
 
 # ----------------------------------------------------------------------------
 # main
-COMMANDS = {"load": cmd_load, "two_tower": cmd_two_tower, "llm": cmd_llm}
+COMMANDS = {"load": cmd_load, "two_tower": cmd_two_tower, "llm": cmd_llm, "scale": cmd_scale}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -510,6 +641,32 @@ def build_parser() -> argparse.ArgumentParser:
         default=str(config.RESULTS_DIR / "benchmark_two_tower.json"),
         help="where to write the results (default: results/benchmark_two_tower.json)",
     )
+    sc = sub.add_parser(
+        "scale",
+        help="the pipeline at growing user counts: seconds per stage, peak RSS, growth",
+        description=cmd_scale.__doc__,
+    )
+    sc.add_argument(
+        "--users",
+        default=SCALE_USERS,
+        help=f"comma-separated user counts, generated once each (default {SCALE_USERS})",
+    )
+    sc.add_argument(
+        "--items",
+        type=int,
+        default=SCALE_ITEMS,
+        help=f"products in every generated catalogue (default {SCALE_ITEMS:,}, Kaggle's)",
+    )
+    sc.add_argument(
+        "script_args",
+        nargs=argparse.REMAINDER,
+        help="more two_tower.py options (e.g. --epochs 1 --no-tifu)",
+    )
+    sc.add_argument(
+        "--json",
+        default=str(config.RESULTS_DIR / "benchmark_scale.json"),
+        help="where to write the results (default: results/benchmark_scale.json)",
+    )
     m = sub.add_parser(
         "llm",
         help="local model tokens/s at 1, 2, 4, 8 concurrent requests",
@@ -546,9 +703,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     # starts with '--' (`two_tower --data-dir DIR` failed), so unknown options are kept here
     args, extra = parser.parse_known_args(argv)
     config.apply_log_level(args)
-    if extra and args.command != "two_tower":
+    if extra and args.command not in ("two_tower", "scale"):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    if args.command == "two_tower":
+    if args.command in ("two_tower", "scale"):
         args.script_args = [*extra, *args.script_args]
     return args
 

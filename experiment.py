@@ -353,15 +353,17 @@ class Experiment:
                 "at least 2 (TIFU-KNN's neighbours, the re-rankers' folds over users)"
             )
         # the split raises a DataError when it leaves no evaluation user
+        t0 = time.perf_counter()
         self.split = split_interactions(self.ds.interactions, args.split)
         self.feats = build_features(self.ds, self.split.train)
+        t_split = round(time.perf_counter() - t0, 2)
         self.users = self.split.eval_users()
         self.seeds = [RANDOM_SEED + i for i in range(getattr(args, "seeds", 1))]
         self.runs: dict[str, list] = {}  # arm -> evaluate() result per seed
         self.lists: dict[str, tuple] = {}  # arm -> (users, ranked, split) of the first seed
         self.cand_recall: dict[str, float] = {}
         self.labels: dict[str, str] = {}  # arm -> who produced it (an LLM's name)
-        self.timings: dict[str, float] = {}
+        self.timings: dict[str, float] = {"split_features_s": t_split}
         self.verdict_line = None
         self.llm: LLMUse | None = None  # set by start_llm
         # two_tower.py's best pipeline row on this data and split, when it has been run
