@@ -6,6 +6,7 @@ faiss is imported lazily: the data layer and metrics work without it.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -25,6 +26,9 @@ from instacart import Dataset
 from metrics import K_MAX
 from options import TowerConfig  # torch-free, so the options (and --help) need no torch
 from splits import Split
+
+# steps between progress-bar loss updates: each update syncs with the device (.item())
+POSTFIX_EVERY = 25
 
 
 def mlp(n_in: int, hidden: int, n_out: int) -> nn.Module:
@@ -148,6 +152,11 @@ class TwoTower:
         sums = np.add.reduceat(w, feats.bought_indptr[:-1][lens > 0]) if len(w) else w
         w = w / np.repeat(sums, lens[lens > 0])
         self.bought_w = w.astype(np.float32)
+        # the users' purchase lists where the model lives: a step gathers from them on the
+        # device (no host-side index work, no per-step copies)
+        self.bought_ptr = t(feats.bought_indptr, torch.long)
+        self.bought_items = t(feats.bought_items, torch.long)
+        self.bought_weights = t(self.bought_w)
         self.training_log = {"epochs": []}
         self.loaded_from = None
 
@@ -164,13 +173,14 @@ class TwoTower:
             n_items,
         )
 
-    def _bought_rows(self, users: np.ndarray) -> np.ndarray:
-        """Positions in feats.bought_items of the training items of `users`, user by user."""
-        ptr = self.feats.bought_indptr
-        lens = ptr[users + 1] - ptr[users]
-        # each position = its user's start + its place in the run (vectorised: every step
-        # calls this for ~600 users)
-        return np.repeat(ptr[users] - np.cumsum(lens) + lens, lens) + np.arange(lens.sum())
+    def _bought_rows(self, users: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(positions in the purchase lists of the training items of `users`, user by user;
+        each user's count of them), on the device."""
+        start, lens = self.bought_ptr[users], self.bought_ptr[users + 1] - self.bought_ptr[users]
+        # each position = its user's start + its place in the run (vectorised; one sync for
+        # the total length)
+        first = torch.repeat_interleave(start - torch.cumsum(lens, 0) + lens, lens)
+        return first + torch.arange(len(first), device=first.device), lens
 
     def _items(self, items):
         """Item tower vectors of the item indices in the tensor `items`."""
@@ -178,16 +188,16 @@ class TwoTower:
             self.item_x[items], items, self.item_aisle[items], self.item_dept[items]
         )
 
-    def _users(self, users: np.ndarray, item_vecs=None, item_pos=None, context=None):
-        """User tower vectors. With purchases='centroid', `item_vecs[item_pos[i]]` must hold the
-        item tower's vector of every item i in these users' histories (computed if None)."""
+    def _users(self, users, item_vecs=None, item_pos=None, context=None):
+        """User tower vectors of `users` (a tensor on the device, or an array). With
+        purchases='centroid', `item_vecs[item_pos[i]]` must hold the item tower's vector of
+        every item i in these users' histories (computed if None)."""
         d = self.device
-        ptr = self.feats.bought_indptr
-        lens = ptr[users + 1] - ptr[users]
-        idx = self._bought_rows(users)
-        bag_items = torch.as_tensor(self.feats.bought_items[idx], device=d)
-        offsets = torch.as_tensor(np.concatenate([[0], np.cumsum(lens)[:-1]]), device=d)
-        weights = torch.as_tensor(self.bought_w[idx], device=d)
+        ut = torch.as_tensor(users, dtype=torch.long, device=d)
+        idx, lens = self._bought_rows(ut)
+        bag_items = self.bought_items[idx]
+        offsets = torch.cumsum(lens, 0) - lens
+        weights = self.bought_weights[idx]
         centroid = None
         if self.cfg.purchases == "centroid":
             if item_vecs is None:
@@ -200,8 +210,7 @@ class TwoTower:
             centroid = F.embedding_bag(
                 item_pos[bag_items], item_vecs, offsets, mode="sum", per_sample_weights=weights
             )
-        ut = torch.as_tensor(users, device=d)
-        ctx = None if context is None else torch.as_tensor(np.asarray(context, np.int64), device=d)
+        ctx = None if context is None else torch.as_tensor(context, dtype=torch.long, device=d)
         return self.user_tower(self.user_x[ut], ut, bag_items, offsets, weights, centroid, ctx)
 
     def embed_users(self, users: np.ndarray, batch: int = 4096, context=None) -> np.ndarray:
@@ -224,32 +233,36 @@ class TwoTower:
         with torch.no_grad():
             return self._items(torch.arange(len(self.item_x), device=self.device)).cpu().numpy()
 
-    def _loss(self, users: np.ndarray, items: np.ndarray, log_q, context=None):
-        """Symmetric in-batch InfoNCE. A batch's repeated items (or users) are not
-        negatives of each other: those logits are masked out, except the diagonal."""
+    def _loss(self, users, items, log_q, context=None):
+        """Symmetric in-batch InfoNCE of the rows (users[i], items[i]): tensors on the
+        device (a training step), or arrays. A batch's repeated items (or users) are not
+        negatives of each other: those logits are masked out, except the diagonal. Every
+        step of it runs on the device: no host-side index work, no copies back."""
         d = self.device
-        ut, it = torch.as_tensor(users, device=d), torch.as_tensor(items, device=d)
+        as_t = lambda a: torch.as_tensor(a, dtype=torch.long, device=d)  # no copy for a tensor
+        ut, it = as_t(users), as_t(items)
+        context = None if context is None else as_t(context)
         # a user appears in a batch once per bought row: run the user tower once per
         # distinct user (and context) and gather, which gives the same vectors for ~half the cost
-        key = users if context is None else users * (self.cfg.n_contexts + 1) + context
-        _, first, inverse = np.unique(key, return_index=True, return_inverse=True)
-        ctx = None if context is None else np.asarray(context)[first]
-        need = items
+        width = self.cfg.n_contexts + 1
+        key = ut if context is None else ut * width + context
+        key, inverse = torch.unique(key, return_inverse=True)  # sorted, as np.unique
+        first_users = key if context is None else key // width
+        ctx = None if context is None else key % width
+        need = it
         if self.cfg.purchases == "centroid":
             # exact: one item-tower pass over the positives and the users' bought items,
             # so both towers see the same item vectors
-            need = np.concatenate([items, self.feats.bought_items[self._bought_rows(users[first])]])
-        seen = np.zeros(len(self.item_x), dtype=bool)
-        seen[need] = True
-        uniq = torch.as_tensor(np.flatnonzero(seen), device=d)
+            need = torch.cat([it, self.bought_items[self._bought_rows(first_users)[0]]])
+        uniq = torch.unique(need)
         vecs = self._items(uniq)
         pos = torch.zeros(len(self.item_x), dtype=torch.long, device=d)
         pos[uniq] = torch.arange(len(uniq), device=d)
         if self.cfg.purchases == "centroid":
-            ue = self._users(users[first], vecs, pos, ctx)
+            ue = self._users(first_users, vecs, pos, ctx)
         else:
-            ue = self._users(users[first], context=ctx)
-        ue = ue[torch.as_tensor(inverse.reshape(-1), device=d)] / self.cfg.temperature
+            ue = self._users(first_users, context=ctx)
+        ue = ue[inverse] / self.cfg.temperature
         ie = vecs[pos[it]]
         # the batch x batch part is a large share of a step on CPU: each direction gets its
         # own contiguous product (cross-entropy over a transposed view copied it), the masks
@@ -286,7 +299,12 @@ class TwoTower:
                 "a request context needs n_contexts > 0, train_on='rows' and one "
                 "value per training row"
             )
-        ctx = (lambda b: None) if context is None else (lambda b: np.asarray(context)[b])
+        # every training row on the device once; a step only slices them
+        d = self.device
+        users_t, items_t = torch.as_tensor(users, device=d), torch.as_tensor(items, device=d)
+        if context is not None:
+            ctx_t = torch.as_tensor(np.asarray(context, np.int64), device=d)
+        ctx = (lambda b: None) if context is None else (lambda b: ctx_t[b])
         perm = rng.permutation(len(users))
         n_val = int(len(users) * cfg.val_frac)
         val, fit_idx = perm[:n_val], perm[n_val:]
@@ -302,22 +320,27 @@ class TwoTower:
         for epoch in range(cfg.epochs):
             self.user_tower.train()
             self.item_tower.train()
-            order = fit_idx[rng.permutation(len(fit_idx))]
+            # the batch order: numpy's seeded permutation (the same batches as ever), sent to
+            # the device once per epoch
+            order = torch.as_tensor(fit_idx[rng.permutation(len(fit_idx))], device=d)
             starts = range(0, max(len(order) - bs + 1, 1), bs)  # drops the last partial batch
-            total, n = 0.0, 0
+            total, n = torch.zeros((), dtype=torch.float64, device=d), 0
             bar = config.progress(
                 starts, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not progress, leave=False
             )
             for s in bar:
                 b = order[s : s + bs]
-                loss = self._loss(users[b], items[b], log_q, ctx(b))
+                loss = self._loss(users_t[b], items_t[b], log_q, ctx(b))
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
                 scheduler.step()
-                total, n = total + loss.item(), n + 1
-                bar.set_postfix(loss=f"{total / n:.3f}", refresh=False)
-            val_loss = self.validation_loss(users[val], items[val], log_q, ctx(val))
+                total, n = total + loss.detach(), n + 1  # no per-step sync with the host
+                if progress and n % POSTFIX_EVERY == 0:
+                    bar.set_postfix(loss=f"{total.item() / n:.3f}", refresh=False)
+            total = total.item()
+            val_t = torch.as_tensor(val, device=d)
+            val_loss = self.validation_loss(users_t[val_t], items_t[val_t], log_q, ctx(val_t))
             self.training_log["epochs"].append(
                 {
                     "epoch": epoch + 1,
@@ -338,6 +361,8 @@ class TwoTower:
         return {}
 
     def validation_loss(self, users, items, log_q, context=None) -> float:
+        """Mean in-batch loss over batches of the rows (users[i], items[i]) (tensors on the
+        device; a batch of fewer than 2 rows has no negative and is left out)."""
         if len(users) < 2:
             return float("nan")
         self.user_tower.eval()
@@ -347,9 +372,8 @@ class TwoTower:
             for s in range(0, len(users), bs):
                 if len(users[s : s + bs]) >= 2:
                     ctx = None if context is None else context[s : s + bs]
-                    losses.append(
-                        self._loss(users[s : s + bs], items[s : s + bs], log_q, ctx).item()
-                    )
+                    losses.append(self._loss(users[s : s + bs], items[s : s + bs], log_q, ctx))
+        losses = [x.item() for x in losses]  # one sync, after the batches
         return float(np.mean(losses))
 
     def state(self) -> dict:
@@ -371,19 +395,24 @@ def tower_code_key(model: TwoTower) -> str:
     (and the classes it derives from), both tower classes, mlp and lr_scheduler. Saved
     towers are keyed by it, so editing the loss or a tower retrains instead of silently
     loading towers trained by the old code (comment edits in them retrain too)."""
-    import inspect
-
-    def source(obj) -> str:
-        try:
-            return inspect.getsource(obj)
-        except (OSError, TypeError):  # defined where no file holds it (python -c, a REPL)
-            return f"{obj.__module__}.{obj.__qualname__}"
-
     objs = []
     for cls in (type(model), type(model.user_tower), type(model.item_tower)):
         objs += [c for c in cls.__mro__ if c is not object and not c.__module__.startswith("torch")]
-    src = "".join(source(o) for o in dict.fromkeys([*objs, mlp, lr_scheduler]))
+    src = "".join(code_source(o) for o in dict.fromkeys([*objs, mlp, lr_scheduler]))
     return short_hash(src)
+
+
+@functools.cache
+def code_source(obj) -> str:
+    """The source of a class or function, read once per process: a file edited while a
+    run goes on does not change the key of towers that run trains with the code it loaded
+    (inspect reads the file on disk, not the code in memory)."""
+    import inspect
+
+    try:
+        return inspect.getsource(obj)
+    except (OSError, TypeError):  # defined where no file holds it (python -c, a REPL)
+        return f"{obj.__module__}.{obj.__qualname__}"
 
 
 def model_dir(ds: Dataset, split: Split, model: TwoTower, variant: dict | None = None) -> Path:

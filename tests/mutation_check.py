@@ -375,6 +375,14 @@ MUTATIONS = [
         ("tests/test_validation.py",),
     ),
     M(
+        "step-syncs-with-host",
+        "the training step reads its loss back to the host every step (.item())",
+        "towers.py",
+        "                total, n = total + loss.detach(), n + 1",
+        "                total, n = total + loss.item(), n + 1",
+        ("tests/test_two_tower.py",),
+    ),
+    M(
         "epochs-0-accepted",
         "--epochs 0 trains nothing and reports the untrained tower",
         "options.py",

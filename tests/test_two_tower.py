@@ -27,6 +27,30 @@ def setup(small_sample_dir, tmp_path_factory):
 TINY = {"epochs": 1, "batch_size": 256, "hidden": 32, "dim": 16}
 
 
+def test_a_training_step_never_waits_for_the_host(setup, monkeypatch):
+    """The step keeps its work on the device: the batch is sliced from tensors already
+    there and the loss is summed there, so an epoch syncs (.item()) only for its total and
+    its validation batches, never once per step (progress off)."""
+    import torch
+
+    ds, split, feats = setup
+    model = C.TwoTower(C.TowerConfig(**TINY), feats, ds.n_users, ds.n_items)
+    calls = []
+    item = torch.Tensor.item
+
+    def counted(t):  # .item() called from the tower code (the optimiser's own CPU steps aside)
+        if sys._getframe(1).f_code.co_filename.endswith("towers.py"):
+            calls.append(1)
+        return item(t)
+
+    monkeypatch.setattr(torch.Tensor, "item", counted)
+    model.fit(split.train, progress=False)
+    n_val = int(len(split.train) * model.cfg.val_frac)
+    steps = (len(split.train) - n_val) // TINY["batch_size"]
+    val_batches = -(-n_val // TINY["batch_size"])
+    assert steps > 20 and len(calls) == 1 + val_batches
+
+
 @pytest.mark.parametrize("purchases", ["none", "bag", "centroid"])
 def test_repeated_items_and_users_are_not_negatives(setup, purchases):
     ds, _, feats = setup
