@@ -731,16 +731,27 @@ def noise_clause(plan: dict) -> str:
     )
 
 
-def seeds_clause(plan: dict) -> str:
-    """How many seeds the run used against the count the verdict needs."""
+def seeds_clause(plan: dict, status: str) -> str:
+    """How many seeds the run used against the count the verdict needs at the original's
+    effect: enough or not, and where the interval landed anyway (an effect far from the
+    original's can decide with fewer seeds), that it did."""
     if plan["std"] is None:
         return "1 seed"
     need = plan["needed"] or "more than 2000"
-    can = "can" if plan["enough"] else "cannot"
-    return (
+    head = (
         f"{plan['seeds']} seeds, half-width {plan['half_width']:.4f} (the smallest effect this "
-        f"run can detect): the verdict {can} land either way at the original's "
-        f"{ORIGINAL_EFFECT} ({need} seeds needed at this std)"
+        f"run can detect)"
+    )
+    if plan["enough"] or status == "inconclusive":
+        can = "can" if plan["enough"] else "cannot"
+        return (
+            f"{head}: the verdict {can} land either way at the original's {ORIGINAL_EFFECT} "
+            f"({need} seeds needed at this std)"
+        )
+    return (
+        f"{head}: the interval lands ({status}) though a run of this size cannot land either "
+        f"way at an effect of exactly the original's {ORIGINAL_EFFECT} ({need} seeds needed "
+        "at this std)"
     )
 
 
@@ -755,7 +766,8 @@ def verdict(exp, gains: dict, sgains: dict, plan: dict, llm_info: dict | None) -
     status = experiment.verdict_word(ci, "hurts", MIN_EFFECT)
     s = (
         f"random occasion fractions (redrawn per seed) change R@20 by "
-        f"{fmt_gain(gains, sgains, 'random fractions')}; {seeds_clause(plan)}; {noise_clause(plan)}"
+        f"{fmt_gain(gains, sgains, 'random fractions')}; {seeds_clause(plan, status)}; "
+        f"{noise_clause(plan)}"
     )
     truth_arms = [a for a in ("true fractions", "context true") if a in gains]
     if truth_arms:
