@@ -586,6 +586,15 @@ def cmd_llm(args) -> dict:
 COMMANDS = {"load": cmd_load, "two_tower": cmd_two_tower, "llm": cmd_llm, "scale": cmd_scale}
 
 
+def add_json_arg(parser: argparse.ArgumentParser, name: str) -> None:
+    """--json: where a benchmark writes its results (default results/benchmark_<name>.json)."""
+    parser.add_argument(
+        "--json",
+        default=str(config.RESULTS_DIR / f"benchmark_{name}.json"),
+        help=f"where to write the results (default: results/benchmark_{name}.json)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0],
@@ -621,11 +630,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="uncached,cached",
         help=f"comma-separated, from {', '.join(LOAD_PHASES)} (default: uncached,cached)",
     )
-    p.add_argument(
-        "--json",
-        default=str(config.RESULTS_DIR / "benchmark_load.json"),
-        help="where to write the results (default: results/benchmark_load.json)",
-    )
+    add_json_arg(p, "load")
     t = sub.add_parser(
         "two_tower",
         help="time the default two_tower.py run, by stage",
@@ -636,11 +641,7 @@ def build_parser() -> argparse.ArgumentParser:
         nargs=argparse.REMAINDER,
         help="arguments passed on to two_tower.py (default: none, the default run)",
     )
-    t.add_argument(
-        "--json",
-        default=str(config.RESULTS_DIR / "benchmark_two_tower.json"),
-        help="where to write the results (default: results/benchmark_two_tower.json)",
-    )
+    add_json_arg(t, "two_tower")
     sc = sub.add_parser(
         "scale",
         help="the pipeline at growing user counts: seconds per stage, peak RSS, growth",
@@ -662,11 +663,7 @@ def build_parser() -> argparse.ArgumentParser:
         nargs=argparse.REMAINDER,
         help="more two_tower.py options (e.g. --epochs 1 --no-tifu)",
     )
-    sc.add_argument(
-        "--json",
-        default=str(config.RESULTS_DIR / "benchmark_scale.json"),
-        help="where to write the results (default: results/benchmark_scale.json)",
-    )
+    add_json_arg(sc, "scale")
     m = sub.add_parser(
         "llm",
         help="local model tokens/s at 1, 2, 4, 8 concurrent requests",
@@ -689,11 +686,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="CPU threads (default $LLM_THREADS, else the cores not already busy)",
     )
-    m.add_argument(
-        "--json",
-        default=str(config.RESULTS_DIR / "benchmark_llm.json"),
-        help="where to write the results (default: results/benchmark_llm.json)",
-    )
+    add_json_arg(m, "llm")
     return ap
 
 
