@@ -9,6 +9,8 @@ Every problem with a file becomes a one-line config.DataError naming the file.
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 import os
 import time
@@ -338,7 +340,20 @@ class Dataset:
     sampling: dict
     occasions: pd.DataFrame | None = None
     load_seconds: float = 0.0
-    key: str = ""  # identifies source files + sampling; keys saved models
+    key: str = ""  # identifies source files (name, size, mtime) + sampling: the load cache
+
+    @functools.cached_property
+    def content_key(self) -> str:
+        """A digest of what a model trained on this data sees: every interaction column and
+        the items' ids, names, aisles and departments, in order. Saved towers are keyed by it
+        rather than by `key`, so a copy or a touch of the same CSVs (new mtimes) does not
+        retrain them, and any changed row does."""
+        h = hashlib.sha256()
+        for frame in (self.interactions, self.items):
+            h.update(",".join(map(str, frame.columns)).encode())
+            h.update(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes())
+        h.update(np.asarray(self.user_ids, np.int64).tobytes())
+        return h.hexdigest()[:16]
 
     @property
     def n_users(self) -> int:

@@ -416,11 +416,12 @@ def code_source(obj) -> str:
 
 
 def model_dir(ds: Dataset, split: Split, model: TwoTower, variant: dict | None = None) -> Path:
-    """Where a trained two-tower is saved: keyed by data, split, every hyper-parameter, the
-    tower code (tower_code_key) and `variant` (what an experiment changed: tower class,
-    extra inputs, training rows)."""
+    """Where a trained two-tower is saved: keyed by the data's content (Dataset.content_key),
+    split, every hyper-parameter, the tower code (tower_code_key) and `variant` (what an
+    experiment changed: tower class, extra inputs, training rows)."""
     blob = json.dumps(
-        [ds.key, split.mode, split.seed, model.cfg.key(), tower_code_key(model), variant or {}],
+        [ds.content_key, split.mode, split.seed]
+        + [model.cfg.key(), tower_code_key(model), variant or {}],
         sort_keys=True,
     )
     return config.CACHE_DIR / "two_tower" / short_hash(blob)

@@ -241,6 +241,14 @@ MUTATIONS = [
         ("tests/test_two_tower.py",),
     ),
     M(
+        "towers-keyed-by-file-times",
+        "saved towers keyed by the data files' mtimes: a new session's copy retrains them all",
+        "towers.py",
+        "        [ds.content_key, split.mode, split.seed]\n",
+        "        [ds.key, split.mode, split.seed]\n",
+        ("tests/test_caches.py",),
+    ),
+    M(
         "pipeline-reference-any-data",
         "two_tower.py's reference row taken from a run on other data",
         "runs.py",

@@ -221,3 +221,33 @@ def test_a_damaged_cache_file_is_rebuilt_not_misread(tmp_path, fake_model):
         f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])  # torn
     got = T.embed_texts(texts, progress=False, cache_dir=tmp_path / "emb")
     np.testing.assert_array_equal(got, fake_model().encode(texts))
+
+
+def test_saved_towers_follow_the_data_content_not_the_file_times(small_sample_dir, tmp_path):
+    """A copy of the same CSVs with new mtimes keeps the towers' data key (a new session's
+    data folder must not retrain every tower); one changed row changes it."""
+    import shutil
+
+    import common as C
+
+    copy = tmp_path / "copy"
+    shutil.copytree(small_sample_dir, copy, copy_function=shutil.copy)  # new mtimes
+    for f in copy.iterdir():
+        os.utime(f, (1_000_000_000, 1_000_000_000))
+    load = lambda d: C.load_dataset(d, n_users=200, n_items=800, use_cache=False, verbose=False)
+    a, b = load(small_sample_dir), load(copy)
+    assert a.key != b.key and a.content_key == b.content_key
+    import towers
+
+    split_a, split_b = (C.split_interactions(d.interactions) for d in (a, b))
+    model = C.TwoTower(C.TowerConfig(hidden=8, dim=4), C.build_features(a, split_a.train), 200, 800)
+    assert towers.model_dir(a, split_a, model) == towers.model_dir(b, split_b, model)
+    prior = copy / "order_products__prior.csv"
+    lines = prior.read_text().splitlines()
+    order = str(a.interactions["order_id"].iloc[0])  # a row the sample keeps
+    j = next(i for i, line in enumerate(lines) if line.split(",")[0] == order)
+    cols = lines[j].split(",")
+    cols[3] = "0" if cols[3] == "1" else "1"  # its `reordered` flag
+    lines[j] = ",".join(cols)
+    prior.write_text("\n".join(lines) + "\n")
+    assert load(copy).content_key != a.content_key
