@@ -13,9 +13,9 @@ Protocol, top to bottom:
                           the original study's arm; it can only lose information)
        LLM history        the LLM reads the purchase history itself: most bought products
                           with counts and the last orders (prompt user_history_profile)
-     and two controls: the history profile of another sampled user (placebo: the same
-     texts, the wrong user), and the name of the user's most bought department alone (the
-     ceiling of category precision).
+     and three controls: the history profile and the narration of another sampled user
+     (placebos of the two LLM arms: the same texts, the wrong user), and the name of the
+     user's most bought department alone (the ceiling of category precision).
   3. each profile is embedded (MiniLM, text.embed_texts) and matched by FAISS against every
      item's template text "name. aisle. department."; and, when the LLM cache holds item
      descriptions (llm_item_enrichment.py wrote them), against those, on the described
@@ -60,6 +60,8 @@ TEMPLATE = "template profile"
 NARRATION = "LLM narration"
 HISTORY = "LLM history profile"
 PLACEBO = "placebo: another's history"  # another sampled user's LLM history profile
+NARRATION_PLACEBO = "placebo: another's narration"  # another sampled user's LLM narration
+LLM_PROFILES = (NARRATION, HISTORY, PLACEBO, NARRATION_PLACEBO)  # texts an LLM wrote
 CEILING = "top department name alone"
 PROMPTS = {NARRATION: "user_narration", HISTORY: "user_history_profile"}
 CANDIDATES = (TEMPLATE, NARRATION, HISTORY)  # the text profiles the verdict asks about
@@ -162,8 +164,10 @@ def main(argv=None):
         ).items():
             done = llm_profiles(client, template, fields, users)
             profiles[name], info[name] = (done["users"], done["texts"]), done["info"]
-        if len(profiles[HISTORY][0]) > 1:
-            profiles[PLACEBO] = another_users_profiles(*profiles[HISTORY])
+        # each LLM arm's placebo: the same texts, each given to another sampled user
+        for arm, placebo in ((HISTORY, PLACEBO), (NARRATION, NARRATION_PLACEBO)):
+            if len(profiles[arm][0]) > 1:
+                profiles[placebo] = another_users_profiles(*profiles[arm])
     prof_emb = {p: T.embed_texts(t, progress=progress) for p, (_, t) in profiles.items()}
 
     # --- 3. item texts: template, and cached LLM descriptions when there are any -----------
@@ -178,7 +182,7 @@ def main(argv=None):
     for p, pe in prof_emb.items():
         for name, (ie, items, sp) in item_emb.items():
             # an arm with any LLM text says which model wrote it
-            llm_text = p in (NARRATION, HISTORY, PLACEBO) or name != "template items"
+            llm_text = p in LLM_PROFILES or name != "template items"
             label = client.label if client and llm_text else None
             exp.add(f"{p} x {name}", C.search(pe, ie, items), profiles[p][0], sp, label=label)
 
@@ -443,9 +447,13 @@ def state_verdict(exp, gains: dict, cat: dict, base: np.ndarray, label: str | No
     tf = gains.get("top-frequency", {})
     if best in tf:
         clauses.append(f"vs top-frequency ({r10('top-frequency'):.3f}): {fmt(tf[best])}")
-    if PLACEBO + ITEMS in exp.lists and HISTORY_ARM in exp.lists:
-        pg = exp.gain(HISTORY_ARM, PLACEBO + ITEMS)
-        clauses.append(f"history vs another user's history (placebo) {fmt(pg)}")
+    for arm, placebo, what in (
+        (HISTORY_ARM, PLACEBO, "history"),
+        (NARRATION_ARM, NARRATION_PLACEBO, "narration"),
+    ):
+        if placebo + ITEMS in exp.lists and arm in exp.lists:
+            pg = exp.gain(arm, placebo + ITEMS)
+            clauses.append(f"{what} vs another user's {what} (placebo) {fmt(pg)}")
     clauses.append(original)
     exp.verdict(word, "; ".join(clauses), n_users=n_users)
     gains[TOWER][best]["margin"] = MARGIN

@@ -171,14 +171,16 @@ def test_script_with_fake_llm_then_rerun_makes_no_call(
         N.NARRATION_ARM,
         N.HISTORY_ARM,
         N.PLACEBO + N.ITEMS,
+        N.NARRATION_PLACEBO + N.ITEMS,
         N.CEILING + N.ITEMS,
         "LLM narration x descriptions",
         N.TOWER,
         "popularity",
         "top-frequency",
     } <= set(arms)
-    for a in (N.NARRATION_ARM, N.HISTORY_ARM, N.PLACEBO + N.ITEMS):
+    for a in (N.NARRATION_ARM, N.HISTORY_ARM, N.PLACEBO + N.ITEMS, N.NARRATION_PLACEBO + N.ITEMS):
         assert res["produced_by"][a] == llm.DEFAULT_MODEL
+    assert "narration vs another user's narration (placebo)" in res["verdict"]
     assert arms[N.TEMPLATE_ARM]["all"]["n_users"] == 60
     assert "80 items with a cached" in printed
     # the question's metric decides: each text profile against the tower and top-frequency
