@@ -339,10 +339,14 @@ SCALE_DIR = config.REPO / "data" / "scale"  # generated data, one folder per siz
 SCALE_RUN = ["--full", "--seeds", "1", "--rankers", "lightgbm", "--candidates", "faiss@50+bought"]
 
 
+MIN_GROWTH_S = 1.0  # stages shorter than this at either size get no exponent: jitter rules
+
+
 def growth(t1: float, t2: float, n1: int, n2: int) -> float | None:
-    """The exponent b of t ~ n^b between two sizes (None where a time is ~0: below the clock's
-    grain). n log n between n and 2n reads ~1.07 at these sizes; 2.0 is quadratic."""
-    if t1 < 0.05 or t2 < 0.05:
+    """The exponent b of t ~ n^b between two sizes (None where either time is under
+    MIN_GROWTH_S: a sub-second stage's ratio is mostly jitter). n log n between n and 2n
+    reads ~1.07 at these sizes; 2.0 is quadratic."""
+    if t1 < MIN_GROWTH_S or t2 < MIN_GROWTH_S:
         return None
     return math.log(t2 / t1) / math.log(n2 / n1)
 
@@ -391,7 +395,8 @@ def cmd_scale(args) -> dict:
         if any(isinstance(v, float) and v > 1.3 for k, v in r.items() if k.startswith("b "))
     ]
     print(
-        "growth b: t ~ n^b between consecutive sizes (n log n ~ 1.07, quadratic 2); "
+        f"growth b: t ~ n^b between consecutive sizes (n log n ~ 1.07, quadratic 2; '-': under "
+        f"{MIN_GROWTH_S:g} s); "
         + (f"above 1.3 somewhere: {', '.join(fast)}" if fast else "no stage above 1.3")
     )
     return {
