@@ -83,6 +83,13 @@ def run_child(func: str, spec: dict) -> dict:
     return json.loads(p.stdout.strip().splitlines()[-1])
 
 
+def fresh_cache_dir() -> Path:
+    """A new, empty cache folder beside the project's cache (the same disk) for one timed
+    run, so nothing it measures is read from an earlier run's cache."""
+    config.CACHE_DIR.parent.mkdir(parents=True, exist_ok=True)  # a fresh clone has no data/
+    return Path(tempfile.mkdtemp(prefix="benchmark-", dir=config.CACHE_DIR.parent))
+
+
 def run_timed(cmd: list[str], env: dict) -> tuple[float, float]:
     """Run `cmd` in the repository with `env`; (wall seconds, the child's own peak RSS in
     GiB, from os.wait4: not the largest of every child so far, as RUSAGE_CHILDREN would
@@ -233,7 +240,7 @@ def cmd_load(args) -> dict:
     data_dir, source = resolve_data_dir(ensure_full_sample() if args.kaggle_size else args.data_dir)
     print(f"load benchmark: {source}; full=True; phases {', '.join(phases)}", flush=True)
     # A private cache dir, empty at the start: the first phase cannot hit an old entry.
-    cache_dir = Path(tempfile.mkdtemp(prefix="benchmark-", dir=config.CACHE_DIR.parent))
+    cache_dir = fresh_cache_dir()
     rows = []
     try:
         for name in ["uncached", *[p for p in phases if p != "uncached"]]:  # uncached fills it
@@ -295,7 +302,7 @@ def cmd_two_tower(args) -> dict:
     """Time the default `uv run two_tower.py` run end to end in a child process, with a
     fresh cache (data loaded from CSV, towers trained, nothing reused), and break the
     wall time down by stage from the run's own results JSON."""
-    cache_dir = Path(tempfile.mkdtemp(prefix="benchmark-", dir=config.CACHE_DIR.parent))
+    cache_dir = fresh_cache_dir()
     out = cache_dir / "two_tower.json"
     cmd = [sys.executable, "two_tower.py", "--quiet", "--out", str(out), *args.script_args]
     print(f"two_tower benchmark: {' '.join(cmd[1:])} (fresh cache)", flush=True)
@@ -363,7 +370,7 @@ def cmd_scale(args) -> dict:
     runs = []
     for n in sizes:
         data = generated_data(SCALE_DIR / f"{n}_{args.items}", n, args.items)
-        cache_dir = Path(tempfile.mkdtemp(prefix="benchmark-", dir=config.CACHE_DIR.parent))
+        cache_dir = fresh_cache_dir()
         out = cache_dir / "two_tower.json"
         cmd = [sys.executable, "two_tower.py", "--data-dir", str(data), *SCALE_RUN]
         cmd += ["--quiet", "--out", str(out), *args.script_args]

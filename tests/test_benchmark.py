@@ -28,6 +28,7 @@ def test_scale_runs_the_pipeline_at_each_size_and_tabulates_growth(tmp_path, mon
     """Two tiny sizes end to end: data generated once per size (kept), two_tower.py run in a
     child with a fresh cache, every stage timed, the child's own peak RSS, a growth column."""
     monkeypatch.setattr(B, "SCALE_DIR", tmp_path / "scale")
+    monkeypatch.setattr(B.config, "CACHE_DIR", tmp_path / "no-data-yet" / "cache")  # fresh clone
     out = tmp_path / "scale.json"
     argv = ["scale", "--users", "160,80", "--items", "300", "--json", str(out)]
     B.main([*argv, "--epochs", "1", "--no-tifu", "--hidden", "32"])
