@@ -1,7 +1,8 @@
 """The command-line vocabulary every script shares, and the configs its options fill.
 
 Torch-free on purpose: a script builds its parser from here before its heavy imports, so
-`--help` (and a mistyped option) answers in about a second instead of waiting for torch.
+`--help` answers in about a second instead of waiting for torch (`pick_device`, which needs
+torch, imports it when it runs, after the help).
 - `script_parser(doc)`: data, experiment and two-tower options (+ --llm); a script adds its
   own group and calls `parse_args_with_quick`, which applies `--quick` (explicit options
   win) and `check_options` (ranges, one-line ConfigError, before any data loads).
