@@ -103,6 +103,21 @@ def run_timed(cmd: list[str], env: dict) -> tuple[float, float]:
     return clock.read()["wall_s"], usage.ru_maxrss / (2**30 if sys.platform == "darwin" else 2**20)
 
 
+def timed_two_tower(label: str, options: list[str], extra: list[str]):
+    """`two_tower.py` with `options`, then --quiet --out, then `extra` (the user's, last so
+    they win), in a child with a fresh cache (nothing reused): (its results JSON, the
+    command, wall seconds, the child's peak RSS in GiB)."""
+    cache_dir = fresh_cache_dir()
+    out = cache_dir / "two_tower.json"
+    cmd = [sys.executable, "two_tower.py", *options, "--quiet", "--out", str(out), *extra]
+    print(f"{label}: {' '.join(cmd[1:])} (fresh cache)", flush=True)
+    try:
+        wall, peak = run_timed(cmd, {**os.environ, config.CACHE_ENV: str(cache_dir)})
+        return json.loads(out.read_text()), cmd, wall, peak
+    finally:
+        shutil.rmtree(cache_dir, ignore_errors=True)
+
+
 def run_stages(t: dict, data: dict) -> dict:
     """Seconds per stage of a two_tower.py run, from its results JSON's timings: load (the
     data's own load_seconds), split + features, the baselines (TIFU-KNN included) with their
@@ -302,16 +317,7 @@ def cmd_two_tower(args) -> dict:
     """Time the default `uv run two_tower.py` run end to end in a child process, with a
     fresh cache (data loaded from CSV, towers trained, nothing reused), and break the
     wall time down by stage from the run's own results JSON."""
-    cache_dir = fresh_cache_dir()
-    out = cache_dir / "two_tower.json"
-    cmd = [sys.executable, "two_tower.py", "--quiet", "--out", str(out), *args.script_args]
-    print(f"two_tower benchmark: {' '.join(cmd[1:])} (fresh cache)", flush=True)
-    env = {**os.environ, config.CACHE_ENV: str(cache_dir)}
-    try:
-        wall, peak = run_timed(cmd, env)
-        res = json.loads(out.read_text())
-    finally:
-        shutil.rmtree(cache_dir, ignore_errors=True)
+    res, cmd, wall, peak = timed_two_tower("two_tower benchmark", [], args.script_args)
     t = res["timings"]
     rows = [
         {"stage": k, "wall_s": v, "share": f"{100 * v / t['total_s']:.0f}%"}
@@ -370,16 +376,9 @@ def cmd_scale(args) -> dict:
     runs = []
     for n in sizes:
         data = generated_data(SCALE_DIR / f"{n}_{args.items}", n, args.items)
-        cache_dir = fresh_cache_dir()
-        out = cache_dir / "two_tower.json"
-        cmd = [sys.executable, "two_tower.py", "--data-dir", str(data), *SCALE_RUN]
-        cmd += ["--quiet", "--out", str(out), *args.script_args]
-        print(f"scale {n:,} users: {' '.join(cmd[1:])}", flush=True)
-        try:
-            wall, peak = run_timed(cmd, {**os.environ, config.CACHE_ENV: str(cache_dir)})
-            res = json.loads(out.read_text())
-        finally:
-            shutil.rmtree(cache_dir, ignore_errors=True)
+        res, _, wall, peak = timed_two_tower(
+            f"scale {n:,} users", ["--data-dir", str(data), *SCALE_RUN], args.script_args
+        )
         stages = run_stages(res["timings"], res["data"])
         runs.append(
             {
