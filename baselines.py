@@ -69,13 +69,16 @@ class TifuConfig:
     oldest group takes the remainder); inside a group basket j of m weighs
     within_decay^(m-1-j) and the group vector is the weighted sum / m; the user vector is
     sum_g group_decay^(G-1-g) * group_g / G. Prediction = alpha * own vector +
-    (1 - alpha) * mean of the `neighbours` nearest users' vectors (euclidean)."""
+    (1 - alpha) * mean of the `neighbours` nearest users' vectors (euclidean).
+    `pool` > 0 searches the neighbours among a seeded sample of that many users instead of
+    all of them (the exact search costs users^2: hours at Kaggle's 206k users)."""
 
     neighbours: int = 900
     within_decay: float = 0.9
     group_decay: float = 0.7
     group_size: int = 3
     alpha: float = 0.9
+    pool: int = 0  # 0: every user is a candidate neighbour (the paper's exact search)
 
 
 TIFU_GRID = {"alpha": (0.5, 0.7, 0.9), "neighbours": (100, 300, 900)}  # tuned on training rows
@@ -113,19 +116,40 @@ def tifu_user_vectors(train: pd.DataFrame, n_users: int, n_items: int, cfg: Tifu
     )
 
 
-def _tifu_neighbours(vecs, users: np.ndarray, k: int, block: int = 1024) -> np.ndarray:
-    """Indices of the k nearest users (euclidean, self excluded) of each of `users`."""
+def neighbour_pool(n_users: int, pool: int, seed: int = RANDOM_SEED) -> np.ndarray:
+    """The users TIFU-KNN searches for neighbours, sorted: all of them (pool 0, or a pool
+    at least as large), else a seeded sample of `pool` users."""
+    if pool <= 0 or pool >= n_users:
+        return np.arange(n_users)
+    return np.sort(np.random.default_rng([seed, pool]).choice(n_users, pool, replace=False))
+
+
+def _tifu_neighbours(
+    vecs, users: np.ndarray, k: int, pool: np.ndarray | None = None, block: int = 1024
+) -> np.ndarray:
+    """Indices of the k nearest users (euclidean, self excluded) of each of `users`, among
+    the sorted user indices `pool` (None: every user)."""
     sq = np.asarray(vecs.multiply(vecs).sum(1)).ravel()
-    k = min(k, vecs.shape[0] - 1)
+    if pool is None:
+        pool, pool_vecs_t, pool_sq = np.arange(vecs.shape[0]), vecs.T, sq
+    else:
+        pool = np.asarray(pool, np.int64)
+        pool_vecs_t, pool_sq = vecs[pool].T, sq[pool]
+    k = min(k, len(pool) - 1)
     out = np.zeros((len(users), max(k, 0)), np.int64)
     for s in range(0, len(users), block):
         b = users[s : s + block]
-        d = sq[b, None] + sq[None, :] - 2 * (vecs[b] @ vecs.T).toarray()
-        d[np.arange(len(b)), b] = np.inf
+        d = sq[b, None] + pool_sq[None, :] - 2 * (vecs[b] @ pool_vecs_t).toarray()
+        # a user is not its own neighbour (where it is in the pool)
+        at = np.minimum(np.searchsorted(pool, b), len(pool) - 1)
+        mine = pool[at] == b
+        d[np.nonzero(mine)[0], at[mine]] = np.inf
         part = np.argpartition(d, k - 1, axis=1)[:, :k] if k > 0 else out[:0]
-        out[s : s + len(b)] = np.take_along_axis(
-            part, np.argsort(np.take_along_axis(d, part, 1), axis=1, kind="stable"), 1
-        )
+        out[s : s + len(b)] = pool[
+            np.take_along_axis(
+                part, np.argsort(np.take_along_axis(d, part, 1), axis=1, kind="stable"), 1
+            )
+        ]
     return out
 
 
@@ -172,6 +196,7 @@ def tifu_knn_ranking(
     TIFU_GRID (decays and group size keep the paper's values). Returns (ranked, config)."""
     cfg = cfg or TifuConfig()
     info = {"grid": None}
+    pool = None if cfg.pool <= 0 else neighbour_pool(n_users, cfg.pool, seed)
     if tune:
         last = train.groupby("user")["order_number"].transform("max")
         first = train.groupby("user")["order_number"].transform("min")
@@ -187,7 +212,7 @@ def tifu_knn_ranking(
             .groupby("user")["item"]
         ]
         vecs = tifu_user_vectors(inner, n_users, n_items, cfg)
-        nbrs = _tifu_neighbours(vecs, tune_users, max(TIFU_GRID["neighbours"]))
+        nbrs = _tifu_neighbours(vecs, tune_users, max(TIFU_GRID["neighbours"]), pool)
         scores = {}
         for a in TIFU_GRID["alpha"]:
             for n in TIFU_GRID["neighbours"]:
@@ -197,7 +222,7 @@ def tifu_knn_ranking(
         cfg = TifuConfig(**{**cfg.__dict__, "alpha": best[0], "neighbours": best[1]})
         info["grid"] = {f"alpha={a},neighbours={n}": round(v, 4) for (a, n), v in scores.items()}
     vecs = tifu_user_vectors(train, n_users, n_items, cfg)
-    nbrs = _tifu_neighbours(vecs, users, cfg.neighbours)
+    nbrs = _tifu_neighbours(vecs, users, cfg.neighbours, pool)
     ranked = _tifu_rank(vecs, nbrs, users, cfg.alpha, nbrs.shape[1], k)
     # items with zero score (a user with few neighbours) are still distinct; keep them
     return ranked, {**info, "config": dict(cfg.__dict__)}
@@ -209,8 +234,10 @@ def baseline_rankings(
     n_items: int,
     k: int = K_MAX,
     train: pd.DataFrame | None = None,
+    tifu_pool: int = 0,
 ) -> dict:
-    """The reference rows of every table; TIFU-KNN too when the training rows are given."""
+    """The reference rows of every table; TIFU-KNN too when the training rows are given
+    (its neighbours among a seeded pool of `tifu_pool` users; 0: all, TifuConfig.pool)."""
     out = {
         "random": random_ranking(n_items, users, k),
         "popularity": popularity_ranking(feats, users, k),
@@ -218,5 +245,6 @@ def baseline_rankings(
         "top-frequency + popular": top_frequency_ranking(feats, users, k, pad_popular=True),
     }
     if train is not None:
-        out["tifu-knn"] = tifu_knn_ranking(train, users, len(feats.user), n_items, k)[0]
+        cfg = TifuConfig(pool=tifu_pool)
+        out["tifu-knn"] = tifu_knn_ranking(train, users, len(feats.user), n_items, k, cfg=cfg)[0]
     return out

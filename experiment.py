@@ -419,7 +419,10 @@ class Experiment:
         split = split or self.split
         feats = self.feats if split is self.split else build_features(self.ds, split.train)
         train = None if getattr(self.args, "no_tifu", False) else split.train
-        for name, ranked in baseline_rankings(feats, users, self.ds.n_items, train=train).items():
+        pool = getattr(self.args, "tifu_pool", 0)
+        for name, ranked in baseline_rankings(
+            feats, users, self.ds.n_items, train=train, tifu_pool=pool
+        ).items():
             self.add(name + suffix, ranked, users, split, feats=feats)
         self.timings["baselines_s"] = self.timings.get("baselines_s", 0) + time.perf_counter() - t0
 

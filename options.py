@@ -48,6 +48,9 @@ class TowerConfig:
     # user tower through the purchase weights)
     train_on: str = "rows"
     epochs: int = 4
+    # > 0: each epoch trains on a fresh seeded sample of this many of those rows (at Kaggle's
+    # size an epoch over all 29M rows takes hours on 2 cores); 0: every row
+    epoch_rows: int = 0
     batch_size: int = 1024
     lr: float = 3e-3
     # constant, or cosine: linear warm-up over the first 5% of steps, then cosine decay to 0
@@ -71,7 +74,15 @@ class TowerConfig:
 # The hyper-parameters with a range, checked by TowerConfig and (as options, before any data
 # loads) by check_options below: an int's minimum, or "> 0" for a positive finite float.
 # epochs 0 would report (and save) an untrained tower; batch 1 has no in-batch negative.
-TOWER_LIMITS = {"epochs": 1, "batch_size": 2, "dim": 1, "hidden": 1, "temperature": 0.0, "lr": 0.0}
+TOWER_LIMITS = {
+    "epochs": 1,
+    "batch_size": 2,
+    "dim": 1,
+    "hidden": 1,
+    "temperature": 0.0,
+    "lr": 0.0,
+    "epoch_rows": 0,
+}
 
 
 def tower_value_problem(name: str, value) -> str | None:
@@ -153,6 +164,13 @@ def add_experiment_args(parser, seeds: int = 3):
     g.add_argument("--retrain", action="store_true", help="ignore saved towers and train again")
     g.add_argument("--no-tifu", action="store_true", help="leave the TIFU-KNN reference row out")
     g.add_argument(
+        "--tifu-pool",
+        type=int,
+        default=0,
+        help="TIFU-KNN searches neighbours among a seeded sample of this many users "
+        "(0: all users, exact; its cost grows with users^2); default %(default)s",
+    )
+    g.add_argument(
         "--out",
         default=None,
         help="results JSON path, replaced if it exists (default: a new file per run, "
@@ -215,6 +233,8 @@ def check_options(args):
 
     at_least("--seeds", 1)
     at_least("--threads", 1)  # None: torch's choice
+    at_least("--tifu-pool", 0)
+    at_least("--ranker-train-users", 0)
     if not getattr(args, "full", False):
         at_least("--users", 2)
         at_least("--items", 1)
@@ -239,6 +259,13 @@ def add_tower_args(parser):
     )
     g.add_argument(
         "--batch-size", type=int, default=d.batch_size, help="in-batch negatives per step"
+    )
+    g.add_argument(
+        "--epoch-rows",
+        type=int,
+        default=d.epoch_rows,
+        help="rows per epoch: a fresh seeded sample of this many training rows each epoch "
+        "(0: every row; for Kaggle's size on a CPU)",
     )
     g.add_argument("--dim", type=int, default=d.dim, help="embedding size of both towers")
     g.add_argument("--hidden", type=int, default=d.hidden, help="MLP width of both towers")
@@ -282,6 +309,7 @@ def tower_config(args, seed: int, **overrides) -> TowerConfig:
         "logq": args.logq,
         "epochs": args.epochs,
         "batch_size": args.batch_size,
+        "epoch_rows": args.epoch_rows,
         "lr": args.lr,
         "lr_schedule": args.lr_schedule,
         "train_on": args.train_on,

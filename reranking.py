@@ -245,12 +245,13 @@ def ranker_features(
     cols["i_pop_rank"] = pop_rank[i]
     cols["i_aisle"] = aisle.astype(np.float32)
     cols["i_dept"] = dept.astype(np.float32)
-    X = (
-        np.column_stack([cols[c].astype(np.float32) for c in cols])
-        if len(cands)
-        else np.zeros((0, len(cols)), np.float32)
-    )
-    return X, list(cols)
+    # column by column, each freed once copied: at Kaggle's size (~20M candidates) the
+    # columns and the matrix are ~4 GB each, so they never need to coexist
+    names = list(cols)
+    X = np.empty((len(cands), len(names)), np.float32)
+    for j, c in enumerate(names):
+        X[:, j] = cols.pop(c)
+    return X, names
 
 
 # A fixed thread count, not the machine's: same seed -> same ranker on any machine. On the
@@ -314,6 +315,15 @@ def fold_of_users(users: np.ndarray, folds: int = 2, seed: int = RANDOM_SEED) ->
     return fold
 
 
+def fold_sample(train_user_rows: np.ndarray, n: int, seed: int, fold: int) -> np.ndarray:
+    """A fold's training users, or a seeded sample of n of them when there are more (drawn
+    from the sorted distinct users: independent of row order, never of labels)."""
+    g = np.unique(train_user_rows)
+    if len(g) <= n:
+        return g
+    return np.sort(np.random.default_rng([seed, fold, n]).choice(g, n, replace=False))
+
+
 def rank_with_gbdt(
     cands: pd.DataFrame,
     X: np.ndarray,
@@ -326,6 +336,7 @@ def rank_with_gbdt(
     k: int = K_MAX,
     n_jobs: int = GBDT_THREADS,
     params: dict | None = None,
+    train_users: int = 0,
 ) -> tuple[np.ndarray, dict]:
     """Cross-fitted learning to rank over the candidates of `users`.
 
@@ -334,7 +345,9 @@ def rank_with_gbdt(
     other groups' candidates, label = the candidate is in that user's Split.truth, and
     scores this group: a user's held-out items are never seen by the model that ranks
     them. Training skips users with no positive candidate (nothing to learn from);
-    every user in `users` is scored. Returns ranked [len(users), k] item indices
+    `train_users` > 0 trains each fold on a seeded sample of at most that many of the
+    rest (the fit grows with its rows; at Kaggle's size a fold holds ~100k users); every
+    user in `users` is scored. Returns ranked [len(users), k] item indices
     (-1 padded), rows in the order of `users`, and an info dict (top-10 gain
     importances summed over folds and normalised, timings, sizes, parameters)."""
     if kind not in GBDT_PARAMS:
@@ -347,10 +360,13 @@ def rank_with_gbdt(
     cu = cands["user"].to_numpy(np.int64)
     if len(users) != len(np.unique(users)) or not np.isin(cu, users).all():
         raise ValueError("users must be distinct and cover every candidate's user")
-    # rows grouped by user (stable: keeps the candidate order within a user)
-    order = np.argsort(cu, kind="stable")
-    cu, ci, X = cu[order], cands["item"].to_numpy(np.int64)[order], X[order]
-    y = candidate_labels(cands, split)[order]
+    # rows grouped by user, users sorted (stable: keeps the candidate order within a user);
+    # build_candidates' rows for sorted `users` already are, and X (GBs at Kaggle's size)
+    # is then not copied
+    ci, y = cands["item"].to_numpy(np.int64), candidate_labels(cands, split)
+    if (np.diff(cu) < 0).any():
+        order = np.argsort(cu, kind="stable")
+        cu, ci, X, y = cu[order], ci[order], X[order], y[order]
     fold_u = fold_of_users(users, folds, seed)
     upos = np.searchsorted(np.sort(users), cu)
     fold_row = fold_u[np.argsort(users, kind="stable")][upos]
@@ -365,11 +381,14 @@ def rank_with_gbdt(
         "n_users": len(users),
         "n_features": int(X.shape[1]),
         "fold_train_users": [],
+        "train_users_cap": train_users or None,
         "train_seconds": 0.0,
         "predict_seconds": 0.0,
     }
     for f in range(folds):
         tr = (fold_row != f) & (pos_per_user > 0)
+        if train_users > 0:
+            tr &= np.isin(cu, fold_sample(cu[tr], train_users, seed, f))
         te = fold_row == f
         if not te.any():
             info["fold_train_users"].append(0)
@@ -439,10 +458,12 @@ def rerank(
     seed: int = RANDOM_SEED,
     k: int = K_MAX,
     params: dict | None = None,
+    train_users: int = 0,
 ) -> dict:
     """The whole second stage for one candidate setting: retrieve (or reuse `retrieved`
     = (ranked, scores) with >= cfg.k columns), build candidates and features, rank with
-    each of `kinds` (params: {kind: overrides of GBDT_PARAMS[kind]}).
+    each of `kinds` (params: {kind: overrides of GBDT_PARAMS[kind]}; train_users: the
+    rankers' training users per fold, rank_with_gbdt).
     Returns {kind: (ranked [len(users), k], info)}; each info also holds
     the candidate setting, the candidate recall, and the seconds spent on candidates +
     features (the ranking stage's added time is that plus train and predict seconds)."""
@@ -460,7 +481,17 @@ def rerank(
     out = {}
     for kind in kinds:
         ranked, info = rank_with_gbdt(
-            cands, X, names, users, split, kind, folds, seed, k, params=(params or {}).get(kind)
+            cands,
+            X,
+            names,
+            users,
+            split,
+            kind,
+            folds,
+            seed,
+            k,
+            params=(params or {}).get(kind),
+            train_users=train_users,
         )
         info.update(extra)
         info["stage_seconds"] = round(prep + info["train_seconds"] + info["predict_seconds"], 2)

@@ -315,14 +315,17 @@ class TwoTower:
         params = [*self.user_tower.parameters(), *self.item_tower.parameters()]
         opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
         bs = cfg.batch_size
-        steps_per_epoch = max((len(fit_idx) - bs) // bs + 1, 1)
+        # rows an epoch trains on: all, or (epoch_rows) the first rows of its seeded shuffle,
+        # a fresh sample each epoch
+        n_epoch = min(cfg.epoch_rows, len(fit_idx)) if cfg.epoch_rows else len(fit_idx)
+        steps_per_epoch = max((n_epoch - bs) // bs + 1, 1)
         scheduler = lr_scheduler(opt, cfg.lr_schedule, cfg.epochs * steps_per_epoch)
         for epoch in range(cfg.epochs):
             self.user_tower.train()
             self.item_tower.train()
             # the batch order: numpy's seeded permutation (the same batches as ever), sent to
             # the device once per epoch
-            order = torch.as_tensor(fit_idx[rng.permutation(len(fit_idx))], device=d)
+            order = torch.as_tensor(fit_idx[rng.permutation(len(fit_idx))][:n_epoch], device=d)
             starts = range(0, max(len(order) - bs + 1, 1), bs)  # drops the last partial batch
             total, n = torch.zeros((), dtype=torch.float64, device=d), 0
             bar = config.progress(

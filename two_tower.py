@@ -43,6 +43,13 @@ def parse_args(argv=None):
         default=",".join(CANDIDATE_SETTINGS),
         help="comma list of candidate settings: faiss@K or faiss@K+bought",
     )
+    r.add_argument(
+        "--ranker-train-users",
+        type=int,
+        default=0,
+        help="each cross-fitting fold trains its ranker on a seeded sample of at most this "
+        "many users (0: all; a fold holds half the users); default %(default)s",
+    )
     return options.parse_args_with_quick(p, argv, QUICK)
 
 
@@ -108,6 +115,7 @@ def main(argv=None):
                 kinds=rankers,
                 retrieved=(retrieved, scores),
                 seed=seed,
+                train_users=args.ranker_train_users,
             )
             for kind, (ranked, info) in out.items():
                 label = f"two-tower {cc.name()} + {kind}"

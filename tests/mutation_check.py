@@ -619,6 +619,39 @@ MUTATIONS = [
         'KEY=$(printf \'%s\\n\' "${CMD[*]}" "$COMMIT" "$CODE"',
         ("tests/test_run_overnight.py",),
     ),
+    # --- Kaggle size (issue 24): the settings that make a full run affordable
+    M(
+        "tifu-pool-self-neighbour",
+        "TIFU-KNN's pooled neighbour search lets a user be its own neighbour",
+        "baselines.py",
+        "        d[np.nonzero(mine)[0], at[mine]] = np.inf\n",
+        "",
+        ("tests/test_baselines.py",),
+    ),
+    M(
+        "tifu-pool-index",
+        "TIFU-KNN's pooled search returns places in the pool, not user indices",
+        "baselines.py",
+        "        out[s : s + len(b)] = pool[\n",
+        "        out[s : s + len(b)] = np.arange(len(pool))[\n",
+        ("tests/test_baselines.py",),
+    ),
+    M(
+        "ranker-cap-ignored",
+        "--ranker-train-users does not cap a fold's training users",
+        "reranking.py",
+        "            tr &= np.isin(cu, fold_sample(cu[tr], train_users, seed, f))\n",
+        "            pass\n",
+        ("tests/test_rankers.py",),
+    ),
+    M(
+        "epoch-rows-same-sample",
+        "--epoch-rows trains every epoch on the same rows",
+        "towers.py",
+        "fit_idx[rng.permutation(len(fit_idx))][:n_epoch]",
+        "fit_idx[:n_epoch][rng.permutation(n_epoch)]",
+        ("tests/test_two_tower.py",),
+    ),
 ]
 
 

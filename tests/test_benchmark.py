@@ -50,3 +50,39 @@ def test_scale_runs_the_pipeline_at_each_size_and_tabulates_growth(tmp_path, mon
     rows = {r["stage"]: r for r in res["table"]}
     assert "b 0.08k-0.16k" in rows["two-tower training"] and "whole process" in rows
     assert res["run"][-5:] == ["--epochs", "1", "--no-tifu", "--hidden", "32"]
+
+
+def test_step_times_each_batch_size_on_a_data_folder(tmp_path, monkeypatch, small_sample_dir):
+    """`step` on a small folder: one row per batch size (sorted, distinct), positive step
+    times, and epoch estimates that follow from them (rows / batch x seconds a step)."""
+    monkeypatch.setattr(B.config, "CACHE_DIR", tmp_path / "cache")
+    out = tmp_path / "step.json"
+    argv = ["step", "--data-dir", str(small_sample_dir), "--batch-sizes", "256,64,256"]
+    B.main([*argv, "--steps", "2", "--threads", "1", "--json", str(out)])
+    res = json.loads(out.read_text())
+    assert [r["batch"] for r in res["rows"]] == [64, 256]
+    for r in res["rows"]:
+        assert r["s_per_step"] > 0
+        want = res["training_rows"] / r["batch"] * r["s_per_step"] / 60
+        assert r["epoch_rows_min"] == pytest.approx(want, abs=0.06)
+    assert 0 < res["training_pairs"] <= res["training_rows"]
+
+
+def test_full_runs_the_pipeline_with_the_full_size_settings(
+    tmp_path, monkeypatch, small_sample_dir
+):
+    """`full` (here on a small folder standing in for data/full): the child gets every user
+    and item, the full-size settings, then the user's options (last, so they win); the stage
+    table and each arm's metrics come back."""
+    monkeypatch.setattr(B, "ensure_full_sample", lambda: small_sample_dir)
+    monkeypatch.setattr(B.config, "CACHE_DIR", tmp_path / "cache")
+    out = tmp_path / "full.json"
+    B.main(["full", "--json", str(out), "--epochs", "1", "--no-tifu", "--hidden", "32"])
+    res = json.loads(out.read_text())
+    cmd = res["command"]
+    assert "--full" in cmd and cmd[-5:] == ["--epochs", "1", "--no-tifu", "--hidden", "32"]
+    at = cmd.index("--epoch-rows")
+    assert cmd[at : at + 2] == ["--epoch-rows", "6000000"] and at < len(cmd) - 5
+    stages = {r["stage"]: r["wall_s"] for r in res["stages"]}
+    assert stages["two-tower training"] > 0 and 0 < res["peak_rss_gib"] < 8
+    assert 0 < res["metrics"]["two-tower"]["recall@20"] <= 1

@@ -221,6 +221,28 @@ def test_users_without_truth_are_scored_but_not_trained_on(data, ranked_setup):
         assert info["fold_train_users"][f] == len(trainable)
 
 
+def test_ranker_training_user_cap_samples_each_fold(data, ranked_setup):
+    """--ranker-train-users: each fold's ranker trains on at most that many of its users, a
+    seeded sample (the same lists twice), and the lists change (the cap is used); every user
+    is still scored. A cap above the fold's users changes nothing."""
+    split, users = data.split, data.users
+    cands, X, names = ranked_setup
+    full, info = reranking.rank_with_gbdt(cands, X, names, users, split, params=SMALL)
+    cap = min(info["fold_train_users"]) // 3
+    r1, i1 = reranking.rank_with_gbdt(cands, X, names, users, split, params=SMALL, train_users=cap)
+    r2, _ = reranking.rank_with_gbdt(cands, X, names, users, split, params=SMALL, train_users=cap)
+    assert i1["fold_train_users"] == [cap, cap] and i1["train_users_cap"] == cap
+    assert np.array_equal(r1, r2) and not np.array_equal(r1, full)
+    assert (r1[:, 0] >= 0).all()
+    big = max(info["fold_train_users"])
+    rb, ib = reranking.rank_with_gbdt(cands, X, names, users, split, params=SMALL, train_users=big)
+    assert np.array_equal(rb, full) and ib["fold_train_users"] == info["fold_train_users"]
+    # the sample is drawn from the fold's own trainable users
+    cu = cands["user"].to_numpy()
+    picked = reranking.fold_sample(cu, 5, 42, 0)
+    assert len(picked) == 5 and set(picked) <= set(cu) and (np.diff(picked) > 0).all()
+
+
 @pytest.mark.parametrize("kind,params", [("lightgbm", SMALL), ("xgboost", SMALL_XGB)])
 def test_no_label_leakage_cross_fitting(data, ranked_setup, kind, params):
     """The held-out items of the users in fold A are replaced by other items (their

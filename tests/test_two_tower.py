@@ -51,6 +51,36 @@ def test_a_training_step_never_waits_for_the_host(setup, monkeypatch):
     assert steps > 20 and len(calls) == 1 + val_batches
 
 
+def test_epoch_rows_trains_each_epoch_on_a_fresh_sample(setup, monkeypatch):
+    """--epoch-rows N: each epoch takes N // batch steps over a fresh seeded sample of the
+    rows (the two epochs' rows differ); N at least the rows is the plain fit, to the bit."""
+    ds, split, feats = setup
+    bs = TINY["batch_size"]
+    cfg = C.TowerConfig(**{**TINY, "epochs": 2, "epoch_rows": 3 * bs + 10})
+    model = C.TwoTower(cfg, feats, ds.n_users, ds.n_items)
+    seen, loss = [], C.TwoTower._loss
+
+    def counted(self, users, items, log_q, context=None):
+        if self.user_tower.training:  # training steps, not the validation batches
+            seen.append(users.cpu().numpy() * ds.n_items + items.cpu().numpy())
+        return loss(self, users, items, log_q, context)
+
+    monkeypatch.setattr(C.TwoTower, "_loss", counted)
+    model.fit(split.train, progress=False)
+    assert len(seen) == 6 and all(len(b) == bs for b in seen)
+    # (user, item) keys of the two epochs: fresh samples of ~3% of the rows share few
+    first, second = np.concatenate(seen[:3]), np.concatenate(seen[3:])
+    assert len(split.train) > 20 * len(first) and np.isin(first, second).mean() < 0.5
+    monkeypatch.undo()
+    plain = C.TwoTower(C.TowerConfig(**TINY), feats, ds.n_users, ds.n_items)
+    plain.fit(split.train, progress=False)
+    big = C.TwoTower(
+        C.TowerConfig(**{**TINY, "epoch_rows": len(split.train)}), feats, ds.n_users, ds.n_items
+    )
+    big.fit(split.train, progress=False)
+    np.testing.assert_array_equal(plain.embed_items(), big.embed_items())
+
+
 @pytest.mark.parametrize("purchases", ["none", "bag", "centroid"])
 def test_repeated_items_and_users_are_not_negatives(setup, purchases):
     ds, _, feats = setup

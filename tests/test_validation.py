@@ -154,6 +154,9 @@ BAD_OPTIONS = [
     (["--users", "1"], "--users"),
     (["--items", "0"], "--items"),
     (["--seeds", "0"], "--seeds"),
+    (["--tifu-pool", "-1"], "--tifu-pool"),
+    (["--epoch-rows", "-1"], "--epoch-rows"),
+    (["--ranker-train-users", "-5"], "--ranker-train-users"),
 ]
 
 
