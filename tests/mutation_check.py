@@ -394,8 +394,8 @@ MUTATIONS = [
         "epochs-0-accepted",
         "--epochs 0 trains nothing and reports the untrained tower",
         "options.py",
-        'TOWER_LIMITS = {"epochs": 1,',
-        'TOWER_LIMITS = {"epochs": 0,',
+        'TOWER_LIMITS = {\n    "epochs": 1,',
+        'TOWER_LIMITS = {\n    "epochs": 0,',
         ("tests/test_validation.py",),
     ),
     M(
