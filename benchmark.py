@@ -877,9 +877,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     # starts with '--' (`two_tower --data-dir DIR` failed), so unknown options are kept here
     args, extra = parser.parse_known_args(argv)
     config.apply_log_level(args)
-    if extra and args.command not in ("two_tower", "scale", "full"):
+    passes_args_on = hasattr(args, "script_args")  # the passes_on subcommands
+    if extra and not passes_args_on:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    if args.command in ("two_tower", "scale", "full"):
+    if passes_args_on:
         args.script_args = [*extra, *args.script_args]
     return args
 

@@ -342,7 +342,9 @@ def baseline_arms(exp, truths: list[Truth], names=None):
     whole world, from the first truth's features, scored on every truth."""
     t0 = truths[0]
     train = None if exp.args.no_tifu else t0.split.train
-    ranked = C.baseline_rankings(t0.feats, t0.users, exp.ds.n_items, train=train)
+    ranked = C.baseline_rankings(
+        t0.feats, t0.users, exp.ds.n_items, train=train, tifu_pool=exp.args.tifu_pool
+    )
     for name, r in ranked.items():
         if names is None or name in names:
             add_scored(exp, truths, name, r, t0.users)

@@ -316,8 +316,9 @@ def fold_of_users(users: np.ndarray, folds: int = 2, seed: int = RANDOM_SEED) ->
 
 
 def fold_sample(train_user_rows: np.ndarray, n: int, seed: int, fold: int) -> np.ndarray:
-    """A fold's training users, or a seeded sample of n of them when there are more (drawn
-    from the sorted distinct users: independent of row order, never of labels)."""
+    """A fold's training users (the distinct users of its training rows), or a seeded
+    sample of n of them when there are more (drawn from the sorted distinct users, so it
+    does not depend on the rows' order)."""
     g = np.unique(train_user_rows)
     if len(g) <= n:
         return g
