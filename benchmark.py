@@ -352,6 +352,7 @@ def staged_run(name: str, options: list[str], extra: list[str], target: str) -> 
         "peak_rss_gib": round(peak, 2),
         "stages": rows,
         "metrics": metrics,
+        "training": res["training"],  # per seed: each epoch's train and validation loss
         "data": res["data"],
         "seeds": res["seeds"],
         "environment": environment(),
@@ -440,6 +441,7 @@ def cmd_scale(args) -> dict:
                 "wall_s": wall,
                 "peak_rss_gib": round(peak, 2),
                 "recall@20": res["metrics"]["two-tower"]["all"]["recall@20"]["mean"],
+                "training": res["training"],  # each epoch's train and validation loss
             }
         )
         print(f"  {wall:.0f}s, peak RSS {peak:.2f} GiB", flush=True)

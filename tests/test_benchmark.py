@@ -47,6 +47,8 @@ def test_scale_runs_the_pipeline_at_each_size_and_tabulates_growth(tmp_path, mon
         }
         assert r["stages"]["two-tower training"] > 0 and 0 < r["peak_rss_gib"] < 8
         assert sum(r["stages"].values()) <= r["wall_s"] and 0 <= r["recall@20"] <= 1
+        assert [e["epoch"] for e in r["training"][0]["epochs"]] == [1]  # the losses are kept
+        assert r["training"][0]["epochs"][0]["val_loss"] > 0
     rows = {r["stage"]: r for r in res["table"]}
     assert "b 0.08k-0.16k" in rows["two-tower training"] and "whole process" in rows
     assert res["run"][-5:] == ["--epochs", "1", "--no-tifu", "--hidden", "32"]
@@ -86,3 +88,4 @@ def test_full_runs_the_pipeline_with_the_full_size_settings(
     stages = {r["stage"]: r["wall_s"] for r in res["stages"]}
     assert stages["two-tower training"] > 0 and 0 < res["peak_rss_gib"] < 8
     assert 0 < res["metrics"]["two-tower"]["recall@20"] <= 1
+    assert res["training"][0]["seed"] == 42 and res["training"][0]["epochs"][0]["val_loss"] > 0
